@@ -1,0 +1,1 @@
+"""Config, errors, logging and progress/cancel primitives shared by every layer."""

@@ -1,0 +1,102 @@
+"""Typed errors: each carries a stable code, a user message, a recovery hint and a CLI exit code.
+
+Every layer raises these instead of bare exceptions so the CLI, the API and the job
+queue can report a failure the same way and decide whether it is worth a retry.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+
+class VfxError(Exception):
+    """Base of every error vfxmocap reports to a user."""
+
+    code: ClassVar[str] = "internal"
+    exit_code: ClassVar[int] = 1
+    retryable: ClassVar[bool] = False
+    default_hint: ClassVar[str] = "Run with --debug and report the traceback."
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint if hint is not None else self.default_hint
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, "hint": self.hint}
+
+
+class InputError(VfxError):
+    """The user's input (a file, an image, a video) cannot be used."""
+
+    code = "input_error"
+    exit_code = 3
+    default_hint = "Check the input file and try again."
+
+
+class MediaError(InputError):
+    """A media file is missing, unreadable, empty or uses an unsupported codec."""
+
+    def __init__(self, path: str | Path, reason: str, *, hint: str | None = None) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}", hint=hint)
+
+
+class InvalidParams(VfxError):
+    """Options or parameters are out of range or inconsistent."""
+
+    code = "invalid_params"
+    exit_code = 2
+    default_hint = "Check the options; `--help` lists the valid values."
+
+
+class ModelMissing(VfxError):
+    """A model's files are not in the model store and cannot be fetched now."""
+
+    code = "model_not_found"
+    exit_code = 4
+    default_hint = "Run `vfx models list` to see what is missing and where files go."
+
+
+class DeviceError(VfxError):
+    """The requested compute device is unknown or not available."""
+
+    code = "device_error"
+    exit_code = 5
+    default_hint = "Run `vfx doctor` to see which devices this machine offers."
+
+
+class InsufficientMemory(DeviceError):
+    """The device ran out of memory even at the lowest settings."""
+
+    code = "insufficient_memory"
+    retryable = True
+    default_hint = "Lower the resolution or batch size, or use a device with more memory."
+
+
+class Cancelled(VfxError):
+    """The work was cancelled by the user; nothing was written."""
+
+    code = "cancelled"
+    exit_code = 130
+    default_hint = "Submit the work again to redo it."
+
+
+class JobTimeout(VfxError):
+    """The work took longer than its time limit."""
+
+    code = "timeout"
+    exit_code = 1
+    retryable = True
+    default_hint = "Raise the job's timeout or shorten the input."
+
+
+class WorkerUnavailable(VfxError):
+    """No worker that can run this work is reachable."""
+
+    code = "worker_unavailable"
+    exit_code = 1
+    retryable = True
+    default_hint = "Start a worker (`vfx worker`) or check the broker connection."

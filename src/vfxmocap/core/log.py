@@ -1,0 +1,36 @@
+"""Logging setup: rich output on a terminal, a job id on every record when one is set."""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+
+from rich.console import Console
+from rich.logging import RichHandler
+
+job_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("job_id", default=None)
+
+
+class _JobIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.job_id = job_id_var.get() or "-"
+        return True
+
+
+def setup_logging(level: str = "INFO") -> None:
+    """Configure the `vfxmocap` logger once; later calls only change the level."""
+    logger = logging.getLogger("vfxmocap")
+    logger.setLevel(level)
+    if not logger.handlers:
+        handler = RichHandler(
+            console=Console(stderr=True),  # stdout stays clean for --json
+            show_path=False,
+            rich_tracebacks=False, markup=False)
+        handler.addFilter(_JobIdFilter())
+        handler.setFormatter(logging.Formatter("[%(job_id)s] %(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False
+
+
+def get_logger(name: str) -> logging.Logger:
+    return logging.getLogger(f"vfxmocap.{name}")

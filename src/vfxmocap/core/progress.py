@@ -1,0 +1,113 @@
+"""Progress events and cooperative cancellation, shared by workflows, the CLI and the job queue."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from vfxmocap.core.errors import Cancelled
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """One progress update: the single event type every surface renders."""
+
+    stage: str
+    value: int
+    max: int | None
+    percent: float | None
+    eta_s: float | None
+    message: str = ""
+    job_id: str | None = None
+    preview: bytes | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("preview")
+        return data
+
+
+ProgressCallback = Callable[[ProgressEvent], None]
+
+
+class Progress:
+    """Counts work in named stages and emits throttled `ProgressEvent`s with an ETA.
+
+    `min_interval_s` keeps a 1000 fps loop from flooding a socket; the first and the last
+    update of a stage are always emitted.
+    """
+
+    def __init__(
+        self,
+        callback: ProgressCallback | None = None,
+        *,
+        job_id: str | None = None,
+        min_interval_s: float = 0.1,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._callback = callback
+        self._job_id = job_id
+        self._min_interval = min_interval_s
+        self._clock = clock
+        self.stage_name = ""
+        self.value = 0
+        self.total: int | None = None
+        self._started = clock()
+        self._last_emit = float("-inf")
+
+    def stage(self, name: str, total: int | None = None, message: str = "") -> None:
+        """Start a new stage; `total` is None when the length is unknown (a live camera)."""
+        self.stage_name, self.total, self.value = name, total, 0
+        self._started = self._clock()
+        self._emit(message, force=True)
+
+    def advance(self, n: int = 1, message: str = "") -> None:
+        self.value += n
+        done = self.total is not None and self.value >= self.total
+        self._emit(message, force=done)
+
+    def _emit(self, message: str, *, force: bool) -> None:
+        if self._callback is None:
+            return
+        now = self._clock()
+        if not force and now - self._last_emit < self._min_interval:
+            return
+        self._last_emit = now
+        percent = eta = None
+        if self.total:
+            percent = min(100.0, 100.0 * self.value / self.total)
+            elapsed = now - self._started
+            if self.value > 0:
+                eta = max(0.0, elapsed / self.value * (self.total - self.value))
+        self._callback(
+            ProgressEvent(
+                stage=self.stage_name,
+                value=self.value,
+                max=self.total,
+                percent=percent,
+                eta_s=eta,
+                message=message,
+                job_id=self._job_id,
+            )
+        )
+
+
+class CancelToken:
+    """A flag checked between frames or denoising steps; `check()` raises `Cancelled`."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def check(self) -> None:
+        if self._event.is_set():
+            raise Cancelled("cancelled by the user")

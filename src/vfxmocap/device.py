@@ -1,0 +1,256 @@
+"""The compute device: the only module that asks whether CUDA, MPS or CoreML is here.
+
+Torch and ONNX Runtime are optional and imported lazily, so `vfx doctor` works on a
+machine that has neither. Everything else calls `resolve_device()` / `onnx_providers()`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import platform
+import re
+import shutil
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from vfxmocap.core.config import get_settings
+from vfxmocap.core.errors import DeviceError
+
+VALID_DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
+
+# Preference order of ONNX Runtime execution providers: fastest first, CPU always last.
+ONNX_PROVIDER_ORDER = (
+    "CUDAExecutionProvider",
+    "CoreMLExecutionProvider",
+    "DmlExecutionProvider",
+    "OpenVINOExecutionProvider",
+    "CPUExecutionProvider",
+)
+# An explicit device request narrows the providers to that device (and CPU as fallback).
+_PROVIDERS_FOR_REQUEST = {
+    "cuda": ("CUDAExecutionProvider",),
+    "mps": ("CoreMLExecutionProvider",),
+    "cpu": (),
+}
+# Metal lets one process use about this share of unified memory.
+_MPS_USABLE_FRACTION = 0.75
+
+
+class Tier(str, Enum):
+    """Coarse capability class used to pick defaults and route jobs."""
+
+    CPU = "cpu"
+    SMALL = "gpu-small"  # < 8 GB usable
+    MEDIUM = "gpu-medium"  # 8-16 GB
+    LARGE = "gpu-large"  # 16-40 GB
+    XL = "gpu-xl"  # >= 40 GB
+
+
+@dataclass(frozen=True)
+class DeviceReport:
+    """What `resolve_device()` found: enough to choose models, dtypes and batch sizes."""
+
+    kind: str  # cuda | mps | cpu
+    torch_device: str  # "cuda:0", "mps" or "cpu"
+    name: str
+    memory_gb: float
+    dtype: str  # float16 on accelerators, float32 on CPU
+    tier: Tier
+    onnx_providers: list[str]
+    requested: str
+    torch_version: str | None = None
+    onnxruntime_version: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["tier"] = self.tier.value
+        return data
+
+
+def _import_optional(name: str) -> ModuleType | None:
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
+
+
+def _torch() -> ModuleType | None:
+    return _import_optional("torch")
+
+
+def _onnxruntime() -> ModuleType | None:
+    return _import_optional("onnxruntime")
+
+
+def _system_memory_gb() -> float:
+    try:
+        pages = os.sysconf("SC_PHYS_PAGES")
+        page_size = os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 0.0
+    return round(pages * page_size / 1024**3, 1)
+
+
+def _cpu_name() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        match = re.search(r"^model name\s*:\s*(.+)$", cpuinfo.read_text(), re.MULTILINE)
+        if match:
+            return match.group(1).strip()
+    return platform.processor() or platform.machine() or "CPU"
+
+
+def _is_apple_silicon() -> bool:
+    return platform.system() == "Darwin" and platform.machine() == "arm64"
+
+
+def _nvidia_driver_present() -> bool:
+    return Path("/proc/driver/nvidia/version").exists() or shutil.which("nvidia-smi") is not None
+
+
+def available_onnx_providers() -> list[str]:
+    """Providers the installed onnxruntime offers, in our preference order."""
+    ort = _onnxruntime()
+    if ort is None:
+        return []
+    offered = set(ort.get_available_providers())
+    return [p for p in ONNX_PROVIDER_ORDER if p in offered]
+
+
+def _cuda_available(torch: ModuleType | None) -> bool:
+    if torch is not None:
+        return bool(torch.cuda.is_available())
+    return "CUDAExecutionProvider" in available_onnx_providers()
+
+
+def _mps_available(torch: ModuleType | None) -> bool:
+    if torch is not None:
+        mps = getattr(torch.backends, "mps", None)
+        return bool(mps is not None and mps.is_available())
+    return _is_apple_silicon() and "CoreMLExecutionProvider" in available_onnx_providers()
+
+
+def _parse_request(requested: str) -> tuple[str, int | None]:
+    value = requested.strip().lower()
+    match = re.fullmatch(r"(auto|cpu|mps|cuda)(?::(\d+))?", value)
+    if not match or (match.group(2) is not None and match.group(1) != "cuda"):
+        raise DeviceError(
+            f"unknown device {requested!r}; valid values: {', '.join(VALID_DEVICES)}",
+            hint="Set VFX_DEVICE (or --device) to one of the valid values.",
+        )
+    index = int(match.group(2)) if match.group(2) is not None else None
+    return match.group(1), index
+
+
+def _tier_for(kind: str, memory_gb: float) -> Tier:
+    if kind == "cpu":
+        return Tier.CPU
+    usable = memory_gb * (_MPS_USABLE_FRACTION if kind == "mps" else 1.0)
+    if usable >= 40:
+        return Tier.XL
+    if usable >= 16:
+        return Tier.LARGE
+    if usable >= 8:
+        return Tier.MEDIUM
+    return Tier.SMALL
+
+
+def onnx_providers(request: str = "auto") -> list[str]:
+    """ONNX Runtime providers for a device request, preferred first, CPU last.
+
+    `auto` takes every accelerator onnxruntime offers; `cuda`, `mps` or `cpu` keep
+    only that device's provider (plus CPU, which runs the operators it cannot).
+    """
+    offered = available_onnx_providers()
+    if request == "auto":
+        return offered
+    wanted = {*_PROVIDERS_FOR_REQUEST[request], "CPUExecutionProvider"}
+    return [p for p in offered if p in wanted]
+
+
+def _advice(kind: str, torch: ModuleType | None, providers: list[str]) -> list[str]:
+    """Say loudly what the old tools hid: an accelerator present but unused."""
+    notes = []
+    if _is_apple_silicon() and kind == "cpu":
+        notes.append(
+            "Apple Silicon detected but running on CPU: install an arm64 build of torch "
+            "with MPS support and onnxruntime>=1.17 (CoreML provider)."
+        )
+    if _nvidia_driver_present() and kind != "cuda":
+        notes.append(
+            "An NVIDIA driver is present but CUDA is not used: install a CUDA build of torch "
+            "and onnxruntime-gpu (see README, Hardware)."
+        )
+    if kind == "cuda" and "CUDAExecutionProvider" not in providers:
+        notes.append(
+            "torch sees CUDA but onnxruntime has no CUDAExecutionProvider: ONNX models run on "
+            "CPU. Replace onnxruntime with onnxruntime-gpu."
+        )
+    if torch is None:
+        notes.append("torch is not installed: torch-based models (generation) are unavailable.")
+    return notes
+
+
+def resolve_device(requested: str | None = None) -> DeviceReport:
+    """Pick the device: the request (argument, then VFX_DEVICE) or CUDA -> MPS -> CPU."""
+    request = requested if requested is not None else get_settings().device
+    asked, index = _parse_request(request)
+    kind = asked
+    torch = _torch()
+    cuda, mps = _cuda_available(torch), _mps_available(torch)
+
+    if kind == "auto":
+        kind = "cuda" if cuda else "mps" if mps else "cpu"
+    elif (kind == "cuda" and not cuda) or (kind == "mps" and not mps):
+        found = ["cpu"] + (["cuda"] if cuda else []) + (["mps"] if mps else [])
+        raise DeviceError(
+            f"device {request!r} is not available on this machine (available: {', '.join(found)})",
+        )
+
+    name, memory_gb, torch_device = _cpu_name(), _system_memory_gb(), "cpu"
+    if kind == "cuda":
+        index = index or 0
+        torch_device = f"cuda:{index}"
+        if torch is not None:
+            count = int(torch.cuda.device_count())
+            if index >= count:
+                raise DeviceError(f"device {request!r}: this machine has {count} CUDA device(s)")
+            props = torch.cuda.get_device_properties(index)
+            name, memory_gb = str(props.name), round(props.total_memory / 1024**3, 1)
+        else:
+            name, memory_gb = "NVIDIA GPU (via onnxruntime)", 0.0
+    elif kind == "mps":
+        # Unified memory: the GPU shares system RAM.
+        torch_device, name = "mps", f"Apple Silicon GPU ({platform.machine()})"
+
+    providers = onnx_providers(asked)
+    ort = _onnxruntime()
+    return DeviceReport(
+        kind=kind,
+        torch_device=torch_device,
+        name=name,
+        memory_gb=memory_gb,
+        dtype="float32" if kind == "cpu" else "float16",
+        tier=_tier_for(kind, memory_gb),
+        onnx_providers=providers,
+        requested=request,
+        torch_version=getattr(torch, "__version__", None) if torch else None,
+        onnxruntime_version=getattr(ort, "__version__", None) if ort else None,
+        warnings=_advice(kind, torch, providers),
+    )
+
+
+def torch_device(requested: str | None = None) -> Any:
+    """The `torch.device` to run on; raises DeviceError when torch is missing."""
+    torch = _torch()
+    if torch is None:
+        raise DeviceError(
+            "torch is not installed",
+            hint="pip install 'vfxmocap[gen]' (with the torch build for your hardware).",
+        )
+    return torch.device(resolve_device(requested).torch_device)

@@ -1,0 +1,1 @@
+"""Media I/O on PyAV and OpenCV: frames are RGB uint8 arrays, HxWx3, C-contiguous."""

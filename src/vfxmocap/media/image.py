@@ -1,0 +1,136 @@
+"""Read and write still images as RGB uint8, whatever their depth, channels or EXIF orientation."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image, UnidentifiedImageError
+
+from vfxmocap.core.errors import InvalidParams, MediaError
+from vfxmocap.core.files import atomic_path
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+WRITABLE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+
+Frame = NDArray[np.uint8]
+
+# EXIF orientation tag -> the transform that makes the pixels upright (as Pillow's exif_transpose).
+_ORIENT = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.swapaxes(0, 1),
+    6: lambda a: np.rot90(a, k=-1),
+    7: lambda a: a.swapaxes(0, 1)[::-1, ::-1],
+    8: lambda a: np.rot90(a, k=1),
+}
+
+
+def is_image_path(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+def read_image(path: str | Path, *, keep_alpha: bool = False) -> Frame:
+    """Read an image file as RGB (or RGBA with `keep_alpha`) uint8, upright per EXIF."""
+    path = Path(path)
+    if not path.exists():
+        raise MediaError(path, "file not found")
+    if path.is_dir():
+        raise MediaError(path, "is a directory, not an image")
+    return decode_image(path.read_bytes(), source=str(path), keep_alpha=keep_alpha)
+
+
+def decode_image(data: bytes, *, source: str = "<bytes>", keep_alpha: bool = False) -> Frame:
+    """Decode encoded image bytes (an upload, a WebSocket frame) like `read_image`."""
+    if not data:
+        raise MediaError(source, "empty file")
+    raw = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if raw is None:
+        raise MediaError(
+            source, "not an image that can be decoded", hint="Use a PNG, JPEG or WebP file."
+        )
+    rgb = _to_rgb(_to_uint8(raw), keep_alpha=keep_alpha)
+    transform = _ORIENT.get(_exif_orientation(data))
+    if transform is not None:
+        rgb = transform(rgb)
+    return np.ascontiguousarray(rgb)
+
+
+def _to_uint8(img: NDArray[np.generic]) -> Frame:
+    if img.dtype == np.uint8:
+        return img.astype(np.uint8, copy=False)
+    if img.dtype == np.uint16:
+        return ((img.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    if np.issubdtype(img.dtype, np.floating):
+        return (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    raise MediaError("<image>", f"unsupported pixel type {img.dtype}")
+
+
+def _to_rgb(img: Frame, *, keep_alpha: bool) -> Frame:
+    """OpenCV decodes to gray, BGR or BGRA; return RGB, or RGBA when asked to keep alpha."""
+    if img.ndim == 2:
+        img = img[:, :, None]
+    channels = img.shape[2]
+    if channels == 1:
+        rgb = np.repeat(img, 3, axis=2)
+        return _add_opaque_alpha(rgb) if keep_alpha else rgb
+    if channels == 3:
+        rgb = img[:, :, ::-1]
+        return _add_opaque_alpha(rgb) if keep_alpha else rgb
+    rgba = img[:, :, [2, 1, 0, 3]]
+    if keep_alpha:
+        return rgba
+    # Drop alpha by compositing over black, so fully transparent pixels carry no stray colour.
+    alpha = rgba[:, :, 3:4].astype(np.uint16)
+    return ((rgba[:, :, :3].astype(np.uint16) * alpha + 127) // 255).astype(np.uint8)
+
+
+def _add_opaque_alpha(rgb: Frame) -> Frame:
+    alpha = np.full(rgb.shape[:2] + (1,), 255, np.uint8)
+    return np.concatenate([rgb, alpha], axis=2)
+
+
+def _exif_orientation(data: bytes) -> int:
+    """The EXIF orientation tag (1 = upright). Pillow reads only the header here."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return int(im.getexif().get(0x0112, 1))
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        return 1
+
+
+def encode_image(rgb: Frame, suffix: str = ".png", *, quality: int = 95) -> bytes:
+    """Encode an RGB or RGBA uint8 array as PNG, JPEG or WebP bytes."""
+    suffix = suffix.lower()
+    if suffix not in WRITABLE_SUFFIXES:
+        raise InvalidParams(
+            f"cannot write {suffix or 'files without a suffix'}; use one of "
+            f"{', '.join(WRITABLE_SUFFIXES)}"
+        )
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] not in (3, 4):
+        raise InvalidParams(f"expected an HxWx3 or HxWx4 uint8 image, got {rgb.shape} {rgb.dtype}")
+    if rgb.shape[2] == 4 and suffix in (".jpg", ".jpeg"):
+        rgb = rgb[:, :, :3]
+    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGBA2BGRA if rgb.shape[2] == 4 else cv2.COLOR_RGB2BGR)
+    params: list[int] = []
+    if suffix in (".jpg", ".jpeg"):
+        params = [cv2.IMWRITE_JPEG_QUALITY, quality]
+    elif suffix == ".webp":
+        params = [cv2.IMWRITE_WEBP_QUALITY, quality]
+    ok, buf = cv2.imencode(suffix, bgr, params)
+    if not ok:
+        raise InvalidParams(f"OpenCV could not encode a {suffix} image")
+    return bytes(buf)
+
+
+def write_image(path: str | Path, rgb: Frame, *, quality: int = 95) -> Path:
+    """Write atomically: the file appears complete or not at all."""
+    path = Path(path)
+    data = encode_image(rgb, path.suffix, quality=quality)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return path

@@ -1,0 +1,156 @@
+"""Decode -> process -> encode, overlapped in threads with bounded queues.
+
+Decoding runs in one thread, encoding in another, and processing in the caller's thread
+(models such as MediaPipe graphs keep per-thread state). Queues are bounded, so memory
+stays flat however long the video is. The first error in any stage stops all three and
+is re-raised in the caller; cancellation is checked between frames.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from vfxmocap.core.config import get_settings
+from vfxmocap.core.progress import CancelToken, Progress
+
+T = TypeVar("T")
+U = TypeVar("U")
+
+_POLL_S = 0.05
+
+
+class _End:
+    """Marks the end of a stream in a queue."""
+
+
+@dataclass
+class _Failed:
+    error: BaseException
+
+
+@dataclass(frozen=True)
+class PipelineStats:
+    frames: int
+    seconds: float
+    process_s: float
+    waited_for_input_s: float
+    waited_for_output_s: float
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+class _Stage(Generic[T]):
+    """A bounded queue whose blocking put/get give up once the pipeline is stopping."""
+
+    def __init__(self, size: int, stop: threading.Event) -> None:
+        self._queue: queue.Queue[T | _End | _Failed] = queue.Queue(maxsize=size)
+        self._stop = stop
+
+    def put(self, item: T | _End | _Failed) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=_POLL_S)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def get(self) -> T | _End | _Failed:
+        while True:
+            if self._stop.is_set():
+                return _End()
+            try:
+                return self._queue.get(timeout=_POLL_S)
+            except queue.Empty:
+                continue
+
+
+def run_pipeline(
+    frames: Iterable[T],
+    process: Callable[[T], U],
+    sink: Callable[[U], None],
+    *,
+    progress: Progress | None = None,
+    cancel: CancelToken | None = None,
+    queue_size: int | None = None,
+) -> PipelineStats:
+    """Feed `frames` through `process` into `sink`, in order, overlapping the three stages."""
+    size = queue_size or get_settings().queue_size
+    stop = threading.Event()
+    inbox: _Stage[T] = _Stage(size, stop)
+    outbox: _Stage[U] = _Stage(size, stop)
+    sink_error: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            for item in frames:
+                if not inbox.put(item):
+                    return
+            inbox.put(_End())
+        except BaseException as exc:  # handed to the caller's thread and re-raised there
+            inbox.put(_Failed(exc))
+
+    def write() -> None:
+        while True:
+            item = outbox.get()
+            if isinstance(item, _End):
+                return
+            try:
+                sink(item)  # type: ignore[arg-type]
+            except BaseException as exc:  # re-raised in the caller's thread
+                sink_error.append(exc)
+                stop.set()
+                return
+            if progress is not None:
+                progress.advance()
+
+    reader = threading.Thread(target=read, name="vfx-decode", daemon=True)
+    writer = threading.Thread(target=write, name="vfx-encode", daemon=True)
+    started = time.perf_counter()
+    busy = wait_in = wait_out = 0.0
+    count = 0
+    reader.start()
+    writer.start()
+    try:
+        while True:
+            t0 = time.perf_counter()
+            item = inbox.get()
+            t1 = time.perf_counter()
+            wait_in += t1 - t0
+            if sink_error:
+                raise sink_error[0]
+            if isinstance(item, _Failed):
+                raise item.error
+            if isinstance(item, _End):
+                break
+            if cancel is not None:
+                cancel.check()
+            result = process(item)
+            t2 = time.perf_counter()
+            busy += t2 - t1
+            if not outbox.put(result):
+                break
+            wait_out += time.perf_counter() - t2
+            count += 1
+        outbox.put(_End())
+        writer.join()
+        if sink_error:
+            raise sink_error[0]
+    finally:
+        stop.set()
+        reader.join()
+        writer.join()
+    return PipelineStats(
+        frames=count,
+        seconds=time.perf_counter() - started,
+        process_s=busy,
+        waited_for_input_s=wait_in,
+        waited_for_output_s=wait_out,
+    )

@@ -1,0 +1,124 @@
+"""One catalog of every model vfxmocap can use, declared as data in `catalog.toml`."""
+
+from __future__ import annotations
+
+import tomllib
+from functools import lru_cache
+from importlib import resources
+from typing import Literal
+
+from pydantic import BaseModel, Field, model_validator
+
+from vfxmocap.core.errors import InvalidParams
+
+Backend = Literal["onnx", "torch", "diffusers", "mediapipe"]
+
+
+class ModelFile(BaseModel):
+    """One file of a model, relative to the model's folder (or to the package for built-ins)."""
+
+    path: str
+    remote: str | None = None  # path inside the source repo when it differs from `path`
+    sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    size: int | None = Field(None, gt=0)
+    url: str | None = None  # a direct URL; otherwise derived from the model's source
+
+    @property
+    def remote_path(self) -> str:
+        return self.remote or self.path
+
+
+class ModelSource(BaseModel):
+    """Where files come from: inside an installed package, a Hugging Face repo, or URLs."""
+
+    kind: Literal["builtin", "huggingface", "url"]
+    package: str | None = None
+    repo: str | None = None
+    revision: str = "main"
+
+    @model_validator(mode="after")
+    def _complete(self) -> ModelSource:
+        if self.kind == "builtin" and not self.package:
+            raise ValueError("a builtin source names its package")
+        if self.kind == "huggingface" and not self.repo:
+            raise ValueError("a huggingface source names its repo")
+        return self
+
+
+class ModelSpec(BaseModel):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    task: str
+    backend: Backend
+    description: str
+    license: str
+    source: ModelSource
+    files: list[ModelFile] = Field(default_factory=list)
+    snapshot: bool = False  # a whole Hugging Face repo (diffusers pipelines)
+    memory_gb: float = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _has_files(self) -> ModelSpec:
+        if not self.files and not self.snapshot:
+            raise ValueError(f"model {self.name} lists no files")
+        if self.source.kind == "url" and any(f.url is None for f in self.files):
+            raise ValueError(f"model {self.name}: every file of a url source needs a url")
+        return self
+
+    @property
+    def builtin(self) -> bool:
+        return self.source.kind == "builtin"
+
+    def url_for(self, file: ModelFile) -> str | None:
+        if file.url:
+            return file.url
+        if self.source.kind == "huggingface":
+            return f"https://huggingface.co/{self.source.repo}/resolve/{self.source.revision}/{file.remote_path}"
+        return None
+
+    @property
+    def download_size(self) -> int:
+        return sum(f.size or 0 for f in self.files)
+
+
+class Catalog:
+    """The models by name; the only list of models in the project."""
+
+    def __init__(self, specs: list[ModelSpec]) -> None:
+        self._specs: dict[str, ModelSpec] = {}
+        for spec in specs:
+            if spec.name in self._specs:
+                raise ValueError(f"model {spec.name} is declared twice")
+            self._specs[spec.name] = spec
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self._specs.values())
+
+    def __len__(self) -> int:
+        return len(self._specs)
+
+    def names(self) -> list[str]:
+        return list(self._specs)
+
+    def get(self, name: str) -> ModelSpec:
+        try:
+            return self._specs[name]
+        except KeyError:
+            raise InvalidParams(
+                f"unknown model {name!r}",
+                hint=f"Known models: {', '.join(self._specs)}.",
+            ) from None
+
+    def for_task(self, task: str) -> list[ModelSpec]:
+        return [s for s in self._specs.values() if s.task == task]
+
+
+def parse_catalog(text: str) -> Catalog:
+    data = tomllib.loads(text)
+    return Catalog([ModelSpec.model_validate(entry) for entry in data.get("models", [])])
+
+
+@lru_cache(maxsize=1)
+def load_catalog() -> Catalog:
+    """The catalog shipped with the package."""
+    text = resources.files("vfxmocap.models").joinpath("catalog.toml").read_text("utf-8")
+    return parse_catalog(text)

@@ -1,0 +1,350 @@
+"""The model store: where each catalog model's files live, whether they are ready, and pulls.
+
+Files live at `<models_dir>/<model name>/<file path>`; built-in models point into the
+package that ships them. Pulls resume partial downloads and check sha256; offline, they
+fail at once with the exact file, place and hash to fetch by hand.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import shutil
+import socket
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from vfxmocap.core.config import get_settings
+from vfxmocap.core.errors import InvalidParams, ModelMissing
+from vfxmocap.core.files import atomic_path
+from vfxmocap.core.log import get_logger
+from vfxmocap.core.progress import Progress
+from vfxmocap.models.catalog import Catalog, ModelFile, ModelSpec, load_catalog
+
+log = get_logger("models")
+
+_CHUNK = 1 << 20
+_HASH_CACHE = ".verified.json"
+
+
+class Readiness(str, Enum):
+    MISSING = "missing"  # at least one file is absent (or has the wrong size)
+    PRESENT = "present"  # every file is there; hashes not checked yet
+    VERIFIED = "verified"  # every file's sha256 matches the catalog
+    CORRUPT = "corrupt"  # a file is there but its hash does not match
+
+
+@dataclass
+class ModelStatus:
+    name: str
+    readiness: Readiness
+    directory: Path
+    missing: list[str] = field(default_factory=list)
+    corrupt: list[str] = field(default_factory=list)
+
+    @property
+    def ready(self) -> bool:
+        return self.readiness in (Readiness.PRESENT, Readiness.VERIFIED)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "readiness": self.readiness.value,
+            "ready": self.ready,
+            "directory": str(self.directory),
+            "missing": self.missing,
+            "corrupt": self.corrupt,
+        }
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _human(size: int | None) -> str:
+    if not size:
+        return "size unknown"
+    return f"{size / 1e9:.2f} GB" if size >= 1e9 else f"{size / 1e6:.1f} MB"
+
+
+class ModelStore:
+    def __init__(self, root: Path | None = None, catalog: Catalog | None = None) -> None:
+        self.root = Path(root) if root is not None else get_settings().models_dir
+        self.catalog = catalog if catalog is not None else load_catalog()
+
+    # --- where files are -------------------------------------------------------------
+
+    def directory(self, spec: ModelSpec) -> Path:
+        if spec.builtin:
+            assert spec.source.package is not None
+            found = importlib.util.find_spec(spec.source.package)
+            if found is None or not found.submodule_search_locations:
+                raise ModelMissing(
+                    f"model {spec.name!r} ships with the package {spec.source.package!r}, "
+                    "which is not installed",
+                    hint=f"pip install {spec.source.package}",
+                )
+            return Path(next(iter(found.submodule_search_locations)))
+        return self.root / spec.name
+
+    def file_path(self, spec: ModelSpec, file: ModelFile) -> Path:
+        path = (self.directory(spec) / file.path).resolve()
+        if not path.is_relative_to(self.directory(spec).resolve()):
+            raise InvalidParams(f"model {spec.name}: file path {file.path!r} leaves its folder")
+        return path
+
+    # --- readiness -------------------------------------------------------------------
+
+    def status(self, name: str, *, verify: bool = False) -> ModelStatus:
+        """Missing / present / verified; `verify` hashes files not already verified."""
+        spec = self.catalog.get(name)
+        directory = self.directory(spec)
+        if spec.snapshot:
+            ready = (directory / "model_index.json").is_file()
+            return ModelStatus(
+                name, Readiness.PRESENT if ready else Readiness.MISSING, directory,
+                missing=[] if ready else ["model_index.json"],
+            )
+        cache = self._load_hash_cache(spec)
+        missing, corrupt, unverified = [], [], False
+        for file in spec.files:
+            path = self.file_path(spec, file)
+            if not path.is_file() or (file.size and path.stat().st_size != file.size):
+                missing.append(file.path)
+                continue
+            if file.sha256 is None:
+                unverified = True
+                continue
+            known = cache.get(file.path)
+            stamp = [path.stat().st_size, path.stat().st_mtime_ns]
+            if known and known["stamp"] == stamp:
+                digest = known["sha256"]
+            elif verify:
+                digest = sha256_file(path)
+                cache[file.path] = {"stamp": stamp, "sha256": digest}
+            else:
+                unverified = True
+                continue
+            if digest != file.sha256:
+                corrupt.append(file.path)
+        if verify and not spec.builtin:
+            self._save_hash_cache(spec, cache)
+        if missing:
+            readiness = Readiness.MISSING
+        elif corrupt:
+            readiness = Readiness.CORRUPT
+        elif unverified:
+            readiness = Readiness.PRESENT
+        else:
+            readiness = Readiness.VERIFIED
+        return ModelStatus(name, readiness, directory, missing, corrupt)
+
+    def require(self, name: str) -> dict[str, Path]:
+        """Paths of a model's files, or ModelMissing saying exactly what to place where."""
+        spec = self.catalog.get(name)
+        state = self.status(name)
+        if state.readiness == Readiness.CORRUPT:
+            raise ModelMissing(
+                f"model {name!r}: {', '.join(state.corrupt)} does not match its sha256",
+                hint=f"Delete it and run `vfx models pull {name}`.",
+            )
+        if not state.ready:
+            raise ModelMissing(self._placement(spec, state.missing), hint=self._pull_hint(spec))
+        return {f.path: self.file_path(spec, f) for f in spec.files}
+
+    def _placement(self, spec: ModelSpec, missing: list[str]) -> str:
+        """Which file to fetch from where, and the exact path to put it at."""
+        if spec.snapshot:
+            return (
+                f"model {spec.name!r} is not downloaded: fetch the Hugging Face repo "
+                f"{spec.source.repo} into {self.directory(spec)}"
+            )
+        lines = [f"model {spec.name!r} is missing {len(missing)} file(s):"]
+        for file in spec.files:
+            if file.path not in missing:
+                continue
+            source = spec.url_for(file) or "its source"
+            checksum = f"sha256 {file.sha256}" if file.sha256 else "no checksum"
+            lines.append(
+                f"  download {source} ({_human(file.size)}, {checksum}) "
+                f"and place it at {self.file_path(spec, file)}"
+            )
+        return "\n".join(lines)
+
+    @staticmethod
+    def _pull_hint(spec: ModelSpec) -> str:
+        return (
+            f"Run `vfx models pull {spec.name}` when online, or place the file(s) as above "
+            f"and run `vfx models verify {spec.name}`."
+        )
+
+    def _load_hash_cache(self, spec: ModelSpec) -> dict[str, Any]:
+        if spec.builtin:
+            return {}
+        path = self.directory(spec) / _HASH_CACHE
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _save_hash_cache(self, spec: ModelSpec, cache: dict[str, Any]) -> None:
+        if not cache:
+            return
+        path = self.directory(spec) / _HASH_CACHE
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(cache, indent=1))
+
+    # --- downloads -------------------------------------------------------------------
+
+    def pull(self, name: str, progress: Progress | None = None) -> ModelStatus:
+        """Download what is missing (resuming partial files), then verify every hash."""
+        spec = self.catalog.get(name)
+        state = self.status(name, verify=True)
+        if state.readiness == Readiness.VERIFIED or (state.ready and spec.builtin):
+            return state
+        if spec.builtin:
+            raise ModelMissing(
+                f"built-in model {name!r} is damaged: {', '.join(state.missing + state.corrupt)}",
+                hint=f"Reinstall the package: pip install --force-reinstall {spec.source.package}",
+            )
+        if get_settings().is_offline:
+            raise ModelMissing(
+                "offline (VFX_OFFLINE or HF_HUB_OFFLINE is set): "
+                + self._placement(spec, state.missing + state.corrupt),
+                hint=self._pull_hint(spec),
+            )
+        if spec.snapshot:
+            self._pull_snapshot(spec)
+            return self.status(name)
+        for file in spec.files:
+            if file.path in state.missing or file.path in state.corrupt:
+                self._pull_file(spec, file, progress)
+        final = self.status(name, verify=True)
+        if final.readiness == Readiness.CORRUPT:
+            for bad in final.corrupt:
+                self.file_path(spec, next(f for f in spec.files if f.path == bad)).unlink()
+            raise ModelMissing(
+                f"model {name!r}: downloaded {', '.join(final.corrupt)} does not match its "
+                "sha256 and was deleted",
+                hint="The source may have changed; report it, or place a known-good copy by hand.",
+            )
+        return final
+
+    def _pull_file(self, spec: ModelSpec, file: ModelFile, progress: Progress | None) -> None:
+        url = spec.url_for(file)
+        if url is None:
+            raise ModelMissing(f"model {spec.name!r}: no download source for {file.path}")
+        target = self.file_path(spec, file)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            check_reachable(url)
+            if spec.source.kind == "huggingface" and file.url is None:
+                self._pull_hf_file(spec, file, target)
+            else:
+                download(url, target, expected_size=file.size, progress=progress,
+                         timeout=get_settings().download_timeout_s)
+        except (urllib.error.URLError, OSError, TimeoutError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise ModelMissing(
+                f"could not download {url} ({reason}). " + self._placement(spec, [file.path]),
+                hint=self._pull_hint(spec),
+            ) from exc
+
+    def _pull_hf_file(self, spec: ModelSpec, file: ModelFile, target: Path) -> None:
+        """huggingface_hub handles auth tokens, Xet storage and resuming for Hub files."""
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+        staging = self.directory(spec) / ".hf"
+        try:
+            fetched = hf_hub_download(
+                repo_id=spec.source.repo, filename=file.remote_path,
+                revision=spec.source.revision, local_dir=staging,
+                etag_timeout=get_settings().download_timeout_s,
+            )
+        except (LocalEntryNotFoundError, HfHubHTTPError) as exc:
+            raise OSError(str(exc)) from exc
+        Path(fetched).replace(target)
+
+    def _pull_snapshot(self, spec: ModelSpec) -> None:
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+        try:
+            check_reachable(f"https://huggingface.co/{spec.source.repo}")
+            snapshot_download(
+                repo_id=spec.source.repo, revision=spec.source.revision,
+                local_dir=self.directory(spec),
+            )
+        except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as exc:
+            raise ModelMissing(
+                f"could not download {spec.source.repo} ({exc}). " + self._placement(spec, []),
+                hint=self._pull_hint(spec),
+            ) from exc
+
+    def remove(self, name: str) -> None:
+        spec = self.catalog.get(name)
+        if spec.builtin:
+            raise InvalidParams(f"model {name!r} is built in and cannot be removed")
+        shutil.rmtree(self.directory(spec), ignore_errors=True)
+
+
+def check_reachable(url: str, timeout: float = 3.0) -> None:
+    """Fail in seconds, not after a client's minute of retries, when the host is unreachable."""
+    parts = urllib.parse.urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    with socket.create_connection((parts.hostname or "", port), timeout=timeout):
+        pass
+
+
+def download(
+    url: str,
+    target: Path,
+    *,
+    expected_size: int | None = None,
+    progress: Progress | None = None,
+    timeout: float = 20.0,
+    opener: Callable[..., Any] = urllib.request.urlopen,
+) -> Path:
+    """Fetch `url` to `target` through `<target>.part`, resuming with an HTTP Range request."""
+    part = target.with_name(target.name + ".part")
+    have = part.stat().st_size if part.exists() else 0
+    if expected_size and have > expected_size:
+        part.unlink()
+        have = 0
+    request = urllib.request.Request(url, headers={"User-Agent": "vfxmocap"})
+    if have:
+        request.add_header("Range", f"bytes={have}-")
+    with opener(request, timeout=timeout) as response:
+        resumed = have > 0 and getattr(response, "status", 200) == 206
+        total = _total_size(response, have if resumed else 0) or expected_size
+        if progress is not None:
+            progress.stage(f"download {target.name}", total)
+            progress.advance(have if resumed else 0)
+        with part.open("ab" if resumed else "wb") as fh:
+            while chunk := response.read(_CHUNK):
+                fh.write(chunk)
+                if progress is not None:
+                    progress.advance(len(chunk))
+    size = part.stat().st_size
+    if expected_size and size != expected_size:
+        raise OSError(f"download ended at {size} of {expected_size} bytes; run pull again to resume")
+    part.replace(target)
+    return target
+
+
+def _total_size(response: Any, offset: int) -> int | None:
+    length = response.headers.get("Content-Length")
+    return int(length) + offset if length and length.isdigit() else None
