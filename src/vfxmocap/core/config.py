@@ -22,6 +22,10 @@ from pydantic_settings import (
 
 APP_NAME = "vfxmocap"
 
+X264Preset = Literal[
+    "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower"
+]
+
 
 def config_file_path() -> Path:
     """Where the optional TOML config lives (`VFX_CONFIG` overrides the default)."""
@@ -50,9 +54,7 @@ class Settings(BaseSettings):
     download_timeout_s: float = Field(20.0, gt=0, description="Network timeout for model pulls.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     video_crf: int = Field(18, ge=0, le=51, description="H.264 quality (lower is better).")
-    video_preset: Literal[
-        "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower"
-    ] = Field("veryfast", description="x264 speed/size trade-off.")
+    video_preset: X264Preset = Field("veryfast", description="x264 speed/size trade-off.")
     queue_size: int = Field(8, ge=1, le=256, description="Frames buffered between pipeline stages.")
 
     @classmethod

@@ -13,10 +13,14 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Generic, TypeVar
 
 from vfxmocap.core.config import get_settings
 from vfxmocap.core.progress import CancelToken, Progress
+from vfxmocap.media.image import Frame
+from vfxmocap.media.sources import FrameSource
+from vfxmocap.media.video import VideoWriter
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -154,3 +158,35 @@ def run_pipeline(
         waited_for_input_s=wait_in,
         waited_for_output_s=wait_out,
     )
+
+
+@dataclass(frozen=True)
+class VideoResult:
+    output: Path
+    stats: PipelineStats
+    size: tuple[int, int]
+    fps: float
+
+
+def transform_video(
+    source: FrameSource,
+    process: Callable[[Frame], Frame],
+    output: str | Path,
+    *,
+    progress: Progress | None = None,
+    cancel: CancelToken | None = None,
+    crf: int | None = None,
+    preset: str | None = None,
+) -> VideoResult:
+    """The common video-to-video loop: stream `source` through `process` into an H.264 MP4.
+
+    Audio is carried over from the source, the frame rate kept, and the output written
+    atomically: on an error or a cancel no file appears at `output`.
+    """
+    if progress is not None:
+        progress.stage("frames", source.frame_count)
+    with VideoWriter(output, fps=source.fps, crf=crf, preset=preset,
+                     audio_from=source.audio_path) as writer:
+        stats = run_pipeline(source, process, writer.write, progress=progress, cancel=cancel)
+    assert writer.size is not None
+    return VideoResult(Path(output), stats, writer.size, source.fps)

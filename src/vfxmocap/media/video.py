@@ -66,6 +66,8 @@ def _open(path: str | Path) -> Any:
         raise MediaError(path, "empty file")
     try:
         return av.open(str(path), mode="r")
+    except av.error.EOFError as exc:
+        raise MediaError(path, "contains no video frames (the file ends before the first)") from exc
     except av.FFmpegError as exc:
         raise MediaError(
             path, f"not a readable media file ({exc.strerror or exc})",

@@ -72,6 +72,17 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+_hashed: dict[tuple[str, int, int], str] = {}
+
+
+def _hash_once(path: Path, stamp: list[int]) -> str:
+    """sha256, remembered per (path, size, mtime) for the life of the process."""
+    key = (str(path), stamp[0], stamp[1])
+    if key not in _hashed:
+        _hashed[key] = sha256_file(path)
+    return _hashed[key]
+
+
 def _human(size: int | None) -> str:
     if not size:
         return "size unknown"
@@ -117,6 +128,7 @@ class ModelStore:
                 missing=[] if ready else ["model_index.json"],
             )
         cache = self._load_hash_cache(spec)
+        verify = verify or spec.builtin  # built-ins are a few MB: always check them
         missing, corrupt, unverified = [], [], False
         for file in spec.files:
             path = self.file_path(spec, file)
@@ -131,7 +143,7 @@ class ModelStore:
             if known and known["stamp"] == stamp:
                 digest = known["sha256"]
             elif verify:
-                digest = sha256_file(path)
+                digest = _hash_once(path, stamp)
                 cache[file.path] = {"stamp": stamp, "sha256": digest}
             else:
                 unverified = True

@@ -1,0 +1,427 @@
+"""`vfx`: the command line. Parses, calls the layers below, renders results.
+
+Exit codes: 0 ok, 1 internal error, 2 usage or invalid parameters, 3 input error,
+4 missing model, 5 device error, 130 cancelled. User mistakes print one line (and a
+hint), never a traceback; `--debug` adds the traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import json
+import os
+import platform
+import sys
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, TimeRemainingColumn
+from rich.progress import Progress as RichProgress
+from rich.table import Table
+
+from vfxmocap import __version__
+from vfxmocap.core.config import config_file_path, get_settings, reload_settings
+from vfxmocap.core.errors import InvalidParams, VfxError
+from vfxmocap.core.log import setup_logging
+from vfxmocap.core.progress import CancelToken, Progress, ProgressEvent
+
+EXIT_CODES = """Exit codes: 0 ok, 1 internal error, 2 usage / invalid parameters, 3 input error,
+4 missing model, 5 device error, 130 cancelled."""
+
+app = typer.Typer(
+    help=f"vfxmocap: local AI VFX and motion capture.\n\n{EXIT_CODES}",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+models_app = typer.Typer(help="List, verify and download models.", no_args_is_help=True)
+config_app = typer.Typer(help="Show the configuration.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+app.add_typer(config_app, name="config")
+
+out = Console()
+err = Console(stderr=True)
+_state = {"debug": False}
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def guarded(fn: F) -> F:
+    """Turn every failure into a one-line message and its documented exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort):
+            raise
+        except VfxError as exc:
+            _report_error(exc.message, exc.hint)
+            raise typer.Exit(exc.exit_code) from None
+        except ValidationError as exc:  # settings from the environment or a TOML file
+            _report_error(f"invalid configuration: {_validation_summary(exc)}",
+                          "Fix the VFX_* variable or the config file; see `vfx config show`.")
+            raise typer.Exit(InvalidParams.exit_code) from None
+        except KeyboardInterrupt:
+            err.print("cancelled")
+            raise typer.Exit(130) from None
+        except Exception as exc:  # last resort: an internal error, reported in one line
+            _report_error(f"internal error: {type(exc).__name__}: {exc}",
+                          "Run with --debug for a traceback and report it.")
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _validation_summary(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+
+
+def _report_error(message: str, hint: str) -> None:
+    if _state["debug"]:
+        traceback.print_exc()
+    err.print(f"[red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
+    if hint:
+        err.print(f"[dim]hint: {hint}[/]", highlight=False, soft_wrap=True)
+
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+def _print_json(data: Any) -> None:
+    out.print_json(json.dumps(data, default=str))
+
+
+@app.callback()
+@guarded
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
+    device: Annotated[
+        str | None, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")
+    ] = None,
+) -> None:
+    _state["debug"] = debug
+    if device:
+        os.environ["VFX_DEVICE"] = device
+    settings = reload_settings()
+    setup_logging("DEBUG" if debug else settings.log_level)
+
+
+@contextmanager
+def progress_bar(enabled: bool = True) -> Iterator[Progress]:
+    """A `Progress` whose events drive a rich progress bar on stderr."""
+    if not enabled:
+        yield Progress()
+        return
+    bar = RichProgress(
+        "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+        TimeRemainingColumn(), console=err, transient=True,
+    )
+    tasks: dict[str, Any] = {}
+
+    def render(event: ProgressEvent) -> None:
+        if event.stage not in tasks:
+            tasks[event.stage] = bar.add_task(event.stage, total=event.max)
+        bar.update(tasks[event.stage], completed=event.value, total=event.max)
+
+    with bar:
+        yield Progress(render)
+
+
+# --- doctor -------------------------------------------------------------------------------
+
+_VERSIONED = ("numpy", "opencv-contrib-python", "av", "mediapipe", "onnxruntime", "torch",
+              "pydantic", "huggingface_hub")
+
+
+def _versions() -> dict[str, str | None]:
+    found: dict[str, str | None] = {"python": platform.python_version(), "vfxmocap": __version__}
+    for name in _VERSIONED:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def _codecs() -> dict[str, bool]:
+    import av
+
+    wanted = {"h264": "r", "libx264": "w", "aac": "w", "libvpx-vp9": "w", "hevc": "r"}
+    found = {}
+    for name, mode in wanted.items():
+        try:
+            av.codec.Codec(name, mode)
+            found[f"{name} ({'decode' if mode == 'r' else 'encode'})"] = True
+        except (av.codec.codec.UnknownCodecError, ValueError):
+            found[f"{name} ({'decode' if mode == 'r' else 'encode'})"] = False
+    return found
+
+
+@app.command()
+@guarded
+def doctor(as_json: JsonOpt = False) -> None:
+    """Report device, ONNX providers, models, codecs and versions."""
+    from vfxmocap.device import resolve_device
+    from vfxmocap.models.store import ModelStore
+
+    device = resolve_device()
+    store = ModelStore()
+    models = [store.status(name).to_dict() for name in store.catalog.names()]
+    settings = get_settings()
+    report = {
+        "device": device.to_dict(),
+        "models_dir": str(store.root),
+        "models": models,
+        "codecs": _codecs(),
+        "versions": _versions(),
+        "config_file": str(config_file_path()),
+        "offline": settings.is_offline,
+    }
+    if as_json:
+        _print_json(report)
+        return
+    out.print(f"[bold]Device[/]  {device.kind} · {device.name} · {device.memory_gb} GB · "
+              f"{device.dtype} · tier {device.tier.value}")
+    out.print(f"[bold]ONNX Runtime providers[/]  {', '.join(device.onnx_providers) or 'none'}")
+    for note in device.warnings:
+        out.print(f"[yellow]! {note}[/]")
+    table = Table("model", "task", "readiness")
+    for spec, row in zip(store.catalog, models, strict=True):
+        colour = "green" if row["ready"] else "red"
+        table.add_row(spec.name, spec.task, f"[{colour}]{row['readiness']}[/]")
+    out.print(table)
+    out.print(f"[bold]Models dir[/]  {store.root}")
+    out.print("[bold]Codecs[/]  " + ", ".join(
+        f"{k} {'ok' if v else 'MISSING'}" for k, v in report["codecs"].items()))
+    out.print("[bold]Versions[/]  " + ", ".join(
+        f"{k} {v or '-'}" for k, v in report["versions"].items()))
+
+
+# --- probe --------------------------------------------------------------------------------
+
+@app.command()
+@guarded
+def probe(
+    file: Annotated[Path, typer.Argument(help="A video or image file.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Show a media file's properties (size, frame rate, frames, duration, audio)."""
+    from vfxmocap.media.image import is_image_path, read_image
+    from vfxmocap.media.video import probe as probe_video
+
+    info: dict[str, Any]
+    if is_image_path(file):
+        image = read_image(file, keep_alpha=True)
+        info = {"path": str(file), "type": "image", "width": image.shape[1],
+                "height": image.shape[0]}
+    else:
+        info = {"type": "video", **probe_video(file).to_dict()}
+    if as_json:
+        _print_json(info)
+        return
+    table = Table(show_header=False)
+    for key, value in info.items():
+        table.add_row(key, str(value))
+    out.print(table)
+
+
+# --- models -------------------------------------------------------------------------------
+
+@models_app.command("list")
+@guarded
+def models_list(
+    verify: Annotated[bool, typer.Option(help="Hash files not yet verified.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Every catalog model with its readiness."""
+    from vfxmocap.models.store import ModelStore
+
+    store = ModelStore()
+    rows = []
+    for spec in store.catalog:
+        status = store.status(spec.name, verify=verify)
+        rows.append({**spec.model_dump(include={"name", "task", "backend", "license",
+                                                "memory_gb"}),
+                     "size": spec.download_size, **status.to_dict()})
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table("model", "task", "backend", "readiness", "size", "license")
+    for row in rows:
+        colour = "green" if row["ready"] else "red"
+        size = f"{row['size'] / 1e6:.0f} MB" if row["size"] else "-"
+        table.add_row(row["name"], row["task"], row["backend"],
+                      f"[{colour}]{row['readiness']}[/]", size, row["license"])
+    out.print(table)
+
+
+@models_app.command("verify")
+@guarded
+def models_verify(
+    names: Annotated[list[str] | None, typer.Argument(help="Models (default: all).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check sha256 of model files; exit 4 when a named model is missing or corrupt."""
+    from vfxmocap.models.store import ModelStore
+
+    store = ModelStore()
+    chosen = names or store.catalog.names()
+    results = [store.status(name, verify=True) for name in chosen]
+    if as_json:
+        _print_json([r.to_dict() for r in results])
+    else:
+        for r in results:
+            detail = ", ".join(r.missing + r.corrupt)
+            out.print(f"{r.name}: {r.readiness.value}" + (f" ({detail})" if detail else ""))
+    if names and not all(r.readiness.value == "verified" for r in results):
+        raise typer.Exit(4)
+
+
+@models_app.command("pull")
+@guarded
+def models_pull(
+    names: Annotated[list[str], typer.Argument(help="Models to download.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Download models (resuming, hash-checked). Offline, says which file to place where."""
+    from vfxmocap.models.store import ModelStore
+
+    store = ModelStore()
+    results = []
+    with progress_bar(enabled=not as_json) as progress:
+        for name in names:
+            results.append(store.pull(name, progress))
+    if as_json:
+        _print_json([r.to_dict() for r in results])
+    else:
+        for r in results:
+            out.print(f"{r.name}: {r.readiness.value} in {r.directory}")
+
+
+@models_app.command("path")
+@guarded
+def models_path(name: Annotated[str | None, typer.Argument()] = None) -> None:
+    """Print the models folder, or one model's folder."""
+    from vfxmocap.models.store import ModelStore
+
+    store = ModelStore()
+    out.print(str(store.directory(store.catalog.get(name)) if name else store.root), soft_wrap=True)
+
+
+# --- config -------------------------------------------------------------------------------
+
+@config_app.command("show")
+@guarded
+def config_show(as_json: JsonOpt = False) -> None:
+    """The effective settings and where they came from."""
+    path = config_file_path()
+    data = {"config_file": str(path), "config_file_exists": path.is_file(),
+            **get_settings().model_dump(mode="json")}
+    if as_json:
+        _print_json(data)
+        return
+    table = Table("setting", "value", "environment variable")
+    for key, value in data.items():
+        env = f"VFX_{key.upper()}" if not key.startswith("config_file") else "VFX_CONFIG"
+        table.add_row(key, str(value), env)
+    out.print(table)
+
+
+# --- workflows ----------------------------------------------------------------------------
+
+def run_workflow(name: str, inputs: dict[str, Any], *, quiet: bool = False) -> dict[str, Path]:
+    """Validate inputs, run a registered workflow with a progress bar, map errors to exits."""
+    from vfxmocap.workflows import get_workflow
+
+    workflow = get_workflow(name)
+    try:
+        parsed = workflow.parse(inputs)
+    except ValidationError as exc:
+        raise InvalidParams(f"{name}: {_validation_summary(exc)}") from exc
+    with progress_bar(enabled=not quiet) as progress:
+        return workflow(parsed, progress, CancelToken())
+
+
+@app.command()
+@guarded
+def transcode(
+    input: Annotated[str, typer.Argument(help="Video, image sequence (%06d or *), or camera:N.")],
+    output: Annotated[Path, typer.Argument(help="Output .mp4")],
+    max_height: Annotated[int | None, typer.Option(help="Downscale to this height.")] = None,
+    crf: Annotated[int | None, typer.Option(help="H.264 quality 0-51 (lower is better).")] = None,
+    preset: Annotated[str | None, typer.Option(help="x264 preset, e.g. veryfast.")] = None,
+    fps: Annotated[float | None, typer.Option(help="Frame rate of an image sequence.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Re-encode to H.264 MP4, keeping audio; written atomically."""
+    outputs = run_workflow("transcode", {"input": input, "output": output, "max_height": max_height,
+                                         "crf": crf, "preset": preset, "fps": fps}, quiet=as_json)
+    _report_outputs(outputs, as_json)
+
+
+def _report_outputs(outputs: dict[str, Path], as_json: bool) -> None:
+    if as_json:
+        _print_json({k: str(v) for k, v in outputs.items()})
+    else:
+        for key, path in outputs.items():
+            out.print(f"{key}: {path}", soft_wrap=True)
+
+
+@app.command()
+@guarded
+def demo(
+    output_dir: Annotated[Path, typer.Option(help="Where results go.")] = Path("out"),
+    as_json: JsonOpt = False,
+) -> None:
+    """Run every workflow on the bundled sample media and list what was written."""
+    from vfxmocap.workflows import all_workflows
+
+    written: dict[str, dict[str, Path]] = {}
+    for workflow in all_workflows():
+        if workflow.demo is None:
+            continue
+        inputs = workflow.demo(output_dir / workflow.name)
+        if not as_json:
+            err.print(f"[bold]{workflow.name}[/]: {workflow.summary}")
+        with progress_bar(enabled=not as_json) as progress:
+            written[workflow.name] = workflow(inputs, progress, CancelToken())
+    if as_json:
+        _print_json({w: {k: str(p) for k, p in o.items()} for w, o in written.items()})
+        return
+    for name, outputs in written.items():
+        for key, path in outputs.items():
+            out.print(f"{name}.{key}: {path}", soft_wrap=True)
+
+
+@app.command()
+@guarded
+def version() -> None:
+    """Print the version."""
+    out.print(__version__)
+
+
+# --- entry point --------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code (usage errors are 2, as Click reports them)."""
+    try:
+        app(args=argv, prog_name="vfx")
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return 0
+
+
+def entrypoint() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entrypoint()

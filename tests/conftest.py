@@ -1,0 +1,99 @@
+"""Shared fixtures: isolated settings, real sample media, and videos derived from it."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from vfxmocap.core.config import reload_settings
+from vfxmocap.media.video import VideoReader
+from vfxmocap.samples import sample_path
+
+
+@pytest.fixture(autouse=True)
+def isolated_settings(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """Every test gets its own models dir and no user config file."""
+    home = tmp_path_factory.mktemp("vfxhome")
+    monkeypatch.setenv("VFX_MODELS_DIR", str(home / "models"))
+    monkeypatch.setenv("VFX_CONFIG", str(home / "config.toml"))
+    for var in ("VFX_DEVICE", "VFX_OFFLINE", "HF_HUB_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    reload_settings()
+    yield
+    monkeypatch.undo()
+    reload_settings()
+
+
+@pytest.fixture(scope="session")
+def carphone() -> Path:
+    return sample_path("carphone")
+
+
+@pytest.fixture(scope="session")
+def bikes() -> Path:
+    return sample_path("bikes")
+
+
+@pytest.fixture(scope="session")
+def astronaut() -> Path:
+    return sample_path("astronaut")
+
+
+def encode_test_video(
+    path: Path,
+    frames: list[np.ndarray],
+    *,
+    rate: Fraction = Fraction(30000, 1001),
+    rotation: int | None = None,
+    tone_hz: float | None = None,
+    audio_codec: str = "aac",
+) -> Path:
+    """Write real frames to an MP4/MOV, optionally with a display rotation and a sine tone."""
+    container = av.open(str(path), "w")
+    stream = container.add_stream("libx264", rate=rate)
+    stream.height, stream.width = frames[0].shape[:2]
+    stream.pix_fmt = "yuv420p"
+    if rotation is not None:
+        stream.set_display_rotation(rotation)
+    audio = None
+    if tone_hz is not None:
+        audio = container.add_stream(audio_codec, rate=44100)
+    for i, frame in enumerate(frames):
+        vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
+        vf.pts = i
+        for packet in stream.encode(vf):
+            container.mux(packet)
+    if audio is not None:
+        seconds = len(frames) / float(rate)
+        t = np.arange(int(44100 * seconds)) / 44100
+        samples = (0.3 * np.sin(2 * np.pi * tone_hz * t)).astype(np.float32)
+        fmt = "fltp" if audio_codec == "aac" else "s16"
+        data = samples[None, :] if fmt == "fltp" else (samples * 32767).astype(np.int16)[None, :]
+        af = av.AudioFrame.from_ndarray(data, format=fmt, layout="mono")
+        af.sample_rate, af.pts = 44100, 0
+        for packet in audio.encode(af):
+            container.mux(packet)
+        for packet in audio.encode(None):
+            container.mux(packet)
+    for packet in stream.encode(None):
+        container.mux(packet)
+    container.close()
+    return path
+
+
+@pytest.fixture(scope="session")
+def carphone_frames(carphone: Path) -> list[np.ndarray]:
+    """The first 30 frames of carphone (a talking man), decoded once per session."""
+    with VideoReader(carphone) as reader:
+        return [f for f, _ in zip(reader, range(30), strict=False)]
+
+
+@pytest.fixture(scope="session")
+def video_with_audio(tmp_path_factory: pytest.TempPathFactory, carphone_frames) -> Path:
+    """carphone frames with a 440 Hz AAC tone: a real talking-head clip that has audio."""
+    path = tmp_path_factory.mktemp("media") / "talk_with_audio.mp4"
+    return encode_test_video(path, carphone_frames, tone_hz=440.0)

@@ -1,0 +1,111 @@
+"""Still images come out as upright RGB uint8 whatever their depth, channels or EXIF tag."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from vfxmocap.core.errors import InvalidParams, MediaError
+from vfxmocap.media.image import decode_image, encode_image, read_image, write_image
+
+
+def test_reads_astronaut_as_rgb(astronaut: Path) -> None:
+    img = read_image(astronaut)
+    assert img.shape == (512, 512, 3) and img.dtype == np.uint8
+    assert img.flags["C_CONTIGUOUS"]
+    # RGB, not OpenCV's BGR: Pillow, an independent decoder, is the reference.
+    reference = np.asarray(Image.open(astronaut).convert("RGB"))
+    assert np.array_equal(img, reference)
+
+
+def test_grayscale_becomes_three_channels(tmp_path: Path) -> None:
+    from vfxmocap.samples import sample_path
+
+    img = read_image(sample_path("camera"))
+    assert img.shape == (512, 512, 3)
+    assert np.array_equal(img[..., 0], img[..., 1]) and np.array_equal(img[..., 1], img[..., 2])
+
+
+def test_16_bit_png_is_scaled_to_8_bit(astronaut: Path, tmp_path: Path) -> None:
+    rgb = read_image(astronaut)
+    deep = rgb.astype(np.uint16) * 257  # exact 8 -> 16 bit expansion
+    path = tmp_path / "deep.png"
+    cv2.imwrite(str(path), deep[:, :, ::-1])
+    assert cv2.imread(str(path), cv2.IMREAD_UNCHANGED).dtype == np.uint16
+    assert np.array_equal(read_image(path), rgb)
+
+
+def test_rgba_keeps_or_composites_alpha(astronaut: Path, tmp_path: Path) -> None:
+    rgb = read_image(astronaut)
+    alpha = np.zeros(rgb.shape[:2], np.uint8)
+    alpha[:, 256:] = 255  # right half opaque, left half transparent
+    path = write_image(tmp_path / "half.png", np.dstack([rgb, alpha]))
+    rgba = read_image(path, keep_alpha=True)
+    assert rgba.shape == (512, 512, 4) and np.array_equal(rgba[..., 3], alpha)
+    flat = read_image(path)
+    assert flat.shape == (512, 512, 3)
+    assert np.array_equal(flat[:, 256:], rgb[:, 256:])
+    assert not flat[:, :256].any()  # transparent pixels composite to black
+
+
+@pytest.mark.parametrize("orientation", [2, 3, 4, 5, 6, 7, 8])
+def test_exif_orientation_matches_pillow(astronaut: Path, tmp_path: Path, orientation: int) -> None:
+    rgb = read_image(astronaut)[:, :384]  # non-square, so rotations change the shape
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="JPEG", quality=95, exif=exif)
+    path = tmp_path / f"orient{orientation}.jpg"
+    path.write_bytes(buf.getvalue())
+
+    ours = read_image(path)
+    with Image.open(path) as im:
+        expected = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+    assert ours.shape == expected.shape
+    assert np.abs(ours.astype(int) - expected.astype(int)).mean() < 2.0
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".webp"])
+def test_write_then_read_round_trips(astronaut: Path, tmp_path: Path, suffix: str) -> None:
+    rgb = read_image(astronaut)
+    path = write_image(tmp_path / f"copy{suffix}", rgb)
+    back = read_image(path)
+    error = np.abs(back.astype(int) - rgb.astype(int)).mean()
+    assert error == 0 if suffix == ".png" else error < 4
+    assert list(tmp_path.iterdir()) == [path]  # no temporary file left behind
+
+
+def test_decode_image_from_bytes(astronaut: Path) -> None:
+    data = encode_image(read_image(astronaut), ".webp", quality=90)
+    assert decode_image(data).shape == (512, 512, 3)
+
+
+def test_missing_file_is_a_media_error(tmp_path: Path) -> None:
+    with pytest.raises(MediaError, match="file not found") as info:
+        read_image(tmp_path / "nope.png")
+    assert info.value.exit_code == 3 and "nope.png" in str(info.value)
+
+
+def test_not_an_image_is_a_media_error(tmp_path: Path) -> None:
+    path = tmp_path / "notes.png"
+    path.write_text("this is text, not a PNG")
+    with pytest.raises(MediaError, match="not an image"):
+        read_image(path)
+
+
+def test_empty_file_is_a_media_error(tmp_path: Path) -> None:
+    path = tmp_path / "empty.jpg"
+    path.touch()
+    with pytest.raises(MediaError, match="empty"):
+        read_image(path)
+
+
+def test_unsupported_output_suffix(astronaut: Path, tmp_path: Path) -> None:
+    with pytest.raises(InvalidParams, match=r"\.gif"):
+        write_image(tmp_path / "out.gif", read_image(astronaut))
+    assert not list(tmp_path.iterdir())
