@@ -97,3 +97,68 @@ def video_with_audio(tmp_path_factory: pytest.TempPathFactory, carphone_frames) 
     """carphone frames with a 440 Hz AAC tone: a real talking-head clip that has audio."""
     path = tmp_path_factory.mktemp("media") / "talk_with_audio.mp4"
     return encode_test_video(path, carphone_frames, tone_hz=440.0)
+
+
+def _faststart_copy(source: Path, target: Path) -> Path:
+    """Re-encode with vfx's own writer, which puts the index first."""
+    from vfxmocap.media.video import VideoWriter
+
+    with VideoReader(source) as reader, VideoWriter(target, fps=reader.info.frame_rate) as writer:
+        for frame in reader:
+            writer.write(frame)
+    return target
+
+
+@pytest.fixture(scope="session")
+def bad_media(tmp_path_factory: pytest.TempPathFactory, carphone: Path, carphone_frames):
+    """Every kind of unusable video a user can hand us: label -> (path, reason in the error)."""
+    tmp = tmp_path_factory.mktemp("bad")
+    text = tmp / "notes.mp4"
+    text.write_text("not a video\n" * 100)
+
+    empty = tmp / "empty.mkv"  # a video track header and not one frame
+    container = av.open(str(empty), "w")
+    stream = container.add_stream("libx264", rate=30)
+    stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+    container.start_encoding()
+    container.close()
+
+    half = tmp / "half.mp4"  # carphone keeps its index at the end: cut, it will not open
+    half.write_bytes(carphone.read_bytes()[: carphone.stat().st_size // 2])
+
+    full = _faststart_copy(carphone, tmp / "faststart.mp4")
+    data = full.read_bytes()
+    cut = tmp / "cut.mp4"  # index first: opens, then runs out of frames
+    cut.write_bytes(data[: int(len(data) * 0.6)])
+
+    noisy = bytearray(data)  # random bytes over a third of a second of video
+    rng = np.random.default_rng(0)
+    start = len(noisy) // 3
+    noisy[start : start + 3000] = rng.integers(0, 256, 3000, dtype=np.uint8).tobytes()
+    corrupt = tmp / "corrupt.mp4"
+    corrupt.write_bytes(bytes(noisy))
+
+    ffv1 = tmp / "ffv1.mkv"  # a Matroska file whose FourCC no decoder knows
+    container = av.open(str(ffv1), "w")
+    stream = container.add_stream("ffv1", rate=25)
+    stream.width, stream.height, stream.pix_fmt = 176, 144, "yuv420p"
+    for i, frame in enumerate(carphone_frames[:3]):
+        vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
+        vf.pts = i
+        for packet in stream.encode(vf):
+            container.mux(packet)
+    for packet in stream.encode(None):
+        container.mux(packet)
+    container.close()
+    unknown = tmp / "unknown_codec.mkv"
+    unknown.write_bytes(ffv1.read_bytes().replace(b"FFV1", b"QQQQ"))
+
+    return {
+        "missing": (tmp / "missing.mp4", "file not found"),
+        "not media": (text, "not a readable media file"),
+        "zero frames": (empty, "no video frames"),
+        "truncated, index last": (half, "not a readable media file"),
+        "truncated, index first": (cut, "truncated"),
+        "corrupt": (corrupt, "corrupt video data"),
+        "unsupported codec": (unknown, "unsupported video codec"),
+    }

@@ -22,6 +22,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, TimeRemainingColumn
 from rich.progress import Progress as RichProgress
 from rich.table import Table
@@ -66,15 +67,19 @@ def guarded(fn: F) -> F:
             _report_error(exc.message, exc.hint)
             raise typer.Exit(exc.exit_code) from None
         except ValidationError as exc:  # settings from the environment or a TOML file
-            _report_error(f"invalid configuration: {_validation_summary(exc)}",
-                          "Fix the VFX_* variable or the config file; see `vfx config show`.")
+            _report_error(
+                f"invalid configuration: {_validation_summary(exc)}",
+                "Fix the VFX_* variable or the config file; see `vfx config show`.",
+            )
             raise typer.Exit(InvalidParams.exit_code) from None
         except KeyboardInterrupt:
             err.print("cancelled")
             raise typer.Exit(130) from None
-        except Exception as exc:  # last resort: an internal error, reported in one line
-            _report_error(f"internal error: {type(exc).__name__}: {exc}",
-                          "Run with --debug for a traceback and report it.")
+        except Exception as exc:  # noqa: BLE001 -- last resort: an internal error, in one line
+            _report_error(
+                f"internal error: {type(exc).__name__}: {exc}",
+                "Run with --debug for a traceback and report it.",
+            )
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
@@ -87,9 +92,9 @@ def _validation_summary(exc: ValidationError) -> str:
 def _report_error(message: str, hint: str) -> None:
     if _state["debug"]:
         traceback.print_exc()
-    err.print(f"[red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
-    if hint:
-        err.print(f"[dim]hint: {hint}[/]", highlight=False, soft_wrap=True)
+    # One line: the message, then what to do about it.
+    line = f"[red]error:[/] {escape(message)}" + (f" [dim]— {escape(hint)}[/]" if hint else "")
+    err.print(line, highlight=False, soft_wrap=True)
 
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
@@ -121,8 +126,12 @@ def progress_bar(enabled: bool = True) -> Iterator[Progress]:
         yield Progress()
         return
     bar = RichProgress(
-        "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-        TimeRemainingColumn(), console=err, transient=True,
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
     )
     tasks: dict[str, Any] = {}
 
@@ -137,8 +146,16 @@ def progress_bar(enabled: bool = True) -> Iterator[Progress]:
 
 # --- doctor -------------------------------------------------------------------------------
 
-_VERSIONED = ("numpy", "opencv-contrib-python", "av", "mediapipe", "onnxruntime", "torch",
-              "pydantic", "huggingface_hub")
+_VERSIONED = (
+    "numpy",
+    "opencv-contrib-python",
+    "av",
+    "mediapipe",
+    "onnxruntime",
+    "torch",
+    "pydantic",
+    "huggingface_hub",
+)
 
 
 def _versions() -> dict[str, str | None]:
@@ -154,14 +171,15 @@ def _versions() -> dict[str, str | None]:
 def _codecs() -> dict[str, bool]:
     import av
 
-    wanted = {"h264": "r", "libx264": "w", "aac": "w", "libvpx-vp9": "w", "hevc": "r"}
+    decoders, encoders = ("h264", "hevc", "vp9"), ("libx264", "aac", "libvpx-vp9")
     found = {}
-    for name, mode in wanted.items():
-        try:
-            av.codec.Codec(name, mode)
-            found[f"{name} ({'decode' if mode == 'r' else 'encode'})"] = True
-        except (av.codec.codec.UnknownCodecError, ValueError):
-            found[f"{name} ({'decode' if mode == 'r' else 'encode'})"] = False
+    for names, mode, label in ((decoders, "r", "decode"), (encoders, "w", "encode")):
+        for name in names:
+            try:
+                av.codec.Codec(name, "r" if mode == "r" else "w")
+                found[f"{name} ({label})"] = True
+            except (av.codec.codec.UnknownCodecError, ValueError):
+                found[f"{name} ({label})"] = False
     return found
 
 
@@ -176,20 +194,23 @@ def doctor(as_json: JsonOpt = False) -> None:
     store = ModelStore()
     models = [store.status(name).to_dict() for name in store.catalog.names()]
     settings = get_settings()
+    codecs, versions = _codecs(), _versions()
     report = {
         "device": device.to_dict(),
         "models_dir": str(store.root),
         "models": models,
-        "codecs": _codecs(),
-        "versions": _versions(),
+        "codecs": codecs,
+        "versions": versions,
         "config_file": str(config_file_path()),
         "offline": settings.is_offline,
     }
     if as_json:
         _print_json(report)
         return
-    out.print(f"[bold]Device[/]  {device.kind} · {device.name} · {device.memory_gb} GB · "
-              f"{device.dtype} · tier {device.tier.value}")
+    out.print(
+        f"[bold]Device[/]  {device.kind} · {device.name} · {device.memory_gb} GB · "
+        f"{device.dtype} · tier {device.tier.value}"
+    )
     out.print(f"[bold]ONNX Runtime providers[/]  {', '.join(device.onnx_providers) or 'none'}")
     for note in device.warnings:
         out.print(f"[yellow]! {note}[/]")
@@ -199,13 +220,15 @@ def doctor(as_json: JsonOpt = False) -> None:
         table.add_row(spec.name, spec.task, f"[{colour}]{row['readiness']}[/]")
     out.print(table)
     out.print(f"[bold]Models dir[/]  {store.root}")
-    out.print("[bold]Codecs[/]  " + ", ".join(
-        f"{k} {'ok' if v else 'MISSING'}" for k, v in report["codecs"].items()))
-    out.print("[bold]Versions[/]  " + ", ".join(
-        f"{k} {v or '-'}" for k, v in report["versions"].items()))
+    out.print(
+        "[bold]Codecs[/]  "
+        + ", ".join(f"{k} {'ok' if v else 'MISSING'}" for k, v in codecs.items())
+    )
+    out.print("[bold]Versions[/]  " + ", ".join(f"{k} {v or '-'}" for k, v in versions.items()))
 
 
 # --- probe --------------------------------------------------------------------------------
+
 
 @app.command()
 @guarded
@@ -220,8 +243,12 @@ def probe(
     info: dict[str, Any]
     if is_image_path(file):
         image = read_image(file, keep_alpha=True)
-        info = {"path": str(file), "type": "image", "width": image.shape[1],
-                "height": image.shape[0]}
+        info = {
+            "path": str(file),
+            "type": "image",
+            "width": image.shape[1],
+            "height": image.shape[0],
+        }
     else:
         info = {"type": "video", **probe_video(file).to_dict()}
     if as_json:
@@ -234,6 +261,7 @@ def probe(
 
 
 # --- models -------------------------------------------------------------------------------
+
 
 @models_app.command("list")
 @guarded
@@ -248,9 +276,13 @@ def models_list(
     rows = []
     for spec in store.catalog:
         status = store.status(spec.name, verify=verify)
-        rows.append({**spec.model_dump(include={"name", "task", "backend", "license",
-                                                "memory_gb"}),
-                     "size": spec.download_size, **status.to_dict()})
+        rows.append(
+            {
+                **spec.model_dump(include={"name", "task", "backend", "license", "memory_gb"}),
+                "size": spec.download_size,
+                **status.to_dict(),
+            }
+        )
     if as_json:
         _print_json(rows)
         return
@@ -258,8 +290,14 @@ def models_list(
     for row in rows:
         colour = "green" if row["ready"] else "red"
         size = f"{row['size'] / 1e6:.0f} MB" if row["size"] else "-"
-        table.add_row(row["name"], row["task"], row["backend"],
-                      f"[{colour}]{row['readiness']}[/]", size, row["license"])
+        table.add_row(
+            row["name"],
+            row["task"],
+            row["backend"],
+            f"[{colour}]{row['readiness']}[/]",
+            size,
+            row["license"],
+        )
     out.print(table)
 
 
@@ -318,13 +356,17 @@ def models_path(name: Annotated[str | None, typer.Argument()] = None) -> None:
 
 # --- config -------------------------------------------------------------------------------
 
+
 @config_app.command("show")
 @guarded
 def config_show(as_json: JsonOpt = False) -> None:
     """The effective settings and where they came from."""
     path = config_file_path()
-    data = {"config_file": str(path), "config_file_exists": path.is_file(),
-            **get_settings().model_dump(mode="json")}
+    data = {
+        "config_file": str(path),
+        "config_file_exists": path.is_file(),
+        **get_settings().model_dump(mode="json"),
+    }
     if as_json:
         _print_json(data)
         return
@@ -336,6 +378,7 @@ def config_show(as_json: JsonOpt = False) -> None:
 
 
 # --- workflows ----------------------------------------------------------------------------
+
 
 def run_workflow(name: str, inputs: dict[str, Any], *, quiet: bool = False) -> dict[str, Path]:
     """Validate inputs, run a registered workflow with a progress bar, map errors to exits."""
@@ -362,8 +405,18 @@ def transcode(
     as_json: JsonOpt = False,
 ) -> None:
     """Re-encode to H.264 MP4, keeping audio; written atomically."""
-    outputs = run_workflow("transcode", {"input": input, "output": output, "max_height": max_height,
-                                         "crf": crf, "preset": preset, "fps": fps}, quiet=as_json)
+    outputs = run_workflow(
+        "transcode",
+        {
+            "input": input,
+            "output": output,
+            "max_height": max_height,
+            "crf": crf,
+            "preset": preset,
+            "fps": fps,
+        },
+        quiet=as_json,
+    )
     _report_outputs(outputs, as_json)
 
 
@@ -409,6 +462,7 @@ def version() -> None:
 
 
 # --- entry point --------------------------------------------------------------------------
+
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (usage errors are 2, as Click reports them)."""

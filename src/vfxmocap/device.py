@@ -12,7 +12,7 @@ import platform
 import re
 import shutil
 from dataclasses import asdict, dataclass, field
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -40,7 +40,7 @@ _PROVIDERS_FOR_REQUEST = {
 _MPS_USABLE_FRACTION = 0.75
 
 
-class Tier(str, Enum):
+class Tier(StrEnum):
     """Coarse capability class used to pick defaults and route jobs."""
 
     CPU = "cpu"

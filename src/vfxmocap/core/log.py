@@ -25,7 +25,9 @@ def setup_logging(level: str = "INFO") -> None:
         handler = RichHandler(
             console=Console(stderr=True),  # stdout stays clean for --json
             show_path=False,
-            rich_tracebacks=False, markup=False)
+            rich_tracebacks=False,
+            markup=False,
+        )
         handler.addFilter(_JobIdFilter())
         handler.setFormatter(logging.Formatter("[%(job_id)s] %(message)s"))
         logger.addHandler(handler)

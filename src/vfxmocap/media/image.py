@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -19,7 +20,7 @@ WRITABLE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 Frame = NDArray[np.uint8]
 
 # EXIF orientation tag -> the transform that makes the pixels upright (as Pillow's exif_transpose).
-_ORIENT = {
+_ORIENT: dict[int, Callable[[Frame], Frame]] = {
     2: lambda a: a[:, ::-1],
     3: lambda a: a[::-1, ::-1],
     4: lambda a: a[::-1],
@@ -66,7 +67,8 @@ def _to_uint8(img: NDArray[np.generic]) -> Frame:
     if img.dtype == np.uint16:
         return ((img.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
     if np.issubdtype(img.dtype, np.floating):
-        return (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+        unit = np.clip(img.astype(np.float32), 0.0, 1.0)
+        return (unit * 255.0 + 0.5).astype(np.uint8)
     raise MediaError("<image>", f"unsupported pixel type {img.dtype}")
 
 
@@ -90,7 +92,7 @@ def _to_rgb(img: Frame, *, keep_alpha: bool) -> Frame:
 
 
 def _add_opaque_alpha(rgb: Frame) -> Frame:
-    alpha = np.full(rgb.shape[:2] + (1,), 255, np.uint8)
+    alpha = np.full((*rgb.shape[:2], 1), 255, np.uint8)
     return np.concatenate([rgb, alpha], axis=2)
 
 

@@ -98,7 +98,7 @@ def run_pipeline(
                 if not inbox.put(item):
                     return
             inbox.put(_End())
-        except BaseException as exc:  # handed to the caller's thread and re-raised there
+        except BaseException as exc:  # noqa: BLE001 -- re-raised in the caller's thread
             inbox.put(_Failed(exc))
 
     def write() -> None:
@@ -108,7 +108,7 @@ def run_pipeline(
                 return
             try:
                 sink(item)  # type: ignore[arg-type]
-            except BaseException as exc:  # re-raised in the caller's thread
+            except BaseException as exc:  # noqa: BLE001 -- re-raised in the caller's thread
                 sink_error.append(exc)
                 stop.set()
                 return
@@ -185,8 +185,9 @@ def transform_video(
     """
     if progress is not None:
         progress.stage("frames", source.frame_count)
-    with VideoWriter(output, fps=source.fps, crf=crf, preset=preset,
-                     audio_from=source.audio_path) as writer:
+    with VideoWriter(
+        output, fps=source.fps, crf=crf, preset=preset, audio_from=source.audio_path
+    ) as writer:
         stats = run_pipeline(source, process, writer.write, progress=progress, cancel=cancel)
     assert writer.size is not None
     return VideoResult(Path(output), stats, writer.size, source.fps)

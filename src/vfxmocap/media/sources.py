@@ -90,8 +90,11 @@ class ImageSequenceSource(FrameSource):
         for path in self.files:
             frame = read_image(path)
             if size is not None and frame.shape != size:
-                raise MediaError(path, f"size {frame.shape[1]}x{frame.shape[0]} differs from "
-                                       f"the first image's {size[1]}x{size[0]}")
+                raise MediaError(
+                    path,
+                    f"size {frame.shape[1]}x{frame.shape[0]} differs from "
+                    f"the first image's {size[1]}x{size[0]}",
+                )
             size = frame.shape
             yield frame
 
@@ -103,16 +106,19 @@ def resolve_sequence(pattern: str | Path) -> list[Path]:
         files = [p for p in Path(text).iterdir() if is_image_path(p)]
     elif _PRINTF.search(text):
         files = [Path(p) for p in glob.glob(_PRINTF.sub("*", glob.escape(text)))]
-        regex = re.compile(_PRINTF.sub(
-            lambda m: rf"\d{{{m.group(1) or 1},}}", re.escape(text)
-        ) + r"\Z")
+        regex = re.compile(
+            _PRINTF.sub(lambda m: rf"\d{{{m.group(1) or 1},}}", re.escape(text)) + r"\Z"
+        )
         files = [p for p in files if regex.match(str(p))]
     else:
         files = [Path(p) for p in glob.glob(text)]
     files = sorted((p for p in files if p.is_file()), key=_natural_key)
     if not files:
-        raise MediaError(text, "no image files match this sequence pattern",
-                         hint="Use a folder, a glob like 'frames/*.png' or 'frames/%06d.png'.")
+        raise MediaError(
+            text,
+            "no image files match this sequence pattern",
+            hint="Use a folder, a glob like 'frames/*.png' or 'frames/%06d.png'.",
+        )
     return files
 
 
@@ -126,7 +132,11 @@ class CameraSource(FrameSource):
     live = True
 
     def __init__(
-        self, index: int, *, width: int | None = None, height: int | None = None,
+        self,
+        index: int,
+        *,
+        width: int | None = None,
+        height: int | None = None,
         max_frames: int | None = None,
     ) -> None:
         import cv2  # imported here: only cameras need OpenCV's capture backends
@@ -137,7 +147,7 @@ class CameraSource(FrameSource):
             raise InputError(
                 f"camera {index} could not be opened",
                 hint="Check that a camera is connected and not in use; list devices with "
-                     "`v4l2-ctl --list-devices` (Linux) or pick another --camera index.",
+                "`v4l2-ctl --list-devices` (Linux) or pick another --camera index.",
             )
         if width and height:
             self._cap.set(cv2.CAP_PROP_FRAME_WIDTH, width)
@@ -153,7 +163,8 @@ class CameraSource(FrameSource):
             ok, bgr = self._cap.read()
             if not ok:
                 return
-            yield time.monotonic() - start, self._cv2.cvtColor(bgr, self._cv2.COLOR_BGR2RGB)
+            rgb: Frame = self._cv2.cvtColor(bgr, self._cv2.COLOR_BGR2RGB)  # OpenCV gives BGR
+            yield time.monotonic() - start, rgb
             count += 1
 
     def close(self) -> None:
@@ -163,8 +174,13 @@ class CameraSource(FrameSource):
 class IteratorSource(FrameSource):
     """Frames already in memory or produced by code (tests, the API's stream)."""
 
-    def __init__(self, frames: Iterable[Frame], fps: float = 30.0, count: int | None = None,
-                 name: str = "<frames>") -> None:
+    def __init__(
+        self,
+        frames: Iterable[Frame],
+        fps: float = 30.0,
+        count: int | None = None,
+        name: str = "<frames>",
+    ) -> None:
         self.name, self.fps, self.frame_count = name, fps, count
         self._iterable = frames
 
@@ -172,7 +188,9 @@ class IteratorSource(FrameSource):
         yield from self._iterable
 
 
-def open_source(spec: str | Path | int | Iterable[Frame], *, fps: float | None = None) -> FrameSource:
+def open_source(
+    spec: str | Path | int | Iterable[Frame], *, fps: float | None = None
+) -> FrameSource:
     """Open whatever the user named: `camera:0` or 0, a folder or pattern, an image, a video."""
     if isinstance(spec, int):
         return CameraSource(spec)

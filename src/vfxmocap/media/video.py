@@ -13,6 +13,7 @@ from types import TracebackType
 from typing import Any
 
 import av
+import cv2
 import numpy as np
 
 from vfxmocap.core.config import get_settings
@@ -70,7 +71,8 @@ def _open(path: str | Path) -> Any:
         raise MediaError(path, "contains no video frames (the file ends before the first)") from exc
     except av.FFmpegError as exc:
         raise MediaError(
-            path, f"not a readable media file ({exc.strerror or exc})",
+            path,
+            f"not a readable media file ({exc.strerror or exc})",
             hint="The file is corrupt, truncated or not a video.",
         ) from exc
 
@@ -83,11 +85,30 @@ def _video_stream(container: Any, path: str | Path) -> Any:
     if codec is None or codec.name in (None, "", "none"):
         tag = getattr(codec, "codec_tag", "") if codec is not None else ""
         raise MediaError(
-            path, f"unsupported video codec {tag or 'unknown'}",
+            path,
+            f"unsupported video codec {tag or 'unknown'}",
             hint="Convert it to H.264, e.g. with ffmpeg -i IN -c:v libx264 OUT.mp4.",
         )
     stream.thread_type = "AUTO"
     return stream
+
+
+_JPEG_RANGE = 2  # AVCOL_RANGE_JPEG: full-range YUV, which OpenCV's I420 conversion does not assume
+
+
+def _to_rgb(frame: Any) -> Frame:
+    """Decoded frame to RGB. OpenCV converts 4:2:0 BT.601 limited range (what H.264 usually
+    carries) about twice as fast as swscale with identical results; other formats use swscale."""
+    if (
+        frame.format.name == "yuv420p"
+        and frame.width % 2 == 0
+        and frame.height % 2 == 0
+        and frame.color_range != _JPEG_RANGE
+    ):
+        rgb: Frame = cv2.cvtColor(frame.to_ndarray(), cv2.COLOR_YUV2RGB_I420)
+        return rgb
+    array: Frame = frame.to_ndarray(format="rgb24")
+    return array
 
 
 def _rotate(frame: Frame, degrees: int) -> Frame:
@@ -102,7 +123,7 @@ def probe(path: str | Path) -> VideoInfo:
     try:
         stream = _video_stream(container, path)
         first = _first_frame(container, stream, path)
-        rotation = int(round(first.rotation or 0)) % 360
+        rotation = round(first.rotation or 0) % 360
         rate = Fraction(stream.average_rate or stream.guessed_rate or 0)
         if rate <= 0:
             raise MediaError(path, "has no frame rate")
@@ -175,7 +196,7 @@ class VideoReader:
             for frame in self._container.decode(self._stream):
                 t = frame.time if frame.time is not None else count / self.info.fps
                 start = t if start is None else start
-                yield t - start, _rotate(frame.to_ndarray(format="rgb24"), rotation)
+                yield t - start, _rotate(_to_rgb(frame), rotation)
                 count += 1
         except av.FFmpegError as exc:
             raise MediaError(
@@ -186,8 +207,7 @@ class VideoReader:
         if self._indexed and _looks_truncated(count, self._indexed):
             raise MediaError(
                 self.path,
-                f"truncated: its index lists {self._indexed} frames, "
-                f"only {count} could be read",
+                f"truncated: its index lists {self._indexed} frames, only {count} could be read",
                 hint="The file was cut short (an interrupted copy or recording); use a full copy.",
             )
 
@@ -237,7 +257,10 @@ class VideoWriter:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         if exc_type is None:
             self.close()
@@ -255,7 +278,9 @@ class VideoWriter:
 
     def write(self, frame: Frame) -> None:
         if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
-            raise InvalidParams(f"expected an HxWx3 uint8 RGB frame, got {frame.shape} {frame.dtype}")
+            raise InvalidParams(
+                f"expected an HxWx3 uint8 RGB frame, got {frame.shape} {frame.dtype}"
+            )
         height, width = frame.shape[:2]
         if self._stream is None:
             self._open_stream(width, height)
@@ -263,7 +288,9 @@ class VideoWriter:
             raise InvalidParams(f"frame size changed from {self.size} to {(width, height)}")
         if width % 2 or height % 2:
             frame = np.pad(frame, ((0, height % 2), (0, width % 2), (0, 0)), mode="edge")
-        video_frame = av.VideoFrame.from_ndarray(frame, format="rgb24")
+        # OpenCV's RGB -> I420 is ~6x faster than swscale here, same BT.601 limited range.
+        yuv: Frame = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2YUV_I420)
+        video_frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
         video_frame.pts = self.frames_written
         video_frame.time_base = 1 / self.rate
         for packet in self._stream.encode(video_frame):
@@ -315,13 +342,17 @@ class _AudioCarry:
             return
         in_stream = self._src.streams.audio[0]
         video = self._src.streams.video[0] if self._src.streams.video else None
-        self._offset = float(video.start_time * video.time_base) if video and video.start_time else 0.0
+        self._offset = (
+            float(video.start_time * video.time_base) if video and video.start_time else 0.0
+        )
         self._remux = in_stream.codec_context.name in _MP4_AUDIO
         if self._remux:
             self._stream = out.add_stream_from_template(in_stream)
         else:
             self._stream = out.add_stream("aac", rate=in_stream.codec_context.sample_rate or 48000)
-            self._resampler = av.AudioResampler(format="fltp", layout="stereo", rate=self._stream.rate)
+            self._resampler = av.AudioResampler(
+                format="fltp", layout="stereo", rate=self._stream.rate
+            )
         self._in_stream = in_stream
         self._packets = self._src.demux(in_stream)
 
@@ -344,7 +375,7 @@ class _AudioCarry:
                 self._pending = packet
                 return
             if self._remux:
-                shift = int(round(self._offset / packet.time_base))
+                shift = round(self._offset / packet.time_base)
                 packet.pts -= shift
                 if packet.dts is not None:
                     packet.dts -= shift

@@ -17,7 +17,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ _CHUNK = 1 << 20
 _HASH_CACHE = ".verified.json"
 
 
-class Readiness(str, Enum):
+class Readiness(StrEnum):
     MISSING = "missing"  # at least one file is absent (or has the wrong size)
     PRESENT = "present"  # every file is there; hashes not checked yet
     VERIFIED = "verified"  # every file's sha256 matches the catalog
@@ -124,7 +124,9 @@ class ModelStore:
         if spec.snapshot:
             ready = (directory / "model_index.json").is_file()
             return ModelStatus(
-                name, Readiness.PRESENT if ready else Readiness.MISSING, directory,
+                name,
+                Readiness.PRESENT if ready else Readiness.MISSING,
+                directory,
                 missing=[] if ready else ["model_index.json"],
             )
         cache = self._load_hash_cache(spec)
@@ -265,8 +267,13 @@ class ModelStore:
             if spec.source.kind == "huggingface" and file.url is None:
                 self._pull_hf_file(spec, file, target)
             else:
-                download(url, target, expected_size=file.size, progress=progress,
-                         timeout=get_settings().download_timeout_s)
+                download(
+                    url,
+                    target,
+                    expected_size=file.size,
+                    progress=progress,
+                    timeout=get_settings().download_timeout_s,
+                )
         except (urllib.error.URLError, OSError, TimeoutError) as exc:
             reason = getattr(exc, "reason", exc)
             raise ModelMissing(
@@ -282,8 +289,10 @@ class ModelStore:
         staging = self.directory(spec) / ".hf"
         try:
             fetched = hf_hub_download(
-                repo_id=spec.source.repo, filename=file.remote_path,
-                revision=spec.source.revision, local_dir=staging,
+                repo_id=str(spec.source.repo),
+                filename=file.remote_path,
+                revision=spec.source.revision,
+                local_dir=staging,
                 etag_timeout=get_settings().download_timeout_s,
             )
         except (LocalEntryNotFoundError, HfHubHTTPError) as exc:
@@ -297,7 +306,8 @@ class ModelStore:
         try:
             check_reachable(f"https://huggingface.co/{spec.source.repo}")
             snapshot_download(
-                repo_id=spec.source.repo, revision=spec.source.revision,
+                repo_id=str(spec.source.repo),
+                revision=spec.source.revision,
                 local_dir=self.directory(spec),
             )
         except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as exc:
@@ -352,7 +362,9 @@ def download(
                     progress.advance(len(chunk))
     size = part.stat().st_size
     if expected_size and size != expected_size:
-        raise OSError(f"download ended at {size} of {expected_size} bytes; run pull again to resume")
+        raise OSError(
+            f"download ended at {size} of {expected_size} bytes; run pull again to resume"
+        )
     part.replace(target)
     return target
 

@@ -46,7 +46,9 @@ class Workflow:
         return self.inputs.model_validate(data)
 
     def __call__(
-        self, inputs: dict[str, Any] | BaseModel, progress: Progress | None = None,
+        self,
+        inputs: dict[str, Any] | BaseModel,
+        progress: Progress | None = None,
         cancel: CancelToken | None = None,
     ) -> dict[str, Path]:
         return self.run(self.parse(inputs), progress or Progress(), cancel or CancelToken())

@@ -29,7 +29,6 @@ class TranscodeInputs(BaseModel):
     fps: float | None = Field(None, gt=0, le=480, description="Frame rate for image sequences.")
 
 
-
 def run(inputs: TranscodeInputs, progress: Progress, cancel: CancelToken) -> dict[str, Path]:
     with open_source(inputs.input, fps=inputs.fps) as source:
         max_h = inputs.max_height
@@ -39,11 +38,17 @@ def run(inputs: TranscodeInputs, progress: Progress, cancel: CancelToken) -> dic
             if max_h is None or h <= max_h:
                 return frame
             width = max(2, round(w * max_h / h))
-            return cv2.resize(frame, (width, max_h), interpolation=cv2.INTER_AREA)
+            small: Frame = cv2.resize(frame, (width, max_h), interpolation=cv2.INTER_AREA)
+            return small
 
         result = transform_video(
-            source, process, inputs.output, progress=progress, cancel=cancel,
-            crf=inputs.crf, preset=inputs.preset,
+            source,
+            process,
+            inputs.output,
+            progress=progress,
+            cancel=cancel,
+            crf=inputs.crf,
+            preset=inputs.preset,
         )
     return {"video": result.output}
 

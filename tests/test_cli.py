@@ -1,0 +1,111 @@
+"""The `vfx` command as a user runs it: real processes, real files, documented exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import pytest
+
+
+def vfx(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None):
+    return subprocess.run(
+        [sys.executable, "-m", "vfxmocap.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
+        env={**os.environ, "COLUMNS": "200", **(env or {})},
+    )
+
+
+def assert_one_line_error(result, code: int, *fragments: str) -> None:
+    assert result.returncode == code, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_probe_carphone_json(carphone: Path) -> None:
+    result = vfx("probe", str(carphone), "--json")
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert (
+        info["frame_count"] == 120 and info["fps"] == 29.97 and info["frame_rate"] == "30000/1001"
+    )
+
+
+def test_doctor_reports_cpu_and_providers() -> None:
+    result = vfx("doctor", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["device"]["kind"] == "cpu" and report["device"]["dtype"] == "float32"
+    assert report["device"]["onnx_providers"] == ["CPUExecutionProvider"]
+    ready = {m["name"]: m["readiness"] for m in report["models"]}
+    assert ready["mediapipe-pose"] == "verified" and ready["inswapper-128"] == "missing"
+    assert report["codecs"]["libx264 (encode)"] is True
+
+
+def test_doctor_human_output_mentions_the_device() -> None:
+    result = vfx("doctor")
+    assert result.returncode == 0 and "Device" in result.stdout and "cpu" in result.stdout
+
+
+def test_bad_device_exits_5_listing_valid_values() -> None:
+    result = vfx("--device", "gpu", "doctor")
+    assert_one_line_error(result, 5, "auto, cpu, cuda, cuda:N, mps")
+
+
+def test_usage_error_exits_2() -> None:
+    assert vfx("probe").returncode == 2
+    assert vfx("no-such-command").returncode == 2
+
+
+def test_transcode_writes_a_smaller_video(tmp_path: Path, bikes: Path) -> None:
+    out = tmp_path / "small.mp4"
+    result = vfx("transcode", str(bikes), str(out), "--max-height", "136", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"video": str(out)}
+    with av.open(str(out)) as container:
+        stream = container.streams.video[0]
+        assert (stream.width, stream.height) == (320, 136) and stream.frames == 250
+
+
+def test_invalid_parameter_exits_2(tmp_path: Path, carphone: Path) -> None:
+    result = vfx("transcode", str(carphone), str(tmp_path / "o.mp4"), "--crf", "99")
+    assert_one_line_error(result, 2, "crf")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_every_bad_input_exits_3_with_one_line_and_no_output(tmp_path: Path, bad_media) -> None:
+    for label, (path, reason) in bad_media.items():
+        out_dir = tmp_path / label.replace(" ", "_").replace(",", "")
+        out_dir.mkdir()
+        result = vfx("transcode", str(path), str(out_dir / "result.mp4"))
+        assert_one_line_error(result, 3, str(path), reason)
+        assert list(out_dir.iterdir()) == [], f"{label}: partial output left behind"
+
+
+def test_debug_shows_the_traceback(tmp_path: Path) -> None:
+    result = vfx("--debug", "probe", str(tmp_path / "gone.mp4"))
+    assert result.returncode == 3 and "Traceback" in result.stderr
+
+
+def test_models_path_honours_env(tmp_path: Path) -> None:
+    result = vfx("models", "path", env={"VFX_MODELS_DIR": str(tmp_path / "m")})
+    assert result.stdout.strip() == str(tmp_path / "m")
+
+
+@pytest.mark.slow
+def test_demo_writes_outputs(tmp_path: Path) -> None:
+    result = vfx("demo", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    written = json.loads(result.stdout)
+    paths = [Path(tmp_path, p) for outputs in written.values() for p in outputs.values()]
+    assert paths and all(p.is_file() and p.stat().st_size > 0 for p in paths)
