@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import sys
+import tomllib
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -66,9 +67,14 @@ def guarded(fn: F) -> F:
         except VfxError as exc:
             _report_error(exc.message, exc.hint)
             raise typer.Exit(exc.exit_code) from None
-        except ValidationError as exc:  # settings from the environment or a TOML file
+        except (ValidationError, tomllib.TOMLDecodeError) as exc:  # environment or TOML file
+            detail = (
+                _validation_summary(exc)
+                if isinstance(exc, ValidationError)
+                else f"{config_file_path()}: {exc}"
+            )
             _report_error(
-                f"invalid configuration: {_validation_summary(exc)}",
+                f"invalid configuration: {detail}",
                 "Fix the VFX_* variable or the config file; see `vfx config show`.",
             )
             raise typer.Exit(InvalidParams.exit_code) from None

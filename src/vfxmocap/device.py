@@ -166,10 +166,11 @@ def onnx_providers(request: str = "auto") -> list[str]:
     `auto` takes every accelerator onnxruntime offers; `cuda`, `mps` or `cpu` keep
     only that device's provider (plus CPU, which runs the operators it cannot).
     """
+    kind, _ = _parse_request(request)
     offered = available_onnx_providers()
-    if request == "auto":
+    if kind == "auto":
         return offered
-    wanted = {*_PROVIDERS_FOR_REQUEST[request], "CPUExecutionProvider"}
+    wanted = {*_PROVIDERS_FOR_REQUEST[kind], "CPUExecutionProvider"}
     return [p for p in offered if p in wanted]
 
 

@@ -70,7 +70,8 @@ class Settings(BaseSettings):
     @property
     def is_offline(self) -> bool:
         """Offline when asked, or when Hugging Face's own offline switch is set."""
-        return self.offline or os.environ.get("HF_HUB_OFFLINE", "") in {"1", "true", "TRUE"}
+        hub = os.environ.get("HF_HUB_OFFLINE", "").upper()
+        return self.offline or hub in {"1", "ON", "YES", "TRUE"}  # as huggingface_hub reads it
 
 
 @lru_cache(maxsize=1)

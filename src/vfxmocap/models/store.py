@@ -346,6 +346,9 @@ def download(
     if expected_size and have > expected_size:
         part.unlink()
         have = 0
+    if expected_size and have == expected_size:  # finished before a crash; nothing to fetch
+        part.replace(target)
+        return target
     request = urllib.request.Request(url, headers={"User-Agent": "vfxmocap"})
     if have:
         request.add_header("Range", f"bytes={have}-")

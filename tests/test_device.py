@@ -1,0 +1,405 @@
+"""Device resolution: CUDA -> MPS -> CPU, honest ONNX providers, and loud advice.
+
+Machines are simulated at the boundary: `vfxmocap.device._torch` / `_onnxruntime` return
+fake modules, and the platform probes (`_is_apple_silicon`, `_nvidia_driver_present`,
+`_system_memory_gb`) are patched. One test at the end runs on the real machine.
+"""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from vfxmocap import device
+from vfxmocap.core.config import reload_settings
+from vfxmocap.core.errors import DeviceError
+from vfxmocap.device import (
+    Tier,
+    available_onnx_providers,
+    onnx_providers,
+    resolve_device,
+    torch_device,
+)
+
+GIB = 1024**3
+CUDA = "CUDAExecutionProvider"
+COREML = "CoreMLExecutionProvider"
+DML = "DmlExecutionProvider"
+OPENVINO = "OpenVINOExecutionProvider"
+CPU = "CPUExecutionProvider"
+VALID_LIST = "auto, cpu, cuda, cuda:N, mps"
+
+
+def fake_gpu(name: str, memory_gib: float) -> SimpleNamespace:
+    return SimpleNamespace(name=name, total_memory=int(memory_gib * GIB))
+
+
+def fake_torch(gpus: tuple[SimpleNamespace, ...] = (), mps: bool = False) -> SimpleNamespace:
+    """A torch module as seen by device.py: cuda.*, backends.mps, device(), __version__."""
+    return SimpleNamespace(
+        __version__="2.5.1+fake",
+        cuda=SimpleNamespace(
+            is_available=lambda: bool(gpus),
+            device_count=lambda: len(gpus),
+            get_device_properties=lambda i: gpus[i],
+        ),
+        backends=SimpleNamespace(mps=SimpleNamespace(is_available=lambda: mps)),
+        device=lambda spec: ("torch.device", spec),
+    )
+
+
+def fake_ort(*providers: str) -> SimpleNamespace:
+    return SimpleNamespace(__version__="1.99.0", get_available_providers=lambda: list(providers))
+
+
+@pytest.fixture
+def machine(monkeypatch: pytest.MonkeyPatch):
+    """Returns a function that installs a simulated machine; defaults: Linux box, 64 GB RAM."""
+    monkeypatch.delenv("VFX_DEVICE", raising=False)
+    reload_settings()
+
+    def install(
+        *,
+        torch: SimpleNamespace | None,
+        ort: SimpleNamespace | None,
+        apple_silicon: bool = False,
+        nvidia_driver: bool = False,
+        ram_gb: float = 64.0,
+    ) -> None:
+        monkeypatch.setattr(device, "_torch", lambda: torch)
+        monkeypatch.setattr(device, "_onnxruntime", lambda: ort)
+        monkeypatch.setattr(device, "_is_apple_silicon", lambda: apple_silicon)
+        monkeypatch.setattr(device, "_nvidia_driver_present", lambda: nvidia_driver)
+        monkeypatch.setattr(device, "_system_memory_gb", lambda: ram_gb)
+        monkeypatch.setattr(device, "_cpu_name", lambda: "Fake CPU 9000")
+
+    return install
+
+
+# --- CUDA -----------------------------------------------------------------------------------
+
+
+def test_cuda_machine_auto_picks_first_gpu_in_half_precision(machine) -> None:
+    machine(
+        torch=fake_torch((fake_gpu("NVIDIA GeForce RTX 4090", 24),)),
+        ort=fake_ort(CPU, CUDA),
+        nvidia_driver=True,
+    )
+
+    report = resolve_device("auto")
+
+    assert report.kind == "cuda"
+    assert report.torch_device == "cuda:0"
+    assert report.name == "NVIDIA GeForce RTX 4090"
+    assert report.memory_gb == 24.0
+    assert report.dtype == "float16"
+    assert report.tier is Tier.LARGE
+    assert report.onnx_providers == [CUDA, CPU]
+    assert report.requested == "auto"
+    assert report.torch_version == "2.5.1+fake"
+    assert report.onnxruntime_version == "1.99.0"
+    assert report.warnings == []
+
+
+@pytest.mark.parametrize(
+    ("memory_gib", "tier"),
+    [
+        (6, Tier.SMALL),
+        (8, Tier.MEDIUM),
+        (12, Tier.MEDIUM),
+        (16, Tier.LARGE),
+        (24, Tier.LARGE),
+        (40, Tier.XL),
+        (80, Tier.XL),
+    ],
+)
+def test_cuda_tier_follows_gpu_memory(machine, memory_gib: float, tier: Tier) -> None:
+    machine(torch=fake_torch((fake_gpu("GPU", memory_gib),)), ort=fake_ort(CUDA, CPU))
+    assert resolve_device("cuda").tier is tier
+
+
+def test_cuda_index_selects_that_gpu(machine) -> None:
+    machine(
+        torch=fake_torch((fake_gpu("small", 8), fake_gpu("NVIDIA H100", 80))),
+        ort=fake_ort(CUDA, CPU),
+    )
+
+    report = resolve_device("cuda:1")
+
+    assert report.torch_device == "cuda:1"
+    assert report.name == "NVIDIA H100"
+    assert report.tier is Tier.XL
+
+
+@pytest.mark.parametrize("asked", ["cuda:1", "cuda:3"])
+def test_cuda_index_beyond_device_count_is_a_device_error(machine, asked: str) -> None:
+    machine(torch=fake_torch((fake_gpu("only one", 24),)), ort=fake_ort(CUDA, CPU))
+
+    with pytest.raises(DeviceError, match="1 CUDA device"):
+        resolve_device(asked)
+
+
+def test_explicit_cpu_on_cuda_machine_uses_only_the_cpu_provider(
+    machine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    machine(torch=fake_torch((fake_gpu("RTX", 24),)), ort=fake_ort(CUDA, CPU))
+    monkeypatch.setenv("VFX_DEVICE", "cpu")
+    reload_settings()
+
+    report = resolve_device()  # from VFX_DEVICE
+
+    assert report.requested == "cpu"
+    assert report.kind == "cpu" and report.torch_device == "cpu"
+    assert report.dtype == "float32"
+    assert report.tier is Tier.CPU
+    assert report.onnx_providers == [CPU]
+
+
+def test_request_is_case_and_space_insensitive(machine) -> None:
+    machine(torch=fake_torch((fake_gpu("RTX", 24),)), ort=fake_ort(CUDA, CPU))
+    report = resolve_device(" CUDA:0 ")
+    assert report.kind == "cuda" and report.torch_device == "cuda:0"
+
+
+def test_cuda_without_onnx_cuda_provider_warns_to_install_onnxruntime_gpu(machine) -> None:
+    machine(torch=fake_torch((fake_gpu("RTX", 24),)), ort=fake_ort(CPU), nvidia_driver=True)
+
+    report = resolve_device("auto")
+
+    assert report.kind == "cuda"
+    assert report.onnx_providers == [CPU]
+    assert any("onnxruntime-gpu" in w for w in report.warnings)
+
+
+def test_no_torch_but_onnxruntime_cuda_still_resolves_cuda(machine) -> None:
+    machine(torch=None, ort=fake_ort(CPU, CUDA), nvidia_driver=True)
+
+    report = resolve_device("auto")
+
+    assert report.kind == "cuda"
+    assert report.torch_device == "cuda:0"
+    assert report.dtype == "float16"
+    assert report.onnx_providers == [CUDA, CPU]
+    assert report.torch_version is None
+    assert any("torch is not installed" in w for w in report.warnings)
+
+
+# --- MPS ------------------------------------------------------------------------------------
+
+
+def test_mps_machine_uses_unified_memory_and_coreml(machine) -> None:
+    machine(torch=fake_torch(mps=True), ort=fake_ort(CPU, COREML), apple_silicon=True, ram_gb=64.0)
+
+    report = resolve_device("auto")
+
+    assert report.kind == "mps"
+    assert report.torch_device == "mps"
+    assert report.dtype == "float16"
+    assert report.memory_gb == 64.0  # system RAM: the GPU shares it
+    assert report.tier is Tier.XL  # 75 % of 64 GB = 48 GB usable
+    assert report.onnx_providers == [COREML, CPU]
+    assert report.warnings == []
+
+
+@pytest.mark.parametrize(
+    ("ram_gb", "tier"),
+    # 16 GB would be gpu-large on CUDA; Metal gets only 75 % of it (12 GB).
+    [(8, Tier.SMALL), (16, Tier.MEDIUM), (24, Tier.LARGE), (48, Tier.LARGE), (64, Tier.XL)],
+)
+def test_mps_tier_counts_three_quarters_of_unified_memory(
+    machine, ram_gb: float, tier: Tier
+) -> None:
+    machine(
+        torch=fake_torch(mps=True), ort=fake_ort(COREML, CPU), apple_silicon=True, ram_gb=ram_gb
+    )
+    assert resolve_device("mps").tier is tier
+
+
+def test_no_torch_apple_silicon_with_coreml_resolves_mps(machine) -> None:
+    machine(torch=None, ort=fake_ort(CPU, COREML), apple_silicon=True, ram_gb=32.0)
+    report = resolve_device("auto")
+    assert report.kind == "mps"
+    assert report.onnx_providers == [COREML, CPU]
+
+
+def test_apple_silicon_without_mps_warns(machine) -> None:
+    machine(torch=fake_torch(mps=False), ort=fake_ort(CPU), apple_silicon=True)
+
+    report = resolve_device("auto")
+
+    assert report.kind == "cpu"
+    assert any("Apple Silicon" in w for w in report.warnings)
+
+
+# --- CPU ------------------------------------------------------------------------------------
+
+
+def test_cpu_machine_runs_float32_on_cpu(machine) -> None:
+    machine(torch=fake_torch(), ort=fake_ort(CPU), ram_gb=31.2)
+
+    report = resolve_device("auto")
+
+    assert report.kind == "cpu"
+    assert report.torch_device == "cpu"
+    assert report.name == "Fake CPU 9000"
+    assert report.memory_gb == 31.2
+    assert report.dtype == "float32"
+    assert report.tier is Tier.CPU
+    assert report.onnx_providers == [CPU]
+    assert report.warnings == []
+
+
+def test_nvidia_driver_without_cuda_warns(machine) -> None:
+    machine(torch=fake_torch(), ort=fake_ort(CPU), nvidia_driver=True)
+
+    report = resolve_device("auto")
+
+    assert report.kind == "cpu"
+    assert any("NVIDIA driver" in w for w in report.warnings)
+
+
+def test_machine_without_torch_or_onnxruntime_still_resolves_cpu(machine) -> None:
+    machine(torch=None, ort=None)
+
+    report = resolve_device("auto")
+
+    assert report.kind == "cpu"
+    assert report.onnx_providers == []
+    assert report.torch_version is None and report.onnxruntime_version is None
+    assert available_onnx_providers() == []
+
+
+@pytest.mark.parametrize("asked", ["cuda", "cuda:0", "mps"])
+def test_unavailable_accelerator_is_a_device_error_listing_what_exists(machine, asked: str) -> None:
+    machine(torch=fake_torch(), ort=fake_ort(CPU))
+
+    with pytest.raises(DeviceError, match=r"available: cpu\)") as info:
+        resolve_device(asked)
+
+    assert asked in info.value.message
+    assert info.value.exit_code == 5
+
+
+def test_mps_request_on_cuda_machine_lists_cuda_as_available(machine) -> None:
+    machine(torch=fake_torch((fake_gpu("RTX", 24),)), ort=fake_ort(CUDA, CPU))
+    with pytest.raises(DeviceError, match=r"available: cpu, cuda\)"):
+        resolve_device("mps")
+
+
+# --- invalid requests -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", ["gpu", "mps:1", "cpu:0", "cuda:x", "cuda:", "cuda:-1", ""])
+def test_bad_device_value_lists_valid_values(machine, bad: str) -> None:
+    machine(torch=fake_torch(), ort=fake_ort(CPU))
+
+    with pytest.raises(DeviceError) as info:
+        resolve_device(bad)
+
+    assert repr(bad) in info.value.message
+    assert VALID_LIST in info.value.message
+    assert "VFX_DEVICE" in info.value.hint
+
+
+def test_bad_vfx_device_environment_value_is_a_device_error(
+    machine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    machine(torch=fake_torch(), ort=fake_ort(CPU))
+    monkeypatch.setenv("VFX_DEVICE", "gpu")
+    reload_settings()
+
+    with pytest.raises(DeviceError, match=VALID_LIST):
+        resolve_device()
+
+
+def test_argument_overrides_vfx_device(machine, monkeypatch: pytest.MonkeyPatch) -> None:
+    machine(torch=fake_torch(), ort=fake_ort(CPU))
+    monkeypatch.setenv("VFX_DEVICE", "gpu")  # invalid, but never consulted
+    reload_settings()
+    assert resolve_device("cpu").kind == "cpu"
+
+
+# --- ONNX Runtime providers -----------------------------------------------------------------
+
+
+def test_providers_come_in_preference_order_and_unknown_ones_are_dropped(machine) -> None:
+    machine(
+        torch=None,
+        ort=fake_ort(
+            CPU, "AzureExecutionProvider", OPENVINO, "TensorrtExecutionProvider", DML, COREML, CUDA
+        ),
+    )
+
+    assert available_onnx_providers() == [CUDA, COREML, DML, OPENVINO, CPU]
+    assert onnx_providers() == [CUDA, COREML, DML, OPENVINO, CPU]
+
+
+@pytest.mark.parametrize(
+    ("request_", "expected"),
+    [
+        ("auto", [CUDA, COREML, OPENVINO, CPU]),
+        ("cuda", [CUDA, CPU]),
+        ("mps", [COREML, CPU]),
+        ("cpu", [CPU]),
+    ],
+)
+def test_explicit_request_narrows_providers_to_that_device_plus_cpu(
+    machine, request_: str, expected: list[str]
+) -> None:
+    machine(torch=None, ort=fake_ort(OPENVINO, CPU, COREML, CUDA))
+    assert onnx_providers(request_) == expected
+
+
+def test_cpu_is_always_last(machine) -> None:
+    machine(torch=None, ort=fake_ort(CPU, DML))
+    providers = onnx_providers("auto")
+    assert providers[-1] == CPU and providers == [DML, CPU]
+
+
+# --- reports --------------------------------------------------------------------------------
+
+
+def test_report_to_dict_is_json_serialisable(machine) -> None:
+    machine(torch=fake_torch((fake_gpu("RTX", 24),)), ort=fake_ort(CUDA, CPU), nvidia_driver=True)
+
+    data = json.loads(json.dumps(resolve_device("auto").to_dict()))
+
+    assert data["tier"] == "gpu-large" and type(data["tier"]) is str
+    assert data["kind"] == "cuda"
+    assert data["onnx_providers"] == [CUDA, CPU]
+    assert data["warnings"] == []
+
+
+def test_torch_device_returns_the_torch_device_of_the_resolved_device(machine) -> None:
+    machine(torch=fake_torch((fake_gpu("RTX", 24),)), ort=fake_ort(CUDA, CPU))
+    assert torch_device("auto") == ("torch.device", "cuda:0")
+
+
+def test_torch_device_without_torch_is_a_device_error(machine) -> None:
+    machine(torch=None, ort=fake_ort(CPU))
+    with pytest.raises(DeviceError, match="torch is not installed"):
+        torch_device("cpu")
+
+
+# --- the real machine -----------------------------------------------------------------------
+
+
+def test_real_machine_cpu_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No fakes: the installed onnxruntime (CPU build) and torch 2.13 CPU build."""
+    torch = pytest.importorskip("torch")
+    monkeypatch.delenv("VFX_DEVICE", raising=False)
+    reload_settings()
+
+    report = resolve_device("cpu")
+
+    assert report.kind == "cpu" and report.dtype == "float32"
+    assert report.onnx_providers == [CPU]
+    assert report.memory_gb > 0
+    assert report.torch_version is not None and report.torch_version.startswith("2.13")
+    assert report.onnxruntime_version is not None
+    # The installed onnxruntime also offers AzureExecutionProvider, which is not used.
+    assert "AzureExecutionProvider" not in available_onnx_providers()
+    assert available_onnx_providers()[-1] == CPU
+    assert torch_device("cpu") == torch.device("cpu")
