@@ -1,0 +1,1 @@
+"""Vision: faces, landmarks, tracking, head pose, segmentation and filters."""

@@ -1,0 +1,142 @@
+"""The 478-point face mesh: its topology (triangles, contours, regions) and derived geometry.
+
+Indices follow MediaPipe Face Mesh with refined irises (468-477). "Left" and "right" are the
+person's own, as in MediaPipe: the person's right eye appears on the image's left.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from functools import cache
+
+import numpy as np
+from mediapipe.python.solutions import face_mesh_connections as _mesh
+from numpy.typing import NDArray
+
+Edges = frozenset[tuple[int, int]]
+
+NUM_LANDMARKS = 478
+NOSE_TIP = 1
+CHIN = 152
+FOREHEAD = 10
+RIGHT_EYE_OUTER, RIGHT_EYE_INNER = 33, 133
+LEFT_EYE_OUTER, LEFT_EYE_INNER = 263, 362
+MOUTH_RIGHT, MOUTH_LEFT = 61, 291
+UPPER_LIP_INNER, LOWER_LIP_INNER = 13, 14
+
+
+def _loop(edges: Edges) -> list[int]:
+    """Order the vertices of a closed contour given as unordered edges."""
+    graph: dict[int, list[int]] = defaultdict(list)
+    for a, b in edges:
+        graph[a].append(b)
+        graph[b].append(a)
+    start = min(graph)
+    order, prev, cur = [start], -1, start
+    while True:
+        nxt = next((n for n in graph[cur] if n != prev and n not in order), None)
+        if nxt is None:
+            return order
+        order.append(nxt)
+        prev, cur = cur, nxt
+
+
+def _split_lips(edges: Edges) -> tuple[list[int], list[int]]:
+    """FACEMESH_LIPS holds two closed contours: outer lips and inner lips (the mouth opening)."""
+    graph: dict[int, set[int]] = defaultdict(set)
+    for a, b in edges:
+        graph[a].add(b)
+        graph[b].add(a)
+    loops, seen = [], set()
+    for start in sorted(graph):
+        if start in seen:
+            continue
+        component, stack = set(), [start]
+        while stack:
+            v = stack.pop()
+            if v not in component:
+                component.add(v)
+                stack.extend(graph[v] - component)
+        seen |= component
+        loops.append(_loop(frozenset(e for e in edges if e[0] in component)))
+    outer, inner = sorted(loops, key=len, reverse=True)[:2]
+    return outer, inner
+
+
+FACE_OVAL = _loop(_mesh.FACEMESH_FACE_OVAL)
+LIPS_OUTER, LIPS_INNER = _split_lips(_mesh.FACEMESH_LIPS)
+RIGHT_EYE = _loop(_mesh.FACEMESH_RIGHT_EYE)
+LEFT_EYE = _loop(_mesh.FACEMESH_LEFT_EYE)
+RIGHT_BROW = sorted({i for e in _mesh.FACEMESH_RIGHT_EYEBROW for i in e})
+LEFT_BROW = sorted({i for e in _mesh.FACEMESH_LEFT_EYEBROW for i in e})
+NOSE = sorted({i for e in _mesh.FACEMESH_NOSE for i in e})
+
+REGIONS: dict[str, list[list[int]]] = {
+    "eyes": [RIGHT_EYE, LEFT_EYE],
+    "brows": [RIGHT_BROW, LEFT_BROW],
+    "nose": [NOSE],
+    "mouth": [LIPS_OUTER],
+}
+
+
+@cache
+def triangles() -> NDArray[np.int32]:
+    """Triangles of the mesh: the tessellation's faces plus fans over the eyes and mouth,
+    which the tessellation leaves open, so the source's eyes and lips are carried over."""
+    adjacency: dict[int, set[int]] = defaultdict(set)
+    for a, b in _mesh.FACEMESH_TESSELATION:
+        adjacency[a].add(b)
+        adjacency[b].add(a)
+    faces = {
+        tuple(sorted((a, b, c)))
+        for a, b in _mesh.FACEMESH_TESSELATION
+        for c in adjacency[a] & adjacency[b]
+    }
+    for hole in (RIGHT_EYE, LEFT_EYE, LIPS_INNER):
+        faces |= {tuple(sorted((hole[0], u, v))) for u, v in itertools.pairwise(hole[1:])}
+    return np.array(sorted(faces), dtype=np.int32)
+
+
+@dataclass(frozen=True)
+class HeadPose:
+    """Degrees. yaw > 0: the face turns to the image's right; pitch > 0: it looks up;
+    roll > 0: the head tilts counter-clockwise in the image."""
+
+    yaw: float
+    pitch: float
+    roll: float
+
+
+def head_pose(landmarks: NDArray[np.floating]) -> HeadPose:
+    """Head orientation from the mesh's own 3D shape (eye line and chin-forehead line)."""
+    p = np.asarray(landmarks, dtype=np.float64)[:, :3] * np.array([1.0, -1.0, -1.0])  # y, z up/out
+    across = p[LEFT_EYE_OUTER] - p[RIGHT_EYE_OUTER]
+    up = p[FOREHEAD] - p[CHIN]
+    x = across / np.linalg.norm(across)
+    y = up - np.dot(up, x) * x
+    y /= np.linalg.norm(y)
+    forward = np.cross(x, y)
+    yaw = math.degrees(math.atan2(forward[0], forward[2]))
+    pitch = math.degrees(math.asin(float(np.clip(forward[1], -1.0, 1.0))))
+    roll = math.degrees(math.atan2(x[1], x[0]))
+    return HeadPose(yaw, pitch, roll)
+
+
+def five_points(landmarks: NDArray[np.floating]) -> NDArray[np.float32]:
+    """The 5 keypoints insightface aligns on, in its order: eye, eye, nose, mouth, mouth
+    (image-left first)."""
+    lm = np.asarray(landmarks, dtype=np.float32)[:, :2]
+    right_eye = (lm[RIGHT_EYE_OUTER] + lm[RIGHT_EYE_INNER]) / 2
+    left_eye = (lm[LEFT_EYE_OUTER] + lm[LEFT_EYE_INNER]) / 2
+    return np.stack([right_eye, left_eye, lm[NOSE_TIP], lm[MOUTH_RIGHT], lm[MOUTH_LEFT]])
+
+
+def mouth_openness(landmarks: NDArray[np.floating]) -> float:
+    """Inner-lip gap over mouth width: about 0 closed, > 0.15 clearly open."""
+    lm = np.asarray(landmarks, dtype=np.float64)[:, :2]
+    gap = np.linalg.norm(lm[UPPER_LIP_INNER] - lm[LOWER_LIP_INNER])
+    width = np.linalg.norm(lm[MOUTH_RIGHT] - lm[MOUTH_LEFT])
+    return float(gap / width) if width > 0 else 0.0
