@@ -71,7 +71,9 @@ def test_transcode_writes_a_smaller_video(tmp_path: Path, bikes: Path) -> None:
     out = tmp_path / "small.mp4"
     result = vfx("transcode", str(bikes), str(out), "--max-height", "136", "--json")
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == {"video": str(out)}
+    report = json.loads(result.stdout)
+    assert report["outputs"] == {"video": str(out)}
+    assert report["summary"]["frames"] == 250 and report["summary"]["size"] == [320, 136]
     with av.open(str(out)) as container:
         stream = container.streams.video[0]
         assert (stream.width, stream.height) == (320, 136) and stream.frames == 250
@@ -107,5 +109,6 @@ def test_demo_writes_outputs(tmp_path: Path) -> None:
     result = vfx("demo", "--json", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     written = json.loads(result.stdout)
-    paths = [Path(tmp_path, p) for outputs in written.values() for p in outputs.values()]
+    assert {"transcode", "swap"} <= set(written)
+    paths = [Path(tmp_path, p) for r in written.values() for p in r["outputs"].values()]
     assert paths and all(p.is_file() and p.stat().st_size > 0 for p in paths)

@@ -53,6 +53,6 @@ def test_transcode_image_sequence_with_progress(tmp_path: Path, carphone_frames)
         {"input": str(tmp_path / "seq" / "f_%04d.png"), "output": tmp_path / "o.mp4", "fps": 12},
         Progress(events.append, min_interval_s=0),
     )
-    info = probe(outputs["video"])
+    info = probe(outputs.outputs["video"])
     assert info.frame_count == 20 and info.fps == 12
     assert events[-1].value == 20 and events[-1].percent == 100.0

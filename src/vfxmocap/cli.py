@@ -33,6 +33,7 @@ from vfxmocap.core.config import config_file_path, get_settings, reload_settings
 from vfxmocap.core.errors import InvalidParams, VfxError
 from vfxmocap.core.log import setup_logging
 from vfxmocap.core.progress import CancelToken, Progress, ProgressEvent
+from vfxmocap.workflows.registry import WorkflowResult
 
 EXIT_CODES = """Exit codes: 0 ok, 1 internal error, 2 usage / invalid parameters, 3 input error,
 4 missing model, 5 device error, 130 cancelled."""
@@ -386,7 +387,7 @@ def config_show(as_json: JsonOpt = False) -> None:
 # --- workflows ----------------------------------------------------------------------------
 
 
-def run_workflow(name: str, inputs: dict[str, Any], *, quiet: bool = False) -> dict[str, Path]:
+def run_workflow(name: str, inputs: dict[str, Any], *, quiet: bool = False) -> WorkflowResult:
     """Validate inputs, run a registered workflow with a progress bar, map errors to exits."""
     from vfxmocap.workflows import get_workflow
 
@@ -397,6 +398,26 @@ def run_workflow(name: str, inputs: dict[str, Any], *, quiet: bool = False) -> d
         raise InvalidParams(f"{name}: {_validation_summary(exc)}") from exc
     with progress_bar(enabled=not quiet) as progress:
         return workflow(parsed, progress, CancelToken())
+
+
+def _result_dict(result: WorkflowResult) -> dict[str, Any]:
+    return {"outputs": {k: str(v) for k, v in result.outputs.items()}, "summary": result.summary}
+
+
+def _report(result: WorkflowResult, as_json: bool, prefix: str = "") -> None:
+    if as_json:
+        _print_json(_result_dict(result))
+        return
+    for key, path in result.outputs.items():
+        out.print(f"{prefix}{key}: {path}", soft_wrap=True)
+    if result.summary:
+        warning = result.summary.get("warning")
+        facts = " · ".join(
+            f"{k.replace('_', ' ')} {v}" for k, v in result.summary.items() if k != "warning"
+        )
+        out.print(f"[dim]{escape(facts)}[/]", soft_wrap=True)
+        if warning:
+            err.print(f"[yellow]warning:[/] {escape(str(warning))}", soft_wrap=True)
 
 
 @app.command()
@@ -411,27 +432,88 @@ def transcode(
     as_json: JsonOpt = False,
 ) -> None:
     """Re-encode to H.264 MP4, keeping audio; written atomically."""
-    outputs = run_workflow(
-        "transcode",
-        {
-            "input": input,
-            "output": output,
-            "max_height": max_height,
-            "crf": crf,
-            "preset": preset,
-            "fps": fps,
-        },
-        quiet=as_json,
-    )
-    _report_outputs(outputs, as_json)
+    inputs = {
+        "input": input,
+        "output": output,
+        "max_height": max_height,
+        "crf": crf,
+        "preset": preset,
+        "fps": fps,
+    }
+    _report(run_workflow("transcode", inputs, quiet=as_json), as_json)
 
 
-def _report_outputs(outputs: dict[str, Path], as_json: bool) -> None:
-    if as_json:
-        _print_json({k: str(v) for k, v in outputs.items()})
-    else:
-        for key, path in outputs.items():
-            out.print(f"{key}: {path}", soft_wrap=True)
+@app.command()
+@guarded
+def swap(
+    source: Annotated[
+        list[str], typer.Option("--source", "-s", help="Source face image; repeat for several.")
+    ],
+    target: Annotated[str, typer.Option("--target", "-t", help="Target image, video or sequence.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output image or .mp4.")],
+    engine: Annotated[str, typer.Option(help="geometric (built in) or inswapper.")] = "geometric",
+    faces: Annotated[
+        str, typer.Option(help="all, largest, 0,2, map:0=1,1=id:3, reference.")
+    ] = "all",
+    source_face: Annotated[int, typer.Option(help="Face index in a multi-face source.")] = 0,
+    reference: Annotated[
+        list[str] | None, typer.Option(help="Per source: the face to replace.")
+    ] = None,
+    mask: Annotated[
+        str, typer.Option(help="oval, hull, or regions: skin,eyes,brows,nose,mouth.")
+    ] = "oval",
+    mouth_mask: Annotated[bool, typer.Option(help="Keep the target's open mouth.")] = False,
+    occlusion: Annotated[bool, typer.Option(help="Do not paint over hands/objects.")] = False,
+    enhance: Annotated[bool, typer.Option(help="Restore the face (GFPGAN/CodeFormer).")] = False,
+    blend: Annotated[str, typer.Option(help="multiband, poisson or feather.")] = "multiband",
+    blur: Annotated[float, typer.Option(help="Mask feather, in face widths.")] = 0.08,
+    padding: Annotated[float, typer.Option(help="Grow (+) or shrink (-) the mask.")] = 0.0,
+    opacity: Annotated[float, typer.Option(help="0-1.")] = 1.0,
+    color_match: Annotated[bool, typer.Option(help="Match the target's skin colour.")] = True,
+    smooth: Annotated[
+        str, typer.Option(help="MIN_CUTOFF,BETA of the One Euro filter, or off.")
+    ] = "1.0,3.0",
+    as_json: JsonOpt = False,
+) -> None:
+    """Swap source face(s) onto a target image or video (audio, size and frame rate kept)."""
+    options: dict[str, Any] = {
+        "engine": engine,
+        "faces": faces,
+        "source_face": source_face,
+        "occlusion": occlusion,
+        "enhance": enhance,
+        "blend": blend,
+        "opacity": opacity,
+        "color_match": color_match,
+        "mask": {**_mask_option(mask), "blur": blur, "padding": padding, "mouth_mask": mouth_mask},
+        "tracking": _smooth_option(smooth),
+    }
+    inputs = {
+        "sources": source,
+        "target": target,
+        "output": output,
+        "references": reference or [],
+        "options": options,
+    }
+    _report(run_workflow("swap", inputs, quiet=as_json), as_json)
+
+
+def _mask_option(text: str) -> dict[str, Any]:
+    if text in ("oval", "hull"):
+        return {"kind": text}
+    return {"kind": "regions", "regions": [r.strip() for r in text.split(",") if r.strip()]}
+
+
+def _smooth_option(text: str) -> dict[str, Any]:
+    if text.strip().lower() in ("off", "none", "0"):
+        return {"smooth": False}
+    try:
+        min_cutoff, beta = (float(v) for v in text.split(","))
+    except ValueError:
+        raise InvalidParams(
+            f"bad --smooth {text!r}", hint="Use MIN_CUTOFF,BETA (e.g. 1.0,3.0) or off."
+        ) from None
+    return {"smooth": True, "filter": {"min_cutoff": min_cutoff, "beta": beta}}
 
 
 @app.command()
@@ -443,7 +525,7 @@ def demo(
     """Run every workflow on the bundled sample media and list what was written."""
     from vfxmocap.workflows import all_workflows
 
-    written: dict[str, dict[str, Path]] = {}
+    results: dict[str, WorkflowResult] = {}
     for workflow in all_workflows():
         if workflow.demo is None:
             continue
@@ -451,13 +533,12 @@ def demo(
         if not as_json:
             err.print(f"[bold]{workflow.name}[/]: {workflow.summary}")
         with progress_bar(enabled=not as_json) as progress:
-            written[workflow.name] = workflow(inputs, progress, CancelToken())
+            results[workflow.name] = workflow(inputs, progress, CancelToken())
     if as_json:
-        _print_json({w: {k: str(p) for k, p in o.items()} for w, o in written.items()})
+        _print_json({name: _result_dict(r) for name, r in results.items()})
         return
-    for name, outputs in written.items():
-        for key, path in outputs.items():
-            out.print(f"{name}.{key}: {path}", soft_wrap=True)
+    for name, result in results.items():
+        _report(result, False, prefix=f"{name}.")
 
 
 @app.command()

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from vfxmocap.core.config import get_settings
 from vfxmocap.core.progress import CancelToken, Progress
@@ -166,6 +166,15 @@ class VideoResult:
     stats: PipelineStats
     size: tuple[int, int]
     fps: float
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "frames": self.stats.frames,
+            "seconds": round(self.stats.seconds, 3),
+            "fps": round(self.stats.fps, 2),
+            "size": list(self.size),
+            "frame_rate": round(self.fps, 3),
+        }
 
 
 def transform_video(

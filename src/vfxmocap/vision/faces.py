@@ -49,8 +49,9 @@ class Face:
 
     @property
     def center(self) -> NDArray[np.float32]:
-        return np.array([(self.box[0] + self.box[2]) / 2, (self.box[1] + self.box[3]) / 2],
-                        np.float32)
+        return np.array(
+            [(self.box[0] + self.box[2]) / 2, (self.box[1] + self.box[3]) / 2], np.float32
+        )
 
     @cached_property
     def pose(self) -> HeadPose:
@@ -95,8 +96,14 @@ def nms(candidates: list[tuple[Box, float]], threshold: float = 0.3) -> list[tup
 class MediaPipeFaceAnalyzer:
     """The zero-download face backend. Not thread-safe: one per thread (graphs keep state)."""
 
-    def __init__(self, *, min_score: float = 0.5, max_faces: int = 16,
-                 analysis_max_side: int = 1920, tiles: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        min_score: float = 0.5,
+        max_faces: int = 16,
+        analysis_max_side: int = 1920,
+        tiles: bool = True,
+    ) -> None:
         import mediapipe as mp
 
         self.min_score = min_score
@@ -107,7 +114,9 @@ class MediaPipeFaceAnalyzer:
             model_selection=1, min_detection_confidence=min_score
         )
         self._mesh: Any = mp.solutions.face_mesh.FaceMesh(
-            static_image_mode=True, max_num_faces=1, refine_landmarks=True,
+            static_image_mode=True,
+            max_num_faces=1,
+            refine_landmarks=True,
             min_detection_confidence=0.3,
         )
         self._lock = threading.Lock()
@@ -121,15 +130,18 @@ class MediaPipeFaceAnalyzer:
     def detect(self, frame: Frame) -> list[tuple[Box, float]]:
         """Face boxes with scores, on the whole frame and on overlapping 2x2 tiles."""
         scale = min(1.0, self.analysis_max_side / max(frame.shape[:2]))
-        image = frame if scale == 1.0 else cv2.resize(
-            frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        image = (
+            frame
+            if scale == 1.0
+            else cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        )
         found = self._detect_in(image, 0, 0)
         h, w = image.shape[:2]
         if self.tiles and max(h, w) >= 480:
             th, tw = int(h / 2 * (1 + _TILE_OVERLAP)), int(w / 2 * (1 + _TILE_OVERLAP))
             for y0 in (0, h - th):
                 for x0 in (0, w - tw):
-                    tile = np.ascontiguousarray(image[y0:y0 + th, x0:x0 + tw])
+                    tile = np.ascontiguousarray(image[y0 : y0 + th, x0 : x0 + tw])
                     found += self._detect_in(tile, x0, y0)
         return [(box / scale, s) for box, s in nms(found)][: self.max_faces]
 
@@ -140,9 +152,15 @@ class MediaPipeFaceAnalyzer:
         boxes = []
         for det in result.detections or []:
             rb = det.location_data.relative_bounding_box
-            box = np.array([rb.xmin * w + x0, rb.ymin * h + y0,
-                            (rb.xmin + rb.width) * w + x0, (rb.ymin + rb.height) * h + y0],
-                           np.float32)
+            box = np.array(
+                [
+                    rb.xmin * w + x0,
+                    rb.ymin * h + y0,
+                    (rb.xmin + rb.width) * w + x0,
+                    (rb.ymin + rb.height) * h + y0,
+                ],
+                np.float32,
+            )
             boxes.append((box, float(det.score[0])))
         return boxes
 
@@ -159,8 +177,9 @@ class MediaPipeFaceAnalyzer:
         # crop = scale * (p - origin): an affine warp handles crops that leave the frame.
         origin = np.array([cx - side / 2, cy - side / 2])
         matrix = np.array([[scale, 0, -scale * origin[0]], [0, scale, -scale * origin[1]]])
-        crop = cv2.warpAffine(frame, matrix, (_CROP, _CROP), flags=cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_CONSTANT)
+        crop = cv2.warpAffine(
+            frame, matrix, (_CROP, _CROP), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT
+        )
         with self._lock:
             result = self._mesh.process(crop)
         if not result.multi_face_landmarks:

@@ -20,7 +20,9 @@ class OneEuroParams(BaseModel):
     """Cutoffs in Hz. Positions are expected in face-size units (see FaceTracker), so the
     same defaults suit a face 80 px or 800 px wide."""
 
-    min_cutoff: float = Field(1.0, gt=0, description="Smoothing of a still point (lower: smoother).")
+    min_cutoff: float = Field(
+        1.0, gt=0, description="Smoothing of a still point (lower: smoother)."
+    )
     beta: float = Field(3.0, ge=0, description="Speed coefficient (higher: less lag when moving).")
     d_cutoff: float = Field(1.0, gt=0, description="Cutoff of the speed estimate.")
 

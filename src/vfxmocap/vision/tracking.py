@@ -93,8 +93,11 @@ class FaceTracker:
 
     def _associate(self, faces: list[Face], t: float) -> None:
         pairs = sorted(
-            ((_match_cost(tr, f), ti, fi) for ti, tr in enumerate(self._tracks)
-             for fi, f in enumerate(faces)),
+            (
+                (_match_cost(tr, f), ti, fi)
+                for ti, tr in enumerate(self._tracks)
+                for fi, f in enumerate(faces)
+            ),
             key=lambda p: p[0],
         )
         used_tracks: set[int] = set()
@@ -102,8 +105,10 @@ class FaceTracker:
         for cost, ti, fi in pairs:
             if cost == float("inf") or ti in used_tracks or fi in used_faces:
                 continue
-            if iou(self._tracks[ti].face.box, faces[fi].box) < self.options.min_iou and \
-                    self._tracks[ti].missed == 0:
+            if (
+                iou(self._tracks[ti].face.box, faces[fi].box) < self.options.min_iou
+                and self._tracks[ti].missed == 0
+            ):
                 continue
             used_tracks.add(ti)
             used_faces.add(fi)

@@ -14,9 +14,18 @@ from vfxmocap.core.errors import InvalidParams
 from vfxmocap.core.progress import CancelToken, Progress
 
 # Modules that declare the built-in workflows; importing one registers its workflows.
-BUILTIN_MODULES = ("vfxmocap.workflows.transcode",)
+BUILTIN_MODULES = ("vfxmocap.workflows.transcode", "vfxmocap.workflows.swap")
 
-RunFn = Callable[[Any, Progress, CancelToken], dict[str, Path]]
+
+@dataclass
+class WorkflowResult:
+    """Named output files, and a summary of what was done (frames, faces, fps...)."""
+
+    outputs: dict[str, Path]
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+RunFn = Callable[[Any, Progress, CancelToken], WorkflowResult]
 
 
 @dataclass(frozen=True)
@@ -50,7 +59,7 @@ class Workflow:
         inputs: dict[str, Any] | BaseModel,
         progress: Progress | None = None,
         cancel: CancelToken | None = None,
-    ) -> dict[str, Path]:
+    ) -> WorkflowResult:
         return self.run(self.parse(inputs), progress or Progress(), cancel or CancelToken())
 
 

@@ -17,7 +17,7 @@ from vfxmocap.media.image import Frame
 from vfxmocap.media.pipeline import transform_video
 from vfxmocap.media.sources import open_source
 from vfxmocap.samples import sample_path
-from vfxmocap.workflows.registry import Resources, Workflow, register
+from vfxmocap.workflows.registry import Resources, Workflow, WorkflowResult, register
 
 
 class TranscodeInputs(BaseModel):
@@ -29,7 +29,7 @@ class TranscodeInputs(BaseModel):
     fps: float | None = Field(None, gt=0, le=480, description="Frame rate for image sequences.")
 
 
-def run(inputs: TranscodeInputs, progress: Progress, cancel: CancelToken) -> dict[str, Path]:
+def run(inputs: TranscodeInputs, progress: Progress, cancel: CancelToken) -> WorkflowResult:
     with open_source(inputs.input, fps=inputs.fps) as source:
         max_h = inputs.max_height
 
@@ -50,7 +50,7 @@ def run(inputs: TranscodeInputs, progress: Progress, cancel: CancelToken) -> dic
             crf=inputs.crf,
             preset=inputs.preset,
         )
-    return {"video": result.output}
+    return WorkflowResult({"video": result.output}, result.summary())
 
 
 def demo(out_dir: Path) -> TranscodeInputs:

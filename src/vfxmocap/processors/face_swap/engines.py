@@ -1,0 +1,155 @@
+"""Swap engines behind one interface: prepare a source face once, then swap it into targets.
+
+`GeometricEngine` (built in, no downloads) warps the source face's texture onto the
+target's mesh. `InswapperEngine` (in inswapper.py) generates the face with a neural network
+when its ONNX files are in the model store. Both paste back through the same masks, colour
+match and blending, in `paste()`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+from pydantic import BaseModel, Field
+
+from vfxmocap.core.errors import InputError
+from vfxmocap.media.image import Frame
+from vfxmocap.processors.face_swap.blend import BlendMode, blend, match_color
+from vfxmocap.processors.face_swap.masks import MaskOptions, face_mask, face_size, feather
+from vfxmocap.processors.face_swap.warp import warp_face
+from vfxmocap.vision.faces import Face
+
+_ROI_MARGIN = 0.25  # of the face box, around the target face
+
+
+class PasteOptions(BaseModel):
+    mask: MaskOptions = Field(default_factory=MaskOptions)
+    blend: BlendMode = "multiband"
+    color_match: bool = True
+    opacity: float = Field(1.0, ge=0, le=1)
+
+
+@dataclass
+class SourceFace:
+    """A source identity, prepared once: its texture crop, landmarks in crop pixels, and
+    whatever the engine derives (an identity embedding for neural engines)."""
+
+    image: Frame
+    face: Face  # landmarks relative to `image`
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def prepare_source(image: Frame, face: Face) -> SourceFace:
+    """Crop the source around its face (a texture lookup needs no more) and shift landmarks."""
+    h, w = image.shape[:2]
+    margin = 0.3 * face.width
+    x0, y0 = max(0, int(face.box[0] - margin)), max(0, int(face.box[1] - margin))
+    x1, y1 = min(w, int(face.box[2] + margin) + 1), min(h, int(face.box[3] + margin) + 1)
+    if x1 - x0 < 8 or y1 - y0 < 8:
+        raise InputError("the source face is too small to use (under 8 pixels)")
+    shift = np.array([x0, y0, 0], np.float32)
+    local = Face(
+        box=face.box - np.array([x0, y0, x0, y0], np.float32),
+        landmarks=face.landmarks - shift,
+        score=face.score,
+    )
+    return SourceFace(np.ascontiguousarray(image[y0:y1, x0:x1]), local)
+
+
+def target_roi(face: Face, shape: tuple[int, ...]) -> tuple[int, int, int, int] | None:
+    h, w = shape[:2]
+    margin = _ROI_MARGIN * max(face.width, float(face.box[3] - face.box[1]))
+    x0, y0 = max(0, int(face.box[0] - margin)), max(0, int(face.box[1] - margin))
+    x1, y1 = min(w, int(face.box[2] + margin) + 1), min(h, int(face.box[3] + margin) + 1)
+    if x1 - x0 < 8 or y1 - y0 < 8:
+        return None
+    return x0, y0, x1, y1
+
+
+def paste(
+    frame: Frame,
+    patch: Frame,
+    coverage: NDArray[np.uint8],
+    target: Face,
+    roi: tuple[int, int, int, int],
+    opts: PasteOptions,
+    keep_out: NDArray[np.float32] | None = None,
+) -> None:
+    """Blend `patch` (the ROI's size) into `frame` in place, inside the target's face mask.
+
+    `keep_out` (frame-sized, 1 = occluder) removes pixels where something covers the face.
+    """
+    x0, y0, x1, y1 = roi
+    local = target.landmarks - np.array([x0, y0, 0], np.float32)
+    region = frame[y0:y1, x0:x1]
+    mask = face_mask(region.shape[:2], local, opts.mask)
+    np.minimum(mask, coverage, out=mask)
+    if opts.color_match:
+        patch = match_color(patch, region, mask)
+    alpha = feather(mask, opts.mask.blur, face_size(local))
+    if keep_out is not None:
+        alpha *= 1.0 - keep_out[y0:y1, x0:x1]
+    if opts.opacity < 1.0:
+        alpha *= opts.opacity
+    frame[y0:y1, x0:x1] = blend(patch, region, alpha, opts.blend)
+
+
+class SwapEngine(Protocol):
+    name: str
+
+    def prepare(self, image: Frame, face: Face) -> SourceFace: ...
+
+    def render(
+        self, frame: Frame, target: Face, source: SourceFace, roi: tuple[int, int, int, int]
+    ) -> tuple[Frame, NDArray[np.uint8]]:
+        """The swapped face for `roi`, and the mask of pixels it covers."""
+        ...
+
+
+class GeometricEngine:
+    """Dense mesh warp of the source texture: identity from the source's real pixels, pose and
+    expression from the target's landmarks. No model files needed."""
+
+    name = "geometric"
+
+    def prepare(self, image: Frame, face: Face) -> SourceFace:
+        return prepare_source(image, face)
+
+    def render(
+        self, frame: Frame, target: Face, source: SourceFace, roi: tuple[int, int, int, int]
+    ) -> tuple[Frame, NDArray[np.uint8]]:
+        points = source.face.landmarks[:, :2]
+        return warp_face(source.image, points, target.landmarks, roi)
+
+
+def swap_face(
+    engine: SwapEngine,
+    frame: Frame,
+    target: Face,
+    source: SourceFace,
+    opts: PasteOptions,
+    keep_out: NDArray[np.float32] | None = None,
+) -> bool:
+    """Swap one face in place; False when the face is too small or off-frame to swap."""
+    roi = target_roi(target, frame.shape)
+    if roi is None:
+        return False
+    patch, coverage = engine.render(frame, target, source, roi)
+    paste(frame, patch, coverage, target, roi, opts, keep_out)
+    return True
+
+
+def largest_face_first(faces: list[Face]) -> list[Face]:
+    return sorted(faces, key=lambda f: -f.area)
+
+
+def resize_for_analysis(image: Frame, max_side: int) -> tuple[Frame, float]:
+    scale = min(1.0, max_side / max(image.shape[:2]))
+    if scale == 1.0:
+        return image, 1.0
+    small: Frame = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    return small, scale

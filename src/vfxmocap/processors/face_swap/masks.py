@@ -1,0 +1,117 @@
+"""Masks that decide which target pixels receive the swapped face."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+from pydantic import BaseModel, Field
+
+from vfxmocap.vision.landmarks import (
+    CHIN,
+    FACE_OVAL,
+    FOREHEAD,
+    LEFT_BROW,
+    LEFT_EYE_OUTER,
+    LIPS_INNER,
+    REGIONS,
+    RIGHT_BROW,
+    RIGHT_EYE_OUTER,
+    mouth_openness,
+)
+
+Mask = NDArray[np.uint8]
+Region = Literal["skin", "eyes", "brows", "nose", "mouth"]
+
+
+class MaskOptions(BaseModel):
+    kind: Literal["oval", "hull", "regions"] = Field(
+        "oval",
+        description="oval: face without hair and forehead fringe; hull: all landmarks; "
+        "regions: only the listed regions.",
+    )
+    regions: list[Region] = Field(default_factory=list)
+    blur: float = Field(0.08, ge=0, le=0.5, description="Feather width, in face widths.")
+    padding: float = Field(0.0, ge=-0.3, le=0.3, description="Grow (+) or shrink (-) the mask.")
+    mouth_mask: bool = Field(False, description="Keep the target's open mouth (speech).")
+    mouth_open_threshold: float = Field(0.08, ge=0, le=1)
+    forehead: float = Field(0.35, ge=0, le=1, description="Share of the forehead kept (oval).")
+
+
+def _poly(mask: Mask, points: NDArray[np.floating], value: int = 255) -> None:
+    cv2.fillPoly(mask, [np.round(points * 16).astype(np.int32)], value, cv2.LINE_8, 4)
+
+
+def _hull(mask: Mask, points: NDArray[np.floating], value: int = 255) -> None:
+    hull = cv2.convexHull(np.round(points * 16).astype(np.int32))
+    cv2.fillConvexPoly(mask, hull, value, cv2.LINE_8, 4)
+
+
+def _oval(lm: NDArray[np.float32], forehead: float) -> NDArray[np.float32]:
+    """The face contour with its top lowered to `forehead` of the way from brows to hairline,
+    so hair and a fringe stay the target's."""
+    chin = lm[CHIN]
+    up = lm[FOREHEAD] - chin
+    up /= max(float(np.linalg.norm(up)), 1e-6)
+    height = (lm[:, :2] - chin) @ up
+    brows = float(height[RIGHT_BROW + LEFT_BROW].max())
+    cut = brows + forehead * (float(height[FOREHEAD]) - brows)
+    oval = lm[FACE_OVAL].copy()
+    excess = np.maximum((oval - chin) @ up - cut, 0.0)
+    return oval - excess[:, None] * up
+
+
+def face_mask(shape: tuple[int, int], landmarks: NDArray[np.float32], opts: MaskOptions) -> Mask:
+    """Binary (0/255) mask of the face in an image of `shape`; landmarks in its pixels."""
+    lm = landmarks[:, :2].astype(np.float32)
+    mask = np.zeros(shape, np.uint8)
+    if opts.kind == "hull":
+        _hull(mask, lm[:468])
+    elif opts.kind == "oval":
+        _poly(mask, _oval(lm, opts.forehead))
+    else:
+        wanted = opts.regions or ["skin"]
+        if "skin" in wanted:
+            _poly(mask, _oval(lm, opts.forehead))
+            for name in ("eyes", "brows", "mouth"):
+                if name not in wanted:
+                    for part in REGIONS[name]:
+                        _hull(mask, lm[part], 0)
+        for name in wanted:
+            if name != "skin":
+                for part in REGIONS[name]:
+                    _hull(mask, lm[part])
+    size = face_size(landmarks)
+    if opts.padding:
+        radius = max(1, int(abs(opts.padding) * size))
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+        mask = cv2.dilate(mask, kernel) if opts.padding > 0 else cv2.erode(mask, kernel)
+    if opts.mouth_mask and mouth_openness(landmarks) > opts.mouth_open_threshold:
+        mouth = np.zeros(shape, np.uint8)
+        _poly(mouth, lm[LIPS_INNER])
+        radius = max(1, int(0.03 * size))
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+        mask[cv2.dilate(mouth, kernel) > 0] = 0
+    return mask
+
+
+def face_size(landmarks: NDArray[np.floating]) -> float:
+    """About the face's width: 2.2 outer-eye distances."""
+    eyes = np.asarray(landmarks)[[RIGHT_EYE_OUTER, LEFT_EYE_OUTER], :2]
+    return 2.2 * max(1.0, float(np.linalg.norm(eyes[1] - eyes[0])))
+
+
+def feather(mask: Mask, blur: float, size: float) -> NDArray[np.float32]:
+    """Soft alpha in [0, 1]: the mask eroded by half the feather, then blurred across it, so
+    the fade stays inside the face instead of bleeding onto hair and background."""
+    alpha = mask.astype(np.float32) / 255.0
+    width = blur * size
+    if width < 1:
+        return alpha
+    radius = max(1, int(width / 2))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    alpha = cv2.erode(alpha, kernel)
+    sigma = max(0.5, width / 3)
+    return cv2.GaussianBlur(alpha, (0, 0), sigma)

@@ -1,0 +1,219 @@
+"""The face swap frame processor: one object serves still images, video files and live frames.
+
+`prepare()` analyses the sources once (an error if a source has no face, before any target
+work); `process()` tracks faces across frames, picks which source goes where, and swaps.
+State (tracks, filters, counters) lives in `SwapState`, so a live stream and a video file
+are processed the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from numpy.typing import NDArray
+from pydantic import BaseModel, Field
+
+from vfxmocap.core.errors import InputError, InvalidParams
+from vfxmocap.core.log import get_logger
+from vfxmocap.media.image import Frame, read_image
+from vfxmocap.processors.face_swap.engines import (
+    GeometricEngine,
+    PasteOptions,
+    SourceFace,
+    SwapEngine,
+    swap_face,
+)
+from vfxmocap.processors.face_swap.masks import MaskOptions
+from vfxmocap.processors.face_swap.selection import Selection, assign, parse_selection
+from vfxmocap.vision.faces import Face, MediaPipeFaceAnalyzer
+from vfxmocap.vision.identity import Embedding, IdentityEmbedder, MeshShapeEmbedder
+from vfxmocap.vision.segmentation import HandTracker, PersonSegmenter, hand_mask
+from vfxmocap.vision.tracking import FaceTracker, TrackerOptions
+
+log = get_logger("face_swap")
+
+
+class SwapOptions(BaseModel):
+    engine: Literal["geometric", "inswapper"] = "geometric"
+    faces: str = Field("all", description="all, largest, 0,2, map:SRC=TGT,... or reference.")
+    source_face: int = Field(0, ge=0, description="Which face of a multi-face source image.")
+    mask: MaskOptions = Field(default_factory=MaskOptions)
+    blend: Literal["multiband", "poisson", "feather"] = "multiband"
+    color_match: bool = True
+    opacity: float = Field(1.0, ge=0, le=1)
+    occlusion: bool = Field(False, description="Keep hands and objects in front of the face.")
+    enhance: bool = Field(False, description="Restore the swapped face with GFPGAN/CodeFormer.")
+    tracking: TrackerOptions = Field(default_factory=TrackerOptions)
+
+    def paste(self) -> PasteOptions:
+        return PasteOptions(
+            mask=self.mask, blend=self.blend, color_match=self.color_match, opacity=self.opacity
+        )
+
+
+@dataclass
+class SwapStats:
+    frames: int = 0
+    faces_swapped: int = 0
+    frames_without_faces: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "frames": self.frames,
+            "faces_swapped": self.faces_swapped,
+            "frames_without_faces": self.frames_without_faces,
+        }
+
+
+@dataclass
+class SwapState:
+    options: SwapOptions
+    selection: Selection
+    engine: SwapEngine
+    sources: list[SourceFace]
+    analyzer: MediaPipeFaceAnalyzer
+    tracker: FaceTracker
+    embedder: IdentityEmbedder
+    references: list[Embedding] = field(default_factory=list)
+    segmenter: PersonSegmenter | None = None
+    hands: HandTracker | None = None
+    stats: SwapStats = field(default_factory=SwapStats)
+    track_source: dict[int, int | None] = field(default_factory=dict)
+
+    def close(self) -> None:
+        self.analyzer.close()
+        for model in (self.segmenter, self.hands):
+            if model is not None:
+                model.close()
+
+
+def load_engine(name: str) -> SwapEngine:
+    if name == "geometric":
+        return GeometricEngine()
+    from vfxmocap.processors.face_swap.inswapper import InswapperEngine
+
+    return InswapperEngine.from_store()
+
+
+def _first_face(
+    analyzer: MediaPipeFaceAnalyzer, path: str | Path, index: int, role: str
+) -> tuple[Frame, Face]:
+    image = read_image(path)
+    faces = analyzer.analyze(image)
+    if not faces:
+        raise InputError(
+            f"{path}: no face found in the {role} image",
+            hint=f"Use a {role} photo with a clear, unobstructed face.",
+        )
+    if index >= len(faces):
+        raise InvalidParams(f"{path}: asked for face {index}, but the image has {len(faces)}")
+    return image, faces[index]
+
+
+class FaceSwapProcessor:
+    name = "face_swap"
+    options_model = SwapOptions
+
+    def models(self, options: SwapOptions) -> tuple[str, ...]:
+        needed = ["mediapipe-face-detection", "mediapipe-face-mesh"]
+        if options.engine == "inswapper":
+            needed += ["inswapper-128", "arcface-w600k-r50"]
+        if options.occlusion:
+            needed += ["mediapipe-selfie-segmentation", "mediapipe-hands"]
+        return tuple(needed)
+
+    def prepare(
+        self,
+        options: SwapOptions,
+        sources: list[str | Path],
+        references: list[str | Path] | None = None,
+        *,
+        live: bool = True,
+    ) -> SwapState:
+        """Analyse sources (and reference faces) before touching any target."""
+        if not sources:
+            raise InvalidParams("give at least one source face image")
+        selection = parse_selection(options.faces)
+        references = list(references or [])
+        if selection.kind == "reference" or references:
+            if len(references) != len(sources):
+                raise InvalidParams(
+                    f"{len(references)} reference image(s) for {len(sources)} source(s)",
+                    hint="Give one --reference per --source: the face it should replace.",
+                )
+            selection = Selection("reference")
+        analyzer = MediaPipeFaceAnalyzer()
+        engine = load_engine(options.engine)
+        prepared = [
+            engine.prepare(*_first_face(analyzer, p, options.source_face, "source"))
+            for p in sources
+        ]
+        embedder = MeshShapeEmbedder()
+        refs = [embedder.embed(*_first_face(analyzer, p, 0, "reference")) for p in references]
+        return SwapState(
+            options=options,
+            selection=selection,
+            engine=engine,
+            sources=prepared,
+            analyzer=analyzer,
+            tracker=FaceTracker(analyzer, options.tracking),
+            embedder=embedder,
+            references=refs,
+            segmenter=PersonSegmenter() if options.occlusion else None,
+            hands=HandTracker(static=not live) if options.occlusion else None,
+        )
+
+    def process(self, frame: Frame, state: SwapState, t: float | None = None) -> Frame:
+        """Swap the selected faces of one frame of a sequence (tracks carry over)."""
+        return self._swap(frame, state, state.tracker.update(frame, t))
+
+    def process_still(self, image: Frame, state: SwapState) -> Frame:
+        """Swap a single image: every face analysed from scratch, no tracking."""
+        faces = state.analyzer.analyze(image)
+        for i, face in enumerate(faces):
+            face.track_id = i
+        return self._swap(image, state, faces)
+
+    def _swap(self, frame: Frame, state: SwapState, faces: list[Face]) -> Frame:
+        state.stats.frames += 1
+        pairs = self._pairs(frame, state, faces)
+        if not pairs:
+            state.stats.frames_without_faces += 1
+            return frame
+        out = frame.copy()
+        keep_out = self._occluders(frame, state) if state.options.occlusion else None
+        paste = state.options.paste()
+        for face, src in pairs:
+            if swap_face(state.engine, out, face, state.sources[src], paste, keep_out):
+                state.stats.faces_swapped += 1
+        return out
+
+    def _pairs(self, frame: Frame, state: SwapState, faces: list[Face]) -> list[tuple[Face, int]]:
+        if state.selection.kind != "reference":
+            return assign(state.selection, faces, len(state.sources))
+        # Identify each track once, when first seen; a track keeps its source afterwards.
+        pairs = []
+        for face in faces:
+            if face.track_id not in state.track_source:
+                emb = state.embedder.embed(frame, face)
+                found = assign(state.selection, [face], len(state.sources), [emb], state.references)
+                state.track_source[face.track_id] = found[0][1] if found else None
+            src = state.track_source[face.track_id]
+            if src is not None:
+                pairs.append((face, src))
+        return pairs
+
+    @staticmethod
+    def _occluders(frame: Frame, state: SwapState) -> NDArray[np.float32]:
+        """1 where something other than the face itself covers it: hands, or anything the
+        person segmentation calls background (a cup, a microphone)."""
+        assert state.segmenter is not None and state.hands is not None
+        person = state.segmenter(frame)
+        keep_out = 1.0 - np.clip((person - 0.3) / 0.4, 0.0, 1.0)
+        hands = state.hands(frame)
+        if hands:
+            keep_out = np.maximum(keep_out, hand_mask(frame.shape[:2], hands) / 255.0)
+        return keep_out.astype(np.float32)

@@ -1,0 +1,76 @@
+"""Person segmentation and hand landmarks: what may stand in front of a face.
+
+Used for occlusion: a face swap must not paint over a hand raised to the face (hand
+landmarks) or an object held in front of it (not part of the person's segment).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from vfxmocap.media.image import Frame
+
+
+class PersonSegmenter:
+    """MediaPipe selfie segmentation (landscape model): a soft person mask in [0, 1]."""
+
+    def __init__(self) -> None:
+        import mediapipe as mp
+
+        self._model: Any = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=1)
+
+    def __call__(self, frame: Frame) -> NDArray[np.float32]:
+        mask: NDArray[np.float32] = self._model.process(frame).segmentation_mask
+        return mask
+
+    def close(self) -> None:
+        self._model.close()
+
+
+class HandTracker:
+    """MediaPipe Hands: up to `max_hands` hands, 21 landmarks each, in pixels."""
+
+    def __init__(self, max_hands: int = 2, static: bool = False) -> None:
+        import mediapipe as mp
+
+        self._model: Any = mp.solutions.hands.Hands(
+            static_image_mode=static,
+            max_num_hands=max_hands,
+            model_complexity=1,
+            min_detection_confidence=0.5,
+            min_tracking_confidence=0.5,
+        )
+
+    def __call__(self, frame: Frame) -> list[NDArray[np.float32]]:
+        h, w = frame.shape[:2]
+        result = self._model.process(frame)
+        hands = []
+        for hand in result.multi_hand_landmarks or []:
+            pts = np.array([(p.x * w, p.y * h) for p in hand.landmark], np.float32)
+            hands.append(pts)
+        return hands
+
+    def close(self) -> None:
+        self._model.close()
+
+
+def hand_mask(
+    shape: tuple[int, int], hands: list[NDArray[np.float32]], grow: float = 0.15
+) -> NDArray[np.uint8]:
+    """Filled convex hulls of the hands, grown by `grow` of each hand's size (fingers are
+    wider than their landmark skeleton)."""
+    mask = np.zeros(shape, np.uint8)
+    for pts in hands:
+        hull = cv2.convexHull(pts.astype(np.int32))
+        cv2.fillConvexPoly(mask, hull, 255)
+        size = float(np.ptp(pts, axis=0).max())
+        radius = max(1, int(size * grow))
+        x0, y0 = np.maximum(pts.min(axis=0).astype(int) - 2 * radius, 0)
+        x1, y1 = pts.max(axis=0).astype(int) + 2 * radius
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+        mask[y0:y1, x0:x1] = cv2.dilate(mask[y0:y1, x0:x1], kernel)
+    return mask
