@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import logging
+import os
+import sys
+from collections.abc import Iterator
 
 from rich.console import Console
 from rich.logging import RichHandler
@@ -32,6 +36,25 @@ def setup_logging(level: str = "INFO") -> None:
         handler.setFormatter(logging.Formatter("[%(job_id)s] %(message)s"))
         logger.addHandler(handler)
         logger.propagate = False
+
+
+@contextlib.contextmanager
+def native_stderr_silenced() -> Iterator[None]:
+    """Silence C++ libraries' start-up chatter on stderr (MediaPipe's absl logs cannot be
+    turned off otherwise). Not silenced when the vfxmocap logger is at DEBUG."""
+    if logging.getLogger("vfxmocap").isEnabledFor(logging.DEBUG):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def get_logger(name: str) -> logging.Logger:

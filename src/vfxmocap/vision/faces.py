@@ -9,6 +9,7 @@ detections: a box where no mesh fits is dropped.
 from __future__ import annotations
 
 import threading
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Protocol
@@ -17,6 +18,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from vfxmocap.core.log import native_stderr_silenced
 from vfxmocap.media.image import Frame
 from vfxmocap.vision.landmarks import HeadPose, five_points, head_pose
 
@@ -106,20 +108,29 @@ class MediaPipeFaceAnalyzer:
     ) -> None:
         import mediapipe as mp
 
+        # MediaPipe's graphs log set-up notes from worker threads during their first runs.
+        self._quiet_runs = 32
         self.min_score = min_score
         self.max_faces = max_faces
         self.analysis_max_side = analysis_max_side
         self.tiles = tiles
-        self._detector: Any = mp.solutions.face_detection.FaceDetection(
-            model_selection=1, min_detection_confidence=min_score
-        )
-        self._mesh: Any = mp.solutions.face_mesh.FaceMesh(
-            static_image_mode=True,
-            max_num_faces=1,
-            refine_landmarks=True,
-            min_detection_confidence=0.3,
-        )
+        with native_stderr_silenced():
+            self._detector: Any = mp.solutions.face_detection.FaceDetection(
+                model_selection=1, min_detection_confidence=min_score
+            )
+            self._mesh: Any = mp.solutions.face_mesh.FaceMesh(
+                static_image_mode=True,
+                max_num_faces=1,
+                refine_landmarks=True,
+                min_detection_confidence=0.3,
+            )
         self._lock = threading.Lock()
+
+    def _silence(self) -> AbstractContextManager[None]:
+        if self._quiet_runs <= 0:
+            return nullcontext()
+        self._quiet_runs -= 1
+        return native_stderr_silenced()
 
     def close(self) -> None:
         self._detector.close()
@@ -147,7 +158,7 @@ class MediaPipeFaceAnalyzer:
 
     def _detect_in(self, image: Frame, x0: int, y0: int) -> list[tuple[Box, float]]:
         h, w = image.shape[:2]
-        with self._lock:
+        with self._lock, self._silence():
             result = self._detector.process(image)
         boxes = []
         for det in result.detections or []:
@@ -180,7 +191,7 @@ class MediaPipeFaceAnalyzer:
         crop = cv2.warpAffine(
             frame, matrix, (_CROP, _CROP), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT
         )
-        with self._lock:
+        with self._lock, self._silence():
             result = self._mesh.process(crop)
         if not result.multi_face_landmarks:
             return None
