@@ -51,12 +51,13 @@ def encode_test_video(
     rotation: int | None = None,
     tone_hz: float | None = None,
     audio_codec: str = "aac",
+    pix_fmt: str = "yuv420p",
 ) -> Path:
     """Write real frames to an MP4/MOV, optionally with a display rotation and a sine tone."""
     container = av.open(str(path), "w")
     stream = container.add_stream("libx264", rate=rate)
     stream.height, stream.width = frames[0].shape[:2]
-    stream.pix_fmt = "yuv420p"
+    stream.pix_fmt = pix_fmt
     if rotation is not None:
         stream.set_display_rotation(rotation)
     audio = None

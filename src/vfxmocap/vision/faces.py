@@ -74,7 +74,7 @@ class FaceAnalyzer(Protocol):
     def analyze(self, frame: Frame) -> list[Face]: ...
 
 
-def box_from_landmarks(landmarks: NDArray[np.floating]) -> Box:
+def box_from_landmarks(landmarks: NDArray[np.floating[Any]]) -> Box:
     xy = np.asarray(landmarks)[:, :2]
     return np.array([*xy.min(axis=0), *xy.max(axis=0)], dtype=np.float32)
 

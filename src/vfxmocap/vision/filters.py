@@ -7,6 +7,8 @@ It works on arrays of any shape, so a whole 478-point face is filtered in one ca
 
 from __future__ import annotations
 
+from typing import Any
+
 import math
 
 import numpy as np
@@ -43,7 +45,7 @@ class OneEuroFilter:
         self._x = self._dx = None
         self._t = None
 
-    def __call__(self, x: NDArray[np.floating], t: float) -> Array:
+    def __call__(self, x: NDArray[np.floating[Any]], t: float) -> Array:
         """Filter sample `x` taken at time `t` (seconds, increasing)."""
         value = np.asarray(x, dtype=np.float64)
         if self._x is None or self._t is None or self._x.shape != value.shape or t <= self._t:

@@ -37,7 +37,7 @@ class MeshShapeEmbedder:
         p /= np.linalg.norm(p)
         # Pairwise distances do not change with head pose (rotation) or position.
         d = np.linalg.norm(p[:, None] - p[None], axis=2)[np.triu_indices(len(p), 1)]
-        vec = (d - d.mean()).astype(np.float32)
+        vec: Embedding = (d - d.mean()).astype(np.float32)
         return vec / max(float(np.linalg.norm(vec)), 1e-9)
 
 

@@ -74,3 +74,29 @@ def hand_mask(
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
         mask[y0:y1, x0:x1] = cv2.dilate(mask[y0:y1, x0:x1], kernel)
     return mask
+
+
+def skin_outliers(
+    image: Frame, skin: NDArray[np.uint8], *, threshold: float = 3.5
+) -> NDArray[np.float32]:
+    """Pixels of `image` whose colour is far from the skin inside the `skin` mask: 1 = occluder.
+
+    A robust chroma model (median and MAD of Cr, Cb over the skin mask) is used, so shading
+    and shadows, which change brightness more than chroma, stay skin, while a cup, a phone or
+    a microphone held in front of the face does not. Hands are skin-coloured: their landmarks
+    cover them (`hand_mask`).
+    """
+    ycc = cv2.cvtColor(image, cv2.COLOR_RGB2YCrCb).astype(np.float32)
+    inside = ycc[skin > 127][:, 1:]
+    if len(inside) < 32:
+        return np.zeros(image.shape[:2], np.float32)
+    median = np.median(inside, axis=0)
+    mad = np.median(np.abs(inside - median), axis=0) * 1.4826 + 2.0  # + sensor-noise floor
+    distance = np.sqrt((((ycc[..., 1:] - median) / mad) ** 2).sum(axis=2))
+    outlier = (distance > threshold).astype(np.uint8) * 255
+    size = max(3, int(0.02 * max(image.shape[:2])) | 1)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
+    outlier = cv2.morphologyEx(outlier, cv2.MORPH_OPEN, kernel)  # freckles, highlights, noise
+    outlier = cv2.dilate(outlier, kernel)
+    result: NDArray[np.float32] = outlier.astype(np.float32) / 255.0
+    return result

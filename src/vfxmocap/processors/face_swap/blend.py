@@ -88,6 +88,6 @@ def blend(patch: Frame, target: Frame, alpha: NDArray[np.float32], mode: BlendMo
     if mode == "multiband":
         return multiband(patch, target, alpha)
     if mode == "poisson":
-        cloned = poisson(patch, target, (alpha > 0.5).astype(np.uint8) * 255)
+        cloned = poisson(patch, target, np.where(alpha > 0.5, 255, 0).astype(np.uint8))
         return feather(cloned, target, alpha)  # the feathered edge still fades it in
     return feather(patch, target, alpha)

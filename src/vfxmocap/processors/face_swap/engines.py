@@ -22,8 +22,11 @@ from vfxmocap.processors.face_swap.blend import BlendMode, blend, match_color
 from vfxmocap.processors.face_swap.masks import MaskOptions, face_mask, face_size, feather
 from vfxmocap.processors.face_swap.warp import warp_face
 from vfxmocap.vision.faces import Face
+from vfxmocap.vision.segmentation import skin_outliers
 
 _ROI_MARGIN = 0.25  # of the face box, around the target face
+# The skin a colour model is learnt from: face without eyes, brows and lips.
+SKIN = MaskOptions(kind="regions", regions=["skin"], blur=0.0)
 
 
 class PasteOptions(BaseModel):
@@ -31,6 +34,7 @@ class PasteOptions(BaseModel):
     blend: BlendMode = "multiband"
     color_match: bool = True
     opacity: float = Field(1.0, ge=0, le=1)
+    occlusion: bool = False
 
 
 @dataclass
@@ -86,8 +90,13 @@ def paste(
     x0, y0, x1, y1 = roi
     local = target.landmarks - np.array([x0, y0, 0], np.float32)
     region = frame[y0:y1, x0:x1]
-    mask = face_mask(region.shape[:2], local, opts.mask)
+    shape = (region.shape[0], region.shape[1])
+    mask = face_mask(shape, local, opts.mask)
     np.minimum(mask, coverage, out=mask)
+    if opts.occlusion:
+        skin = face_mask(shape, local, SKIN)
+        covered = skin_outliers(region, skin)
+        mask[covered > 0.5] = 0
     if opts.color_match:
         patch = match_color(patch, region, mask)
     alpha = feather(mask, opts.mask.blur, face_size(local))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -36,15 +36,15 @@ class MaskOptions(BaseModel):
     blur: float = Field(0.08, ge=0, le=0.5, description="Feather width, in face widths.")
     padding: float = Field(0.0, ge=-0.3, le=0.3, description="Grow (+) or shrink (-) the mask.")
     mouth_mask: bool = Field(False, description="Keep the target's open mouth (speech).")
-    mouth_open_threshold: float = Field(0.08, ge=0, le=1)
+    mouth_open_threshold: float = Field(0.12, ge=0, le=1)
     forehead: float = Field(0.35, ge=0, le=1, description="Share of the forehead kept (oval).")
 
 
-def _poly(mask: Mask, points: NDArray[np.floating], value: int = 255) -> None:
+def _poly(mask: Mask, points: NDArray[np.floating[Any]], value: int = 255) -> None:
     cv2.fillPoly(mask, [np.round(points * 16).astype(np.int32)], value, cv2.LINE_8, 4)
 
 
-def _hull(mask: Mask, points: NDArray[np.floating], value: int = 255) -> None:
+def _hull(mask: Mask, points: NDArray[np.floating[Any]], value: int = 255) -> None:
     hull = cv2.convexHull(np.round(points * 16).astype(np.int32))
     cv2.fillConvexPoly(mask, hull, value, cv2.LINE_8, 4)
 
@@ -60,7 +60,8 @@ def _oval(lm: NDArray[np.float32], forehead: float) -> NDArray[np.float32]:
     cut = brows + forehead * (float(height[FOREHEAD]) - brows)
     oval = lm[FACE_OVAL].copy()
     excess = np.maximum((oval - chin) @ up - cut, 0.0)
-    return oval - excess[:, None] * up
+    lowered: NDArray[np.float32] = oval - excess[:, None] * up
+    return lowered
 
 
 def face_mask(shape: tuple[int, int], landmarks: NDArray[np.float32], opts: MaskOptions) -> Mask:
@@ -97,7 +98,7 @@ def face_mask(shape: tuple[int, int], landmarks: NDArray[np.float32], opts: Mask
     return mask
 
 
-def face_size(landmarks: NDArray[np.floating]) -> float:
+def face_size(landmarks: NDArray[np.floating[Any]]) -> float:
     """About the face's width: 2.2 outer-eye distances."""
     eyes = np.asarray(landmarks)[[RIGHT_EYE_OUTER, LEFT_EYE_OUTER], :2]
     return 2.2 * max(1.0, float(np.linalg.norm(eyes[1] - eyes[0])))
@@ -106,7 +107,7 @@ def face_size(landmarks: NDArray[np.floating]) -> float:
 def feather(mask: Mask, blur: float, size: float) -> NDArray[np.float32]:
     """Soft alpha in [0, 1]: the mask eroded by half the feather, then blurred across it, so
     the fade stays inside the face instead of bleeding onto hair and background."""
-    alpha = mask.astype(np.float32) / 255.0
+    alpha: NDArray[np.float32] = mask.astype(np.float32) / 255.0
     width = blur * size
     if width < 1:
         return alpha
@@ -114,4 +115,5 @@ def feather(mask: Mask, blur: float, size: float) -> NDArray[np.float32]:
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
     alpha = cv2.erode(alpha, kernel)
     sigma = max(0.5, width / 3)
-    return cv2.GaussianBlur(alpha, (0, 0), sigma)
+    blurred: NDArray[np.float32] = cv2.GaussianBlur(alpha, (0, 0), sigma)
+    return blurred

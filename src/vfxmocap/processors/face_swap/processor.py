@@ -50,7 +50,11 @@ class SwapOptions(BaseModel):
 
     def paste(self) -> PasteOptions:
         return PasteOptions(
-            mask=self.mask, blend=self.blend, color_match=self.color_match, opacity=self.opacity
+            mask=self.mask,
+            blend=self.blend,
+            color_match=self.color_match,
+            opacity=self.opacity,
+            occlusion=self.occlusion,
         )
 
 
@@ -215,5 +219,6 @@ class FaceSwapProcessor:
         keep_out = 1.0 - np.clip((person - 0.3) / 0.4, 0.0, 1.0)
         hands = state.hands(frame)
         if hands:
-            keep_out = np.maximum(keep_out, hand_mask(frame.shape[:2], hands) / 255.0)
+            shape = (frame.shape[0], frame.shape[1])
+            keep_out = np.maximum(keep_out, hand_mask(shape, hands) / 255.0)
         return keep_out.astype(np.float32)

@@ -65,7 +65,7 @@ def assign(
     if selection.kind == "indices":
         return [(faces[i], 0) for i in selection.indices if i < len(faces)]
     if selection.kind == "map":
-        out = []
+        out: list[tuple[Face, int]] = []
         for src, tgt, by_id in selection.pairs:
             if src >= n_sources:
                 raise InvalidParams(f"face mapping names source {src}, but {n_sources} given")
@@ -74,10 +74,10 @@ def assign(
         return out
     # reference: each face goes to the source whose reference it resembles most
     assert target_embeddings is not None and reference_embeddings is not None
-    out = []
+    chosen: list[tuple[Face, int]] = []
     for face, emb in zip(faces, target_embeddings, strict=True):
         scores = [similarity(emb, ref) for ref in reference_embeddings]
         best = max(range(len(scores)), key=scores.__getitem__)
         if scores[best] >= min_similarity:
-            out.append((face, best))
-    return out
+            chosen.append((face, best))
+    return chosen

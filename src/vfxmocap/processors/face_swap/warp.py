@@ -26,9 +26,9 @@ def _affines(
     """Per triangle, the 3x2 matrix M with [x, y, 1] @ M = source point of target (x, y)."""
     # inv([[x, y, 1] per vertex]) in closed form (adjugate / determinant): ~30x faster than
     # np.linalg.solve on hundreds of tiny systems.
-    p = target[tris].astype(np.float64)
+    p: NDArray[np.float64] = target[tris].astype(np.float64)
     x, y = p[..., 0], p[..., 1]
-    det = (x[:, 1] - x[:, 0]) * (y[:, 2] - y[:, 0]) - (x[:, 2] - x[:, 0]) * (y[:, 1] - y[:, 0])
+    det: NDArray[np.float64] = (x[:, 1] - x[:, 0]) * (y[:, 2] - y[:, 0]) - (x[:, 2] - x[:, 0]) * (y[:, 1] - y[:, 0])
     ok = np.abs(det) > 1e-3
     safe = np.where(ok, det, 1.0)
     inv = np.empty((len(tris), 3, 3))
@@ -96,11 +96,11 @@ def warp_face(
     ys, xs = np.mgrid[0:work_h, 0:work_w].astype(np.float64)
     map_x = (m[..., 0, 0] * xs + m[..., 1, 0] * ys + m[..., 2, 0]).astype(np.float32)
     map_y = (m[..., 0, 1] * xs + m[..., 1, 1] * ys + m[..., 2, 1]).astype(np.float32)
-    mask = covered.astype(np.uint8) * 255
+    mask: NDArray[np.uint8] = np.where(covered, 255, 0).astype(np.uint8)
     if scale < 1.0:
         # Interpolate maps at full size; pixel centres shift by half a work pixel.
         map_x = cv2.resize(map_x, (width, height), interpolation=cv2.INTER_LINEAR)
         map_y = cv2.resize(map_y, (width, height), interpolation=cv2.INTER_LINEAR)
         mask = cv2.resize(mask, (width, height), interpolation=cv2.INTER_LINEAR)
-    warped = cv2.remap(source_image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    warped: Frame = cv2.remap(source_image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
     return warped, mask

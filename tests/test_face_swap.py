@@ -1,0 +1,342 @@
+"""Face swap on real faces: every mode, mask and bad input of `vfx swap`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from tests.conftest import encode_test_video
+from vfxmocap.core.errors import InputError, InvalidParams
+from vfxmocap.core.progress import CancelToken
+from vfxmocap.media.image import read_image, write_image
+from vfxmocap.media.video import VideoReader, probe
+from vfxmocap.processors.face_swap.engines import target_roi
+from vfxmocap.processors.face_swap.processor import FaceSwapProcessor, SwapOptions
+from vfxmocap.processors.face_swap.warp import warp_face
+from vfxmocap.samples import sample_path
+from vfxmocap.vision.faces import Face, MediaPipeFaceAnalyzer
+from vfxmocap.workflows import get_workflow
+
+SWAP = get_workflow("swap")
+
+
+@pytest.fixture(scope="module")
+def analyzer():
+    a = MediaPipeFaceAnalyzer()
+    yield a
+    a.close()
+
+
+@pytest.fixture(scope="module")
+def t1() -> np.ndarray:
+    return read_image(sample_path("t1"))
+
+
+def swap_still(image: np.ndarray, sources: list[str], **options) -> tuple[np.ndarray, dict]:
+    processor = FaceSwapProcessor()
+    references = options.pop("references", None)
+    state = processor.prepare(SwapOptions(**options), sources, references, live=False)
+    try:
+        return processor.process_still(image, state), state.stats.as_dict()
+    finally:
+        state.close()
+
+
+def changed(a: np.ndarray, b: np.ndarray, face: Face) -> float:
+    """Mean absolute change inside a face's box."""
+    x0, y0, x1, y1 = face.box.astype(int)
+    return float(np.abs(a[y0:y1, x0:x1].astype(int) - b[y0:y1, x0:x1].astype(int)).mean())
+
+
+def likeness(image: np.ndarray, face: Face, source: np.ndarray, source_face: Face) -> float:
+    """How much the face in `image` looks like the source: warp it back onto the source's
+    mesh and correlate the high-pass detail (edges of eyes, brows, nose, lips)."""
+    h, w = source.shape[:2]
+    back, cover = warp_face(image, face.landmarks[:, :2], source_face.landmarks, (0, 0, w, h))
+    inner = cv2.erode(cover, np.ones((9, 9), np.uint8)) > 0
+
+    def detail(img: np.ndarray) -> np.ndarray:
+        gray = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(np.float32)
+        return gray - cv2.GaussianBlur(gray, (0, 0), 3)
+
+    a, b = detail(back)[inner], detail(source)[inner]
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def test_identity_moves_to_the_source(analyzer, t1, astronaut: Path) -> None:
+    source = read_image(astronaut)
+    source_face = analyzer.analyze(source)[0]
+    out, stats = swap_still(t1, [str(astronaut)])
+    assert stats == {"frames": 1, "faces_swapped": 6, "frames_without_faces": 0}
+    gains = []
+    for before in analyzer.analyze(t1):
+        after = min(analyzer.analyze(out), key=lambda f: np.abs(f.center - before.center).sum())
+        gain = likeness(out, after, source, source_face) - likeness(t1, before, source, source_face)
+        # the back-warp proxy is only sharp for faces that are not turned far away
+        gains.append(gain)
+        assert gain > (0.2 if abs(before.pose.yaw) < 20 else -0.05), (before.pose, gain)
+    assert sum(g > 0.2 for g in gains) >= 3
+
+
+def test_pixels_away_from_faces_are_untouched(analyzer, t1, astronaut: Path) -> None:
+    out, _ = swap_still(t1, [str(astronaut)])
+    keep = np.ones(t1.shape[:2], bool)
+    for face in analyzer.analyze(t1):
+        x0, y0, x1, y1 = target_roi(face, t1.shape)
+        keep[y0:y1, x0:x1] = False
+    assert keep.mean() > 0.8
+    assert np.array_equal(out[keep], t1[keep])
+
+
+def test_largest_only(analyzer, t1, astronaut: Path) -> None:
+    faces = analyzer.analyze(t1)
+    out, stats = swap_still(t1, [str(astronaut)], faces="largest")
+    assert stats["faces_swapped"] == 1
+    assert changed(out, t1, faces[0]) > 5
+    assert all(changed(out, t1, f) < 0.5 for f in faces[1:])
+
+
+def test_chosen_indices(analyzer, t1, astronaut: Path) -> None:
+    faces = analyzer.analyze(t1)
+    out, stats = swap_still(t1, [str(astronaut)], faces="1,3")
+    assert stats["faces_swapped"] == 2
+    assert [changed(out, t1, f) > 5 for f in faces] == [False, True, False, True, False, False]
+
+
+def test_two_sources_mapped_to_chosen_faces(analyzer, t1, astronaut: Path) -> None:
+    """Source 0 onto face 1 and source 1 onto face 0 (both near-frontal), the rest untouched."""
+    camera = str(sample_path("camera"))
+    faces = analyzer.analyze(t1)
+    out, stats = swap_still(t1, [str(astronaut), camera], faces="map:0=1,1=0")
+    assert stats["faces_swapped"] == 2
+    assert all(changed(out, t1, f) < 0.5 for f in faces[2:])
+    src = [read_image(astronaut), read_image(camera)]
+    src_faces = [analyzer.analyze(s)[0] for s in src]
+
+    def gain(i: int, s: int) -> float:
+        after = min(analyzer.analyze(out), key=lambda f: np.abs(f.center - faces[i].center).sum())
+        return likeness(out, after, src[s], src_faces[s]) - likeness(
+            t1, faces[i], src[s], src_faces[s]
+        )
+
+    assert gain(1, 0) > 0.2 and gain(1, 0) > gain(1, 1)
+    assert gain(0, 1) > gain(0, 0)
+
+
+def test_source_face_picked_from_a_group(analyzer, t1, tmp_path: Path, astronaut: Path) -> None:
+    group = tmp_path / "group.png"
+    write_image(group, t1)
+    target = read_image(astronaut)
+    out, stats = swap_still(target, [str(group)], source_face=1)
+    assert stats["faces_swapped"] == 1
+    group_faces = analyzer.analyze(t1)
+    after, before = analyzer.analyze(out)[0], analyzer.analyze(target)[0]
+
+    def gain(k: int) -> float:
+        return likeness(out, after, t1, group_faces[k]) - likeness(
+            target, before, t1, group_faces[k]
+        )
+
+    assert gain(1) > 0.1 and gain(1) > gain(0) + 0.05  # face 1 came over, not face 0
+    with pytest.raises(InvalidParams, match="has 6"):
+        swap_still(target, [str(group)], source_face=9)
+
+
+def test_reference_image_picks_the_face(analyzer, t1, tmp_path: Path, astronaut: Path) -> None:
+    """A reference photo of one person (cropped from the group) replaces only that person."""
+    faces = analyzer.analyze(t1)
+    x0, y0, x1, y1 = faces[3].box.astype(int)
+    ref = tmp_path / "ref.png"
+    pad = 60
+    write_image(ref, t1[max(0, y0 - pad) : y1 + pad, max(0, x0 - pad) : x1 + pad])
+    out, stats = swap_still(t1, [str(astronaut)], references=[str(ref)], faces="reference")
+    assert stats["faces_swapped"] >= 1
+    assert changed(out, t1, faces[3]) > 5
+
+
+def hanks_in_frame() -> np.ndarray:
+    """The aligned 112 px crop, given room around the face (detectors need some) and enlarged."""
+    crop = read_image(sample_path("tom_hanks"))
+    padded = cv2.copyMakeBorder(crop, 56, 56, 56, 56, cv2.BORDER_REFLECT)
+    return cv2.resize(padded, (448, 448), interpolation=cv2.INTER_CUBIC)
+
+
+def test_mask_kinds(analyzer, astronaut: Path) -> None:
+    target = hanks_in_frame()
+    area = {}
+    for kind in ("oval", "hull"):
+        out, _ = swap_still(target, [str(astronaut)], mask={"kind": kind, "blur": 0.0})
+        area[kind] = int((np.abs(out.astype(int) - target).sum(axis=2) > 0).sum())
+    out, _ = swap_still(
+        target, [str(astronaut)], mask={"kind": "regions", "regions": ["eyes"], "blur": 0.0}
+    )
+    area["eyes"] = int((np.abs(out.astype(int) - target).sum(axis=2) > 0).sum())
+    assert area["eyes"] < 0.25 * area["oval"] < area["oval"] < area["hull"]
+
+
+def test_mouth_mask_keeps_an_open_mouth(analyzer, carphone_frames, astronaut: Path) -> None:
+    frame = cv2.resize(carphone_frames[28], (528, 432), interpolation=cv2.INTER_CUBIC)
+    from vfxmocap.vision.landmarks import LIPS_INNER, mouth_openness
+
+    face = analyzer.analyze(frame)[0]
+    assert mouth_openness(face.landmarks) > 0.15
+    inner = np.zeros(frame.shape[:2], np.uint8)
+    cv2.fillPoly(inner, [face.landmarks[LIPS_INNER, :2].astype(np.int32)], 255)
+    inner = cv2.erode(inner, np.ones((3, 3), np.uint8)) > 0
+    plain, _ = swap_still(frame, [str(astronaut)])
+    kept, _ = swap_still(frame, [str(astronaut)], mask={"mouth_mask": True})
+    diff = lambda img: float(np.abs(img[inner].astype(int) - frame[inner]).mean())  # noqa: E731
+    assert diff(kept) < 3 < diff(plain)
+
+
+def test_occlusion_keeps_an_object_in_front_of_the_face(
+    analyzer, carphone_frames, astronaut: Path
+) -> None:
+    """A real coffee cup pasted over the lower face stays a cup with --occlusion."""
+    frame = cv2.resize(carphone_frames[0], (704, 576), interpolation=cv2.INTER_CUBIC)
+    face = analyzer.analyze(frame)[0]
+    cup = read_image(sample_path("coffee"))[60:330, 130:470]
+    cup = cv2.resize(cup, (int(face.width * 0.9), int(face.width * 0.7)))
+    x = int(face.center[0] - cup.shape[1] / 2)
+    y = int(face.box[3] - cup.shape[0] * 0.55)
+    frame[y : y + cup.shape[0], x : x + cup.shape[1]] = cup
+    region = (slice(y + 5, y + cup.shape[0] - 5), slice(x + 5, x + cup.shape[1] - 5))
+    plain, _ = swap_still(frame, [str(astronaut)])
+    kept, _ = swap_still(frame, [str(astronaut)], occlusion=True)
+    diff = lambda img: float(np.abs(img[region].astype(int) - frame[region]).mean())  # noqa: E731
+    assert diff(kept) < 0.5 * diff(plain)
+
+
+def test_opacity_zero_changes_nothing(t1, astronaut: Path) -> None:
+    out, stats = swap_still(t1, [str(astronaut)], opacity=0.0)
+    assert stats["faces_swapped"] == 6 and np.array_equal(out, t1)
+
+
+@pytest.mark.parametrize("blend", ["multiband", "poisson", "feather"])
+def test_every_blend_mode_swaps(analyzer, astronaut: Path, blend: str) -> None:
+    target = hanks_in_frame()
+    out, _ = swap_still(target, [str(astronaut)], blend=blend)
+    assert changed(out, target, analyzer.analyze(target)[0]) > 3
+
+
+# --- workflow: files in, files out ----------------------------------------------------------
+
+
+def test_video_swap_keeps_audio_size_and_rate(
+    tmp_path: Path, video_with_audio: Path, astronaut: Path
+) -> None:
+    out = tmp_path / "swapped.mp4"
+    result = SWAP({"sources": [str(astronaut)], "target": str(video_with_audio), "output": out})
+    info, src = probe(out), probe(video_with_audio)
+    assert (info.width, info.height, info.frame_count) == (src.width, src.height, src.frame_count)
+    assert info.frame_rate == src.frame_rate and info.has_audio
+    assert result.summary["faces_swapped"] == src.frame_count
+    assert result.summary["frames_without_faces"] == 0
+
+
+def test_frames_without_faces_pass_through_and_are_counted(
+    tmp_path: Path, carphone_frames, astronaut: Path
+) -> None:
+    empty = cv2.resize(read_image(sample_path("coffee")), (176, 144))
+    frames = carphone_frames[:10] + [empty] * 5 + carphone_frames[10:20]
+    video = encode_test_video(tmp_path / "mixed.mp4", frames)
+    result = SWAP(
+        {"sources": [str(astronaut)], "target": str(video), "output": tmp_path / "out.mp4"}
+    )
+    assert result.summary["frames"] == 25 and result.summary["frames_without_faces"] == 5
+    decoded = list(VideoReader(tmp_path / "out.mp4"))
+    original = list(VideoReader(video))
+    for i in range(10, 15):  # passed through: only re-encoding noise
+        assert np.abs(decoded[i].astype(int) - original[i]).mean() < 2
+
+
+def test_target_without_faces_equals_input(tmp_path: Path, astronaut: Path) -> None:
+    coffee = read_image(sample_path("coffee"))
+    result = SWAP(
+        {
+            "sources": [str(astronaut)],
+            "target": str(sample_path("coffee")),
+            "output": tmp_path / "out.png",
+        }
+    )
+    assert np.array_equal(read_image(tmp_path / "out.png"), coffee)
+    assert result.summary["faces_swapped"] == 0 and "no face" in result.summary["warning"]
+
+
+def test_no_face_in_source_fails_before_any_work(tmp_path: Path, carphone: Path) -> None:
+    with pytest.raises(InputError, match="no face found in the source"):
+        SWAP(
+            {
+                "sources": [str(sample_path("coffee"))],
+                "target": str(carphone),
+                "output": tmp_path / "out.mp4",
+            }
+        )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unreadable_source(tmp_path: Path, carphone: Path) -> None:
+    bad = tmp_path / "face.jpg"
+    bad.write_text("not an image")
+    with pytest.raises(InputError, match="not an image"):
+        SWAP({"sources": [str(bad)], "target": str(carphone), "output": tmp_path / "o.mp4"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["face.jpg"]
+
+
+@pytest.mark.parametrize("kind", ["gray", "rgba", "16bit"])
+def test_unusual_image_formats(tmp_path: Path, astronaut: Path, kind: str) -> None:
+    rgb = read_image(astronaut)
+    path = tmp_path / f"src_{kind}.png"
+    if kind == "gray":
+        cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
+    elif kind == "rgba":
+        write_image(path, np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)]))
+    else:
+        cv2.imwrite(str(path), (rgb[:, :, ::-1].astype(np.uint16) * 257))
+    result = SWAP({"sources": [str(path)], "target": str(path), "output": tmp_path / "o.png"})
+    assert result.summary["faces_swapped"] == 1
+    assert read_image(tmp_path / "o.png").shape == (512, 512, 3)
+
+
+def test_rotated_odd_sized_video(tmp_path: Path, carphone_frames, astronaut: Path) -> None:
+    """A phone video: stored sideways with a display rotation, and an odd frame size."""
+    upright = [
+        cv2.resize(f, (351, 287), interpolation=cv2.INTER_CUBIC) for f in carphone_frames[:12]
+    ]
+    stored = [np.ascontiguousarray(np.rot90(f, k=-1)) for f in upright]  # 287 wide, 351 high
+    video = encode_test_video(tmp_path / "phone.mp4", stored, rotation=90, pix_fmt="yuv444p")
+    assert (probe(video).width, probe(video).height) == (351, 287)
+    out = tmp_path / "out.mp4"
+    result = SWAP({"sources": [str(astronaut)], "target": str(video), "output": out})
+    info = probe(out)
+    assert (info.width, info.height) == (352, 288)  # upright; odd sizes padded by one pixel
+    assert result.summary["faces_swapped"] == 12
+
+
+def test_cancel_leaves_no_output(tmp_path: Path, carphone: Path, astronaut: Path) -> None:
+    from vfxmocap.core.errors import Cancelled
+    from vfxmocap.core.progress import Progress
+
+    token = CancelToken()
+
+    def on_progress(event) -> None:
+        if event.stage == "frames" and event.value >= 10:
+            token.cancel()
+
+    with pytest.raises(Cancelled):
+        SWAP(
+            {"sources": [str(astronaut)], "target": str(carphone), "output": tmp_path / "o.mp4"},
+            Progress(on_progress, min_interval_s=0),
+            token,
+        )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_output_suffix_must_fit_the_target(tmp_path: Path, carphone: Path, astronaut) -> None:
+    with pytest.raises(InvalidParams, match="mp4"):
+        SWAP({"sources": [str(astronaut)], "target": str(carphone), "output": tmp_path / "o.png"})
+    with pytest.raises(InvalidParams, match="image output"):
+        SWAP({"sources": [str(astronaut)], "target": str(astronaut), "output": tmp_path / "o.mp4"})
