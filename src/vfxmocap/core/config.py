@@ -41,6 +41,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VFX_", extra="ignore")
 
     device: str = Field("auto", description="Compute device: auto, cpu, cuda, cuda:N or mps.")
+    catalog: Path | None = Field(
+        None,
+        description="Extra model catalog (TOML) whose entries add to or replace the "
+        "built-in ones: custom or fine-tuned models.",
+    )
     models_dir: Path = Field(
         default_factory=lambda: Path(platformdirs.user_cache_dir(APP_NAME)) / "models",
         description="Where model files are stored and looked up.",

@@ -5,10 +5,12 @@ from __future__ import annotations
 import tomllib
 from functools import lru_cache
 from importlib import resources
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
+from vfxmocap.core.config import get_settings
 from vfxmocap.core.errors import InvalidParams
 
 Backend = Literal["onnx", "torch", "diffusers", "mediapipe"]
@@ -117,8 +119,24 @@ def parse_catalog(text: str) -> Catalog:
     return Catalog([ModelSpec.model_validate(entry) for entry in data.get("models", [])])
 
 
-@lru_cache(maxsize=1)
 def load_catalog() -> Catalog:
-    """The catalog shipped with the package."""
+    """The catalog shipped with the package, plus the user's extra catalog (VFX_CATALOG),
+    whose entries add models or replace built-in ones of the same name."""
+    extra = get_settings().catalog
+    return _load(str(extra) if extra else None)
+
+
+@lru_cache(maxsize=4)
+def _load(extra: str | None) -> Catalog:
     text = resources.files("vfxmocap.models").joinpath("catalog.toml").read_text("utf-8")
-    return parse_catalog(text)
+    specs = {s.name: s for s in parse_catalog(text)}
+    if extra:
+        path = Path(extra)
+        try:
+            user = parse_catalog(path.read_text("utf-8"))
+        except OSError as exc:
+            raise InvalidParams(f"cannot read the model catalog {path}: {exc.strerror}") from exc
+        except (ValueError, tomllib.TOMLDecodeError) as exc:
+            raise InvalidParams(f"invalid model catalog {path}: {exc}") from exc
+        specs.update({s.name: s for s in user})
+    return Catalog(list(specs.values()))

@@ -7,9 +7,8 @@ It works on arrays of any shape, so a whole 478-point face is filtered in one ca
 
 from __future__ import annotations
 
-from typing import Any
-
 import math
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray

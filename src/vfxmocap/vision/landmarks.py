@@ -11,6 +11,7 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
 import numpy as np
 from mediapipe.python.solutions import face_mesh_connections as _mesh
@@ -19,13 +20,14 @@ from numpy.typing import NDArray
 Edges = frozenset[tuple[int, int]]
 
 NUM_LANDMARKS = 478
-NOSE_TIP = 1
+NOSE_TIP = 4
 CHIN = 152
 FOREHEAD = 10
 RIGHT_EYE_OUTER, RIGHT_EYE_INNER = 33, 133
 LEFT_EYE_OUTER, LEFT_EYE_INNER = 263, 362
 MOUTH_RIGHT, MOUTH_LEFT = 61, 291
 UPPER_LIP_INNER, LOWER_LIP_INNER = 13, 14
+MOUTH_CORNER_RIGHT, MOUTH_CORNER_LEFT = 78, 308  # where the lips meet
 
 
 def _loop(edges: Edges) -> list[int]:
@@ -110,7 +112,7 @@ class HeadPose:
     roll: float
 
 
-def head_pose(landmarks: NDArray[np.floating]) -> HeadPose:
+def head_pose(landmarks: NDArray[np.floating[Any]]) -> HeadPose:
     """Head orientation from the mesh's own 3D shape (eye line and chin-forehead line)."""
     p = np.asarray(landmarks, dtype=np.float64)[:, :3] * np.array([1.0, -1.0, -1.0])  # y, z up/out
     across = p[LEFT_EYE_OUTER] - p[RIGHT_EYE_OUTER]
@@ -125,16 +127,19 @@ def head_pose(landmarks: NDArray[np.floating]) -> HeadPose:
     return HeadPose(yaw, pitch, roll)
 
 
-def five_points(landmarks: NDArray[np.floating]) -> NDArray[np.float32]:
+def five_points(landmarks: NDArray[np.floating[Any]]) -> NDArray[np.float32]:
     """The 5 keypoints insightface aligns on, in its order: eye, eye, nose, mouth, mouth
-    (image-left first)."""
+    (image-left first). The mesh points were chosen as those that fit the ArcFace template
+    best on frontal faces (eye-corner midpoints, pronasale 4, lip commissures 78/308)."""
     lm = np.asarray(landmarks, dtype=np.float32)[:, :2]
     right_eye = (lm[RIGHT_EYE_OUTER] + lm[RIGHT_EYE_INNER]) / 2
     left_eye = (lm[LEFT_EYE_OUTER] + lm[LEFT_EYE_INNER]) / 2
-    return np.stack([right_eye, left_eye, lm[NOSE_TIP], lm[MOUTH_RIGHT], lm[MOUTH_LEFT]])
+    return np.stack(
+        [right_eye, left_eye, lm[NOSE_TIP], lm[MOUTH_CORNER_RIGHT], lm[MOUTH_CORNER_LEFT]]
+    )
 
 
-def mouth_openness(landmarks: NDArray[np.floating]) -> float:
+def mouth_openness(landmarks: NDArray[np.floating[Any]]) -> float:
     """Inner-lip gap over mouth width: about 0 closed, > 0.15 clearly open."""
     lm = np.asarray(landmarks, dtype=np.float64)[:, :2]
     gap = np.linalg.norm(lm[UPPER_LIP_INNER] - lm[LOWER_LIP_INNER])

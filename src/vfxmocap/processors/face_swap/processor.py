@@ -26,6 +26,8 @@ from vfxmocap.processors.face_swap.engines import (
     SwapEngine,
     swap_face,
 )
+from vfxmocap.processors.face_swap.enhancer import ENHANCERS, FaceEnhancer
+from vfxmocap.processors.face_swap.inswapper import InswapperEngine
 from vfxmocap.processors.face_swap.masks import MaskOptions
 from vfxmocap.processors.face_swap.selection import Selection, assign, parse_selection
 from vfxmocap.vision.faces import Face, MediaPipeFaceAnalyzer
@@ -82,6 +84,7 @@ class SwapState:
     tracker: FaceTracker
     embedder: IdentityEmbedder
     references: list[Embedding] = field(default_factory=list)
+    enhancer: FaceEnhancer | None = None
     segmenter: PersonSegmenter | None = None
     hands: HandTracker | None = None
     stats: SwapStats = field(default_factory=SwapStats)
@@ -97,8 +100,6 @@ class SwapState:
 def load_engine(name: str) -> SwapEngine:
     if name == "geometric":
         return GeometricEngine()
-    from vfxmocap.processors.face_swap.inswapper import InswapperEngine
-
     return InswapperEngine.from_store()
 
 
@@ -127,6 +128,8 @@ class FaceSwapProcessor:
             needed += ["inswapper-128", "arcface-w600k-r50"]
         if options.occlusion:
             needed += ["mediapipe-selfie-segmentation", "mediapipe-hands"]
+        if options.enhance:
+            needed.append(ENHANCERS[0])
         return tuple(needed)
 
     def prepare(
@@ -166,6 +169,7 @@ class FaceSwapProcessor:
             tracker=FaceTracker(analyzer, options.tracking),
             embedder=embedder,
             references=refs,
+            enhancer=FaceEnhancer.from_store() if options.enhance else None,
             segmenter=PersonSegmenter() if options.occlusion else None,
             hands=HandTracker(static=not live) if options.occlusion else None,
         )
@@ -193,6 +197,8 @@ class FaceSwapProcessor:
         for face, src in pairs:
             if swap_face(state.engine, out, face, state.sources[src], paste, keep_out):
                 state.stats.faces_swapped += 1
+                if state.enhancer is not None:
+                    state.enhancer.enhance(out, face, paste)
         return out
 
     def _pairs(self, frame: Frame, state: SwapState, faces: list[Face]) -> list[tuple[Face, int]]:

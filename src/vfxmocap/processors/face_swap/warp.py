@@ -28,7 +28,9 @@ def _affines(
     # np.linalg.solve on hundreds of tiny systems.
     p: NDArray[np.float64] = target[tris].astype(np.float64)
     x, y = p[..., 0], p[..., 1]
-    det: NDArray[np.float64] = (x[:, 1] - x[:, 0]) * (y[:, 2] - y[:, 0]) - (x[:, 2] - x[:, 0]) * (y[:, 1] - y[:, 0])
+    det: NDArray[np.float64] = (x[:, 1] - x[:, 0]) * (y[:, 2] - y[:, 0]) - (x[:, 2] - x[:, 0]) * (
+        y[:, 1] - y[:, 0]
+    )
     ok = np.abs(det) > 1e-3
     safe = np.where(ok, det, 1.0)
     inv = np.empty((len(tris), 3, 3))
@@ -102,5 +104,7 @@ def warp_face(
         map_x = cv2.resize(map_x, (width, height), interpolation=cv2.INTER_LINEAR)
         map_y = cv2.resize(map_y, (width, height), interpolation=cv2.INTER_LINEAR)
         mask = cv2.resize(mask, (width, height), interpolation=cv2.INTER_LINEAR)
-    warped: Frame = cv2.remap(source_image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    warped: Frame = cv2.remap(
+        source_image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
+    )
     return warped, mask

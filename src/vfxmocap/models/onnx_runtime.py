@@ -1,0 +1,129 @@
+"""ONNX Runtime sessions on the device layer's providers, and reading a model's weights
+without the `onnx` package (which would pull protobuf 6 and break MediaPipe)."""
+
+from __future__ import annotations
+
+import mmap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from vfxmocap.core.errors import DeviceError, ModelMissing
+from vfxmocap.device import onnx_providers
+
+# TensorProto.DataType -> numpy
+_DTYPES = {
+    1: np.float32,
+    2: np.uint8,
+    3: np.int8,
+    6: np.int32,
+    7: np.int64,
+    10: np.float16,
+    11: np.float64,
+}
+
+
+def session(path: Path, device: str | None = None) -> Any:
+    """An inference session on the best providers for `device` (default: VFX_DEVICE)."""
+    import onnxruntime as ort
+
+    from vfxmocap.core.config import get_settings
+
+    providers = onnx_providers(device or get_settings().device)
+    if not providers:
+        raise DeviceError(
+            "onnxruntime offers no execution provider",
+            hint="Reinstall onnxruntime (or onnxruntime-gpu).",
+        )
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    except Exception as exc:
+        raise ModelMissing(
+            f"{path}: not a loadable ONNX model ({exc})",
+            hint="Delete the file and pull the model again.",
+        ) from exc
+
+
+# --- a minimal protobuf reader: just enough to find an ONNX initializer -------------------
+
+
+def _varint(buf: memoryview, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = buf[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+
+
+def _fields(buf: memoryview, start: int, end: int) -> Iterator[tuple[int, int, int, int]]:
+    """(field number, wire type, value start, value end | varint value) over a message."""
+    pos = start
+    while pos < end:
+        key, pos = _varint(buf, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = _varint(buf, pos)
+            yield number, wire, value, value
+        elif wire == 1:
+            yield number, wire, pos, pos + 8
+            pos += 8
+        elif wire == 2:
+            length, pos = _varint(buf, pos)
+            yield number, wire, pos, pos + length
+            pos += length
+        elif wire == 5:
+            yield number, wire, pos, pos + 4
+            pos += 4
+        else:
+            raise ValueError(f"unsupported protobuf wire type {wire}")
+
+
+def read_initializer(path: Path, index: int = -1) -> NDArray[Any]:
+    """The `index`-th initializer (weight tensor) of an ONNX file, e.g. inswapper's `emap`,
+    read through mmap so a 500 MB model is not loaded into memory."""
+    with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        buf = memoryview(mm)
+        try:
+            graph = next((s, e) for n, w, s, e in _fields(buf, 0, len(buf)) if n == 7 and w == 2)
+            spans = [(s, e) for n, w, s, e in _fields(buf, *graph) if n == 5 and w == 2]
+            tensor = _tensor(buf, *spans[index])
+        finally:
+            buf.release()
+    return tensor
+
+
+def _tensor(buf: memoryview, start: int, end: int) -> NDArray[Any]:
+    dims: list[int] = []
+    dtype, raw, floats = 1, None, None
+    for number, wire, s, e in _fields(buf, start, end):
+        if number == 1:
+            if wire == 0:
+                dims.append(s)
+            else:  # packed
+                pos = s
+                while pos < e:
+                    value, pos = _varint(buf, pos)
+                    dims.append(value)
+        elif number == 2:
+            dtype = s
+        elif number == 4:
+            floats = np.frombuffer(buf[s:e], dtype="<f4").copy()
+        elif number == 9:
+            raw = bytes(buf[s:e])
+    np_type = _DTYPES.get(dtype)
+    if np_type is None:
+        raise ValueError(f"unsupported tensor data type {dtype}")
+    data = (
+        np.frombuffer(raw, dtype=np.dtype(np_type).newbyteorder("<")) if raw is not None else floats
+    )
+    if data is None:
+        raise ValueError("tensor has no data")
+    return np.asarray(data, dtype=np_type).reshape(dims)
