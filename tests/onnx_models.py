@@ -101,6 +101,10 @@ def enhancer(path: Path, *, codeformer: bool = False) -> Path:
 def catalog_entry(name: str, task: str, path: Path) -> str:
     """A catalog TOML entry for a file placed in a model store folder."""
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    file = (
+        f'{{ path = "{path.name}", sha256 = "{digest}", size = {path.stat().st_size}, '
+        f'url = "http://127.0.0.1:9/{path.name}" }}'
+    )
     return f"""
 [[models]]
 name = "{name}"
@@ -110,5 +114,5 @@ description = "test model with the real model's inputs and outputs"
 license = "test"
 memory_gb = 0.1
 source = {{ kind = "url" }}
-files = [{{ path = "{path.name}", sha256 = "{digest}", size = {path.stat().st_size}, url = "http://127.0.0.1:9/{path.name}" }}]
+files = [{file}]
 """

@@ -210,7 +210,9 @@ def test_templates_match_insightface() -> None:
     from vfxmocap.processors.face_swap.align import ARCFACE_112, arcface_template
 
     assert np.allclose(arcface_template(112), ARCFACE_112)
-    assert np.allclose(arcface_template(128), ARCFACE_112 + [8.0, 0.0])  # inswapper's crop
+    assert np.allclose(
+        arcface_template(128), ARCFACE_112 + np.array([8.0, 0.0])
+    )  # inswapper's crop
     assert np.allclose(arcface_template(224), ARCFACE_112 * 2)
 
 
