@@ -54,8 +54,11 @@ def changed(a: np.ndarray, b: np.ndarray, face: Face) -> float:
 def likeness(image: np.ndarray, face: Face, source: np.ndarray, source_face: Face) -> float:
     """How much the face in `image` looks like the source: warp it back onto the source's
     mesh and correlate the high-pass detail (edges of eyes, brows, nose, lips)."""
-    h, w = source.shape[:2]
-    back, cover = warp_face(image, face.landmarks[:, :2], source_face.landmarks, (0, 0, w, h))
+    roi = target_roi(source_face, source.shape)
+    assert roi is not None
+    x0, y0, x1, y1 = roi
+    back, cover = warp_face(image, face.landmarks[:, :2], source_face.landmarks, roi)
+    source = source[y0:y1, x0:x1]
     inner = cv2.erode(cover, np.ones((9, 9), np.uint8)) > 0
 
     def detail(img: np.ndarray) -> np.ndarray:

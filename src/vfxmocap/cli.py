@@ -498,6 +498,88 @@ def swap(
     _report(run_workflow("swap", inputs, quiet=as_json), as_json)
 
 
+@app.command()
+@guarded
+def live(
+    source: Annotated[list[str], typer.Option("--source", "-s", help="Source face image.")],
+    camera: Annotated[int | None, typer.Option(help="Camera index.")] = None,
+    input: Annotated[
+        str | None, typer.Option("--input", "-i", help="A video played as a live feed.")
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", help="Record to this .mp4 (default without a display: out/live.mp4)."
+        ),
+    ] = None,
+    display: Annotated[bool, typer.Option(help="Show a window (needs a display).")] = True,
+    max_frames: Annotated[int | None, typer.Option(help="Stop after N frames.")] = None,
+    faces: Annotated[str, typer.Option(help="all, largest, 0,2, map:...")] = "all",
+    mouth_mask: Annotated[bool, typer.Option(help="Keep the target's open mouth.")] = False,
+    occlusion: Annotated[bool, typer.Option(help="Do not paint over hands/objects.")] = False,
+    engine: Annotated[str, typer.Option(help="geometric or inswapper.")] = "geometric",
+    as_json: JsonOpt = False,
+) -> None:
+    """Live face swap from a webcam: a window, or a file when there is no display."""
+    from vfxmocap.media.sources import CameraSource, open_source
+    from vfxmocap.media.video import VideoWriter
+    from vfxmocap.processors.face_swap.processor import SwapOptions
+    from vfxmocap.workflows.live import live_swap
+
+    if (camera is None) == (input is None):
+        raise InvalidParams("give either --camera N or --input VIDEO")
+    try:
+        options = SwapOptions.model_validate(
+            {
+                "engine": engine,
+                "faces": faces,
+                "occlusion": occlusion,
+                "mask": {"mouth_mask": mouth_mask},
+            }
+        )
+    except ValidationError as exc:
+        raise InvalidParams(f"live: {_validation_summary(exc)}") from exc
+    frames = CameraSource(camera) if camera is not None else open_source(str(input))
+    window = display and output is None and _has_display()
+    with frames:
+        if window:
+            import cv2
+
+            def show(frame: Any) -> bool:
+                cv2.imshow("vfx live (q to quit)", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+                return bool((cv2.waitKey(1) & 0xFF) != ord("q"))
+
+            stats = live_swap(source, frames, show, options, max_frames=max_frames)
+            cv2.destroyAllWindows()
+            target = None
+        else:
+            target = output or Path("out/live.mp4")
+            with VideoWriter(target, fps=frames.fps) as writer:
+
+                def record(frame: Any) -> bool:
+                    writer.write(frame)
+                    return True
+
+                stats = live_swap(source, frames, record, options, max_frames=max_frames)
+    result = {"output": str(target) if target else None, **stats.as_dict()}
+    if as_json:
+        _print_json(result)
+    else:
+        if target:
+            out.print(f"output: {target}", soft_wrap=True)
+        out.print(
+            f"[dim]frames {stats.frames} · {stats.fps:.1f} fps · latency p50 "
+            f"{stats.latency_p50_ms:.1f} ms · p95 {stats.latency_p95_ms:.1f} ms[/]"
+        )
+
+
+def _has_display() -> bool:
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")) or sys.platform in (
+        "darwin",
+        "win32",
+    )
+
+
 def _mask_option(text: str) -> dict[str, Any]:
     if text in ("oval", "hull"):
         return {"kind": text}

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from vfxmocap.core.errors import InputError, MediaError
+from vfxmocap.core.log import native_stderr_silenced
 from vfxmocap.media.image import Frame, is_image_path, read_image
 from vfxmocap.media.video import VideoReader
 
@@ -142,7 +143,8 @@ class CameraSource(FrameSource):
         import cv2  # imported here: only cameras need OpenCV's capture backends
 
         self.name = f"camera:{index}"
-        self._cap = cv2.VideoCapture(index)
+        with native_stderr_silenced():  # OpenCV prints its own warnings for a missing camera
+            self._cap = cv2.VideoCapture(index)
         if not self._cap.isOpened():
             raise InputError(
                 f"camera {index} could not be opened",

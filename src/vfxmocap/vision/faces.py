@@ -67,11 +67,11 @@ class Face:
 class FaceAnalyzer(Protocol):
     """What every face backend offers; trackers and swappers use only this."""
 
-    def detect(self, frame: Frame) -> list[tuple[Box, float]]: ...
+    def detect(self, frame: Frame, tiles: bool | None = None) -> list[tuple[Box, float]]: ...
 
     def landmarks(self, frame: Frame, box: Box) -> Face | None: ...
 
-    def analyze(self, frame: Frame) -> list[Face]: ...
+    def analyze(self, frame: Frame, tiles: bool | None = None) -> list[Face]: ...
 
 
 def box_from_landmarks(landmarks: NDArray[np.floating[Any]]) -> Box:
@@ -138,8 +138,9 @@ class MediaPipeFaceAnalyzer:
 
     # --- detection --------------------------------------------------------------------
 
-    def detect(self, frame: Frame) -> list[tuple[Box, float]]:
-        """Face boxes with scores, on the whole frame and on overlapping 2x2 tiles."""
+    def detect(self, frame: Frame, tiles: bool | None = None) -> list[tuple[Box, float]]:
+        """Face boxes with scores, on the whole frame and (`tiles`, default from the
+        constructor) on overlapping 2x2 tiles, which find faces under ~60 px."""
         scale = min(1.0, self.analysis_max_side / max(frame.shape[:2]))
         image = (
             frame
@@ -148,7 +149,7 @@ class MediaPipeFaceAnalyzer:
         )
         found = self._detect_in(image, 0, 0)
         h, w = image.shape[:2]
-        if self.tiles and max(h, w) >= 480:
+        if (self.tiles if tiles is None else tiles) and max(h, w) >= 480:
             th, tw = int(h / 2 * (1 + _TILE_OVERLAP)), int(w / 2 * (1 + _TILE_OVERLAP))
             for y0 in (0, h - th):
                 for x0 in (0, w - tw):
@@ -202,10 +203,10 @@ class MediaPipeFaceAnalyzer:
         del h, w
         return Face(box=box_from_landmarks(lm), landmarks=lm, score=1.0)
 
-    def analyze(self, frame: Frame) -> list[Face]:
+    def analyze(self, frame: Frame, tiles: bool | None = None) -> list[Face]:
         """Every face in a still frame, largest first."""
         faces = []
-        for box, score in self.detect(frame):
+        for box, score in self.detect(frame, tiles):
             face = self.landmarks(frame, box)
             if face is not None:
                 face.score = score

@@ -26,11 +26,11 @@ def match_color(patch: Frame, target: Frame, mask: Mask) -> Frame:
     src = cv2.cvtColor(patch, cv2.COLOR_RGB2LAB)
     s_mean, s_std = _lab_stats(src[ys, xs], lab=True)
     gain = np.clip(d_std / s_std, 0.5, 2.0)  # a bounded gain keeps noise from exploding
-    # out = src * gain + offset, per channel, in one saturating OpenCV pass
-    out = cv2.addWeighted(
-        src.astype(np.float32) * gain, 1.0, np.zeros_like(src, np.float32), 0.0, 0.0
-    ) + (d_mean - s_mean * gain)
-    result: Frame = cv2.cvtColor(np.clip(out, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
+    # lab * gain + offset per channel, as one saturating uint8 pass
+    matrix = np.zeros((3, 4), np.float32)
+    matrix[:, :3] = np.diag(gain)
+    matrix[:, 3] = d_mean - s_mean * gain
+    result: Frame = cv2.cvtColor(cv2.transform(src, matrix), cv2.COLOR_LAB2RGB)
     return result
 
 
@@ -43,30 +43,55 @@ def _lab_stats(
 
 
 def feather(patch: Frame, target: Frame, alpha: NDArray[np.float32]) -> Frame:
-    a = alpha[..., None]
-    return (patch.astype(np.float32) * a + target.astype(np.float32) * (1.0 - a) + 0.5).astype(
-        np.uint8
+    a = cv2.merge([alpha, alpha, alpha])
+    mixed = cv2.add(
+        cv2.multiply(patch, a, dtype=cv2.CV_32F), cv2.multiply(target, 1.0 - a, dtype=cv2.CV_32F)
+    )
+    out: Frame = cv2.convertScaleAbs(mixed)  # rounds and saturates to uint8
+    return out
+
+
+def _inside(alpha: NDArray[np.float32], margin: int) -> tuple[slice, slice] | None:
+    """The box around alpha > 0, grown by `margin`: only there can blending change pixels."""
+    x, y, bw, bh = cv2.boundingRect((alpha > 1e-3).astype(np.uint8))
+    if bw == 0 or bh == 0:
+        return None
+    h, w = alpha.shape
+    return (
+        slice(max(0, y - margin), min(h, y + bh + margin)),
+        slice(max(0, x - margin), min(w, x + bw + margin)),
     )
 
 
 def multiband(patch: Frame, target: Frame, alpha: NDArray[np.float32], levels: int = 4) -> Frame:
     """Burt-Adelson blending: low frequencies blend over a wide seam, fine detail over a
-    narrow one, so there is neither a visible edge nor a ghosted double contour."""
+    narrow one, so there is neither a visible edge nor a ghosted double contour. Runs on
+    the box around the mask only."""
+    box = _inside(alpha, 2 ** (levels + 1))
+    if box is None:
+        return target
+    out = target.copy()
+    out[box] = _multiband(patch[box], target[box], alpha[box], levels)
+    return out
+
+
+def _multiband(patch: Frame, target: Frame, alpha: NDArray[np.float32], levels: int) -> Frame:
+    # Blending is linear, so blend(A, B) = B + collapse(mask_l * laplacian_l(A - B)): one
+    # pyramid (of the difference) instead of two.
     h, w = alpha.shape
     levels = max(1, min(levels, int(np.log2(max(1, min(h, w)) / 8))))
-    gp_a, gp_b, gp_m = [patch.astype(np.float32)], [target.astype(np.float32)], [alpha]
+    gp_d = [cv2.subtract(patch, target, dtype=cv2.CV_32F)]
+    gp_m = [cv2.merge([alpha, alpha, alpha])]
     for _ in range(levels):
-        gp_a.append(cv2.pyrDown(gp_a[-1]))
-        gp_b.append(cv2.pyrDown(gp_b[-1]))
+        gp_d.append(cv2.pyrDown(gp_d[-1]))
         gp_m.append(cv2.pyrDown(gp_m[-1]))
-    blended = gp_a[-1] * gp_m[-1][..., None] + gp_b[-1] * (1 - gp_m[-1][..., None])
+    acc = cv2.multiply(gp_d[-1], gp_m[-1])
     for level in range(levels - 1, -1, -1):
-        size = (gp_a[level].shape[1], gp_a[level].shape[0])
-        lap_a = gp_a[level] - cv2.pyrUp(gp_a[level + 1], dstsize=size)
-        lap_b = gp_b[level] - cv2.pyrUp(gp_b[level + 1], dstsize=size)
-        m = gp_m[level][..., None]
-        blended = cv2.pyrUp(blended, dstsize=size) + lap_a * m + lap_b * (1 - m)
-    return np.clip(blended + 0.5, 0, 255).astype(np.uint8)
+        size = (gp_d[level].shape[1], gp_d[level].shape[0])
+        lap = cv2.subtract(gp_d[level], cv2.pyrUp(gp_d[level + 1], dstsize=size))
+        acc = cv2.add(cv2.pyrUp(acc, dstsize=size), cv2.multiply(lap, gp_m[level]))
+    out: Frame = cv2.add(target, acc, dtype=cv2.CV_8U)  # rounds and saturates
+    return out
 
 
 def poisson(patch: Frame, target: Frame, mask: Mask) -> Frame:

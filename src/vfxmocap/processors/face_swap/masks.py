@@ -105,15 +105,14 @@ def face_size(landmarks: NDArray[np.floating[Any]]) -> float:
 
 
 def feather(mask: Mask, blur: float, size: float) -> NDArray[np.float32]:
-    """Soft alpha in [0, 1]: the mask eroded by half the feather, then blurred across it, so
-    the fade stays inside the face instead of bleeding onto hair and background."""
-    alpha: NDArray[np.float32] = mask.astype(np.float32) / 255.0
+    """Soft alpha in [0, 1] that rises from 0 at the mask's edge to 1 at `blur * size` inside
+    it (a smoothstep of the distance to the edge), so the fade stays inside the face instead
+    of bleeding onto hair and background. A distance transform costs the same for any width."""
     width = blur * size
     if width < 1:
-        return alpha
-    radius = max(1, int(width / 2))
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-    alpha = cv2.erode(alpha, kernel)
-    sigma = max(0.5, width / 3)
-    blurred: NDArray[np.float32] = cv2.GaussianBlur(alpha, (0, 0), sigma)
-    return blurred
+        hard: NDArray[np.float32] = (mask > 127).astype(np.float32)
+        return hard
+    inside = cv2.distanceTransform((mask > 127).astype(np.uint8), cv2.DIST_L2, 3)
+    t = np.minimum(inside * np.float32(1.0 / width), np.float32(1.0))
+    alpha: NDArray[np.float32] = t * t * (np.float32(3.0) - np.float32(2.0) * t)
+    return alpha

@@ -107,7 +107,7 @@ def _first_face(
     analyzer: MediaPipeFaceAnalyzer, path: str | Path, index: int, role: str
 ) -> tuple[Frame, Face]:
     image = read_image(path)
-    faces = analyzer.analyze(image)
+    faces = analyzer.analyze(image, tiles=True)  # a source may be a group photo
     if not faces:
         raise InputError(
             f"{path}: no face found in the {role} image",
@@ -152,7 +152,9 @@ class FaceSwapProcessor:
                     hint="Give one --reference per --source: the face it should replace.",
                 )
             selection = Selection("reference")
-        analyzer = MediaPipeFaceAnalyzer()
+        # Live frames come from a webcam: faces are large, and the 2x2 tile pass for small
+        # faces in group shots would cost a frame's budget.
+        analyzer = MediaPipeFaceAnalyzer(tiles=not live)
         engine = load_engine(options.engine)
         prepared = [
             engine.prepare(*_first_face(analyzer, p, options.source_face, "source"))

@@ -17,7 +17,7 @@ from vfxmocap.vision.landmarks import triangles
 
 Points = NDArray[np.float32]
 _SUBPIXEL = 4  # fixed-point bits for cv2.fillConvexPoly
-_MAX_WORK_SIDE = 320  # maps are computed at most at this size, then upscaled (they are smooth)
+_MAX_WORK_SIDE = 256  # maps are computed at most at this size, then upscaled (they are smooth)
 
 
 def _affines(
@@ -94,10 +94,10 @@ def warp_face(
     del keep
 
     covered = index >= 0
-    m = matrices[np.maximum(index, 0)]  # (h, w, 3, 2)
-    ys, xs = np.mgrid[0:work_h, 0:work_w].astype(np.float64)
-    map_x = (m[..., 0, 0] * xs + m[..., 1, 0] * ys + m[..., 2, 0]).astype(np.float32)
-    map_y = (m[..., 0, 1] * xs + m[..., 1, 1] * ys + m[..., 2, 1]).astype(np.float32)
+    coef = matrices.reshape(len(tris), 6).astype(np.float32)[np.maximum(index, 0)]  # (h, w, 6)
+    ys, xs = np.mgrid[0:work_h, 0:work_w].astype(np.float32)
+    map_x = coef[..., 0] * xs + coef[..., 2] * ys + coef[..., 4]
+    map_y = coef[..., 1] * xs + coef[..., 3] * ys + coef[..., 5]
     mask: NDArray[np.uint8] = np.where(covered, 255, 0).astype(np.uint8)
     if scale < 1.0:
         # Interpolate maps at full size; pixel centres shift by half a work pixel.
