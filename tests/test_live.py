@@ -1,0 +1,100 @@
+"""Live face swap: the stateful processor on a stream, and `vfx live` without a display."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tracemalloc
+from pathlib import Path
+
+import cv2
+import pytest
+
+from vfxmocap.media.sources import IteratorSource
+from vfxmocap.media.video import probe
+from vfxmocap.processors.live import LiveSession
+from vfxmocap.workflows.live import live_swap
+
+
+def test_session_stats_from_a_known_clock() -> None:
+    ticks = iter([0.0, 0.010, 0.033, 0.043, 0.066, 0.086])
+    session = LiveSession(lambda frame, t: frame, clock=lambda: next(ticks))
+    for _ in range(3):
+        session.push(None)  # type: ignore[arg-type]
+    stats = session.stats()
+    assert stats.frames == 3
+    # done at 10, 43 and 86 ms: latencies 10, 10, 20 ms; two intervals over 76 ms
+    assert stats.latency_p50_ms == pytest.approx(10.0)
+    assert stats.fps == pytest.approx(2 / 0.076)
+
+
+def test_live_swap_is_stateful_and_bounded(carphone_frames, astronaut: Path) -> None:
+    frames = [cv2.resize(f, (640, 480)) for f in carphone_frames]
+    outputs = []
+    stats = live_swap(
+        [astronaut],
+        IteratorSource(iter(frames * 3)),
+        lambda f: outputs.append(f.mean()) or True,
+        max_frames=60,
+    )
+    assert stats.frames == 60 and len(outputs) == 60
+    assert stats.latency_p95_ms > 0
+
+
+def test_memory_does_not_grow_with_stream_length(carphone_frames, astronaut: Path) -> None:
+    frames = [cv2.resize(f, (320, 240)) for f in carphone_frames]
+
+    def peak(n: int) -> int:
+        tracemalloc.start()
+        live_swap([astronaut], IteratorSource(iter(frames * 10)), lambda f: True, max_frames=n)
+        _, top = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        return top
+
+    short, long = peak(30), peak(240)
+    assert long < short * 1.5 + 2_000_000
+
+
+def test_cli_live_records_a_file_without_display(
+    tmp_path: Path, carphone: Path, astronaut: Path
+) -> None:
+    out = tmp_path / "live.mp4"
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vfxmocap.cli",
+            "live",
+            "-s",
+            str(astronaut),
+            "-i",
+            str(carphone),
+            "-o",
+            str(out),
+            "--max-frames",
+            "50",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["frames"] == 50 and report["latency_p95_ms"] > 0
+    assert probe(out).frame_count == 50
+
+
+def test_cli_live_without_a_camera_exits_3(astronaut: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "vfxmocap.cli", "live", "-s", str(astronaut), "--camera", "7"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 3 and "camera 7 could not be opened" in result.stderr
+    assert "Traceback" not in result.stderr
