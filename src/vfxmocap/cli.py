@@ -462,8 +462,11 @@ def swap(
     mask: Annotated[
         str, typer.Option(help="oval, hull, or regions: skin,eyes,brows,nose,mouth.")
     ] = "oval",
-    mouth_mask: Annotated[bool, typer.Option(help="Keep the target's open mouth.")] = False,
+    mouth_mask: Annotated[bool, typer.Option(help="Keep the target's open mouth.")] = True,
     occlusion: Annotated[bool, typer.Option(help="Do not paint over hands/objects.")] = False,
+    shape: Annotated[
+        float, typer.Option(help="Geometric engine: share of the source's face proportions.")
+    ] = 0.5,
     enhance: Annotated[bool, typer.Option(help="Restore the face (GFPGAN/CodeFormer).")] = False,
     blend: Annotated[str, typer.Option(help="multiband, poisson or feather.")] = "multiband",
     blur: Annotated[float, typer.Option(help="Mask feather, in face widths.")] = 0.08,
@@ -478,6 +481,7 @@ def swap(
     """Swap source face(s) onto a target image or video (audio, size and frame rate kept)."""
     options: dict[str, Any] = {
         "engine": engine,
+        "shape": shape,
         "faces": faces,
         "source_face": source_face,
         "occlusion": occlusion,
@@ -515,7 +519,7 @@ def live(
     display: Annotated[bool, typer.Option(help="Show a window (needs a display).")] = True,
     max_frames: Annotated[int | None, typer.Option(help="Stop after N frames.")] = None,
     faces: Annotated[str, typer.Option(help="all, largest, 0,2, map:...")] = "all",
-    mouth_mask: Annotated[bool, typer.Option(help="Keep the target's open mouth.")] = False,
+    mouth_mask: Annotated[bool, typer.Option(help="Keep the target's open mouth.")] = True,
     occlusion: Annotated[bool, typer.Option(help="Do not paint over hands/objects.")] = False,
     engine: Annotated[str, typer.Option(help="geometric or inswapper.")] = "geometric",
     as_json: JsonOpt = False,

@@ -112,15 +112,23 @@ class HeadPose:
     roll: float
 
 
+def face_axes(points: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Rows: the face's own x (across, to the image's right when frontal), y (up) and z (out
+    of the face, toward the camera when frontal), from mesh points given with y up and z
+    toward the camera."""
+    across = points[LEFT_EYE_OUTER] - points[RIGHT_EYE_OUTER]
+    up = points[FOREHEAD] - points[CHIN]
+    x = across / max(float(np.linalg.norm(across)), 1e-9)
+    y = up - np.dot(up, x) * x
+    y /= max(float(np.linalg.norm(y)), 1e-9)
+    axes: NDArray[np.float64] = np.stack([x, y, np.cross(x, y)])
+    return axes
+
+
 def head_pose(landmarks: NDArray[np.floating[Any]]) -> HeadPose:
     """Head orientation from the mesh's own 3D shape (eye line and chin-forehead line)."""
     p = np.asarray(landmarks, dtype=np.float64)[:, :3] * np.array([1.0, -1.0, -1.0])  # y, z up/out
-    across = p[LEFT_EYE_OUTER] - p[RIGHT_EYE_OUTER]
-    up = p[FOREHEAD] - p[CHIN]
-    x = across / np.linalg.norm(across)
-    y = up - np.dot(up, x) * x
-    y /= np.linalg.norm(y)
-    forward = np.cross(x, y)
+    x, _, forward = face_axes(p)
     yaw = math.degrees(math.atan2(forward[0], forward[2]))
     pitch = math.degrees(math.asin(float(np.clip(forward[1], -1.0, 1.0))))
     roll = math.degrees(math.atan2(x[1], x[0]))

@@ -111,7 +111,11 @@ def poisson(patch: Frame, target: Frame, mask: Mask) -> Frame:
 
 def blend(patch: Frame, target: Frame, alpha: NDArray[np.float32], mode: BlendMode) -> Frame:
     if mode == "multiband":
-        return multiband(patch, target, alpha)
+        out = multiband(patch, target, alpha)
+        # coarse levels spread a little into the mask's holes (an open mouth): keep those exact
+        untouched = alpha <= 0
+        out[untouched] = target[untouched]
+        return out
     if mode == "poisson":
         cloned = poisson(patch, target, np.where(alpha > 0.5, 255, 0).astype(np.uint8))
         return feather(cloned, target, alpha)  # the feathered edge still fades it in

@@ -20,6 +20,7 @@ from vfxmocap.core.errors import InputError
 from vfxmocap.media.image import Frame
 from vfxmocap.processors.face_swap.blend import BlendMode, blend, match_color
 from vfxmocap.processors.face_swap.masks import MaskOptions, face_mask, face_size, feather
+from vfxmocap.processors.face_swap.shape import transfer_shape
 from vfxmocap.processors.face_swap.warp import warp_face
 from vfxmocap.vision.faces import Face
 from vfxmocap.vision.segmentation import skin_outliers
@@ -120,10 +121,14 @@ class SwapEngine(Protocol):
 
 
 class GeometricEngine:
-    """Dense mesh warp of the source texture: identity from the source's real pixels, pose and
-    expression from the target's landmarks. No model files needed."""
+    """Dense mesh warp of the source texture: identity from the source's real pixels and,
+    with `shape` > 0, its facial proportions; pose and expression from the target's
+    landmarks. No model files needed."""
 
     name = "geometric"
+
+    def __init__(self, shape: float = 0.5) -> None:
+        self.shape = shape
 
     def prepare(self, image: Frame, face: Face) -> SourceFace:
         return prepare_source(image, face)
@@ -132,7 +137,8 @@ class GeometricEngine:
         self, frame: Frame, target: Face, source: SourceFace, roi: tuple[int, int, int, int]
     ) -> tuple[Frame, NDArray[np.uint8]]:
         points = source.face.landmarks[:, :2]
-        return warp_face(source.image, points, target.landmarks, roi)
+        mesh = transfer_shape(target.landmarks, source.face.landmarks, self.shape)
+        return warp_face(source.image, points, mesh, roi)
 
 
 def swap_face(

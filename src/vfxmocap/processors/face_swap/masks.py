@@ -35,7 +35,7 @@ class MaskOptions(BaseModel):
     regions: list[Region] = Field(default_factory=list)
     blur: float = Field(0.08, ge=0, le=0.5, description="Feather width, in face widths.")
     padding: float = Field(0.0, ge=-0.3, le=0.3, description="Grow (+) or shrink (-) the mask.")
-    mouth_mask: bool = Field(False, description="Keep the target's open mouth (speech).")
+    mouth_mask: bool = Field(True, description="Keep the target's open mouth (speech).")
     mouth_open_threshold: float = Field(0.12, ge=0, le=1)
     forehead: float = Field(0.35, ge=0, le=1, description="Share of the forehead kept (oval).")
 

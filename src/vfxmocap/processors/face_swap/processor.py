@@ -42,6 +42,13 @@ class SwapOptions(BaseModel):
     engine: Literal["geometric", "inswapper"] = "geometric"
     faces: str = Field("all", description="all, largest, 0,2, map:SRC=TGT,... or reference.")
     source_face: int = Field(0, ge=0, description="Which face of a multi-face source image.")
+    shape: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Geometric engine: how far the source's facial "
+        "proportions (eyes, nose, mouth, brows) replace the target's.",
+    )
     mask: MaskOptions = Field(default_factory=MaskOptions)
     blend: Literal["multiband", "poisson", "feather"] = "multiband"
     color_match: bool = True
@@ -97,9 +104,9 @@ class SwapState:
                 model.close()
 
 
-def load_engine(name: str) -> SwapEngine:
-    if name == "geometric":
-        return GeometricEngine()
+def load_engine(options: SwapOptions) -> SwapEngine:
+    if options.engine == "geometric":
+        return GeometricEngine(shape=options.shape)
     return InswapperEngine.from_store()
 
 
@@ -155,7 +162,7 @@ class FaceSwapProcessor:
         # Live frames come from a webcam: faces are large, and the 2x2 tile pass for small
         # faces in group shots would cost a frame's budget.
         analyzer = MediaPipeFaceAnalyzer(tiles=not live)
-        engine = load_engine(options.engine)
+        engine = load_engine(options)
         prepared = [
             engine.prepare(*_first_face(analyzer, p, options.source_face, "source"))
             for p in sources

@@ -13,7 +13,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vfxmocap.media.image import Frame
-from vfxmocap.vision.landmarks import triangles
+from vfxmocap.vision.landmarks import face_axes, triangles
 
 Points = NDArray[np.float32]
 _SUBPIXEL = 4  # fixed-point bits for cv2.fillConvexPoly
@@ -50,20 +50,33 @@ def _affines(
 
 
 def visible_triangles(
-    landmarks: NDArray[np.float32], forward_z_sign: float = -1.0
+    landmarks: NDArray[np.float32],
 ) -> tuple[NDArray[np.int32], NDArray[np.int32]]:
-    """Triangles facing the camera, ordered far to near; returns (indices, triangles)."""
+    """Triangles facing the camera, ordered far to near; returns (indices, triangles).
+
+    Back-face culling by winding: a triangle faces the camera when it winds the same way in
+    the image as on the face seen from the front (the mesh turned frontal by its own head
+    pose). A triangle folded over by a turned head winds the other way.
+    """
     tris = triangles()
-    p = landmarks[tris].astype(np.float64)  # (n, 3 vertices, xyz)
-    normals = np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0])
-    # Orient every normal outwards: the face is a cap, so outwards agrees with the mean normal.
-    mean = normals.sum(axis=0)
-    normals *= np.sign(normals @ mean)[:, None]
-    # The camera looks along +z (MediaPipe z grows away from it): visible normals point to -z.
-    facing = normals[:, 2] * forward_z_sign > 0.05 * np.linalg.norm(normals, axis=1)
-    order = np.argsort(-p[:, :, 2].mean(axis=1))  # far (large z) first
+    p = landmarks[:, :3].astype(np.float64) * np.array([1.0, -1.0, -1.0])  # y up, z to camera
+    axes = face_axes(p)
+    frontal = (p - p.mean(axis=0)) @ axes.T  # face frame: x across, y up
+    image_area = _signed_areas(p[:, :2], tris)
+    frontal_area = _signed_areas(frontal[:, :2], tris)
+    facing = (image_area * np.sign(frontal_area) > 0) & (np.abs(frontal_area) > 1e-9)
+    depth = landmarks[tris, 2].mean(axis=1)
+    order = np.argsort(-depth)  # far (large MediaPipe z) first
     keep = order[facing[order]]
     return keep.astype(np.int32), tris[keep]
+
+
+def _signed_areas(xy: NDArray[np.float64], tris: NDArray[np.int32]) -> NDArray[np.float64]:
+    a, b, c = xy[tris[:, 0]], xy[tris[:, 1]], xy[tris[:, 2]]
+    area: NDArray[np.float64] = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (c[:, 0] - a[:, 0]) * (
+        b[:, 1] - a[:, 1]
+    )
+    return area
 
 
 def warp_face(
