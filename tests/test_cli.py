@@ -3,24 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import av
 import pytest
 
+from tests.conftest import run_vfx
+
 
 def vfx(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None):
-    return subprocess.run(
-        [sys.executable, "-m", "vfxmocap.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=cwd,
-        env={**os.environ, "COLUMNS": "200", **(env or {})},
-    )
+    return run_vfx(*args, env=env, cwd=cwd, timeout=120)
 
 
 def assert_one_line_error(result, code: int, *fragments: str) -> None:

@@ -8,12 +8,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
+from tests.conftest import run_vfx
 from vfxmocap.core.config import Settings, config_file_path, get_settings, reload_settings
 
 _OUR_VARS = ("VFX_", "HF_HUB_OFFLINE")
@@ -39,14 +39,7 @@ def cli_env(**extra: str) -> dict[str, str]:
 
 
 def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "vfxmocap.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_vfx(*args, base=env, timeout=60)
 
 
 # --- defaults and environment ---------------------------------------------------------------

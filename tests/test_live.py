@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import tracemalloc
 from pathlib import Path
 
 import cv2
 import pytest
 
+from tests.conftest import run_vfx
 from vfxmocap.media.sources import IteratorSource
 from vfxmocap.media.video import probe
 from vfxmocap.processors.live import LiveSession
@@ -61,27 +59,18 @@ def test_cli_live_records_a_file_without_display(
     tmp_path: Path, carphone: Path, astronaut: Path
 ) -> None:
     out = tmp_path / "live.mp4"
-    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "vfxmocap.cli",
-            "live",
-            "-s",
-            str(astronaut),
-            "-i",
-            str(carphone),
-            "-o",
-            str(out),
-            "--max-frames",
-            "50",
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
+    result = run_vfx(
+        "live",
+        "-s",
+        astronaut,
+        "-i",
+        carphone,
+        "-o",
+        out,
+        "--max-frames",
+        50,
+        "--json",
+        drop=("DISPLAY", "WAYLAND_DISPLAY"),
     )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
@@ -90,11 +79,6 @@ def test_cli_live_records_a_file_without_display(
 
 
 def test_cli_live_without_a_camera_exits_3(astronaut: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "vfxmocap.cli", "live", "-s", str(astronaut), "--camera", "7"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_vfx("live", "-s", astronaut, "--camera", 7)
     assert result.returncode == 3 and "camera 7 could not be opened" in result.stderr
     assert "Traceback" not in result.stderr

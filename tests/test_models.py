@@ -13,7 +13,6 @@ import os
 import re
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from tests.conftest import run_vfx
 from vfxmocap.core.config import reload_settings
 from vfxmocap.core.errors import InvalidParams, ModelMissing
 from vfxmocap.models import store as store_module
@@ -533,14 +533,7 @@ def run_cli(*args: str, models_dir: Path, **extra: str) -> subprocess.CompletedP
     env.update(
         VFX_MODELS_DIR=str(models_dir), VFX_CONFIG=str(models_dir / "no-config.toml"), **extra
     )
-    return subprocess.run(
-        [sys.executable, "-m", "vfxmocap.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_vfx(*args, base=env, timeout=60)
 
 
 def test_cli_models_list_json(tmp_path: Path) -> None:

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +11,7 @@ import pytest
 from onnx import numpy_helper
 
 from tests import onnx_models
+from tests.conftest import run_vfx
 from vfxmocap.core.config import reload_settings
 from vfxmocap.core.errors import ModelMissing
 from vfxmocap.media.image import read_image
@@ -148,32 +146,20 @@ def test_inswapper_without_files_says_where_to_put_them(tmp_path: Path, monkeypa
 def test_cli_inswapper_with_enhance_end_to_end(store, tmp_path: Path) -> None:
     models = store(tint=0.02)
     out = tmp_path / "swapped.mp4"
-    env = {
-        **os.environ,
-        "VFX_MODELS_DIR": str(models),
-        "VFX_CATALOG": str(tmp_path / "catalog.toml"),
-    }
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "vfxmocap.cli",
-            "swap",
-            "-s",
-            str(sample_path("astronaut")),
-            "-t",
-            str(sample_path("carphone")),
-            "-o",
-            str(out),
-            "--engine",
-            "inswapper",
-            "--enhance",
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
+    env = {"VFX_MODELS_DIR": str(models), "VFX_CATALOG": str(tmp_path / "catalog.toml")}
+    result = run_vfx(
+        "swap",
+        "-s",
+        sample_path("astronaut"),
+        "-t",
+        sample_path("carphone"),
+        "-o",
+        out,
+        "--engine",
+        "inswapper",
+        "--enhance",
+        "--json",
         env=env,
-        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)["summary"]
@@ -182,25 +168,17 @@ def test_cli_inswapper_with_enhance_end_to_end(store, tmp_path: Path) -> None:
 
 
 def test_cli_missing_model_exits_4(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "vfxmocap.cli",
-            "swap",
-            "-s",
-            str(sample_path("astronaut")),
-            "-t",
-            str(sample_path("astronaut")),
-            "-o",
-            str(tmp_path / "o.png"),
-            "--engine",
-            "inswapper",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "VFX_MODELS_DIR": str(tmp_path / "none")},
+    result = run_vfx(
+        "swap",
+        "-s",
+        sample_path("astronaut"),
+        "-t",
+        sample_path("astronaut"),
+        "-o",
+        tmp_path / "o.png",
+        "--engine",
+        "inswapper",
+        env={"VFX_MODELS_DIR": str(tmp_path / "none")},
     )
     assert result.returncode == 4 and "Traceback" not in result.stderr
     assert "inswapper_128.onnx" in result.stderr and not (tmp_path / "o.png").exists()
