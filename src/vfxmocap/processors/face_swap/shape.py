@@ -54,6 +54,15 @@ def _apply(matrix: NDArray[np.float64], points: NDArray[np.float64]) -> NDArray[
     return moved
 
 
+def _two_point(src: NDArray[np.float64], dst: NDArray[np.float64]) -> NDArray[np.float64]:
+    """The similarity taking two points exactly onto two others (as complex z -> a z + b)."""
+    zs = src[:, 0] + 1j * src[:, 1]
+    zd = dst[:, 0] + 1j * dst[:, 1]
+    a = (zd[1] - zd[0]) / (zs[1] - zs[0]) if zs[1] != zs[0] else 1.0 + 0j
+    b = zd[0] - a * zs[0]
+    return np.array([[a.real, -a.imag, b.real], [a.imag, a.real, b.imag]])
+
+
 def transfer_shape(target: Points, source: Points, weight: float) -> Points:
     """Target landmarks with inner features moved `weight` of the way to the source's."""
     if weight <= 0:
@@ -64,7 +73,11 @@ def transfer_shape(target: Points, source: Points, weight: float) -> Points:
     )
     out = t.copy()
     for part, anchors in _PARTS:
-        move = similarity_transform(t[anchors], s[anchors])
+        move = (
+            _two_point(t[anchors], s[anchors])
+            if len(anchors) == 2
+            else similarity_transform(t[anchors], s[anchors])
+        )
         out[part] = t[part] + weight * (_apply(move, t[part]) - t[part])
     out[NOSE] = t[NOSE] + weight * (s[NOSE] - t[NOSE])
     morphed = target.copy()

@@ -100,10 +100,10 @@ def warp_face(
     matrices, ok = _affines(target_xy, source_points, tris)
 
     index = np.full((work_h, work_w), -1, np.int32)
-    fixed = np.round(target_xy * (1 << _SUBPIXEL)).astype(np.int32)
-    for i, tri in enumerate(tris):
-        if ok[i]:
-            cv2.fillConvexPoly(index, fixed[tri], i, cv2.LINE_8, _SUBPIXEL)
+    polygons = np.round(target_xy * (1 << _SUBPIXEL)).astype(np.int32)[tris]  # (n, 3, 2)
+    fill = cv2.fillConvexPoly
+    for i in np.flatnonzero(ok).tolist():
+        fill(index, polygons[i], i, cv2.LINE_8, _SUBPIXEL)
     del keep
 
     covered = index >= 0
