@@ -1,0 +1,2 @@
+"""Motion capture: tracking takes, filtering, skeletons and exports (BVH, JSON, CSV, Live Link,
+OpenPose control video, mattes)."""
