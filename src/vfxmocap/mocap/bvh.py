@@ -60,11 +60,18 @@ def _scale_m_per_px(motion: Motion, lengths: dict[str, float]) -> float:
     pixels = np.zeros(len(img))
     for side in ("left", "right"):
         knee, ankle = img[:, P[f"{side}_knee"]], img[:, P[f"{side}_ankle"]]
-        pixels += (np.linalg.norm(knee - img[:, P[f"{side}_hip"]], axis=1)
-                   + np.linalg.norm(ankle - knee, axis=1)) / 2
+        pixels += (
+            np.linalg.norm(knee - img[:, P[f"{side}_hip"]], axis=1)
+            + np.linalg.norm(ankle - knee, axis=1)
+        ) / 2
     pixels += np.linalg.norm(neck - hips, axis=1)
-    metres = lengths["Hips"] + lengths["Spine"] + lengths["Chest"] + lengths["LeftUpLeg"] + \
-        lengths["LeftLeg"]
+    metres = (
+        lengths["Hips"]
+        + lengths["Spine"]
+        + lengths["Chest"]
+        + lengths["LeftUpLeg"]
+        + lengths["LeftLeg"]
+    )
     body = float(np.median(pixels[motion.present])) if motion.present.any() else 0.0
     return metres / body if body > 0 else 0.0
 
@@ -77,8 +84,9 @@ def _image_root(motion: Motion, scale: float) -> Array:
     return root
 
 
-def _lock_feet(local_pos: Array, image_root: Array, times: Array) -> tuple[Array, NDArray[
-        np.bool_]]:
+def _lock_feet(
+    local_pos: Array, image_root: Array, times: Array
+) -> tuple[Array, NDArray[np.bool_]]:
     """Root trajectory with planted feet held still; returns (root, contacts)."""
     feet = [INDEX["LeftToe"], INDEX["RightToe"]]
     n = len(local_pos)
@@ -112,8 +120,10 @@ def _lock_feet(local_pos: Array, image_root: Array, times: Array) -> tuple[Array
 def animate(motion: Motion) -> Animation:
     """Fit the skeleton to a cleaned take and derive root motion with foot locking."""
     if not motion.present.any():
-        raise InputError("no person was found in any frame: nothing to animate",
-                         hint="Use a video where the whole body is visible.")
+        raise InputError(
+            "no person was found in any frame: nothing to animate",
+            hint="Use a video where the whole body is visible.",
+        )
     world = motion.world
     joints, ends = joint_positions(world[motion.present])
     lengths = bone_lengths(joints, ends)
@@ -186,8 +196,11 @@ def write_bvh(animation: Animation, path: str | Path) -> Path:
 def read_bvh(path: str | Path) -> tuple[list[str], Array, float]:
     """Joint names, channel values (N, 6 + 3 * (J - 1)) and frame time of a BVH we wrote."""
     text = Path(path).read_text().split("MOTION")
-    names = [line.split()[1] for line in text[0].splitlines()
-             if line.strip().startswith(("ROOT", "JOINT"))]
+    names = [
+        line.split()[1]
+        for line in text[0].splitlines()
+        if line.strip().startswith(("ROOT", "JOINT"))
+    ]
     motion = text[1].strip().splitlines()
     frame_time = float(motion[1].split(":")[1])
     values = np.array([[float(v) for v in line.split()] for line in motion[2:]])

@@ -28,9 +28,7 @@ class FilterOptions(BaseModel):
     order: int = Field(4, ge=1, le=8)
     max_gap: int = Field(10, ge=0, description="Longest gap (frames) filled by interpolation.")
     min_visibility: float = Field(0.5, ge=0, le=1)
-    one_euro: OneEuroParams = Field(
-        default_factory=lambda: OneEuroParams(min_cutoff=1.5, beta=0.5)
-    )
+    one_euro: OneEuroParams = Field(default_factory=lambda: OneEuroParams(min_cutoff=1.5, beta=0.5))
 
 
 @dataclass
@@ -45,8 +43,9 @@ class Motion:
     present: NDArray[np.bool_]  # (N,): the person was found in this frame
 
 
-def fill_gaps(values: Array, valid: NDArray[np.bool_], times: Array, max_gap: int) -> tuple[
-        Array, NDArray[np.bool_]]:
+def fill_gaps(
+    values: Array, valid: NDArray[np.bool_], times: Array, max_gap: int
+) -> tuple[Array, NDArray[np.bool_]]:
     """Interpolate gaps of up to `max_gap` frames per point; hold beyond. Returns the filled
     values and a mask of what was filled or held. `values` is (N, J, C), `valid` (N, J)."""
     out = values.copy()
@@ -55,8 +54,13 @@ def fill_gaps(values: Array, valid: NDArray[np.bool_], times: Array, max_gap: in
     for j in range(joints):
         good = np.flatnonzero(valid[:, j])
         if len(good) == 0:
-            out[:, j] = 0.0
-            continue
+            # Never trusted (a limb out of frame all along): keep the tracker's own guess where
+            # it made one, flagged, rather than inventing a pose.
+            guessed = np.flatnonzero(np.isfinite(values[:, j, 0]))
+            if len(guessed) == 0:
+                out[:, j] = 0.0
+                continue
+            good = guessed
         # interpolation everywhere between good samples, then undo it in gaps that are long
         for c in range(values.shape[2]):
             out[:, j, c] = np.interp(times, times[good], values[good, j, c])
@@ -64,7 +68,7 @@ def fill_gaps(values: Array, valid: NDArray[np.bool_], times: Array, max_gap: in
             gaps = np.diff(good) - 1
             for start, length in zip(good[:-1], gaps, strict=True):
                 if length > max_gap:
-                    out[start + 1:start + 1 + length, j] = values[start, j]  # hold last good
+                    out[start + 1 : start + 1 + length, j] = values[start, j]  # hold last good
     return out, held
 
 

@@ -57,15 +57,31 @@ INDEX = {name: i for i, name in enumerate(NAMES)}
 PARENT = [INDEX[j.parent] if j.parent else -1 for j in JOINTS]
 # The joint whose position ends each bone (first child), or None for an end site.
 CHILD: dict[str, str | None] = {
-    "Hips": "Spine", "Spine": "Chest", "Chest": "Neck", "Neck": "Head", "Head": None,
-    "LeftShoulder": "LeftArm", "LeftArm": "LeftForeArm", "LeftForeArm": "LeftHand",
-    "LeftHand": None, "RightShoulder": "RightArm", "RightArm": "RightForeArm",
-    "RightForeArm": "RightHand", "RightHand": None, "LeftUpLeg": "LeftLeg",
-    "LeftLeg": "LeftFoot", "LeftFoot": "LeftToe", "LeftToe": None, "RightUpLeg": "RightLeg",
-    "RightLeg": "RightFoot", "RightFoot": "RightToe", "RightToe": None,
+    "Hips": "Spine",
+    "Spine": "Chest",
+    "Chest": "Neck",
+    "Neck": "Head",
+    "Head": None,
+    "LeftShoulder": "LeftArm",
+    "LeftArm": "LeftForeArm",
+    "LeftForeArm": "LeftHand",
+    "LeftHand": None,
+    "RightShoulder": "RightArm",
+    "RightArm": "RightForeArm",
+    "RightForeArm": "RightHand",
+    "RightHand": None,
+    "LeftUpLeg": "LeftLeg",
+    "LeftLeg": "LeftFoot",
+    "LeftFoot": "LeftToe",
+    "LeftToe": None,
+    "RightUpLeg": "RightLeg",
+    "RightLeg": "RightFoot",
+    "RightFoot": "RightToe",
+    "RightToe": None,
 }
-MIRROR = {n: n.replace("Left", "Right") if "Left" in n else n.replace("Right", "Left")
-          for n in NAMES}
+MIRROR = {
+    n: n.replace("Left", "Right") if "Left" in n else n.replace("Right", "Left") for n in NAMES
+}
 
 
 def _mid(a: Array, b: Array) -> Array:
@@ -121,8 +137,16 @@ def bone_lengths(joints: Array, ends: dict[str, Array]) -> dict[str, float]:
     vectors = _bone_vectors(joints, ends)
     median = {n: float(np.median(np.linalg.norm(v, axis=1))) for n, v in vectors.items()}
     lengths = {n: (median[n] + median[MIRROR[n]]) / 2.0 for n in NAMES}
-    hip_half = float(np.median(np.linalg.norm(
-        joints[:, INDEX["LeftUpLeg"]] - joints[:, INDEX["RightUpLeg"]], axis=1))) / 2.0
+    hip_half = (
+        float(
+            np.median(
+                np.linalg.norm(
+                    joints[:, INDEX["LeftUpLeg"]] - joints[:, INDEX["RightUpLeg"]], axis=1
+                )
+            )
+        )
+        / 2.0
+    )
     lengths["_hip_half"] = hip_half
     return lengths
 
@@ -145,12 +169,31 @@ def rest_offsets(lengths: dict[str, float]) -> dict[str, Array]:
     return offsets
 
 
-def _frame(direction: Array, side: Array) -> Array:
-    """Rotation matrices (N, 3, 3) with columns (direction, side', direction x side')."""
-    d = direction / np.maximum(np.linalg.norm(direction, axis=-1, keepdims=True), 1e-9)
-    s = side - np.sum(side * d, axis=-1, keepdims=True) * d
-    s = s / np.maximum(np.linalg.norm(s, axis=-1, keepdims=True), 1e-9)
+def _frame(direction: Array, side: Array, rest: Joint | None = None) -> Array:
+    """Rotation matrices (N, 3, 3) with columns (direction, side', direction x side').
+
+    Where the direction is degenerate (two joints at one point) the rest direction is used,
+    and where the side axis is parallel to the direction, the rest side, then any
+    perpendicular: every frame gets a proper rotation.
+    """
+    direction = np.broadcast_to(direction, np.broadcast_shapes(direction.shape, side.shape))
+    side = np.broadcast_to(side, direction.shape)
+    rest_dir = np.array(rest.rest_dir if rest else (0.0, 1.0, 0.0), float)
+    rest_side = np.array(rest.rest_side if rest else (1.0, 0.0, 0.0), float)
+    norm = np.linalg.norm(direction, axis=-1, keepdims=True)
+    d = np.where(norm > 1e-6, direction / np.maximum(norm, 1e-12), rest_dir)
+    s = _perpendicular(side, d)
+    weak = np.linalg.norm(s, axis=-1, keepdims=True) < 1e-6
+    s = np.where(weak, _perpendicular(np.broadcast_to(rest_side, d.shape), d), s)
+    weak = np.linalg.norm(s, axis=-1, keepdims=True) < 1e-6
+    s = np.where(weak, _perpendicular(np.broadcast_to(rest_dir[[2, 0, 1]], d.shape), d), s)
+    s = s / np.maximum(np.linalg.norm(s, axis=-1, keepdims=True), 1e-12)
     return np.stack([d, s, np.cross(d, s)], axis=-1)
+
+
+def _perpendicular(v: Array, d: Array) -> Array:
+    result: Array = v - np.sum(v * d, axis=-1, keepdims=True) * d
+    return result
 
 
 def _side_axes(joints: Array, world: Array, ends: dict[str, Array]) -> dict[str, Array]:
@@ -161,14 +204,20 @@ def _side_axes(joints: Array, world: Array, ends: dict[str, Array]) -> dict[str,
     up = joints[:, INDEX["Neck"]] - joints[:, INDEX["Hips"]]
     forward = np.cross(across, up)  # the chest's facing direction
     ears = w[:, P["left_ear"]] - w[:, P["right_ear"]]
-    sides = {"Hips": hips_across, "Spine": (hips_across + across) / 2, "Chest": across,
-             "Neck": across, "Head": ears}
+    sides = {
+        "Hips": hips_across,
+        "Spine": (hips_across + across) / 2,
+        "Chest": across,
+        "Neck": across,
+        "Head": ears,
+    }
     for s, side in (("Left", "left"), ("Right", "right")):
         sides[f"{s}Shoulder"] = up
         upper = joints[:, INDEX[f"{s}ForeArm"]] - joints[:, INDEX[f"{s}Arm"]]
         lower = joints[:, INDEX[f"{s}Hand"]] - joints[:, INDEX[f"{s}ForeArm"]]
         bend = lower - np.sum(lower * upper, -1, keepdims=True) * upper / np.maximum(
-            np.sum(upper * upper, -1, keepdims=True), 1e-9)
+            np.sum(upper * upper, -1, keepdims=True), 1e-9
+        )
         # a straight arm has no bend plane: fall back to the chest's forward direction
         straight = np.linalg.norm(bend, axis=-1, keepdims=True) < 0.02
         sides[f"{s}Arm"] = np.where(straight, forward, bend)
@@ -194,7 +243,7 @@ def global_rotations(world: Array) -> Array:
         direction = vectors[joint.name]
         if joint.name == "Hips":  # the root's "bone" is the hips' up axis (to the spine)
             direction = joints[:, INDEX["Spine"]] - joints[:, INDEX["Hips"]]
-        observed = _frame(direction, sides[joint.name])
+        observed = _frame(direction, sides[joint.name], joint)
         rest = _frame(np.array(joint.rest_dir, float)[None], np.array(joint.rest_side, float)[None])
         out[:, i] = observed @ np.swapaxes(rest, -1, -2)
     return out
@@ -240,8 +289,11 @@ def retarget(world: Array, lengths: dict[str, float]) -> Array:
             out[:, i] = out[:, parent] + glob[:, parent] @ offsets[joint.name]
             continue
         parent_name = JOINTS[parent].name
-        v = vectors[parent_name] if parent_name != "Hips" else \
-            joints[:, INDEX["Spine"]] - joints[:, INDEX["Hips"]]
+        v = (
+            vectors[parent_name]
+            if parent_name != "Hips"
+            else joints[:, INDEX["Spine"]] - joints[:, INDEX["Hips"]]
+        )
         unit = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-9)
         out[:, i] = out[:, parent] + unit * lengths[parent_name]
     return out

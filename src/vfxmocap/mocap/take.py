@@ -3,6 +3,7 @@ captured by streaming frames through the pose tracker."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,6 +11,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vfxmocap.core.progress import CancelToken, Progress
+from vfxmocap.media.image import Frame
+from vfxmocap.media.pipeline import run_pipeline
 from vfxmocap.media.sources import FrameSource
 from vfxmocap.vision.pose import NUM_FACE, NUM_HAND, NUM_POSE, PoseFrame, PoseTracker
 
@@ -46,27 +49,30 @@ def capture(
     *,
     progress: Progress | None = None,
     cancel: CancelToken | None = None,
-    on_frame: Any = None,
+    on_frame: Callable[[Frame, PoseFrame], None] | None = None,
 ) -> Take:
-    """Track every frame of `source` (one at a time). `on_frame(frame, pose)` lets callers
-    write per-frame outputs (a matte) in the same pass."""
+    """Track every frame of `source`, decoding in a thread ahead of the tracker.
+    `on_frame(frame, pose)` runs in the writer thread, for per-frame outputs (a matte)."""
     times: list[float] = []
     frames: list[PoseFrame] = []
-    size = (0, 0)
-    if progress is not None:
-        progress.stage("track", source.frame_count)
-    for t, frame in source.timed():
-        if cancel is not None:
-            cancel.check()
-        pose = tracker(frame)
-        size = (frame.shape[1], frame.shape[0])
+    size = [0, 0]
+
+    def track(item: tuple[float, Frame]) -> tuple[float, Frame, PoseFrame]:
+        t, frame = item
+        return t, frame, tracker(frame)
+
+    def collect(item: tuple[float, Frame, PoseFrame]) -> None:
+        t, frame, pose = item
+        size[:] = [frame.shape[1], frame.shape[0]]
         if on_frame is not None:
             on_frame(frame, pose)
         times.append(t)
         frames.append(_compact(pose, tracker.holistic))
-        if progress is not None:
-            progress.advance()
-    return _stack(times, frames, size, source, tracker.holistic)
+
+    if progress is not None:
+        progress.stage("track", source.frame_count)
+    run_pipeline(source.timed(), track, collect, progress=progress, cancel=cancel)
+    return _stack(times, frames, (size[0], size[1]), source, tracker.holistic)
 
 
 def _compact(pose: PoseFrame, holistic: bool) -> PoseFrame:
@@ -75,21 +81,29 @@ def _compact(pose: PoseFrame, holistic: bool) -> PoseFrame:
         return PoseFrame(pose.image, pose.world)
     nan_hand = np.full((NUM_HAND, 3), np.nan, np.float32)
     return PoseFrame(
-        pose.image, pose.world,
+        pose.image,
+        pose.world,
         pose.left_hand if pose.left_hand is not None else nan_hand,
         pose.right_hand if pose.right_hand is not None else nan_hand,
         pose.face if pose.face is not None else np.full((NUM_FACE, 3), np.nan, np.float32),
     )
 
 
-def _stack(times: list[float], frames: list[PoseFrame], size: tuple[int, int],
-           source: FrameSource, holistic: bool) -> Take:
+def _stack(
+    times: list[float],
+    frames: list[PoseFrame],
+    size: tuple[int, int],
+    source: FrameSource,
+    holistic: bool,
+) -> Take:
     n = len(frames)
     take = Take(
         times=np.array(times, np.float64),
         image=np.stack([f.image for f in frames]) if n else np.zeros((0, NUM_POSE, 3), np.float32),
         world=np.stack([f.world for f in frames]) if n else np.zeros((0, NUM_POSE, 3), np.float32),
-        size=size, fps=source.fps, source=source.name,
+        size=size,
+        fps=source.fps,
+        source=source.name,
     )
     if holistic and n:
         take.left_hand = np.stack([f.left_hand for f in frames])  # type: ignore[misc]

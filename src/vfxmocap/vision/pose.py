@@ -19,12 +19,39 @@ from vfxmocap.media.image import Frame
 
 # BlazePose landmark names, in index order.
 POSE_LANDMARKS = (
-    "nose", "left_eye_inner", "left_eye", "left_eye_outer", "right_eye_inner", "right_eye",
-    "right_eye_outer", "left_ear", "right_ear", "mouth_left", "mouth_right", "left_shoulder",
-    "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_pinky",
-    "right_pinky", "left_index", "right_index", "left_thumb", "right_thumb", "left_hip",
-    "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle", "left_heel",
-    "right_heel", "left_foot_index", "right_foot_index",
+    "nose",
+    "left_eye_inner",
+    "left_eye",
+    "left_eye_outer",
+    "right_eye_inner",
+    "right_eye",
+    "right_eye_outer",
+    "left_ear",
+    "right_ear",
+    "mouth_left",
+    "mouth_right",
+    "left_shoulder",
+    "right_shoulder",
+    "left_elbow",
+    "right_elbow",
+    "left_wrist",
+    "right_wrist",
+    "left_pinky",
+    "right_pinky",
+    "left_index",
+    "right_index",
+    "left_thumb",
+    "right_thumb",
+    "left_hip",
+    "right_hip",
+    "left_knee",
+    "right_knee",
+    "left_ankle",
+    "right_ankle",
+    "left_heel",
+    "right_heel",
+    "left_foot_index",
+    "right_foot_index",
 )
 P = {name: i for i, name in enumerate(POSE_LANDMARKS)}
 NUM_POSE = 33
@@ -62,20 +89,26 @@ def _points(landmarks: Any, w: int, h: int, n: int) -> NDArray[np.float32] | Non
 class PoseTracker:
     """One person's landmarks per frame. `holistic` adds hands and face (slower)."""
 
-    def __init__(self, *, holistic: bool = False, static: bool = False,
-                 segmentation: bool = False) -> None:
+    def __init__(
+        self, *, holistic: bool = False, static: bool = False, segmentation: bool = False
+    ) -> None:
         import mediapipe as mp
 
         self.holistic = holistic
         with native_stderr_silenced():
             if holistic:
                 self._model: Any = mp.solutions.holistic.Holistic(
-                    static_image_mode=static, model_complexity=1, smooth_landmarks=False,
-                    refine_face_landmarks=True, enable_segmentation=segmentation,
+                    static_image_mode=static,
+                    model_complexity=1,
+                    smooth_landmarks=False,
+                    refine_face_landmarks=True,
+                    enable_segmentation=segmentation,
                 )
             else:
                 self._model = mp.solutions.pose.Pose(
-                    static_image_mode=static, model_complexity=1, smooth_landmarks=False,
+                    static_image_mode=static,
+                    model_complexity=1,
+                    smooth_landmarks=False,
                     enable_segmentation=segmentation,
                 )
         self.last_segmentation: NDArray[np.float32] | None = None
@@ -89,10 +122,12 @@ class PoseTracker:
         self.last_segmentation = getattr(result, "segmentation_mask", None)
         if result.pose_landmarks is None:
             return empty_frame()
-        image = np.array([(p.x * w, p.y * h, p.visibility)
-                          for p in result.pose_landmarks.landmark], np.float32)
-        world = np.array([(p.x, -p.y, -p.z) for p in result.pose_world_landmarks.landmark],
-                         np.float32)
+        image = np.array(
+            [(p.x * w, p.y * h, p.visibility) for p in result.pose_landmarks.landmark], np.float32
+        )
+        world = np.array(
+            [(p.x, -p.y, -p.z) for p in result.pose_world_landmarks.landmark], np.float32
+        )
         out = PoseFrame(image=image, world=world)
         if self.holistic:
             out.left_hand = _points(result.left_hand_landmarks, w, h, NUM_HAND)

@@ -14,7 +14,11 @@ from vfxmocap.core.errors import InvalidParams
 from vfxmocap.core.progress import CancelToken, Progress
 
 # Modules that declare the built-in workflows; importing one registers its workflows.
-BUILTIN_MODULES = ("vfxmocap.workflows.transcode", "vfxmocap.workflows.swap")
+BUILTIN_MODULES = (
+    "vfxmocap.workflows.transcode",
+    "vfxmocap.workflows.swap",
+    "vfxmocap.workflows.mocap",
+)
 
 
 @dataclass
