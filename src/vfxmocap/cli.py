@@ -584,6 +584,58 @@ def _has_display() -> bool:
     )
 
 
+@app.command()
+@guarded
+def mocap(
+    input: Annotated[
+        str | None, typer.Option("--input", "-i", help="Video, image or image sequence.")
+    ] = None,
+    camera: Annotated[int | None, typer.Option(help="Camera index (with --max-frames).")] = None,
+    output_dir: Annotated[Path, typer.Option("--output-dir", "-o", help="Where files go.")] = Path(
+        "out/mocap"
+    ),
+    bvh: Annotated[bool, typer.Option(help="BVH skeleton animation.")] = True,
+    json_out: Annotated[
+        bool, typer.Option("--json-out/--no-json-out", help="Keypoints JSON.")
+    ] = True,
+    csv: Annotated[bool, typer.Option(help="Keypoints CSV (wide).")] = False,
+    npz: Annotated[bool, typer.Option(help="Keypoints NPZ.")] = False,
+    face_csv: Annotated[bool, typer.Option(help="Live Link Face CSV (ARKit shapes).")] = False,
+    pose_video: Annotated[bool, typer.Option(help="OpenPose control video.")] = False,
+    matte: Annotated[
+        str | None, typer.Option(help="mask, alpha (PNGs), green, blur or image.")
+    ] = None,
+    matte_background: Annotated[str | None, typer.Option(help="Image for --matte image.")] = None,
+    preview: Annotated[bool, typer.Option(help="Input with the skeleton drawn over it.")] = False,
+    filter: Annotated[str, typer.Option(help="butterworth, oneeuro or none.")] = "butterworth",
+    cutoff: Annotated[float, typer.Option(help="Butterworth cutoff in Hz.")] = 6.0,
+    holistic: Annotated[bool, typer.Option(help="Track hands and face too.")] = False,
+    max_frames: Annotated[int | None, typer.Option(help="Stop after N frames.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Motion capture to BVH, keypoints, Live Link Face CSV, control video and mattes."""
+    if (camera is None) == (input is None):
+        raise InvalidParams("give either --input FILE or --camera N")
+    source = input if input is not None else f"camera:{camera}"
+    inputs = {
+        "input": source,
+        "output_dir": output_dir,
+        "bvh": bvh,
+        "json": json_out,
+        "csv": csv,
+        "npz": npz,
+        "face_csv": face_csv,
+        "pose_video": pose_video,
+        "matte": matte,
+        "matte_background": matte_background,
+        "preview": preview,
+        "holistic": holistic,
+        "filter": {"method": filter, "cutoff_hz": cutoff},
+        "max_frames": max_frames,
+    }
+    _report(run_workflow("mocap", inputs, quiet=as_json), as_json)
+
+
 def _mask_option(text: str) -> dict[str, Any]:
     if text in ("oval", "hull"):
         return {"kind": text}

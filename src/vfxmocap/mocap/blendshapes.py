@@ -10,6 +10,7 @@ not a learnt model; shapes not computed are written as 0.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -164,7 +165,7 @@ def coefficients(feat: dict[str, float], neutral: dict[str, float]) -> dict[str,
 
 
 def face_capture(
-    faces: NDArray[np.floating],
+    faces: NDArray[np.floating[Any]],
     times: Array,
     *,
     neutral_seconds: float = 1.0,

@@ -102,8 +102,9 @@ def _lock_feet(
     for t in range(1, n):
         planted = contacts[t] & contacts[t - 1]
         if planted.any():
-            moved = local_pos[t, feet] - local_pos[t - 1, feet]
-            step = -moved[planted].mean(axis=0)
+            # the supporting foot is the lowest planted one; the body moves over it
+            k = int(np.argmin(np.where(planted, local_pos[t, feet, 1], np.inf)))
+            step = -(local_pos[t, feet[k]] - local_pos[t - 1, feet[k]])
         else:
             step = image_root[t] - image_root[t - 1]
         root[t, [0, 2]] = root[t - 1, [0, 2]] + step[[0, 2]]

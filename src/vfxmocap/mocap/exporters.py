@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from vfxmocap.core.files import atomic_path
 from vfxmocap.mocap.filters import Motion
@@ -28,7 +29,7 @@ SCHEMA = "vfxmocap.mocap/1"
 POINT_FIELDS = ["x_px", "y_px", "visibility", "x_m", "y_m", "z_m", "measured"]
 
 
-def _round(values: np.ndarray, digits: int) -> list[Any]:
+def _round(values: NDArray[Any], digits: int) -> list[Any]:
     rounded: list[Any] = np.round(values, digits).tolist()
     return rounded
 
@@ -103,7 +104,7 @@ def to_csv(motion: Motion, path: str | Path) -> Path:
     return Path(path)
 
 
-def to_npz(motion: Motion, path: str | Path, **extra: np.ndarray) -> Path:
+def to_npz(motion: Motion, path: str | Path, **extra: NDArray[Any]) -> Path:
     with atomic_path(path) as tmp, tmp.open("wb") as fh:
         np.savez_compressed(
             fh,

@@ -50,7 +50,7 @@ def fill_gaps(
     values and a mask of what was filled or held. `values` is (N, J, C), `valid` (N, J)."""
     out = values.copy()
     held = ~valid
-    n, joints = valid.shape
+    joints = valid.shape[1]
     for j in range(joints):
         good = np.flatnonzero(valid[:, j])
         if len(good) == 0:

@@ -10,6 +10,7 @@ weights 0.4 (canvas) and 0.6 (limb). Colours are RGB, as the control image is fe
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import cv2
 import numpy as np
@@ -109,17 +110,14 @@ HAND_EDGES = (
 
 
 def to_coco18(
-    image_points: NDArray[np.floating],
-    visibility: NDArray[np.floating],
+    image_points: NDArray[np.floating[Any]],
+    visibility: NDArray[np.floating[Any]],
     min_visibility: float = 0.5,
 ) -> NDArray[np.float64]:
     """(18, 2) pixel coordinates from BlazePose (33, 2); NaN where not visible enough."""
     out = np.full((18, 2), np.nan)
     for k, name in enumerate(COCO18):
-        if name == "neck":
-            ids = [P["left_shoulder"], P["right_shoulder"]]
-        else:
-            ids = [P[name]]
+        ids = [P["left_shoulder"], P["right_shoulder"]] if name == "neck" else [P[name]]
         if all(visibility[i] >= min_visibility for i in ids):
             out[k] = np.mean([image_points[i] for i in ids], axis=0)
     return out
@@ -157,7 +155,7 @@ def _hsv_rgb(h: float) -> tuple[int, int, int]:
     return int(rgb[0] * 255), int(rgb[1] * 255), int(rgb[2] * 255)
 
 
-def draw_hand(canvas: Frame, points: NDArray[np.floating]) -> None:
+def draw_hand(canvas: Frame, points: NDArray[np.floating[Any]]) -> None:
     """ControlNet's draw_handpose: HSV-coloured bones (thickness 2), red points of radius 4."""
     if not np.isfinite(points[:, :2]).all():
         return
@@ -169,7 +167,7 @@ def draw_hand(canvas: Frame, points: NDArray[np.floating]) -> None:
         cv2.circle(canvas, (int(x), int(y)), 4, (255, 0, 0), thickness=-1)
 
 
-def draw_face(canvas: Frame, points: NDArray[np.floating]) -> None:
+def draw_face(canvas: Frame, points: NDArray[np.floating[Any]]) -> None:
     """ControlNet's draw_facepose: white dots of radius 3."""
     if not np.isfinite(points[:, :2]).all():
         return
@@ -180,8 +178,8 @@ def draw_face(canvas: Frame, points: NDArray[np.floating]) -> None:
 def control_image(
     size: tuple[int, int],
     coco: NDArray[np.float64],
-    hands: tuple[NDArray[np.floating] | None, ...] = (),
-    face: NDArray[np.floating] | None = None,
+    hands: tuple[NDArray[np.floating[Any]] | None, ...] = (),
+    face: NDArray[np.floating[Any]] | None = None,
 ) -> Frame:
     w, h = size
     canvas = draw_body(np.zeros((h, w, 3), np.uint8), coco)

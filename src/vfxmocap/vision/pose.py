@@ -112,13 +112,19 @@ class PoseTracker:
                     enable_segmentation=segmentation,
                 )
         self.last_segmentation: NDArray[np.float32] | None = None
+        self._quiet_runs = 16  # the graph logs set-up notes from worker threads at first
 
     def close(self) -> None:
         self._model.close()
 
     def __call__(self, frame: Frame) -> PoseFrame:
         h, w = frame.shape[:2]
-        result = self._model.process(frame)
+        if self._quiet_runs > 0:
+            self._quiet_runs -= 1
+            with native_stderr_silenced():
+                result = self._model.process(frame)
+        else:
+            result = self._model.process(frame)
         self.last_segmentation = getattr(result, "segmentation_mask", None)
         if result.pose_landmarks is None:
             return empty_frame()

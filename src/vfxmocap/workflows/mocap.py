@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
+from numpy.typing import NDArray
 from pydantic import BaseModel, Field
 
 from vfxmocap.core.errors import InputError, InvalidParams
@@ -91,11 +91,11 @@ class _Matte:
         return self.dir if ok else None
 
 
-def _draw_preview(frame: Frame, coco: np.ndarray) -> Frame:
+def _draw_preview(frame: Frame, coco: NDArray[np.float64]) -> Frame:
     return openpose.draw_body(frame.copy(), coco)
 
 
-def _coco(motion: Motion, i: int) -> np.ndarray:
+def _coco(motion: Motion, i: int) -> NDArray[np.float64]:
     vis = np.where(motion.held[i], 0.0, motion.visibility[i])
     return openpose.to_coco18(motion.image[i], vis)
 

@@ -1,0 +1,346 @@
+"""Motion capture on real footage: tracking, cleaning, skeleton, BVH (checked by FK and by
+Blender), keypoint exports, OpenPose control video, face capture and mattes."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import run_vfx
+from vfxmocap.core.errors import InputError
+from vfxmocap.media.image import read_image
+from vfxmocap.media.sources import open_source
+from vfxmocap.media.video import VideoReader, probe
+from vfxmocap.mocap import blendshapes, openpose
+from vfxmocap.mocap.bvh import CM, animate, fk_from_bvh, read_bvh, write_bvh
+from vfxmocap.mocap.filters import FilterOptions, clean
+from vfxmocap.mocap.skeleton import INDEX, NAMES, retarget
+from vfxmocap.mocap.take import capture
+from vfxmocap.samples import sample_path
+from vfxmocap.vision.pose import P, PoseTracker
+from vfxmocap.workflows import get_workflow
+
+MOCAP = get_workflow("mocap")
+BLENDER = shutil.which("blender")
+ALLOW_SKIP = os.environ.get("VFX_TEST_ALLOW_SKIP") == "1"  # .ci/run never sets it
+
+
+@pytest.fixture(scope="module")
+def bikes_take():
+    tracker = PoseTracker()
+    with open_source(sample_path("bikes")) as source:
+        take = capture(source, tracker)
+    tracker.close()
+    return take
+
+
+@pytest.fixture(scope="module")
+def carphone_take():
+    tracker = PoseTracker(holistic=True)
+    with open_source(sample_path("carphone")) as source:
+        take = capture(source, tracker)
+    tracker.close()
+    return take
+
+
+def test_take_follows_the_cyclist_through_the_clip(bikes_take) -> None:
+    assert bikes_take.frames == 250 and bikes_take.size == (640, 272)
+    present = bikes_take.present
+    assert 100 < present.sum() < 250  # the rider is not in every frame
+    assert np.allclose(np.diff(bikes_take.times), 0.04)
+    world = bikes_take.world[present]
+    assert np.abs(world[:, [P["left_hip"], P["right_hip"]]]).max() < 0.3  # hip-centred metres
+
+
+def test_cleaning_fills_gaps_and_smooths(bikes_take) -> None:
+    raw = bikes_take.image[:, :, :2].astype(float)
+    motion = clean(bikes_take)
+    assert np.isfinite(motion.image).all() and np.isfinite(motion.world).all()
+    assert motion.held[~bikes_take.present].all()  # absent frames are flagged, not measured
+    both = bikes_take.present & np.roll(bikes_take.present, 1) & np.roll(bikes_take.present, -1)
+    both[[0, -1]] = False
+
+    def accel(x: np.ndarray) -> float:
+        a = x[2:] - 2 * x[1:-1] + x[:-2]
+        return float(np.nanmean(np.abs(a[both[1:-1]])))
+
+    assert accel(motion.image) < 0.5 * accel(raw)
+    unfiltered = clean(bikes_take, FilterOptions(method="none"))
+    trusted = ~unfiltered.held
+    assert np.allclose(unfiltered.image[trusted], raw[trusted])
+    online = clean(bikes_take, FilterOptions(method="oneeuro"))
+    assert accel(online.image) < accel(raw)
+
+
+def test_skeleton_bones_are_symmetric_and_human(bikes_take) -> None:
+    animation = animate(clean(bikes_take))
+    lengths = animation.lengths
+    for name in NAMES:
+        mirror = name.replace("Left", "Right")
+        assert lengths[name] == pytest.approx(lengths[mirror])
+    assert 0.2 < lengths["LeftUpLeg"] < 0.6 and 0.2 < lengths["LeftLeg"] < 0.6
+    assert 0.15 < lengths["LeftArm"] < 0.45
+
+
+def test_bvh_forward_kinematics_reproduces_the_filtered_pose(bikes_take, tmp_path: Path) -> None:
+    """FK of the written file (parsed back, Euler ZXY) against the filtered 3D joints
+    rebuilt with the skeleton's fixed bone lengths: under 3 cm on average."""
+    motion = clean(bikes_take)
+    animation = animate(motion)
+    path = write_bvh(animation, tmp_path / "bikes.bvh")
+    names, values, frame_time = read_bvh(path)
+    assert names == NAMES and values.shape == (250, 6 + 3 * (len(NAMES) - 1))
+    assert frame_time == pytest.approx(0.04)
+    positions = fk_from_bvh(path, animation.lengths) - animation.root[:, None]
+    expected = retarget(motion.world, animation.lengths)
+    error = np.linalg.norm(positions - expected, axis=2)[bikes_take.present]
+    assert error.mean() < 0.03 and error.max() < 0.05
+
+
+def test_feet_are_locked_while_planted() -> None:
+    """A foot sliding back under a planted stance (as in walking) moves the root forward
+    instead: in the world the planted foot stays put."""
+    from vfxmocap.mocap.bvh import _lock_feet
+
+    n, joints = 40, len(NAMES)
+    local = np.zeros((n, joints, 3))
+    local[:, INDEX["LeftToe"]] = [0.1, -0.9, 0.0]
+    local[:, INDEX["RightToe"]] = [-0.1, -0.85, 0.0]
+    local[:, INDEX["LeftToe"], 2] = -0.01 * np.arange(n)  # slides back 1 cm a frame
+    times = np.arange(n) / 30
+    root, contacts = _lock_feet(local, np.zeros((n, 3)), times)
+    assert contacts[:, 0].all()
+    world_foot = local[:, INDEX["LeftToe"]] + root
+    assert np.ptp(world_foot[:, 2]) < 0.005 and np.ptp(world_foot[:, 0]) < 0.005
+    assert root[-1, 2] == pytest.approx(0.39, abs=0.01)
+    assert world_foot[:, 1].min() == pytest.approx(0.0, abs=1e-6)  # on the ground
+
+
+def _blender(path: Path, *frames: int) -> dict:
+    if BLENDER is None:
+        if ALLOW_SKIP:
+            pytest.skip("blender is not installed (VFX_TEST_ALLOW_SKIP=1)")
+        pytest.fail("blender is not installed: apt-get install blender (.ci/run does)")
+    script = Path(__file__).with_name("blender_bvh.py")
+    done = subprocess.run(
+        [
+            BLENDER,
+            "-b",
+            "--factory-startup",
+            "--python",
+            str(script),
+            "--",
+            str(path),
+            *map(str, frames),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads([line for line in done.stdout.splitlines() if line.startswith("{")][-1])
+
+
+def _to_blender(p: np.ndarray) -> np.ndarray:
+    """BVH (Y up, Z toward the viewer) to Blender (Z up) as its importer maps axes."""
+    return np.array([p[0], -p[2], p[1]])
+
+
+def test_blender_imports_the_bvh_as_we_wrote_it(bikes_take, tmp_path: Path) -> None:
+    motion = clean(bikes_take)
+    animation = animate(motion)
+    path = write_bvh(animation, tmp_path / "bikes.bvh")
+    frames = [80, 120, 160]
+    seen = _blender(path, *(f + 1 for f in frames))  # Blender counts frames from 1
+    assert seen["bones"] == NAMES
+    assert seen["frame_range"] == [1.0, 250.0] and seen["fps"] == pytest.approx(25.0)
+    ours = animation.positions()
+    for f in frames:
+        for name in ("Hips", "Head", "LeftHand", "RightFoot"):
+            theirs = np.array(seen["positions"][str(f + 1)][name])
+            assert np.linalg.norm(theirs - _to_blender(ours[f, INDEX[name]])) < 0.01, (f, name)
+        blender_pose = seen["positions"][str(f + 1)]
+        assert blender_pose["Head"][2] > blender_pose["Hips"][2] > blender_pose["LeftFoot"][2]
+
+
+def test_a_raised_arm_is_raised_in_blender(bikes_take, tmp_path: Path) -> None:
+    """The cyclist's left arm, lifted overhead in the 3D landmarks, comes out lifted in
+    Blender: its hand above its head. Unedited, the hand stays below the head."""
+    motion = clean(bikes_take)
+    frame = 120
+    raised = motion.world.copy()
+    shoulder = raised[:, P["left_shoulder"]]
+    for k, name in enumerate(("left_elbow", "left_wrist", "left_index", "left_pinky")):
+        raised[:, P[name]] = shoulder + np.array([0.05, 0.28 * (k + 1) if k < 2 else 0.6, 0.0])
+    edited = type(motion)(
+        motion.times, motion.image, raised, motion.visibility, motion.held, motion.present
+    )
+    for world_motion, up in ((motion, False), (edited, True)):
+        path = write_bvh(animate(world_motion), tmp_path / f"arm_{up}.bvh")
+        pose = _blender(path, frame + 1)["positions"][str(frame + 1)]
+        assert (pose["LeftHand"][2] > pose["Head"][2]) is up
+
+
+def test_still_image_gives_a_one_frame_bvh_and_json(tmp_path: Path) -> None:
+    result = MOCAP({"input": str(sample_path("astronaut")), "output_dir": tmp_path})
+    _, values, _ = read_bvh(result.outputs["bvh"])
+    assert len(values) == 1
+    doc = json.loads(result.outputs["json"].read_text())
+    assert doc["schema"] == "vfxmocap.mocap/1" and doc["frames"] == 1
+
+
+def test_no_person_is_an_error_and_writes_nothing(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="no person found"):
+        MOCAP(
+            {"input": str(sample_path("coffee")), "output_dir": tmp_path / "out", "matte": "mask"}
+        )
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_exports_json_csv_npz(tmp_path: Path) -> None:
+    result = MOCAP(
+        {
+            "input": str(sample_path("bikes")),
+            "output_dir": tmp_path,
+            "csv": True,
+            "npz": True,
+            "bvh": False,
+        }
+    )
+    doc = json.loads(result.outputs["json"].read_text())
+    assert doc["frames"] == 250 and len(doc["landmarks"]) == 33 and doc["fps"] == 25.0
+    frame = doc["data"][120]
+    assert frame["present"] and len(frame["pose"]) == 33
+    assert len(frame["pose"][0]) == len(doc["point_fields"])
+    present = [f["present"] for f in doc["data"]]
+    assert 0 < sum(present) < 250
+    with result.outputs["csv"].open() as fh:
+        rows = list(csv.reader(fh))
+    assert len(rows) == 251 and len(rows[0]) == 3 + 33 * 6
+    npz = np.load(result.outputs["npz"])
+    assert npz["world"].shape == (250, 33, 3)
+    assert result.summary["frames_with_person"] == int(npz["present"].sum()) == sum(present)
+
+
+def test_openpose_drawing_matches_controlnet_conventions() -> None:
+    """Neck and right shoulder alone: two joint circles (radius 4, part colours) and one limb,
+    red, blended 0.6 over the black canvas (ControlNet's addWeighted(canvas, 0.4, limb, 0.6))."""
+    coco = np.full((18, 2), np.nan)
+    coco[1], coco[2] = (100, 100), (160, 100)
+    image = openpose.control_image((320, 240), coco)
+    assert image.shape == (240, 320, 3) and image[0, 0].tolist() == [0, 0, 0]
+    assert image[100, 130].tolist() == [153, 0, 0]  # limb middle: 0.6 * (255, 0, 0)
+    assert image[100 + 4, 130].tolist() == [153, 0, 0]  # stick half-width 4
+    assert image[100 + 6, 130].tolist() == [0, 0, 0]
+    # the right shoulder's circle (colour 2, (255, 170, 0)) beyond the limb's end: untouched
+    assert image[100, 162].tolist() == [255, 170, 0]
+    assert image[100, 97].tolist() == [255, 85, 0]  # the neck's circle (colour 1)
+    # missing points draw nothing
+    empty = openpose.control_image((320, 240), np.full((18, 2), np.nan))
+    assert not empty.any()
+
+
+def test_blazepose_to_coco18_mapping() -> None:
+    points = np.arange(66, dtype=float).reshape(33, 2)
+    coco = openpose.to_coco18(points, np.ones(33))
+    assert np.allclose(coco[1], (points[P["left_shoulder"]] + points[P["right_shoulder"]]) / 2)
+    assert np.allclose(coco[2], points[P["right_shoulder"]])
+    assert np.allclose(coco[13], points[P["left_ankle"]])
+    hidden = openpose.to_coco18(points, np.where(np.arange(33) == P["nose"], 0.1, 1.0))
+    assert np.isnan(hidden[0]).all()
+
+
+def test_pose_video_has_the_inputs_size_rate_and_length(tmp_path: Path) -> None:
+    result = MOCAP(
+        {
+            "input": str(sample_path("bikes")),
+            "output_dir": tmp_path,
+            "pose_video": True,
+            "preview": True,
+            "bvh": False,
+        }
+    )
+    present = [f["present"] for f in json.loads(result.outputs["json"].read_text())["data"]]
+    src, ctl = probe(sample_path("bikes")), probe(result.outputs["pose_video"])
+    assert (ctl.width, ctl.height, ctl.frame_count) == (src.width, src.height, src.frame_count)
+    assert ctl.frame_rate == src.frame_rate
+    frames = list(VideoReader(result.outputs["pose_video"]))
+    absent = present.index(False)
+    assert frames[absent].max() < 20  # no person: a black frame
+    assert (frames[120].max(axis=2) > 100).sum() > 200  # the skeleton
+    assert probe(result.outputs["preview"]).frame_count == src.frame_count
+
+
+def test_face_capture_follows_the_talking_man(carphone_take, tmp_path: Path) -> None:
+    shapes, rotations, found = blendshapes.face_capture(carphone_take.face, carphone_take.times)
+    assert found.all()
+    jaw = shapes[:, blendshapes.LIVE_LINK_SHAPES.index("JawOpen")]
+    assert jaw[:20].mean() < 0.35 and jaw[55:62].max() > 0.8  # he opens wide around frame 59
+    path = blendshapes.write_live_link_csv(
+        tmp_path / "face.csv", carphone_take.times, carphone_take.fps, shapes, rotations
+    )
+    with path.open() as fh:
+        rows = list(csv.reader(fh))
+    header = rows[0]
+    assert header[:3] == ["Timecode", "BlendShapeCount", "EyeBlinkLeft"]
+    assert len(header) == 2 + 52 + 9 and header[-9:-6] == ["HeadYaw", "HeadPitch", "HeadRoll"]
+    assert len(rows) == 121 and rows[1][1] == "61"
+    assert rows[2][0] == "00:00:00:01.000"
+
+
+@pytest.mark.parametrize("mode", ["mask", "green", "blur", "alpha", "image"])
+def test_mattes(tmp_path: Path, mode: str) -> None:
+    inputs = {
+        "input": str(sample_path("carphone")),
+        "output_dir": tmp_path,
+        "matte": mode,
+        "bvh": False,
+        "json": False,
+        "max_frames": 10,
+    }
+    if mode == "image":
+        inputs["matte_background"] = str(sample_path("coffee"))
+    result = MOCAP(inputs)
+    out = result.outputs["matte"]
+    if mode == "alpha":
+        pngs = sorted(out.glob("*.png"))
+        assert len(pngs) == 10
+        rgba = read_image(pngs[0], keep_alpha=True)
+        assert rgba.shape == (144, 176, 4)
+        assert rgba[60, 80, 3] > 200 and rgba[10, 170, 3] < 60  # the man opaque, the car not
+    else:
+        first = next(iter(VideoReader(out)))
+        assert first.shape == (144, 176, 3)
+        if mode == "mask":
+            assert first[60, 80].mean() > 200 and first[10, 170].mean() < 60
+        if mode == "green":
+            assert first[10, 170, 1] > 200 and first[10, 170, 0] < 60
+
+
+def test_cli_mocap_writes_and_reports(tmp_path: Path) -> None:
+    result = run_vfx("mocap", "-i", sample_path("bikes"), "-o", tmp_path, "--pose-video", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert set(report["outputs"]) == {"bvh", "json", "pose_video"}
+    assert report["summary"]["frames"] == 250
+
+
+def test_cli_no_person_exits_3(tmp_path: Path) -> None:
+    result = run_vfx("mocap", "-i", sample_path("coffee"), "-o", tmp_path / "o")
+    assert result.returncode == 3 and "no person found" in result.stderr
+    assert not (tmp_path / "o" / "motion.bvh").exists()
+
+
+def test_bvh_units_are_centimetres(bikes_take, tmp_path: Path) -> None:
+    animation = animate(clean(bikes_take))
+    text = write_bvh(animation, tmp_path / "m.bvh").read_text()
+    offset = [line for line in text.splitlines() if "OFFSET" in line][1]  # Spine
+    assert float(offset.split()[2]) == pytest.approx(animation.lengths["Hips"] * CM, abs=1e-3)
