@@ -344,3 +344,38 @@ def test_bvh_units_are_centimetres(bikes_take, tmp_path: Path) -> None:
     text = write_bvh(animation, tmp_path / "m.bvh").read_text()
     offset = [line for line in text.splitlines() if "OFFSET" in line][1]  # Spine
     assert float(offset.split()[2]) == pytest.approx(animation.lengths["Hips"] * CM, abs=1e-3)
+
+
+def test_several_people_are_reported(tmp_path: Path) -> None:
+    result = MOCAP({"input": str(sample_path("t1")), "output_dir": tmp_path, "bvh": False})
+    meta = json.loads(result.outputs["json"].read_text())["meta"]
+    assert meta["several_people"] is True and "most prominent" in meta["people"]
+
+
+def test_variable_frame_rate_is_resampled_for_bvh(tmp_path: Path, bikes_take) -> None:
+    """Container timestamps drive the JSON; the BVH gets a uniform rate at the median step."""
+    from vfxmocap.mocap.bvh import uniform
+
+    motion = clean(bikes_take)
+    jitter = np.where(np.arange(len(motion.times)) % 2 == 0, 0.0, 0.012)
+    vfr = type(motion)(
+        motion.times + jitter,
+        motion.image,
+        motion.world,
+        motion.visibility,
+        motion.held,
+        motion.present,
+    )
+    resampled = uniform(vfr)
+    steps = np.diff(resampled.times)
+    assert np.allclose(steps, steps[0]) and resampled.times[-1] <= vfr.times[-1] + steps[0]
+    animation = animate(vfr)
+    assert animation.frame_time == pytest.approx(steps[0])
+    assert len(animation.root) == len(resampled.times)
+
+
+def test_corrupt_input_exits_3(tmp_path: Path, bad_media) -> None:
+    path, reason = bad_media["corrupt"]
+    result = run_vfx("mocap", "-i", path, "-o", tmp_path / "o")
+    assert result.returncode == 3 and reason in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "o" / "motion.bvh").exists()

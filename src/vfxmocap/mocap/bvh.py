@@ -118,8 +118,36 @@ def _lock_feet(
     return root, contacts
 
 
+def uniform(motion: Motion) -> Motion:
+    """BVH needs a constant frame rate: resample a variable-frame-rate take onto a uniform
+    grid at its median rate (linear in time); a constant-rate take is returned as it is."""
+    times = motion.times
+    if len(times) < 3:
+        return motion
+    step = float(np.median(np.diff(times)))
+    if np.abs(np.diff(times) - step).max() <= 0.1 * step:
+        return motion
+    grid = times[0] + step * np.arange(int(round((times[-1] - times[0]) / step)) + 1)
+
+    def resample(values: Array) -> Array:
+        flat = values.reshape(len(times), -1)
+        cols = [np.interp(grid, times, flat[:, c]) for c in range(flat.shape[1])]
+        return np.stack(cols, axis=1).reshape((len(grid), *values.shape[1:]))
+
+    nearest = np.clip(np.searchsorted(times, grid), 0, len(times) - 1)
+    return Motion(
+        grid,
+        resample(motion.image),
+        resample(motion.world),
+        resample(motion.visibility),
+        motion.held[nearest],
+        motion.present[nearest],
+    )
+
+
 def animate(motion: Motion) -> Animation:
     """Fit the skeleton to a cleaned take and derive root motion with foot locking."""
+    motion = uniform(motion)
     if not motion.present.any():
         raise InputError(
             "no person was found in any frame: nothing to animate",

@@ -44,24 +44,8 @@ def to_json(
     meta: dict[str, Any],
     filter_options: dict[str, Any],
 ) -> Path:
-    data = []
-    for i, t in enumerate(motion.times):
-        points = np.concatenate(
-            [motion.image[i], motion.visibility[i][:, None], motion.world[i]], axis=1
-        )
-        rows = [
-            [*_round(p[:2], 2), round(float(p[2]), 3), *_round(p[3:], 4), not held]
-            for p, held in zip(points, motion.held[i], strict=True)
-        ]
-        data.append(
-            {
-                "frame": i,
-                "time": round(float(t), 5),
-                "present": bool(motion.present[i]),
-                "pose": rows,
-            }
-        )
-    document = {
+    """Written frame by frame, so memory does not grow with the take's length."""
+    head = {
         "schema": SCHEMA,
         "source": source,
         "fps": fps,
@@ -71,10 +55,25 @@ def to_json(
         "point_fields": POINT_FIELDS,
         "filter": filter_options,
         "meta": meta,
-        "data": data,
     }
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(document, separators=(",", ":")))
+    with atomic_path(path) as tmp, tmp.open("w") as fh:
+        fh.write(json.dumps(head, separators=(",", ":"))[:-1] + ',"data":[')
+        for i, t in enumerate(motion.times):
+            points = np.concatenate(
+                [motion.image[i], motion.visibility[i][:, None], motion.world[i]], axis=1
+            )
+            rows = [
+                [*_round(p[:2], 2), round(float(p[2]), 3), *_round(p[3:], 4), not held]
+                for p, held in zip(points, motion.held[i], strict=True)
+            ]
+            frame = {
+                "frame": i,
+                "time": round(float(t), 5),
+                "present": bool(motion.present[i]),
+                "pose": rows,
+            }
+            fh.write(("," if i else "") + json.dumps(frame, separators=(",", ":")))
+        fh.write("]}")
     return Path(path)
 
 

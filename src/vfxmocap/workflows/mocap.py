@@ -22,6 +22,7 @@ from vfxmocap.mocap.filters import FilterOptions, Motion, clean
 from vfxmocap.mocap.matte import MatteMode, composite, cover, soft_mask
 from vfxmocap.mocap.take import Take, capture
 from vfxmocap.samples import sample_path
+from vfxmocap.vision.faces import MediaPipeFaceAnalyzer
 from vfxmocap.vision.pose import PoseFrame, PoseTracker
 from vfxmocap.vision.segmentation import PersonSegmenter
 from vfxmocap.workflows.registry import Resources, Workflow, WorkflowResult, register
@@ -91,6 +92,41 @@ class _Matte:
         return self.dir if ok else None
 
 
+class _People:
+    """Counts faces now and then: MediaPipe Pose follows one person, and the output says so
+    when several were in view."""
+
+    every = 25
+
+    def __init__(self, then: Any) -> None:
+        self.analyzer = MediaPipeFaceAnalyzer(tiles=False)
+        self.then = then
+        self.frame = 0
+        self.most = 0
+        self.crowded: list[int] = []
+
+    def __call__(self, frame: Frame, pose: PoseFrame) -> None:
+        if self.frame % self.every == 0:
+            count = len(self.analyzer.detect(frame))
+            self.most = max(self.most, count)
+            if count > 1:
+                self.crowded.append(self.frame)
+        self.frame += 1
+        if self.then is not None:
+            self.then(frame, pose)
+
+    def meta(self) -> dict[str, Any]:
+        self.analyzer.close()
+        if self.most > 1:
+            return {
+                "people": f"up to {self.most} people in view (faces counted every "
+                f"{self.every} frames, e.g. frames {self.crowded[:5]}); the most "
+                "prominent person is followed",
+                "several_people": True,
+            }
+        return {"people": "one person in view", "several_people": False}
+
+
 def _draw_preview(frame: Frame, coco: NDArray[np.float64]) -> Frame:
     return openpose.draw_body(frame.copy(), coco)
 
@@ -141,6 +177,7 @@ def run(inputs: MocapInputs, progress: Progress, cancel: CancelToken) -> Workflo
         still = isinstance(source, ImageSource)
         tracker = PoseTracker(holistic=holistic, static=still)
         matte = _Matte(inputs, source) if inputs.matte else None
+        people = _People(matte)
         ok = False
         try:
             take = capture(
@@ -148,7 +185,7 @@ def run(inputs: MocapInputs, progress: Progress, cancel: CancelToken) -> Workflo
                 tracker,
                 progress=progress,
                 cancel=cancel,
-                on_frame=matte,
+                on_frame=people,
             )
             if not take.present.any():
                 raise InputError(
@@ -158,16 +195,15 @@ def run(inputs: MocapInputs, progress: Progress, cancel: CancelToken) -> Workflo
             ok = True
         finally:
             tracker.close()
+            if not ok:
+                people.meta()  # releases its detector
             matte_path = matte.finish(ok) if matte is not None else None
     progress.stage("export", None)
     motion = clean(take, inputs.filter)
     outputs: dict[str, Path] = {}
     if matte_path is not None:
         outputs["matte"] = matte_path
-    meta = {
-        "person": "one person is tracked (MediaPipe follows the most prominent)",
-        "frames_without_person": int((~take.present).sum()),
-    }
+    meta = {**people.meta(), "frames_without_person": int((~take.present).sum())}
     filt = inputs.filter.model_dump()
     if inputs.json_:
         outputs["json"] = exporters.to_json(
