@@ -127,7 +127,7 @@ def uniform(motion: Motion) -> Motion:
     step = float(np.median(np.diff(times)))
     if np.abs(np.diff(times) - step).max() <= 0.1 * step:
         return motion
-    grid = times[0] + step * np.arange(int(round((times[-1] - times[0]) / step)) + 1)
+    grid = times[0] + step * np.arange(round((times[-1] - times[0]) / step) + 1)
 
     def resample(values: Array) -> Array:
         flat = values.reshape(len(times), -1)
