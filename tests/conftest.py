@@ -168,6 +168,21 @@ def bad_media(tmp_path_factory: pytest.TempPathFactory, carphone: Path, carphone
     }
 
 
+ALLOW_SKIP = os.environ.get("VFX_TEST_ALLOW_SKIP") == "1"  # .ci/run never sets it
+
+
+def require(module: str):
+    """Import a test dependency; a missing one fails the test unless VFX_TEST_ALLOW_SKIP=1."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        if ALLOW_SKIP:
+            pytest.skip(f"{module} is not installed (VFX_TEST_ALLOW_SKIP=1)")
+        pytest.fail(f"{module} is not installed: make test installs it")
+
+
 def run_vfx(
     *args: object,
     env: dict[str, str] | None = None,

@@ -12,6 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from tests.conftest import require
 from vfxmocap import device
 from vfxmocap.core.config import reload_settings
 from vfxmocap.core.errors import DeviceError
@@ -388,7 +389,7 @@ def test_torch_device_without_torch_is_a_device_error(machine) -> None:
 
 def test_real_machine_cpu_request(monkeypatch: pytest.MonkeyPatch) -> None:
     """No fakes: the installed onnxruntime (CPU build) and torch 2.13 CPU build."""
-    torch = pytest.importorskip("torch")
+    torch = require("torch")
     monkeypatch.delenv("VFX_DEVICE", raising=False)
     reload_settings()
 

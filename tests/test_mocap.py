@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -13,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import run_vfx
+from tests.conftest import ALLOW_SKIP, run_vfx
 from vfxmocap.core.errors import InputError
 from vfxmocap.media.image import read_image
 from vfxmocap.media.sources import open_source
@@ -29,7 +28,6 @@ from vfxmocap.workflows import get_workflow
 
 MOCAP = get_workflow("mocap")
 BLENDER = shutil.which("blender")
-ALLOW_SKIP = os.environ.get("VFX_TEST_ALLOW_SKIP") == "1"  # .ci/run never sets it
 
 
 @pytest.fixture(scope="module")
