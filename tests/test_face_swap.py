@@ -240,6 +240,19 @@ def test_video_swap_keeps_audio_size_and_rate(
     assert result.summary["frames_without_faces"] == 0
 
 
+@pytest.mark.parametrize("pattern", ["frame_*.png", "frame_%04d.png", ""])
+def test_a_png_sequence_target_writes_a_video(
+    tmp_path: Path, carphone_frames, astronaut: Path, pattern: str
+) -> None:
+    """A glob, a %04d pattern or a folder of .png files is a sequence, not an image."""
+    folder = tmp_path / "seq"
+    for i, frame in enumerate(carphone_frames[:6]):
+        write_image(folder / f"frame_{i:04d}.png", frame)
+    out = tmp_path / "out.mp4"
+    result = SWAP({"sources": [str(astronaut)], "target": str(folder / pattern), "output": out})
+    assert probe(out).frame_count == 6 and result.summary["faces_swapped"] == 6
+
+
 def test_frames_without_faces_pass_through_and_are_counted(
     tmp_path: Path, carphone_frames, astronaut: Path
 ) -> None:

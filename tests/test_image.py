@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from vfxmocap.core.errors import InvalidParams, MediaError
+from vfxmocap.core.errors import InputError, InvalidParams, MediaError
 from vfxmocap.media.image import decode_image, encode_image, read_image, write_image
 
 
@@ -109,3 +109,22 @@ def test_unsupported_output_suffix(astronaut: Path, tmp_path: Path) -> None:
     with pytest.raises(InvalidParams, match=r"\.gif"):
         write_image(tmp_path / "out.gif", read_image(astronaut))
     assert not list(tmp_path.iterdir())
+
+
+def test_outputs_get_the_usual_file_mode(tmp_path: Path, astronaut: Path) -> None:
+    """Atomic outputs start as private temporary files; the result has 0666 & ~umask."""
+    import os
+
+    old = os.umask(0o022)
+    try:
+        out = write_image(tmp_path / "a.png", read_image(astronaut))
+    finally:
+        os.umask(old)
+    assert (out.stat().st_mode & 0o777) == 0o644
+
+
+def test_an_unwritable_output_is_an_input_error(tmp_path: Path, astronaut: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(InputError, match="cannot write"):
+        write_image(blocker / "out.png", read_image(astronaut))

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import ALLOW_SKIP, run_vfx
-from vfxmocap.core.errors import InputError
+from vfxmocap.core.errors import Cancelled, InputError
+from vfxmocap.core.progress import CancelToken, Progress, ProgressEvent
 from vfxmocap.media.image import read_image
 from vfxmocap.media.sources import open_source
 from vfxmocap.media.video import VideoReader, probe
@@ -121,6 +122,24 @@ def test_feet_are_locked_while_planted() -> None:
     assert world_foot[:, 1].min() == pytest.approx(0.0, abs=1e-6)  # on the ground
 
 
+def test_root_follows_the_hips_through_a_jump() -> None:
+    """Feet off the ground (no contact) for frames 10-19 while the hips rise 30 cm in the
+    image: the root rises with them, and is back on the floor once the feet land."""
+    from vfxmocap.mocap.bvh import _lock_feet
+
+    n, joints = 30, len(NAMES)
+    local = np.zeros((n, joints, 3))
+    local[:, INDEX["LeftToe"]] = [0.1, -0.9, 0.0]
+    local[:, INDEX["RightToe"]] = [-0.1, -0.9, 0.0]
+    image_root = np.zeros((n, 3))
+    image_root[10:20, 1] = 0.3 * np.sin(np.linspace(0.1, np.pi - 0.1, 10))
+    root, contacts = _lock_feet(local, image_root, np.arange(n) / 30)
+    assert contacts[:8].all() and not contacts[12:18].any()
+    assert root[:6, 1] == pytest.approx(0.9, abs=1e-6)  # standing: hips 0.9 m up
+    assert root[15, 1] > 1.1  # in the air
+    assert root[-6:, 1] == pytest.approx(0.9, abs=1e-6)  # landed
+
+
 def _blender(path: Path, *frames: int) -> dict:
     if BLENDER is None:
         if ALLOW_SKIP:
@@ -201,6 +220,47 @@ def test_no_person_is_an_error_and_writes_nothing(tmp_path: Path) -> None:
             {"input": str(sample_path("coffee")), "output_dir": tmp_path / "out", "matte": "mask"}
         )
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_cancelled_export_leaves_no_outputs(tmp_path: Path) -> None:
+    """Cancelled while the control video renders: the JSON and BVH already written go too."""
+    cancel = CancelToken()
+
+    def on_event(event: ProgressEvent) -> None:
+        if event.stage == "export":
+            cancel.cancel()
+
+    out = tmp_path / "out"
+    with pytest.raises(Cancelled):
+        MOCAP(
+            {
+                "input": str(sample_path("carphone")),
+                "output_dir": out,
+                "pose_video": True,
+                "csv": True,
+            },
+            Progress(on_event),
+            cancel,
+        )
+    assert not out.exists() or not list(out.iterdir())
+
+
+def test_face_csv_without_a_face_writes_nothing(tmp_path: Path) -> None:
+    """The face check comes before any export is written."""
+    from vfxmocap.mocap import blendshapes as shapes_module
+
+    out = tmp_path / "out"
+    real = shapes_module.face_capture
+
+    def no_face(face, times):  # type: ignore[no-untyped-def]
+        shapes, rotations, found = real(face, times)
+        return shapes, rotations, np.zeros_like(found)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(shapes_module, "face_capture", no_face)
+        with pytest.raises(InputError, match="no face found"):
+            MOCAP({"input": str(sample_path("astronaut")), "output_dir": out, "face_csv": True})
+    assert not out.exists() or not list(out.iterdir())
 
 
 def test_exports_json_csv_npz(tmp_path: Path) -> None:

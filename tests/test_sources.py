@@ -52,6 +52,16 @@ def test_glob_pattern_sorts_numerically(tmp_path: Path, carphone_frames) -> None
     assert [p.name for p in files] == ["shot_1.png", "shot_2.png", "shot_9.png", "shot_10.png"]
 
 
+def test_an_existing_file_with_pattern_characters_is_that_file(
+    tmp_path: Path, astronaut: Path
+) -> None:
+    for name in ("take[1].png", "100%done.png", "what?.png"):
+        named = tmp_path / name
+        named.write_bytes(astronaut.read_bytes())
+        with open_source(str(named)) as source:
+            assert isinstance(source, ImageSource) and source.frame_count == 1
+
+
 def test_folder_is_a_sequence(sequence_dir: Path) -> None:
     with open_source(sequence_dir) as source:
         assert source.frame_count == 13  # the folder form takes every image in it

@@ -8,6 +8,14 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from vfxmocap.core.errors import InputError
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
 
 class AtomicFile:
     """A temporary file beside `final`, renamed into place by `commit()` or removed by `discard()`.
@@ -18,10 +26,20 @@ class AtomicFile:
 
     def __init__(self, final: str | Path) -> None:
         self.final = Path(final)
-        self.final.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(
-            prefix=f".{self.final.stem}.", suffix=f".part{self.final.suffix}", dir=self.final.parent
-        )
+        try:
+            self.final.parent.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(
+                prefix=f".{self.final.stem}.",
+                suffix=f".part{self.final.suffix}",
+                dir=self.final.parent,
+            )
+        except OSError as exc:
+            raise InputError(
+                f"cannot write {self.final}: {exc.strerror or exc}",
+                hint="Choose an output in a folder you can write to.",
+            ) from exc
+        # mkstemp makes 0600 files; outputs get the usual mode for new files (0666 - umask).
+        os.fchmod(fd, 0o666 & ~_umask())
         os.close(fd)
         self.tmp = Path(name)
 

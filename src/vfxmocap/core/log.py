@@ -7,6 +7,7 @@ import contextvars
 import logging
 import os
 import sys
+import threading
 from collections.abc import Iterator
 
 from rich.console import Console
@@ -38,23 +39,40 @@ def setup_logging(level: str = "INFO") -> None:
         logger.propagate = False
 
 
+_silence_lock = threading.Lock()
+_silence_depth = 0
+_saved_stderr = -1
+
+
 @contextlib.contextmanager
 def native_stderr_silenced() -> Iterator[None]:
     """Silence C++ libraries' start-up chatter on stderr (MediaPipe's absl logs cannot be
-    turned off otherwise). Not silenced when the vfxmocap logger is at DEBUG."""
+    turned off otherwise). Not silenced when the vfxmocap logger is at DEBUG.
+
+    File descriptor 2 is process-wide, so nested and concurrent uses (threads) share one
+    redirection: the first in saves stderr, the last out restores it.
+    """
+    global _silence_depth, _saved_stderr
     if logging.getLogger("vfxmocap").isEnabledFor(logging.DEBUG):
         yield
         return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
+    with _silence_lock:
+        if _silence_depth == 0:
+            sys.stderr.flush()
+            _saved_stderr = os.dup(2)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 2)
+            os.close(devnull)
+        _silence_depth += 1
     try:
-        os.dup2(devnull, 2)
         yield
     finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+        with _silence_lock:
+            _silence_depth -= 1
+            if _silence_depth == 0:
+                os.dup2(_saved_stderr, 2)
+                os.close(_saved_stderr)
+                _saved_stderr = -1
 
 
 def get_logger(name: str) -> logging.Logger:

@@ -202,7 +202,11 @@ def open_source(
     camera = _CAMERA.fullmatch(text)
     if camera or text.isdigit():
         return CameraSource(int(camera.group(1) if camera else text))
-    if Path(text).is_dir() or _PRINTF.search(text) or any(c in text for c in "*?["):
+    path = Path(text)
+    # A file that exists is that file, even when its name has [ * ? or %d in it.
+    if path.is_dir() or (
+        not path.is_file() and (_PRINTF.search(text) or any(c in text for c in "*?["))
+    ):
         return ImageSequenceSource(text, fps=fps or 25.0)
     if is_image_path(text):
         return ImageSource(text, fps=fps or 30.0)

@@ -3,7 +3,8 @@
 Root motion: MediaPipe's world landmarks are hip-centred, so the root's travel comes from
 the hips' track in the image, scaled to metres by the body's size in pixels. During ground
 contact a foot is locked: the root then moves by exactly what keeps the planted foot still,
-so feet do not slide; the lowest planted foot sets the ground (y = 0).
+so feet do not slide; the lowest planted foot sets the ground (y = 0), and between contacts
+(a jump) the hips follow their image track.
 """
 
 from __future__ import annotations
@@ -108,14 +109,24 @@ def _lock_feet(
         else:
             step = image_root[t] - image_root[t - 1]
         root[t, [0, 2]] = root[t - 1, [0, 2]] + step[[0, 2]]
-    # Height: the lowest foot on the ground (y = 0), smoothed so landings do not pop.
-    lowest = local_pos[:, feet, 1].min(axis=1)
+    root[:, 1] = _root_height(local_pos[:, feet, 1].min(axis=1), image_root[:, 1], contacts)
+    return root, contacts
+
+
+def _root_height(lowest: Array, image_y: Array, contacts: NDArray[np.bool_]) -> Array:
+    """Hip height above the floor: with a foot planted, the lowest foot is on the ground
+    (y = 0); between contacts (a jump, a step off a ledge) the hips follow their image track,
+    offset so both ends meet the grounded heights. Smoothed so landings do not pop."""
     height = -lowest
-    if n > 4:
+    grounded = contacts.any(axis=1)
+    if grounded.any() and not grounded.all():
+        at = np.flatnonzero(grounded)
+        offset = np.interp(np.arange(len(height)), at, (height - image_y)[at])
+        height = np.where(grounded, height, image_y + offset)
+    if len(height) > 4:
         kernel = np.ones(5) / 5
         height = np.convolve(np.pad(height, 2, mode="edge"), kernel, mode="valid")
-    root[:, 1] = height
-    return root, contacts
+    return height
 
 
 def uniform(motion: Motion) -> Motion:

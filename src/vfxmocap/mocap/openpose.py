@@ -156,7 +156,8 @@ def _hsv_rgb(h: float) -> tuple[int, int, int]:
 
 
 def draw_hand(canvas: Frame, points: NDArray[np.floating[Any]]) -> None:
-    """ControlNet's draw_handpose: HSV-coloured bones (thickness 2), red points of radius 4."""
+    """ControlNet's draw_handpose: HSV-coloured bones (thickness 2), points of radius 4 in
+    (0, 0, 255), which its RGB canvas shows blue."""
     if not np.isfinite(points[:, :2]).all():
         return
     pts = points[:, :2].astype(int)
@@ -164,7 +165,7 @@ def draw_hand(canvas: Frame, points: NDArray[np.floating[Any]]) -> None:
         color = _hsv_rgb(k / len(HAND_EDGES))
         cv2.line(canvas, tuple(pts[a]), tuple(pts[b]), color, thickness=2)
     for x, y in pts:
-        cv2.circle(canvas, (int(x), int(y)), 4, (255, 0, 0), thickness=-1)
+        cv2.circle(canvas, (int(x), int(y)), 4, (0, 0, 255), thickness=-1)
 
 
 def draw_face(canvas: Frame, points: NDArray[np.floating[Any]]) -> None:

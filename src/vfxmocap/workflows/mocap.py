@@ -3,6 +3,8 @@ an OpenPose control video, a person matte and a preview."""
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -149,14 +151,31 @@ def _pose_video(take: Take, motion: Motion, path: Path, cancel: CancelToken) -> 
     return path
 
 
+class _LivePreview:
+    """The preview of a camera, drawn as frames arrive (a camera cannot be read twice), from
+    the tracker's own landmarks."""
+
+    def __init__(self, path: Path, fps: float, then: Any) -> None:
+        self.writer = VideoWriter(path, fps=fps)
+        self.then = then
+
+    def __call__(self, frame: Frame, pose: PoseFrame) -> None:
+        coco = openpose.to_coco18(pose.image[:, :2], np.nan_to_num(pose.image[:, 2]))
+        self.writer.write(_draw_preview(frame, coco))
+        if self.then is not None:
+            self.then(frame, pose)
+
+
 def _preview(
     inputs: MocapInputs, motion: Motion, fps: float, path: Path, cancel: CancelToken
 ) -> Path:
+    """Draw the cleaned motion over a second read of the input, stopping at the last frame
+    that was tracked."""
     with (
         open_source(inputs.input) as source,
         VideoWriter(path, fps=fps, audio_from=source.audio_path) as writer,
     ):
-        frames = ((i, f) for i, f in enumerate(source) if i < len(motion.times))
+        frames = enumerate(itertools.islice(source, len(motion.times)))
         run_pipeline(
             frames,
             lambda item: _draw_preview(item[1], _coco(motion, item[0])),
@@ -166,20 +185,63 @@ def _preview(
     return path
 
 
+class _Written:
+    """Outputs committed so far; all removed again if a later step fails, so a failed or
+    cancelled run leaves no partial set of files behind."""
+
+    def __init__(self) -> None:
+        self.paths: dict[str, Path] = {}
+
+    def add(self, name: str, path: Path | None) -> None:
+        if path is not None:
+            self.paths[name] = path
+
+    def remove_all(self) -> None:
+        for path in self.paths.values():
+            if path.is_dir():
+                for png in path.glob("*.png"):
+                    png.unlink()
+                with contextlib.suppress(OSError):  # not empty: files the user put there
+                    path.rmdir()
+            else:
+                path.unlink(missing_ok=True)
+
+
 def run(inputs: MocapInputs, progress: Progress, cancel: CancelToken) -> WorkflowResult:
-    out_dir = inputs.output_dir
     holistic = inputs.holistic or inputs.face_csv
     if inputs.matte == "image" and not inputs.matte_background:
         raise InvalidParams("matte=image needs a background image (--matte-background)")
+    written = _Written()
+    try:
+        return _run(inputs, holistic, progress, cancel, written)
+    except BaseException:
+        written.remove_all()
+        raise
+
+
+def _run(
+    inputs: MocapInputs,
+    holistic: bool,
+    progress: Progress,
+    cancel: CancelToken,
+    written: _Written,
+) -> WorkflowResult:
+    out_dir = inputs.output_dir
     with open_source(inputs.input) as source:
         if inputs.max_frames is not None:
             source.frame_count = min(source.frame_count or inputs.max_frames, inputs.max_frames)
         still = isinstance(source, ImageSource)
+        live_preview = None
+        matte = people = None
         tracker = PoseTracker(holistic=holistic, static=still)
-        matte = _Matte(inputs, source) if inputs.matte else None
-        people = _People(matte)
         ok = False
         try:
+            matte = _Matte(inputs, source) if inputs.matte else None
+            hook: Any = matte
+            if inputs.preview and source.live:
+                live_preview = _LivePreview(out_dir / "preview.mp4", source.fps, matte)
+                hook = live_preview
+            people = _People(hook)
             take = capture(
                 _limited(source, inputs.max_frames),
                 tracker,
@@ -195,28 +257,42 @@ def run(inputs: MocapInputs, progress: Progress, cancel: CancelToken) -> Workflo
             ok = True
         finally:
             tracker.close()
-            if not ok:
-                people.meta()  # releases its detector
-            matte_path = matte.finish(ok) if matte is not None else None
+            meta = people.meta() if people is not None else {}  # also releases its detector
+            if matte is not None:
+                written.add("matte", matte.finish(ok))
+            if live_preview is not None:
+                if ok:
+                    written.add("preview", live_preview.writer.close())
+                else:
+                    live_preview.writer.abort()
     progress.stage("export", None)
     motion = clean(take, inputs.filter)
-    outputs: dict[str, Path] = {}
-    if matte_path is not None:
-        outputs["matte"] = matte_path
-    meta = {**people.meta(), "frames_without_person": int((~take.present).sum())}
-    filt = inputs.filter.model_dump()
+    face = None
+    if inputs.face_csv:  # checked before anything else is written
+        assert take.face is not None
+        shapes, rotations, found = blendshapes.face_capture(take.face, take.times)
+        if not found.any():
+            raise InputError(
+                f"{inputs.input}: no face found for face capture",
+                hint="Use footage where the performer's face is visible, or drop --face-csv.",
+            )
+        face = shapes, rotations
+    meta = {**meta, "frames_without_person": int((~take.present).sum())}
     if inputs.json_:
-        outputs["json"] = exporters.to_json(
-            motion,
-            out_dir / "pose.json",
-            source=take.source,
-            size=take.size,
-            fps=take.fps,
-            meta=meta,
-            filter_options=filt,
+        written.add(
+            "json",
+            exporters.to_json(
+                motion,
+                out_dir / "pose.json",
+                source=take.source,
+                size=take.size,
+                fps=take.fps,
+                meta=meta,
+                filter_options=inputs.filter.model_dump(),
+            ),
         )
     if inputs.csv:
-        outputs["csv"] = exporters.to_csv(motion, out_dir / "pose.csv")
+        written.add("csv", exporters.to_csv(motion, out_dir / "pose.csv"))
     if inputs.npz:
         extra = {
             k: v
@@ -227,7 +303,7 @@ def run(inputs: MocapInputs, progress: Progress, cancel: CancelToken) -> Workflo
             )
             if v is not None
         }
-        outputs["npz"] = exporters.to_npz(motion, out_dir / "pose.npz", **extra)
+        written.add("npz", exporters.to_npz(motion, out_dir / "pose.npz", **extra))
     summary: dict[str, Any] = {
         "frames": take.frames,
         "frames_with_person": int(take.present.sum()),
@@ -235,21 +311,20 @@ def run(inputs: MocapInputs, progress: Progress, cancel: CancelToken) -> Workflo
     }
     if inputs.bvh:
         animation = animate(motion)
-        outputs["bvh"] = write_bvh(animation, out_dir / "motion.bvh")
+        written.add("bvh", write_bvh(animation, out_dir / "motion.bvh"))
         summary["foot_contacts"] = int(animation.contacts.any(axis=1).sum())
-    if inputs.face_csv:
-        assert take.face is not None
-        shapes, rotations, found = blendshapes.face_capture(take.face, take.times)
-        if not found.any():
-            raise InputError(f"{inputs.input}: no face found for face capture")
-        outputs["face_csv"] = blendshapes.write_live_link_csv(
-            out_dir / "face_livelink.csv", take.times, take.fps, shapes, rotations
+    if face is not None:
+        written.add(
+            "face_csv",
+            blendshapes.write_live_link_csv(
+                out_dir / "face_livelink.csv", take.times, take.fps, *face
+            ),
         )
     if inputs.pose_video:
-        outputs["pose_video"] = _pose_video(take, motion, out_dir / "pose_openpose.mp4", cancel)
-    if inputs.preview:
-        outputs["preview"] = _preview(inputs, motion, take.fps, out_dir / "preview.mp4", cancel)
-    return WorkflowResult(outputs, summary)
+        written.add("pose_video", _pose_video(take, motion, out_dir / "pose_openpose.mp4", cancel))
+    if inputs.preview and live_preview is None:
+        written.add("preview", _preview(inputs, motion, take.fps, out_dir / "preview.mp4", cancel))
+    return WorkflowResult(dict(written.paths), summary)
 
 
 def _limited(source: FrameSource, max_frames: int | None) -> FrameSource:

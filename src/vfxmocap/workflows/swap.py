@@ -10,9 +10,9 @@ from pydantic import BaseModel, Field
 from vfxmocap.core.errors import InvalidParams
 from vfxmocap.core.log import get_logger
 from vfxmocap.core.progress import CancelToken, Progress
-from vfxmocap.media.image import WRITABLE_SUFFIXES, Frame, is_image_path, read_image, write_image
+from vfxmocap.media.image import WRITABLE_SUFFIXES, Frame, write_image
 from vfxmocap.media.pipeline import transform_video
-from vfxmocap.media.sources import open_source
+from vfxmocap.media.sources import ImageSource, open_source
 from vfxmocap.processors.face_swap.processor import FaceSwapProcessor, SwapOptions, SwapState
 from vfxmocap.samples import sample_path
 from vfxmocap.workflows.registry import Resources, Workflow, WorkflowResult, register
@@ -39,37 +39,39 @@ def _summary(state: SwapState, extra: dict[str, Any]) -> dict[str, Any]:
 
 
 def run(inputs: SwapInputs, progress: Progress, cancel: CancelToken) -> WorkflowResult:
-    image_target = is_image_path(inputs.target)
-    suffix = inputs.output.suffix.lower()
-    if image_target and suffix not in WRITABLE_SUFFIXES:
-        raise InvalidParams(
-            f"an image target needs an image output ({', '.join(WRITABLE_SUFFIXES)})"
+    # Opened first, so a bad target fails before any model loads; what it is (not its name)
+    # decides the output: a folder, glob or %06d pattern of .png files writes a video.
+    with open_source(inputs.target) as source:
+        image_target = isinstance(source, ImageSource)
+        suffix = inputs.output.suffix.lower()
+        if image_target and suffix not in WRITABLE_SUFFIXES:
+            raise InvalidParams(
+                f"an image target needs an image output ({', '.join(WRITABLE_SUFFIXES)})"
+            )
+        if not image_target and suffix not in (".mp4", ".mov", ".m4v"):
+            raise InvalidParams("a video or sequence target needs a .mp4 output")
+        processor = FaceSwapProcessor()
+        progress.stage("analyse sources", len(inputs.sources))
+        state = processor.prepare(
+            inputs.options, list(inputs.sources), list(inputs.references), live=False
         )
-    if not image_target and suffix not in (".mp4", ".mov", ".m4v"):
-        raise InvalidParams("a video or sequence target needs a .mp4 output")
-    processor = FaceSwapProcessor()
-    progress.stage("analyse sources", len(inputs.sources))
-    state = processor.prepare(
-        inputs.options, list(inputs.sources), list(inputs.references), live=False
-    )
-    progress.advance(len(inputs.sources))
-    try:
-        if image_target:
-            image = read_image(inputs.target)
-            write_image(inputs.output, processor.process_still(image, state))
-            return WorkflowResult({"output": inputs.output}, _summary(state, {}))
-        with open_source(inputs.target) as source:
+        progress.advance(len(inputs.sources))
+        try:
+            if image_target:
+                image = next(iter(source))
+                write_image(inputs.output, processor.process_still(image, state))
+                return WorkflowResult({"output": inputs.output}, _summary(state, {}))
             fps = source.fps
 
             def swap(frame: Frame) -> Frame:
                 return processor.process(frame, state, state.stats.frames / fps)
 
             result = transform_video(source, swap, inputs.output, progress=progress, cancel=cancel)
-        return WorkflowResult(
-            {"output": result.output}, _summary(state, {"fps": round(result.stats.fps, 2)})
-        )
-    finally:
-        state.close()
+            return WorkflowResult(
+                {"output": result.output}, _summary(state, {"fps": round(result.stats.fps, 2)})
+            )
+        finally:
+            state.close()
 
 
 def demo(out_dir: Path) -> SwapInputs:

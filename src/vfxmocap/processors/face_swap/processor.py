@@ -162,13 +162,17 @@ class FaceSwapProcessor:
         # Live frames come from a webcam: faces are large, and the 2x2 tile pass for small
         # faces in group shots would cost a frame's budget.
         analyzer = MediaPipeFaceAnalyzer(tiles=not live)
-        engine = load_engine(options)
-        prepared = [
-            engine.prepare(*_first_face(analyzer, p, options.source_face, "source"))
-            for p in sources
-        ]
-        embedder = MeshShapeEmbedder()
-        refs = [embedder.embed(*_first_face(analyzer, p, 0, "reference")) for p in references]
+        try:
+            engine = load_engine(options)
+            prepared = [
+                engine.prepare(*_first_face(analyzer, p, options.source_face, "source"))
+                for p in sources
+            ]
+            embedder = MeshShapeEmbedder()
+            refs = [embedder.embed(*_first_face(analyzer, p, 0, "reference")) for p in references]
+        except BaseException:
+            analyzer.close()  # a bad source image must not leave MediaPipe graphs running
+            raise
         return SwapState(
             options=options,
             selection=selection,

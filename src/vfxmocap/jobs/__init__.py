@@ -1,0 +1,1 @@
+"""Jobs: the persistent queue, its store, workers and scale-out."""

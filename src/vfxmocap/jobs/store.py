@@ -1,0 +1,430 @@
+"""The job store on SQLAlchemy 2: SQLite in WAL mode by default, any SQLAlchemy URL
+(PostgreSQL) for several machines.
+
+States: queued -> running -> succeeded | failed | cancelled; a retryable failure goes back
+to queued with a back-off (`not_before`). Claiming a job checks the per-device concurrency
+limit and takes the job in one write transaction, so two workers can never both start the
+last free slot. After a crash, `recover()` puts running jobs back in the queue (attempt + 1)
+or fails them with a reason when attempts are exhausted: none lost, none stuck.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Float,
+    Integer,
+    String,
+    Text,
+    create_engine,
+    event,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from vfxmocap.core.errors import InvalidParams
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+FINAL = {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}
+
+
+class _Base(DeclarativeBase):
+    pass
+
+
+class JobRow(_Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    workflow: Mapped[str] = mapped_column(String(64), index=True)
+    inputs: Mapped[str] = mapped_column(Text)
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    device: Mapped[str] = mapped_column(String(32), default="cpu")
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    timeout_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    not_before: Mapped[float] = mapped_column(Float, default=0.0)
+    created_at: Mapped[float] = mapped_column(Float, index=True)
+    started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    heartbeat_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    worker: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    progress: Mapped[str | None] = mapped_column(Text, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    outputs: Mapped[str | None] = mapped_column(Text, nullable=True)
+    summary: Mapped[str | None] = mapped_column(Text, nullable=True)
+    backend: Mapped[str | None] = mapped_column(String(32), nullable=True)
+
+
+@dataclass(frozen=True)
+class Job:
+    """A job as callers see it (a snapshot; the store is the truth)."""
+
+    id: str
+    workflow: str
+    inputs: dict[str, Any]
+    priority: int
+    state: JobState
+    device: str
+    attempt: int
+    max_attempts: int
+    timeout_s: float | None
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    worker: str | None
+    cancel_requested: bool
+    progress: dict[str, Any] | None
+    error: dict[str, Any] | None
+    outputs: dict[str, str] | None
+    summary: dict[str, Any] | None
+    backend: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dict(self.__dict__)
+        data["state"] = self.state.value
+        return data
+
+
+def _load(text: str | None) -> Any:
+    return json.loads(text) if text else None
+
+
+def _job(row: JobRow) -> Job:
+    return Job(
+        id=row.id,
+        workflow=row.workflow,
+        inputs=_load(row.inputs),
+        priority=row.priority,
+        state=JobState(row.state),
+        device=row.device,
+        attempt=row.attempt,
+        max_attempts=row.max_attempts,
+        timeout_s=row.timeout_s,
+        created_at=row.created_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        worker=row.worker,
+        cancel_requested=row.cancel_requested,
+        progress=_load(row.progress),
+        error=_load(row.error),
+        outputs=_load(row.outputs),
+        summary=_load(row.summary),
+        backend=row.backend,
+    )
+
+
+def _sqlite_engine(url: str) -> Engine:
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Any) -> None:
+        # IMMEDIATE takes the write lock at the start: read-then-write steps (claim with a
+        # concurrency limit) cannot interleave between processes.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+class JobStore:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = (
+            _sqlite_engine(url)
+            if url.startswith("sqlite")
+            else create_engine(url, pool_pre_ping=True)
+        )
+        _Base.metadata.create_all(self.engine)
+
+    @contextmanager
+    def _session(self) -> Iterator[Session]:
+        with Session(self.engine, expire_on_commit=False) as session, session.begin():
+            yield session
+
+    # --- submit and read ----------------------------------------------------------------
+
+    def submit(
+        self,
+        workflow: str,
+        inputs: dict[str, Any],
+        *,
+        priority: int = 0,
+        device: str = "cpu",
+        max_attempts: int = 3,
+        timeout_s: float | None = None,
+    ) -> Job:
+        row = JobRow(
+            id=uuid.uuid4().hex,
+            workflow=workflow,
+            inputs=json.dumps(inputs, default=str),
+            priority=priority,
+            state=JobState.QUEUED.value,
+            device=device,
+            attempt=0,
+            max_attempts=max_attempts,
+            timeout_s=timeout_s,
+            not_before=0.0,
+            created_at=time.time(),
+            cancel_requested=False,
+        )
+        with self._session() as session:
+            session.add(row)
+        return _job(row)
+
+    def get(self, job_id: str) -> Job | None:
+        with self._session() as session:
+            row = session.get(JobRow, job_id)
+            return _job(row) if row is not None else None
+
+    def position(self, job_id: str) -> int | None:
+        """Queued jobs that run before this one (same device), or None when not queued."""
+        with self._session() as session:
+            row = session.get(JobRow, job_id)
+            if row is None or row.state != JobState.QUEUED:
+                return None
+            ahead = session.scalar(
+                select(func.count())
+                .select_from(JobRow)
+                .where(
+                    JobRow.state == JobState.QUEUED.value,
+                    JobRow.device == row.device,
+                    (JobRow.priority > row.priority)
+                    | ((JobRow.priority == row.priority) & (JobRow.created_at < row.created_at)),
+                )
+            )
+            return int(ahead or 0)
+
+    def list(
+        self,
+        *,
+        state: str | None = None,
+        workflow: str | None = None,
+        limit: int = 50,
+        cursor: float | None = None,
+    ) -> tuple[list[Job], float | None]:
+        """Newest first; pass the returned cursor to get the next page."""
+        if state is not None and state not in {s.value for s in JobState}:
+            raise InvalidParams(f"unknown job state {state!r}")
+        query = select(JobRow).order_by(JobRow.created_at.desc()).limit(limit + 1)
+        if state:
+            query = query.where(JobRow.state == state)
+        if workflow:
+            query = query.where(JobRow.workflow == workflow)
+        if cursor is not None:
+            query = query.where(JobRow.created_at < cursor)
+        with self._session() as session:
+            rows = list(session.scalars(query))
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return [_job(r) for r in rows], (rows[-1].created_at if more and rows else None)
+
+    def stats(self) -> dict[str, int]:
+        with self._session() as session:
+            counts = dict(
+                session.execute(select(JobRow.state, func.count()).group_by(JobRow.state)).all()
+            )
+        return {s.value: int(counts.get(s.value, 0)) for s in JobState}
+
+    # --- the worker side ----------------------------------------------------------------
+
+    def claim(
+        self, worker: str, device: str = "cpu", limit: int = 1, workflows: set[str] | None = None
+    ) -> Job | None:
+        """Start the best queued job for `device`, if fewer than `limit` run there."""
+        now = time.time()
+        with self._session() as session:
+            running = (
+                session.scalar(
+                    select(func.count())
+                    .select_from(JobRow)
+                    .where(JobRow.state == JobState.RUNNING.value, JobRow.device == device)
+                )
+                or 0
+            )
+            if running >= limit:
+                return None
+            query = (
+                select(JobRow)
+                .where(
+                    JobRow.state == JobState.QUEUED.value,
+                    JobRow.device == device,
+                    JobRow.not_before <= now,
+                )
+                .order_by(JobRow.priority.desc(), JobRow.created_at)
+                .limit(1)
+            )
+            if workflows is not None:
+                query = query.where(JobRow.workflow.in_(workflows))
+            row = session.scalars(query.with_for_update(skip_locked=True)).first()
+            if row is None:
+                return None
+            row.state = JobState.RUNNING.value
+            row.attempt += 1
+            row.worker = worker
+            row.started_at = row.heartbeat_at = now
+            row.backend = row.backend or "local"
+            return _job(row)
+
+    def _update(self, job_id: str, *, only: set[JobState] | None = None, **values: Any) -> bool:
+        query = update(JobRow).where(JobRow.id == job_id)
+        if only is not None:
+            query = query.where(JobRow.state.in_([s.value for s in only]))
+        with self._session() as session:
+            return bool(session.execute(query.values(**values)).rowcount)  # type: ignore[attr-defined]
+
+    def report_progress(self, job_id: str, progress: dict[str, Any]) -> bool:
+        return self._update(
+            job_id, only={JobState.RUNNING}, progress=json.dumps(progress), heartbeat_at=time.time()
+        )
+
+    def succeed(self, job_id: str, outputs: dict[str, str], summary: dict[str, Any]) -> bool:
+        return self._update(
+            job_id,
+            only={JobState.RUNNING},
+            state=JobState.SUCCEEDED.value,
+            outputs=json.dumps(outputs),
+            summary=json.dumps(summary, default=str),
+            finished_at=time.time(),
+        )
+
+    def fail(
+        self, job_id: str, error: dict[str, Any], *, retryable: bool = False, backoff_s: float = 2.0
+    ) -> JobState | None:
+        """Fail a running job, or queue it again after a back-off when the error is retryable
+        and attempts are left. Returns the new state (None if the job was not running)."""
+        now = time.time()
+        with self._session() as session:
+            row = session.get(JobRow, job_id)
+            if row is None or row.state != JobState.RUNNING.value:
+                return None
+            row.error = json.dumps(error)
+            if retryable and row.attempt < row.max_attempts and not row.cancel_requested:
+                row.state = JobState.QUEUED.value
+                row.not_before = now + backoff_s * 2 ** (row.attempt - 1)
+                row.worker = None
+            else:
+                row.state = JobState.FAILED.value
+                row.finished_at = now
+            return JobState(row.state)
+
+    def cancel(self, job_id: str) -> JobState | None:
+        """A queued job is cancelled at once; a running one is asked to stop (its worker
+        checks between frames, and is killed after a grace period if it does not)."""
+        with self._session() as session:
+            row = session.get(JobRow, job_id)
+            if row is None:
+                return None
+            if row.state == JobState.QUEUED.value:
+                row.state = JobState.CANCELLED.value
+                row.finished_at = time.time()
+            elif row.state == JobState.RUNNING.value:
+                row.cancel_requested = True
+            return JobState(row.state)
+
+    def mark_cancelled(self, job_id: str) -> bool:
+        return self._update(
+            job_id,
+            only={JobState.RUNNING},
+            state=JobState.CANCELLED.value,
+            finished_at=time.time(),
+            error=json.dumps({"code": "cancelled", "message": "cancelled by the user"}),
+        )
+
+    def cancel_requested(self, job_id: str) -> bool:
+        job = self.get(job_id)
+        return bool(job is not None and job.cancel_requested)
+
+    def retry(self, job_id: str) -> Job | None:
+        """A finished (failed or cancelled) job, queued again with a fresh attempt count."""
+        ok = self._update(
+            job_id,
+            only={JobState.FAILED, JobState.CANCELLED},
+            state=JobState.QUEUED.value,
+            attempt=0,
+            not_before=0.0,
+            cancel_requested=False,
+            error=None,
+            finished_at=None,
+            worker=None,
+        )
+        return self.get(job_id) if ok else None
+
+    def delete(self, job_id: str) -> bool:
+        """Delete a job that is not running (cancel it first)."""
+        with self._session() as session:
+            row = session.get(JobRow, job_id)
+            if row is None or row.state == JobState.RUNNING.value:
+                return False
+            session.delete(row)
+            return True
+
+    def recover(
+        self, *, workers_alive: set[str] | None = None, stale_after_s: float | None = None
+    ) -> dict[str, int]:
+        """After a crash or restart: running jobs of dead workers go back to the queue
+        (their attempt counts) or fail with a reason when attempts are exhausted."""
+        now = time.time()
+        requeued = failed = 0
+        with self._session() as session:
+            rows = session.scalars(
+                select(JobRow).where(JobRow.state == JobState.RUNNING.value)
+            ).all()
+            for row in rows:
+                alive = workers_alive is not None and row.worker in workers_alive
+                fresh = (
+                    stale_after_s is not None
+                    and row.heartbeat_at is not None
+                    and now - row.heartbeat_at < stale_after_s
+                )
+                if alive or fresh:
+                    continue
+                lost = {
+                    "code": "worker_unavailable",
+                    "message": f"the worker running this job stopped ({row.worker})",
+                    "hint": "It was retried automatically; retry it again if it failed.",
+                }
+                row.error = json.dumps(lost)
+                row.worker = None
+                if row.cancel_requested:
+                    row.state = JobState.CANCELLED.value
+                    row.finished_at = now
+                elif row.attempt < row.max_attempts:
+                    row.state = JobState.QUEUED.value
+                    row.not_before = now
+                    requeued += 1
+                else:
+                    row.state = JobState.FAILED.value
+                    row.finished_at = now
+                    failed += 1
+        return {"requeued": requeued, "failed": failed}

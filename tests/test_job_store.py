@@ -1,0 +1,169 @@
+"""The persistent job store: ordering, atomic per-device limits, retries, cancel, recovery."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from vfxmocap.core.errors import InvalidParams
+from vfxmocap.jobs.store import JobState, JobStore
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> JobStore:
+    return JobStore(f"sqlite:///{tmp_path / 'jobs.db'}")
+
+
+def test_submit_and_read_back(store: JobStore) -> None:
+    job = store.submit("transcode", {"input": "a.mp4", "output": "b.mp4"}, priority=2)
+    again = store.get(job.id)
+    assert again is not None and again.state == JobState.QUEUED
+    assert again.inputs == {"input": "a.mp4", "output": "b.mp4"} and again.priority == 2
+    assert store.get("missing") is None
+
+
+def test_higher_priority_first_then_oldest(store: JobStore) -> None:
+    low = store.submit("w", {}, priority=0)
+    high = store.submit("w", {}, priority=5)
+    low2 = store.submit("w", {}, priority=0)
+    assert store.position(high.id) == 0 and store.position(low.id) == 1
+    assert store.position(low2.id) == 2
+    order = [store.claim("w1", limit=10).id for _ in range(3)]  # type: ignore[union-attr]
+    assert order == [high.id, low.id, low2.id]
+    assert store.claim("w1", limit=10) is None
+
+
+def test_limit_per_device(store: JobStore) -> None:
+    for _ in range(3):
+        store.submit("w", {}, device="cuda:0")
+    store.submit("w", {}, device="cpu")
+    assert store.claim("a", device="cuda:0", limit=1) is not None
+    assert store.claim("b", device="cuda:0", limit=1) is None  # the GPU's slot is taken
+    assert store.claim("c", device="cpu", limit=1) is not None  # another device is free
+
+
+def _claim_many(url: str, device: str, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    store = JobStore(url)
+    got = [store.claim(f"worker-{os.getpid()}", device=device, limit=2) for _ in range(5)]
+    out.put(sum(job is not None for job in got))
+
+
+def test_limit_holds_across_processes(tmp_path: Path) -> None:
+    """Six processes race for a device with two slots: exactly two jobs start."""
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    store = JobStore(url)
+    for _ in range(20):
+        store.submit("w", {}, device="cuda:0")
+    ctx = multiprocessing.get_context("spawn")
+    results: multiprocessing.Queue = ctx.Queue()  # type: ignore[type-arg]
+    procs = [ctx.Process(target=_claim_many, args=(url, "cuda:0", results)) for _ in range(6)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert sum(results.get() for _ in procs) == 2
+    assert store.stats()["running"] == 2
+
+
+def test_retryable_failure_backs_off_then_fails_for_good(store: JobStore) -> None:
+    job = store.submit("w", {}, max_attempts=2)
+    store.claim("a")
+    assert (
+        store.fail(job.id, {"code": "insufficient_memory"}, retryable=True, backoff_s=0.2)
+        == JobState.QUEUED
+    )
+    assert store.claim("a") is None  # still backing off
+    time.sleep(0.25)
+    assert store.claim("a") is not None
+    assert store.fail(job.id, {"code": "insufficient_memory"}, retryable=True) == JobState.FAILED
+    final = store.get(job.id)
+    assert (
+        final is not None and final.attempt == 2 and final.error == {"code": "insufficient_memory"}
+    )
+
+
+def test_input_errors_never_retry(store: JobStore) -> None:
+    job = store.submit("w", {}, max_attempts=5)
+    store.claim("a")
+    assert store.fail(job.id, {"code": "input_error"}, retryable=False) == JobState.FAILED
+
+
+def test_cancel_queued_and_running(store: JobStore) -> None:
+    queued = store.submit("w", {})
+    running = store.submit("w", {})
+    store.claim("a", limit=1)  # takes `queued` (older)
+    assert store.cancel(running.id) == JobState.CANCELLED  # never started
+    assert store.cancel(queued.id) == JobState.RUNNING  # asked to stop
+    assert store.cancel_requested(queued.id)
+    assert store.mark_cancelled(queued.id)
+    assert store.get(queued.id).state == JobState.CANCELLED  # type: ignore[union-attr]
+
+
+def test_succeed_records_outputs_and_summary(store: JobStore) -> None:
+    job = store.submit("w", {})
+    store.claim("a")
+    store.report_progress(job.id, {"stage": "frames", "value": 5, "max": 10, "percent": 50.0})
+    assert store.get(job.id).progress["percent"] == 50.0  # type: ignore[union-attr,index]
+    assert store.succeed(job.id, {"video": "/out/a.mp4"}, {"frames": 10})
+    done = store.get(job.id)
+    assert done is not None and done.state == JobState.SUCCEEDED
+    assert done.outputs == {"video": "/out/a.mp4"} and done.summary == {"frames": 10}
+    assert not store.succeed(job.id, {}, {})  # only a running job can finish
+
+
+def _claim_and_die(url: str) -> None:
+    JobStore(url).claim("doomed-worker")
+    os._exit(9)  # a crash: no cleanup, no finally
+
+
+def test_recover_after_a_crash(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    store = JobStore(url)
+    again = store.submit("w", {}, max_attempts=2)
+    ctx = multiprocessing.get_context("spawn")
+    proc = ctx.Process(target=_claim_and_die, args=(url,))
+    proc.start()
+    proc.join(60)
+    assert store.get(again.id).state == JobState.RUNNING  # type: ignore[union-attr]
+    assert store.recover() == {"requeued": 1, "failed": 0}
+    job = store.get(again.id)
+    assert job is not None and job.state == JobState.QUEUED and job.attempt == 1
+    assert job.error["code"] == "worker_unavailable"  # type: ignore[index]
+    store.claim("w2")
+    assert store.recover() == {"requeued": 0, "failed": 1}  # attempts exhausted
+    assert store.get(again.id).state == JobState.FAILED  # type: ignore[union-attr]
+
+
+def test_recover_spares_live_workers(store: JobStore) -> None:
+    job = store.submit("w", {})
+    store.claim("alive")
+    assert store.recover(workers_alive={"alive"}) == {"requeued": 0, "failed": 0}
+    assert store.get(job.id).state == JobState.RUNNING  # type: ignore[union-attr]
+
+
+def test_history_pages_and_filters(store: JobStore) -> None:
+    ids = [store.submit("swap" if i % 2 else "mocap", {}).id for i in range(7)]
+    page, cursor = store.list(limit=3)
+    assert [j.id for j in page] == ids[::-1][:3] and cursor is not None
+    page2, _ = store.list(limit=3, cursor=cursor)
+    assert [j.id for j in page2] == ids[::-1][3:6]
+    swaps, _ = store.list(workflow="swap", limit=10)
+    assert len(swaps) == 3
+    with pytest.raises(InvalidParams):
+        store.list(state="bogus")
+
+
+def test_retry_and_delete(store: JobStore) -> None:
+    job = store.submit("w", {})
+    store.claim("a")
+    store.fail(job.id, {"code": "internal"})
+    again = store.retry(job.id)
+    assert again is not None and again.state == JobState.QUEUED and again.attempt == 0
+    assert store.claim("a") is not None
+    assert not store.delete(job.id)  # running
+    store.succeed(job.id, {}, {})
+    assert store.delete(job.id) and store.get(job.id) is None
