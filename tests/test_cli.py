@@ -54,6 +54,13 @@ def test_bad_device_exits_5_listing_valid_values() -> None:
     assert_one_line_error(result, 5, "auto, cpu, cuda, cuda:N, mps")
 
 
+def test_an_absent_device_stops_a_workflow_before_it_writes(tmp_path: Path, bikes: Path) -> None:
+    out = tmp_path / "small.mp4"
+    result = vfx("--device", "cuda", "transcode", str(bikes), str(out))
+    assert_one_line_error(result, 5, "not available on this machine")
+    assert not out.exists()
+
+
 def test_usage_error_exits_2() -> None:
     assert vfx("probe").returncode == 2
     assert vfx("no-such-command").returncode == 2

@@ -88,6 +88,20 @@ def test_audio_is_carried_over(tmp_path: Path, video_with_audio: Path) -> None:
     assert _dominant_hz(out) == pytest.approx(440, abs=5)
 
 
+@pytest.mark.parametrize("codec", ["aac", "pcm_s16le"])
+def test_audio_ends_with_a_shortened_video(tmp_path: Path, carphone_frames, codec: str) -> None:
+    """Ten frames of a one-second take carry a third of a second of its sound, not all."""
+    source = encode_test_video(
+        tmp_path / f"take_{codec}.mov", carphone_frames[:30], tone_hz=440.0, audio_codec=codec
+    )
+    out = tmp_path / "first_third.mp4"
+    with VideoWriter(out, fps=30, audio_from=source) as writer:
+        for frame in carphone_frames[:10]:
+            writer.write(frame)
+    assert _audio_seconds(source) > 0.95
+    assert _audio_seconds(out) == pytest.approx(1 / 3, abs=0.06)
+
+
 def test_audio_mp4_cannot_hold_is_reencoded_to_aac(tmp_path: Path, carphone_frames) -> None:
     source = encode_test_video(
         tmp_path / "pcm.mov", carphone_frames[:30], tone_hz=440.0, audio_codec="pcm_s16le"

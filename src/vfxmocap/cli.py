@@ -121,6 +121,9 @@ def _root(
 ) -> None:
     _state["debug"] = debug
     if device:
+        from vfxmocap.device import resolve_device
+
+        resolve_device(device)  # an unknown or absent device stops here, before any work
         os.environ["VFX_DEVICE"] = device
     settings = reload_settings()
     setup_logging("DEBUG" if debug else settings.log_level)

@@ -26,8 +26,6 @@ log = get_logger("media.video")
 
 # Audio codecs an MP4 can carry as they are; anything else is re-encoded to AAC.
 _MP4_AUDIO = {"aac", "mp3", "ac3", "eac3", "alac", "opus", "flac"}
-# How far ahead of the video (seconds) audio packets are interleaved.
-_AUDIO_LEAD_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -246,12 +244,18 @@ class VideoWriter:
         self.frames_written = 0
         self.size: tuple[int, int] | None = None
         self._out = AtomicFile(self.path)
+        self._stream: Any = None
+        self._audio: _AudioCarry | None = None
         # faststart puts the index first: the file streams over HTTP range requests.
         self._container = av.open(
             str(self._out.tmp), mode="w", format="mp4", options={"movflags": "+faststart"}
         )
-        self._stream: Any = None
-        self._audio = _AudioCarry(self._container, audio_from) if audio_from else None
+        if audio_from:
+            try:
+                self._audio = _AudioCarry(self._container, audio_from)
+            except BaseException:
+                self.abort()  # an unreadable audio source leaves no .part file behind
+                raise
 
     def __enter__(self) -> VideoWriter:
         return self
@@ -297,7 +301,9 @@ class VideoWriter:
             self._container.mux(packet)
         self.frames_written += 1
         if self._audio is not None:
-            self._audio.mux_until(self.frames_written / self.rate + _AUDIO_LEAD_S)
+            # Audio goes in up to the video written so far (the muxer interleaves by time),
+            # never beyond: what follows the last frame is dropped at close.
+            self._audio.mux_until(float(self.frames_written / self.rate))
 
     def close(self) -> Path:
         """Finish encoding and move the file into place."""
@@ -308,7 +314,9 @@ class VideoWriter:
             for packet in self._stream.encode(None):
                 self._container.mux(packet)
             if self._audio is not None:
-                self._audio.mux_until(None)
+                # The audio ends with the video: a shortened output (max frames, a trim)
+                # must not carry the source's remaining minutes of sound.
+                self._audio.finish(float(self.frames_written / self.rate))
             self._container.close()
         except BaseException:
             self.abort()
@@ -356,8 +364,8 @@ class _AudioCarry:
         self._in_stream = in_stream
         self._packets = self._src.demux(in_stream)
 
-    def mux_until(self, t: float | None) -> None:
-        """Mux source audio up to `t` seconds of output time (None: all that is left)."""
+    def mux_until(self, t: float) -> None:
+        """Mux source audio up to `t` seconds of output time."""
         if self._packets is None:
             return
         while True:
@@ -365,13 +373,11 @@ class _AudioCarry:
             self._pending = None
             if packet is None:
                 self._packets = None
-                if not self._remux:
-                    self._encode(None)
                 return
             if packet.pts is None:  # demuxer flush packet
                 continue
             when = float(packet.pts * packet.time_base) - self._offset
-            if t is not None and when > t:
+            if when > t:
                 self._pending = packet
                 return
             if self._remux:
@@ -384,6 +390,15 @@ class _AudioCarry:
             else:
                 for frame in packet.decode():
                     self._encode(frame)
+
+    def finish(self, end: float) -> None:
+        """Mux the audio that starts before `end` seconds, flush, and drop the rest."""
+        if self._src is None:
+            return
+        self.mux_until(end)
+        self._packets = self._pending = None
+        if not self._remux:
+            self._encode(None)
 
     def _encode(self, frame: Any) -> None:
         frames = self._resampler.resample(frame) if frame is not None else [None]

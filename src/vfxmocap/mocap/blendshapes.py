@@ -121,7 +121,6 @@ def _features(face: Array) -> dict[str, float]:
         "jaw": float(q[_NOSE, 1] - q[_CHIN, 1]),
         "mouth_width": float(np.linalg.norm(q[_MOUTH_CORNER["Left"]] - q[_MOUTH_CORNER["Right"]])),
         "lip_height": float(q[_LIP_TOP, 1] - q[_LIP_BOTTOM, 1]),
-        "mouth_x": float((q[_MOUTH_CORNER["Left"], 0] + q[_MOUTH_CORNER["Right"], 0]) / 2),
     }
     for side in ("Left", "Right"):
         upper, lower, outer, inner = _EYE[side]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import shutil
 import socket
 import urllib.error
 import urllib.parse
@@ -315,12 +314,6 @@ class ModelStore:
                 f"could not download {spec.source.repo} ({exc}). " + self._placement(spec, []),
                 hint=self._pull_hint(spec),
             ) from exc
-
-    def remove(self, name: str) -> None:
-        spec = self.catalog.get(name)
-        if spec.builtin:
-            raise InvalidParams(f"model {name!r} is built in and cannot be removed")
-        shutil.rmtree(self.directory(spec), ignore_errors=True)
 
 
 def check_reachable(url: str, timeout: float = 3.0) -> None:

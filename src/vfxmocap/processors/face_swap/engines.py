@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import cv2
 import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, Field
@@ -156,15 +155,3 @@ def swap_face(
     patch, coverage = engine.render(frame, target, source, roi)
     paste(frame, patch, coverage, target, roi, opts, keep_out)
     return True
-
-
-def largest_face_first(faces: list[Face]) -> list[Face]:
-    return sorted(faces, key=lambda f: -f.area)
-
-
-def resize_for_analysis(image: Frame, max_side: int) -> tuple[Frame, float]:
-    scale = min(1.0, max_side / max(image.shape[:2]))
-    if scale == 1.0:
-        return image, 1.0
-    small: Frame = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-    return small, scale
