@@ -141,7 +141,7 @@ def test_recover_after_a_crash(tmp_path: Path) -> None:
 def test_recover_spares_live_workers(store: JobStore) -> None:
     job = store.submit("w", {})
     store.claim("alive")
-    assert store.recover(workers_alive={"alive"}) == {"requeued": 0, "failed": 0}
+    assert store.recover(lambda worker, beat: worker != "alive") == {"requeued": 0, "failed": 0}
     assert store.get(job.id).state == JobState.RUNNING  # type: ignore[union-attr]
 
 

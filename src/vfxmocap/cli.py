@@ -247,20 +247,9 @@ def probe(
     as_json: JsonOpt = False,
 ) -> None:
     """Show a media file's properties (size, frame rate, frames, duration, audio)."""
-    from vfxmocap.media.image import is_image_path, read_image
-    from vfxmocap.media.video import probe as probe_video
+    from vfxmocap.media.sources import media_info
 
-    info: dict[str, Any]
-    if is_image_path(file):
-        image = read_image(file, keep_alpha=True)
-        info = {
-            "path": str(file),
-            "type": "image",
-            "width": image.shape[1],
-            "height": image.shape[0],
-        }
-    else:
-        info = {"type": "video", **probe_video(file).to_dict()}
+    info = media_info(file)
     if as_json:
         _print_json(info)
         return

@@ -50,7 +50,15 @@ class Settings(BaseSettings):
         default_factory=lambda: Path(platformdirs.user_cache_dir(APP_NAME)) / "models",
         description="Where model files are stored and looked up.",
     )
-    output_dir: Path = Field(Path("out"), description="Default directory for results.")
+    data_dir: Path = Field(
+        default_factory=lambda: Path(platformdirs.user_data_dir(APP_NAME)),
+        description="The service's job database (SQLite), uploads and per-job outputs.",
+    )
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL of the job store (PostgreSQL for several machines); "
+        "default: SQLite in WAL mode under data_dir.",
+    )
     offline: bool = Field(
         False, description="Never touch the network; model pulls fail at once with instructions."
     )
@@ -59,6 +67,42 @@ class Settings(BaseSettings):
     video_crf: int = Field(18, ge=0, le=51, description="H.264 quality (lower is better).")
     video_preset: X264Preset = Field("veryfast", description="x264 speed/size trade-off.")
     queue_size: int = Field(8, ge=1, le=256, description="Frames buffered between pipeline stages.")
+
+    # --- the service (`vfx serve`, `vfx worker`) ---
+    host: str = Field("127.0.0.1", description="API bind address; non-loopback needs api_token.")
+    port: int = Field(8420, ge=1, le=65535, description="API port.")
+    api_token: str | None = Field(
+        None, description="Bearer token every route and WebSocket requires when set."
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list, description="Browser origins allowed by CORS (none by default)."
+    )
+    rate_limit_per_s: float = Field(
+        100.0, gt=0, description="Requests per second each client may sustain."
+    )
+    rate_burst: int = Field(400, ge=1, description="Requests a client may make in one burst.")
+    upload_max_mb: float = Field(2048.0, gt=0, description="Largest upload accepted.")
+    workers: int = Field(1, ge=1, le=64, description="Local worker processes (device slots).")
+    job_retention_days: float = Field(
+        7.0, gt=0, description="Finished jobs and their outputs are deleted after this long."
+    )
+    cancel_grace_s: float = Field(
+        5.0, ge=0, description="How long a cancelled job may take to stop before it is killed."
+    )
+    shutdown_grace_s: float = Field(
+        30.0, ge=0, description="On SIGTERM, how long running jobs may take to finish."
+    )
+    broker_url: str | None = Field(
+        None, description="Celery broker (redis://...): jobs go to Celery workers."
+    )
+    workflow_modules: list[str] = Field(
+        default_factory=list,
+        description="Extra modules that register workflows (plugins), imported at start.",
+    )
+
+    @property
+    def job_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'jobs.sqlite3'}"
 
     @classmethod
     def settings_customise_sources(

@@ -96,10 +96,14 @@ class Progress:
 
 
 class CancelToken:
-    """A flag checked between frames or denoising steps; `check()` raises `Cancelled`."""
+    """A flag checked between frames or denoising steps; `check()` raises `Cancelled`.
 
-    def __init__(self) -> None:
-        self._event = threading.Event()
+    `event` may be any object with set() / is_set(): a multiprocessing Event lets a job
+    runner cancel the work of a worker process.
+    """
+
+    def __init__(self, event: Any = None) -> None:
+        self._event = event if event is not None else threading.Event()
 
     def cancel(self) -> None:
         self._event.set()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
@@ -108,6 +108,10 @@ class Job:
         return data
 
 
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
 def _load(text: str | None) -> Any:
     return json.loads(text) if text else None
 
@@ -183,9 +187,10 @@ class JobStore:
         device: str = "cpu",
         max_attempts: int = 3,
         timeout_s: float | None = None,
+        job_id: str | None = None,
     ) -> Job:
         row = JobRow(
-            id=uuid.uuid4().hex,
+            id=job_id or new_job_id(),
             workflow=workflow,
             inputs=json.dumps(inputs, default=str),
             priority=priority,
@@ -303,6 +308,9 @@ class JobStore:
         with self._session() as session:
             return bool(session.execute(query.values(**values)).rowcount)  # type: ignore[attr-defined]
 
+    def heartbeat(self, job_id: str) -> bool:
+        return self._update(job_id, only={JobState.RUNNING}, heartbeat_at=time.time())
+
     def report_progress(self, job_id: str, progress: dict[str, Any]) -> bool:
         return self._update(
             job_id, only={JobState.RUNNING}, progress=json.dumps(progress), heartbeat_at=time.time()
@@ -390,10 +398,13 @@ class JobStore:
             return True
 
     def recover(
-        self, *, workers_alive: set[str] | None = None, stale_after_s: float | None = None
+        self, lost: Callable[[str | None, float | None], bool] | None = None
     ) -> dict[str, int]:
-        """After a crash or restart: running jobs of dead workers go back to the queue
-        (their attempt counts) or fail with a reason when attempts are exhausted."""
+        """After a crash or restart: running jobs whose worker is lost go back to the queue
+        (their attempt counts) or fail with a reason when attempts are exhausted.
+
+        `lost(worker, heartbeat_at)` decides per job; by default every running job is lost
+        (one machine, nothing else running)."""
         now = time.time()
         requeued = failed = 0
         with self._session() as session:
@@ -401,20 +412,14 @@ class JobStore:
                 select(JobRow).where(JobRow.state == JobState.RUNNING.value)
             ).all()
             for row in rows:
-                alive = workers_alive is not None and row.worker in workers_alive
-                fresh = (
-                    stale_after_s is not None
-                    and row.heartbeat_at is not None
-                    and now - row.heartbeat_at < stale_after_s
-                )
-                if alive or fresh:
+                if lost is not None and not lost(row.worker, row.heartbeat_at):
                     continue
-                lost = {
+                why = {
                     "code": "worker_unavailable",
                     "message": f"the worker running this job stopped ({row.worker})",
                     "hint": "It was retried automatically; retry it again if it failed.",
                 }
-                row.error = json.dumps(lost)
+                row.error = json.dumps(why)
                 row.worker = None
                 if row.cancel_requested:
                     row.state = JobState.CANCELLED.value

@@ -16,7 +16,7 @@ from typing import Any
 from vfxmocap.core.errors import InputError, MediaError
 from vfxmocap.core.log import native_stderr_silenced
 from vfxmocap.media.image import Frame, is_image_path, read_image
-from vfxmocap.media.video import VideoReader
+from vfxmocap.media.video import VideoReader, probe
 
 _PRINTF = re.compile(r"%0?(\d*)d")
 _CAMERA = re.compile(r"(?:camera|webcam|cam):(\d+)")
@@ -211,3 +211,18 @@ def open_source(
     if is_image_path(text):
         return ImageSource(text, fps=fps or 30.0)
     return VideoSource(text)
+
+
+def media_info(path: str | Path) -> dict[str, Any]:
+    """What a media file is, from its content: an image's size, or a video's probe (which
+    also decodes the first frame). Raises `MediaError` for anything else."""
+    path = Path(path)
+    if is_image_path(path):
+        image = read_image(path, keep_alpha=True)
+        return {
+            "path": str(path),
+            "type": "image",
+            "width": image.shape[1],
+            "height": image.shape[0],
+        }
+    return {"type": "video", **probe(path).to_dict()}

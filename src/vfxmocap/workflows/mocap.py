@@ -360,5 +360,7 @@ MOCAP = register(
             device="cpu", memory_gb=0.8, models=("mediapipe-pose", "mediapipe-selfie-segmentation")
         ),
         demo=demo,
+        files=("input", "matte_background"),
+        place_outputs=lambda inputs, job_dir: {"output_dir": job_dir},
     )
 )

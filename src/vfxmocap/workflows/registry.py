@@ -5,16 +5,19 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from vfxmocap.core.config import get_settings
 from vfxmocap.core.errors import InvalidParams
 from vfxmocap.core.progress import CancelToken, Progress
 
 # Modules that declare the built-in workflows; importing one registers its workflows.
 BUILTIN_MODULES = (
+    "vfxmocap.workflows.probe",
     "vfxmocap.workflows.transcode",
     "vfxmocap.workflows.swap",
     "vfxmocap.workflows.mocap",
@@ -39,6 +42,7 @@ class Resources:
     device: Literal["any", "gpu", "cpu"] = "any"
     memory_gb: float = 0.5
     models: tuple[str, ...] = ()  # catalog names
+    timeout_s: float = 3600.0  # a job's default time limit
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,12 @@ class Workflow:
     resources: Resources = field(default_factory=Resources)
     # Inputs that run this workflow on the bundled sample media, writing under a folder.
     demo: Callable[[Path], BaseModel] | None = None
+    # Input fields that name files (a path, or a list of paths). Over the API they hold
+    # upload ids, never paths.
+    files: tuple[str, ...] = ()
+    # Where a job's outputs go: the output fields' values inside the job's own folder,
+    # given the (resolved) inputs. The API sets these; clients cannot.
+    place_outputs: Callable[[dict[str, Any], Path], dict[str, Any]] | None = None
 
     def parse(self, data: dict[str, Any] | BaseModel) -> BaseModel:
         """Validate raw inputs (CLI flags, JSON) into this workflow's input model."""
@@ -78,8 +88,20 @@ def register(workflow: Workflow) -> Workflow:
 
 
 def _load_builtins() -> None:
+    """Import the built-in workflows, then plugins: `workflow_modules` from the settings and
+    packages that declare a `vfxmocap.workflows` entry point."""
     for module in BUILTIN_MODULES:
         importlib.import_module(module)
+    for module in get_settings().workflow_modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise InvalidParams(
+                f"workflow module {module!r} cannot be imported: {exc}",
+                hint="Fix VFX_WORKFLOW_MODULES or install the package that provides it.",
+            ) from exc
+    for entry in entry_points(group="vfxmocap.workflows"):
+        entry.load()
 
 
 def all_workflows() -> list[Workflow]:

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from vfxmocap.core.errors import InvalidParams
 from vfxmocap.core.log import get_logger
 from vfxmocap.core.progress import CancelToken, Progress
-from vfxmocap.media.image import WRITABLE_SUFFIXES, Frame, write_image
+from vfxmocap.media.image import WRITABLE_SUFFIXES, Frame, is_image_path, write_image
 from vfxmocap.media.pipeline import transform_video
 from vfxmocap.media.sources import ImageSource, open_source
 from vfxmocap.processors.face_swap.processor import FaceSwapProcessor, SwapOptions, SwapState
@@ -74,6 +74,12 @@ def run(inputs: SwapInputs, progress: Progress, cancel: CancelToken) -> Workflow
             state.close()
 
 
+def place_outputs(inputs: dict[str, Any], job_dir: Path) -> dict[str, Any]:
+    """An image target gives an image (PNG), anything else a video."""
+    name = "output.png" if is_image_path(str(inputs.get("target", ""))) else "output.mp4"
+    return {"output": job_dir / name}
+
+
 def demo(out_dir: Path) -> SwapInputs:
     return SwapInputs(
         sources=[str(sample_path("astronaut"))],
@@ -93,5 +99,7 @@ SWAP = register(
             device="any", memory_gb=1.0, models=("mediapipe-face-detection", "mediapipe-face-mesh")
         ),
         demo=demo,
+        files=("sources", "target", "references"),
+        place_outputs=place_outputs,
     )
 )

@@ -66,5 +66,7 @@ TRANSCODE = register(
         run=run,
         resources=Resources(device="cpu", memory_gb=0.3),
         demo=demo,
+        files=("input",),
+        place_outputs=lambda inputs, job_dir: {"output": job_dir / "video.mp4"},
     )
 )

@@ -1,0 +1,1 @@
+"""The HTTP + WebSocket API (FastAPI): `create_app(service)`."""

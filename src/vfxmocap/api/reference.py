@@ -1,0 +1,27 @@
+"""Expected speed per workflow, from the benchmarks in bench/ (720p, measured on a 2-core
+x86 CPU). Other CPUs are estimated by core count; GPUs are not measured yet, so they get
+the CPU figure as a floor."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from vfxmocap.device import DeviceReport
+
+# bench/transcode.py, bench/swap.py (one face), bench/mocap.py (end to end).
+MEASURED_FPS_720P = {"transcode": 90.0, "swap": 37.6, "mocap": 48.0}
+MEASURED_CORES = 2
+
+
+def expected_fps(device: DeviceReport) -> dict[str, Any]:
+    cores = os.cpu_count() or MEASURED_CORES
+    # The pipelines overlap decode, compute and encode in about three threads: more cores
+    # than that help little.
+    scale = min(cores, 4) / MEASURED_CORES
+    return {
+        "resolution": "1280x720",
+        "basis": f"bench/ on {MEASURED_CORES} CPU cores, scaled to {cores} cores"
+        + ("" if device.kind == "cpu" else f"; {device.kind} not measured, a floor"),
+        "fps": {name: round(fps * scale, 1) for name, fps in MEASURED_FPS_720P.items()},
+    }

@@ -1,0 +1,78 @@
+"""API security: the bind rule, the bearer token, CORS and per-client rate limits."""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import threading
+import time
+from collections import OrderedDict
+
+from fastapi import WebSocket
+
+from vfxmocap.core.errors import InvalidParams
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(host: str, token: str | None) -> None:
+    """A server reachable from other machines must not be open to them."""
+    if not is_loopback(host) and not token:
+        raise InvalidParams(
+            f"refusing to listen on {host} without an API token",
+            hint="Set VFX_API_TOKEN (a long random string) or bind 127.0.0.1.",
+        )
+
+
+def token_matches(expected: str | None, authorization: str | None, query: str | None) -> bool:
+    """True when no token is configured, or the request carries it: `Authorization: Bearer`
+    or, for browsers' WebSockets (which cannot set headers), `?token=`."""
+    if not expected:
+        return True
+    given = None
+    if authorization and authorization.lower().startswith("bearer "):
+        given = authorization[7:].strip()
+    elif query:
+        given = query
+    return given is not None and hmac.compare_digest(given.encode(), expected.encode())
+
+
+async def websocket_allowed(websocket: WebSocket, token: str | None) -> bool:
+    """Check a WebSocket's token before accepting it; refuse with 1008 (policy) if wrong."""
+    if token_matches(
+        token, websocket.headers.get("authorization"), websocket.query_params.get("token")
+    ):
+        return True
+    await websocket.close(code=1008, reason="a valid API token is required")
+    return False
+
+
+class RateLimiter:
+    """A token bucket per client: `rate` requests per second, bursts up to `burst`.
+    Remembers at most `max_clients` clients (least recently seen forgotten first)."""
+
+    def __init__(self, rate: float, burst: int, max_clients: int = 10_000) -> None:
+        self.rate, self.burst, self.max_clients = rate, float(burst), max_clients
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def allow(self, client: str) -> tuple[bool, float]:
+        """(allowed, seconds until the next request would be)."""
+        now = time.monotonic()
+        with self._lock:
+            tokens, last = self._buckets.pop(client, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - last) * self.rate)
+            allowed = tokens >= 1.0
+            if allowed:
+                tokens -= 1.0
+            self._buckets[client] = (tokens, now)
+            while len(self._buckets) > self.max_clients:
+                self._buckets.popitem(last=False)
+        return allowed, 0.0 if allowed else (1.0 - tokens) / self.rate

@@ -1,0 +1,192 @@
+"""Live streams over WebSocket: `WS /api/stream/{name}` with name `swap` or `pose`.
+
+Protocol: the client first sends a JSON text message with its settings (swap:
+`{"sources": [upload ids], "options": {...}}`; pose: `{"draw": "preview" | "control"}`),
+then binary frames (JPEG or WebP). The server answers each processed frame with a JPEG,
+and about once a second with a JSON stats message `{type: "stats", fps_in, fps_out,
+latency_p50_ms, latency_p95_ms, dropped, frames}`.
+
+Back-pressure: only the newest frame waits. A frame that arrives while another waits
+replaces it and is counted as dropped, so nothing queues without bound and latency stays
+one frame deep. Everything a connection holds (the processor, its models, the waiting
+frame) is released when it disconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, WebSocket, WebSocketDisconnect
+from pydantic import BaseModel, Field, ValidationError
+
+from vfxmocap.api.security import websocket_allowed
+from vfxmocap.core.config import Settings
+from vfxmocap.core.errors import VfxError
+from vfxmocap.core.log import get_logger
+from vfxmocap.media.image import Frame, decode_image, encode_image
+
+log = get_logger("api.stream")
+
+Process = Callable[[Frame, float], Frame]
+
+
+class SwapStream(BaseModel):
+    sources: list[str] = Field(min_length=1, description="Upload ids of source faces.")
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class PoseStream(BaseModel):
+    draw: str = Field("preview", pattern="^(preview|control)$")
+
+
+def _open_swap(config: dict[str, Any], app: FastAPI) -> tuple[Process, Callable[[], None]]:
+    from vfxmocap.processors.face_swap.processor import FaceSwapProcessor, SwapOptions
+
+    settings = SwapStream.model_validate(config)
+    sources = [app.state.service.uploads.path(s) for s in settings.sources]
+    processor = FaceSwapProcessor()
+    state = processor.prepare(SwapOptions.model_validate(settings.options), sources, live=True)
+    return (lambda frame, t: processor.process(frame, state, t)), state.close
+
+
+def _open_pose(config: dict[str, Any], app: FastAPI) -> tuple[Process, Callable[[], None]]:
+    from vfxmocap.mocap.live import LivePose
+
+    settings = PoseStream.model_validate(config)
+    pose = LivePose(draw="control" if settings.draw == "control" else "preview")
+    return pose, pose.close
+
+
+STREAMS: dict[str, Callable[[dict[str, Any], FastAPI], tuple[Process, Callable[[], None]]]] = {
+    "swap": _open_swap,
+    "pose": _open_pose,
+}
+
+
+class _Counters:
+    def __init__(self) -> None:
+        self.received = self.processed = self.dropped = 0
+        self.latencies: deque[float] = deque(maxlen=300)
+        self.started = time.monotonic()
+        self.window_start = self.started
+        self.window_in = self.window_out = 0
+
+    def snapshot(self) -> dict[str, Any]:
+        now = time.monotonic()
+        span = max(now - self.window_start, 1e-6)
+        lat = np.array(self.latencies) * 1000 if self.latencies else np.zeros(1)
+        stats = {
+            "type": "stats",
+            "frames": self.processed,
+            "received": self.received,
+            "dropped": self.dropped,
+            "fps_in": round(self.window_in / span, 2),
+            "fps_out": round(self.window_out / span, 2),
+            "latency_p50_ms": round(float(np.percentile(lat, 50)), 2),
+            "latency_p95_ms": round(float(np.percentile(lat, 95)), 2),
+        }
+        self.window_start, self.window_in, self.window_out = now, 0, 0
+        return stats
+
+
+def add_stream_routes(app: FastAPI, settings: Settings) -> None:
+    @app.websocket("/api/stream/{name}")
+    async def stream(websocket: WebSocket, name: str) -> None:
+        if not await websocket_allowed(websocket, settings.api_token):
+            return
+        if name not in STREAMS:
+            await websocket.close(code=1008, reason=f"unknown stream; known: {', '.join(STREAMS)}")
+            return
+        await websocket.accept()
+        # One thread per connection: MediaPipe graphs stay on the thread that made them.
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"stream-{name}")
+        loop = asyncio.get_running_loop()
+        close: Callable[[], None] | None = None
+        try:
+            config = await asyncio.wait_for(websocket.receive_json(), timeout=30)
+            process, close = await loop.run_in_executor(pool, STREAMS[name], config, app)
+            await websocket.send_json({"type": "ready", "stream": name})
+            await _serve(websocket, process, pool, loop)
+        except (ValidationError, VfxError) as exc:
+            message = exc.message if isinstance(exc, VfxError) else _first_error(exc)
+            with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+                await websocket.send_json({"type": "error", "message": message})
+                await websocket.close(code=1008, reason=message[:120])
+        except (WebSocketDisconnect, TimeoutError):
+            log.debug("stream %s: client left", name)
+        finally:
+            if close is not None:
+                await loop.run_in_executor(pool, close)
+            pool.shutdown(wait=False)
+
+
+def _first_error(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    return f"{'.'.join(map(str, error['loc']))}: {error['msg']}"
+
+
+async def _serve(
+    websocket: WebSocket,
+    process: Process,
+    pool: ThreadPoolExecutor,
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    counters = _Counters()
+    newest: list[tuple[bytes, float]] = []  # at most one waiting frame
+    arrived = asyncio.Event()
+    origin = time.monotonic()
+
+    def work(data: bytes) -> bytes:
+        frame = decode_image(data, source="stream frame")
+        out = process(frame, time.monotonic() - origin)
+        return encode_image(out, ".jpg", quality=85)
+
+    async def receive() -> None:
+        while True:
+            data = await websocket.receive_bytes()
+            counters.received += 1
+            counters.window_in += 1
+            if newest:
+                counters.dropped += 1  # stale: replaced by this newer frame
+                newest.clear()
+            newest.append((data, time.monotonic()))
+            arrived.set()
+
+    async def stats() -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            await websocket.send_json(counters.snapshot())
+
+    receiver = asyncio.create_task(receive())
+    reporter = asyncio.create_task(stats())
+    try:
+        while True:
+            waiter = asyncio.create_task(arrived.wait())
+            done, _ = await asyncio.wait({waiter, receiver}, return_when=asyncio.FIRST_COMPLETED)
+            if receiver in done:
+                waiter.cancel()
+                receiver.result()  # raises WebSocketDisconnect when the client left
+            arrived.clear()
+            data, received_at = newest.pop()
+            try:
+                encoded = await loop.run_in_executor(pool, work, data)
+            except VfxError as exc:  # an undecodable frame: say so, keep the stream
+                await websocket.send_json({"type": "error", "message": exc.message})
+                continue
+            await websocket.send_bytes(encoded)
+            counters.processed += 1
+            counters.window_out += 1
+            counters.latencies.append(time.monotonic() - received_at)
+    finally:
+        for task in (receiver, reporter):
+            task.cancel()
+        for task in (receiver, reporter):
+            with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, RuntimeError):
+                await task

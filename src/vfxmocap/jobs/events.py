@@ -1,0 +1,83 @@
+"""Job events, fanned out to whoever listens (WebSocket clients, the CLI's --wait).
+
+One event shape for every surface: {type, job_id, stage, value, max, percent, eta_s,
+message}. Publishing never blocks the runner: each listener has a bounded buffer and a
+slow one loses its oldest progress events, never a final one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from typing import Any
+
+Event = dict[str, Any]
+FINAL_TYPES = {"succeeded", "failed", "cancelled"}
+
+
+def job_event(kind: str, job_id: str, **fields: Any) -> Event:
+    event: Event = {
+        "type": kind,
+        "job_id": job_id,
+        "stage": None,
+        "value": None,
+        "max": None,
+        "percent": None,
+        "eta_s": None,
+        "message": "",
+    }
+    event.update(fields)
+    return event
+
+
+class AsyncListener:
+    """A bounded asyncio queue fed from any thread."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, maxsize: int = 256) -> None:
+        self.loop = loop
+        self.queue: asyncio.Queue[Event] = asyncio.Queue(maxsize)
+        self.dropped = 0
+
+    def __call__(self, event: Event) -> None:
+        self.loop.call_soon_threadsafe(self._put, event)
+
+    def _put(self, event: Event) -> None:
+        if self.queue.full():
+            try:
+                self.queue.get_nowait()  # drop the oldest: progress is superseded anyway
+                self.dropped += 1
+            except asyncio.QueueEmpty:
+                pass
+        self.queue.put_nowait(event)
+
+
+class EventBus:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._listeners: list[Callable[[Event], None]] = []
+
+    def subscribe(self, listener: Callable[[Event], None]) -> Callable[[], None]:
+        with self._lock:
+            self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if listener in self._listeners:
+                    self._listeners.remove(listener)
+
+        return unsubscribe
+
+    def publish(self, event: Event) -> None:
+        with self._lock:
+            listeners = list(self._listeners)
+        for listener in listeners:
+            try:
+                listener(event)
+            except RuntimeError:  # a listener whose event loop has closed
+                self._drop(listener)
+
+    def _drop(self, listener: Callable[[Event], None]) -> None:
+        with self._lock:
+            if listener in self._listeners:
+                self._listeners.remove(listener)

@@ -1,0 +1,357 @@
+"""The embedded runner: worker processes the server starts itself, one per device slot.
+
+Workers are *spawned*, not forked (a forked CUDA context is unusable), and live across
+jobs so models loaded by one job stay warm for the next. Each slot has a thread in the
+server that claims a job from the store (the per-device limit is enforced there,
+atomically), hands it to its process over a pipe, relays progress to the store and the
+event bus, and enforces cancel (cooperative token, then a hard kill after a grace period)
+and the job's time limit (kill). A worker that dies takes no job with it: the job is
+queued again (attempt + 1) or failed with a reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
+
+from vfxmocap.core.errors import Cancelled, JobTimeout, VfxError, WorkerUnavailable
+from vfxmocap.core.log import get_logger, job_id_var
+from vfxmocap.jobs.events import EventBus, job_event
+from vfxmocap.jobs.store import Job, JobState, JobStore
+
+log = get_logger("jobs.runner")
+
+_HEARTBEAT_S = 2.0
+_PROGRESS_WRITE_S = 0.25  # progress rows are rewritten at most this often per job
+
+
+def worker_main(conn: Connection, cancel: Any, device: str, log_level: str) -> None:
+    """A worker process: run jobs sent over `conn` until told to stop or the pipe closes."""
+    # Ctrl+C in the terminal reaches the whole process group; the server decides when
+    # its workers stop (after a grace period), so they ignore it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.environ["VFX_DEVICE"] = device
+    from vfxmocap.core.config import reload_settings
+    from vfxmocap.core.log import setup_logging
+    from vfxmocap.core.progress import CancelToken, Progress, ProgressEvent
+    from vfxmocap.workflows import get_workflow
+
+    reload_settings()
+    setup_logging(log_level)
+    while True:
+        try:
+            message = conn.recv()
+        except EOFError:
+            return  # the server is gone
+        if message[0] == "stop":
+            return
+        _, job_id, name, inputs = message
+        token = job_id_var.set(job_id)
+
+        def send(event: ProgressEvent) -> None:
+            conn.send(("progress", event.to_dict()))
+
+        try:
+            workflow = get_workflow(name)
+            result = workflow(inputs, Progress(send, job_id=job_id), CancelToken(cancel))
+            outputs = {k: str(v) for k, v in result.outputs.items()}
+            conn.send(("done", outputs, result.summary))
+        except VfxError as exc:
+            conn.send(("error", exc.to_dict(), exc.retryable))
+        except Exception as exc:  # a bug: reported as internal, with the traceback logged
+            log.exception("job %s failed with an internal error", job_id)
+            message_text = f"internal error: {type(exc).__name__}: {exc}"
+            internal = VfxError(message_text)
+            conn.send(("error", internal.to_dict(), False))
+        finally:
+            job_id_var.reset(token)
+
+
+@dataclass
+class RunnerStats:
+    started: int = 0
+    finished: int = 0
+    killed: int = 0
+    respawned: int = 0
+    by_state: dict[str, int] = field(default_factory=dict)
+
+
+class _Slot:
+    """One worker process and the thread that feeds it."""
+
+    def __init__(self, runner: LocalRunner, index: int) -> None:
+        self.runner = runner
+        self.name = f"{runner.instance}/slot{index}"
+        self.ctx = multiprocessing.get_context("spawn")
+        self.proc: Any = None
+        self.conn: Connection | None = None
+        self.cancel = self.ctx.Event()
+        self.job: Job | None = None
+        self.thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
+
+    # --- the process ---------------------------------------------------------------------
+
+    def spawn(self) -> None:
+        parent, child = self.ctx.Pipe()
+        self.proc = self.ctx.Process(
+            target=worker_main,
+            args=(child, self.cancel, self.runner.device, self.runner.log_level),
+            name=f"vfx-worker-{self.name}",
+            daemon=True,
+        )
+        self.proc.start()
+        child.close()
+        self.conn = parent
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join(10)
+        if self.conn is not None:
+            self.conn.close()
+        self.proc = self.conn = None
+
+    def stop(self) -> None:
+        """Ask an idle process to exit; kill it if it does not."""
+        if self.conn is not None:
+            with contextlib.suppress(OSError, BrokenPipeError):
+                self.conn.send(("stop",))
+        if self.proc is not None:
+            self.proc.join(5)
+        self.kill()
+
+    # --- the feeding thread --------------------------------------------------------------
+
+    def _loop(self) -> None:
+        runner = self.runner
+        while not runner.draining.is_set():
+            job = runner.store.claim(
+                self.name, runner.device, limit=runner.slots, workflows=runner.workflows
+            )
+            if job is None:
+                runner.wait_for_work()
+                continue
+            self.job = job
+            try:
+                self._execute(job)
+            finally:
+                self.job = None
+
+    def _execute(self, job: Job) -> None:
+        runner = self.runner
+        if self.proc is None or not self.proc.is_alive():
+            self.spawn()
+            runner.stats.respawned += 1
+        assert self.conn is not None
+        self.cancel.clear()
+        runner.publish(job_event("started", job.id, message=f"attempt {job.attempt}"))
+        runner.stats.started += 1
+        timeout = job.timeout_s or runner.default_timeout(job.workflow)
+        started = time.monotonic()
+        cancel_at: float | None = None
+        last_beat = last_write = 0.0
+        try:
+            self.conn.send(("run", job.id, job.workflow, job.inputs))
+        except (OSError, BrokenPipeError):
+            self._lost(job, "the worker process could not be reached")
+            return
+        while True:
+            now = time.monotonic()
+            if now - last_beat >= _HEARTBEAT_S:
+                last_beat = now
+                if runner.store.cancel_requested(job.id) and cancel_at is None:
+                    cancel_at = now
+                    self.cancel.set()  # the cooperative token: checked between frames
+                runner.store.heartbeat(job.id)
+            if cancel_at is not None and now - cancel_at > runner.cancel_grace_s:
+                log.warning(
+                    "job %s ignored cancel for %.0f s: killing its worker", job.id, now - cancel_at
+                )
+                self.kill()
+                runner.stats.killed += 1
+                self._finish_cancelled(job)
+                return
+            if now - started > timeout:
+                self.kill()
+                runner.stats.killed += 1
+                error = JobTimeout(f"the job ran longer than its limit of {timeout:.0f} s")
+                self._failed(job, error.to_dict(), retryable=False)
+                return
+            if runner.hard_stop.is_set():
+                self.kill()
+                runner.store.recover(lambda worker, _beat: worker == self.name)
+                runner.publish(job_event("queued", job.id, message="server stopped; queued again"))
+                return
+            try:
+                ready = self.conn.poll(0.1)
+                message = self.conn.recv() if ready else None
+            except (EOFError, OSError):
+                self._lost(job, f"the worker process exited (code {self._exitcode()})")
+                return
+            if message is None:
+                continue
+            kind = message[0]
+            if kind == "progress":
+                event = message[1]
+                if now - last_write >= _PROGRESS_WRITE_S or event.get("percent") == 100.0:
+                    last_write = now
+                    runner.store.report_progress(job.id, event)
+                runner.publish(job_event("progress", job.id, **_progress_fields(event)))
+            elif kind == "done":
+                runner.store.succeed(job.id, message[1], message[2])
+                runner.finished(job.id, "succeeded")
+                return
+            elif kind == "error":
+                error, retryable = message[1], message[2]
+                if error.get("code") == Cancelled.code:
+                    self._finish_cancelled(job)
+                else:
+                    self._failed(job, error, retryable=retryable)
+                return
+
+    def _exitcode(self) -> Any:
+        return self.proc.exitcode if self.proc is not None else None
+
+    def _lost(self, job: Job, why: str) -> None:
+        self.kill()
+        error = WorkerUnavailable(why, hint="The job was queued again automatically.")
+        self._failed(job, error.to_dict(), retryable=True)
+
+    def _failed(self, job: Job, error: dict[str, Any], *, retryable: bool) -> None:
+        state = self.runner.store.fail(job.id, error, retryable=retryable)
+        if state == JobState.QUEUED:
+            self.runner.publish(
+                job_event("queued", job.id, message=f"retrying: {error['message']}")
+            )
+            self.runner.notify()
+        elif state == JobState.FAILED:
+            self.runner.finished(job.id, "failed", message=error.get("message", ""))
+
+    def _finish_cancelled(self, job: Job) -> None:
+        self.runner.store.mark_cancelled(job.id)
+        self.runner.finished(job.id, "cancelled")
+
+
+def _progress_fields(event: dict[str, Any]) -> dict[str, Any]:
+    return {k: event.get(k) for k in ("stage", "value", "max", "percent", "eta_s", "message")}
+
+
+class LocalRunner:
+    """Runs queued jobs in `slots` spawned worker processes on `device`."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        *,
+        slots: int = 1,
+        device: str = "cpu",
+        bus: EventBus | None = None,
+        cancel_grace_s: float = 5.0,
+        log_level: str = "INFO",
+        workflows: set[str] | None = None,
+        default_timeout: Callable[[str], float] | None = None,
+    ) -> None:
+        self.store = store
+        self.slots = slots
+        self.device = device
+        self.bus = bus or EventBus()
+        self.cancel_grace_s = cancel_grace_s
+        self.log_level = log_level
+        self.workflows = workflows
+        self._timeout = default_timeout
+        self.instance = f"{socket.gethostname()}/{os.getpid()}"
+        self.draining = threading.Event()  # take no new jobs
+        self.hard_stop = threading.Event()  # stop running jobs too (re-queued)
+        self._work = threading.Condition()
+        self.stats = RunnerStats()
+        self._slots = [_Slot(self, i) for i in range(slots)]
+
+    def default_timeout(self, workflow: str) -> float:
+        return self._timeout(workflow) if self._timeout is not None else 3600.0
+
+    def start(self) -> None:
+        """Recover what a crash left running on this machine, then start the workers."""
+        self.recover()
+        for slot in self._slots:
+            slot.spawn()
+            slot.thread.start()
+
+    def _lost_worker(self, worker: str | None, heartbeat_at: float | None) -> bool:
+        """Is a running job's worker gone? Ours: no (our slots watch them). Another process
+        of this machine: when that process no longer exists (a crashed server). Elsewhere:
+        when nobody has heard from it for a minute."""
+        if worker is None:
+            return True
+        if worker.startswith(self.instance + "/"):
+            return False
+        host, _, rest = worker.partition("/")
+        pid = rest.partition("/")[0]
+        if host == socket.gethostname() and pid.isdigit() and not _pid_alive(int(pid)):
+            return True
+        return heartbeat_at is None or time.time() - heartbeat_at > 60
+
+    def recover(self) -> dict[str, int]:
+        """Queue again (or fail, attempts exhausted) the jobs of lost workers."""
+        recovered = self.store.recover(self._lost_worker)
+        if any(recovered.values()):
+            log.info("recovered jobs of lost workers: %s", recovered)
+            self.notify()
+        return recovered
+
+    def notify(self) -> None:
+        """Wake idle slots: a job was submitted or queued again."""
+        with self._work:
+            self._work.notify_all()
+
+    def wait_for_work(self, timeout: float = 0.5) -> None:
+        with self._work:
+            self._work.wait(timeout)
+
+    def publish(self, event: dict[str, Any]) -> None:
+        self.bus.publish(event)
+
+    def finished(self, job_id: str, state: str, message: str = "") -> None:
+        self.stats.finished += 1
+        self.stats.by_state[state] = self.stats.by_state.get(state, 0) + 1
+        self.publish(job_event(state, job_id, message=message))
+
+    def alive_workers(self) -> int:
+        return sum(slot.proc is not None and slot.proc.is_alive() for slot in self._slots)
+
+    @property
+    def busy(self) -> int:
+        return sum(slot.job is not None for slot in self._slots)
+
+    def stop(self, grace_s: float = 30.0) -> None:
+        """Take no new jobs; let running ones finish within `grace_s`, then stop them and
+        queue them again."""
+        self.draining.set()
+        self.notify()
+        deadline = time.monotonic() + grace_s
+        while self.busy and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if self.busy:
+            log.warning("%d job(s) still running after %.0f s: queued again", self.busy, grace_s)
+            self.hard_stop.set()
+        for slot in self._slots:
+            slot.thread.join(15)
+            slot.stop()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process, alive
+    return True

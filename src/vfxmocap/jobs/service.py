@@ -1,0 +1,179 @@
+"""The job service: the store, uploads, per-job output folders, events and the runner,
+assembled once for the API (and tests) to call.
+
+Inputs from clients are *untrusted*: file fields must hold upload ids, and output fields
+are set by the service to the job's own folder, whatever the client sent.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from vfxmocap.core.config import Settings, get_settings
+from vfxmocap.core.errors import InputError, InvalidParams
+from vfxmocap.core.log import get_logger
+from vfxmocap.jobs.events import EventBus, job_event
+from vfxmocap.jobs.runner import LocalRunner
+from vfxmocap.jobs.store import FINAL, Job, JobState, JobStore, new_job_id
+from vfxmocap.jobs.uploads import UploadStore
+from vfxmocap.workflows import Workflow, get_workflow
+
+log = get_logger("jobs.service")
+
+
+class JobService:
+    def __init__(self, settings: Settings | None = None, *, device: str = "cpu") -> None:
+        self.settings = settings or get_settings()
+        data = self.settings.data_dir
+        data.mkdir(parents=True, exist_ok=True)
+        self.jobs_dir = data / "jobs"
+        self.jobs_dir.mkdir(exist_ok=True)
+        self.store = JobStore(self.settings.job_database_url)
+        self.uploads = UploadStore(data / "uploads", int(self.settings.upload_max_mb * 2**20))
+        self.bus = EventBus()
+        self.device = device
+        self.runner = LocalRunner(
+            self.store,
+            slots=self.settings.workers,
+            device=device,
+            bus=self.bus,
+            cancel_grace_s=self.settings.cancel_grace_s,
+            log_level=self.settings.log_level,
+            default_timeout=lambda name: get_workflow(name).resources.timeout_s,
+        )
+        self._maintenance = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.runner.start()
+        self._thread = threading.Thread(target=self._maintain, name="vfx-maintenance", daemon=True)
+        self._thread.start()
+
+    def stop(self, grace_s: float | None = None) -> None:
+        """Stop taking jobs; running ones get `grace_s` to finish, then go back to the queue."""
+        self._maintenance.set()
+        self.runner.stop(self.settings.shutdown_grace_s if grace_s is None else grace_s)
+        self.store.engine.dispose()
+
+    def _maintain(self) -> None:
+        """Every few seconds: recover jobs of lost workers; now and then: retention."""
+        last_cleanup = 0.0
+        while not self._maintenance.wait(5.0):
+            self.runner.recover()
+            if time.time() - last_cleanup > 3600:
+                last_cleanup = time.time()
+                self.cleanup()
+
+    # --- jobs ---------------------------------------------------------------------------
+
+    def submit(
+        self,
+        workflow: str,
+        inputs: dict[str, Any],
+        *,
+        priority: int = 0,
+        timeout_s: float | None = None,
+        max_attempts: int = 3,
+    ) -> Job:
+        """Validate untrusted inputs into a queued job. Raises pydantic's ValidationError
+        (field messages) or `InputError` for an unknown upload id."""
+        flow = get_workflow(workflow)
+        job_id = new_job_id()
+        resolved = flow.parse(self._resolve(flow, dict(inputs), self.jobs_dir / job_id))
+        job = self.store.submit(
+            workflow,
+            resolved.model_dump(mode="json", by_alias=True),
+            priority=priority,
+            device=self.device,
+            max_attempts=max_attempts,
+            timeout_s=timeout_s or flow.resources.timeout_s,
+            job_id=job_id,
+        )
+        self.bus.publish(job_event("queued", job.id))
+        self.runner.notify()
+        return job
+
+    def _resolve(self, flow: Workflow, data: dict[str, Any], job_dir: Path) -> dict[str, Any]:
+        for name in flow.files:
+            value = data.get(name)
+            if value is None:
+                continue
+            if isinstance(value, list):
+                data[name] = [str(self.uploads.path(v)) for v in value]
+            else:
+                data[name] = str(self.uploads.path(value))
+        if flow.place_outputs is not None:
+            data.update(flow.place_outputs(data, job_dir))
+        return data
+
+    def get(self, job_id: str) -> Job:
+        job = self.store.get(job_id) if _is_id(job_id) else None
+        if job is None:
+            raise InputError(f"job {job_id} does not exist", hint="List jobs with GET /api/jobs.")
+        return job
+
+    def cancel(self, job_id: str) -> Job:
+        self.get(job_id)
+        state = self.store.cancel(job_id)
+        if state == JobState.CANCELLED:
+            self.bus.publish(job_event("cancelled", job_id))
+        return self.get(job_id)
+
+    def retry(self, job_id: str) -> Job:
+        job = self.get(job_id)
+        if self.store.retry(job_id) is None:
+            raise InvalidParams(
+                f"job {job_id} is {job.state.value}; only failed or cancelled jobs can be retried"
+            )
+        self.bus.publish(job_event("queued", job_id, message="retried"))
+        self.runner.notify()
+        return self.get(job_id)
+
+    def delete(self, job_id: str) -> None:
+        job = self.get(job_id)
+        if not self.store.delete(job_id):
+            raise InvalidParams(f"job {job_id} is {job.state.value}; cancel it before deleting it")
+        shutil.rmtree(self.jobs_dir / job_id, ignore_errors=True)
+
+    def output(self, job_id: str, name: str) -> Path:
+        """The file of one named output of a finished job."""
+        job = self.get(job_id)
+        outputs = job.outputs or {}
+        if name not in outputs:
+            raise InputError(
+                f"job {job_id} has no output {name!r}",
+                hint=f"Its outputs: {', '.join(outputs) or 'none (yet)'}.",
+            )
+        path = Path(outputs[name]).resolve()
+        if not path.is_relative_to((self.jobs_dir / job_id).resolve()) or not path.is_file():
+            raise InputError(f"output {name!r} of job {job_id} is not a file in its folder")
+        return path
+
+    def cleanup(self) -> int:
+        """Delete finished jobs (and their folders) older than the retention period."""
+        cutoff = time.time() - self.settings.job_retention_days * 86400
+        removed = 0
+        for state in FINAL:
+            cursor: float | None = None
+            while True:
+                page, cursor = self.store.list(state=state.value, limit=200, cursor=cursor)
+                for job in page:
+                    if job.finished_at is not None and job.finished_at < cutoff:
+                        self.store.delete(job.id)
+                        shutil.rmtree(self.jobs_dir / job.id, ignore_errors=True)
+                        removed += 1
+                if cursor is None:
+                    break
+        if removed:
+            log.info("retention: removed %d finished job(s)", removed)
+        return removed
+
+
+def _is_id(value: str) -> bool:
+    return len(value) == 32 and all(c in "0123456789abcdef" for c in value)

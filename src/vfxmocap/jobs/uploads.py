@@ -1,0 +1,84 @@
+"""Uploaded media, stored under opaque ids. Clients name files only by these ids: nothing
+a client sends ever becomes a filesystem path."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, UnidentifiedImageError
+
+from vfxmocap.core.errors import InputError, MediaError
+from vfxmocap.media.video import probe
+
+_ID = re.compile(r"[0-9a-f]{32}")
+# Containers we accept as video, by what PyAV reports (content, not the name).
+_VIDEO_EXT = {"mov,mp4,m4a,3gp,3g2,mj2": ".mp4", "matroska,webm": ".mkv", "avi": ".avi"}
+_IMAGE_EXT = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif"}
+
+
+def sniff(path: Path) -> tuple[str, str]:
+    """(kind, suffix) of a file from its bytes: an image PIL can read, or a video PyAV
+    decodes. Anything else is a `MediaError`."""
+    try:
+        with Image.open(path) as image:
+            fmt = image.format or ""
+        if fmt in _IMAGE_EXT:
+            return "image", _IMAGE_EXT[fmt]
+    except (UnidentifiedImageError, OSError):
+        pass  # not an image: try it as a video next
+    info = probe(path)  # raises MediaError for anything that is not a playable video
+    return "video", _VIDEO_EXT.get(info.container, ".mp4")
+
+
+class UploadStore:
+    """Files in `root/<id><suffix>` with a JSON sidecar (original name, kind, size)."""
+
+    def __init__(self, root: Path, max_bytes: int) -> None:
+        self.root = root
+        self.max_bytes = max_bytes
+        root.mkdir(parents=True, exist_ok=True)
+
+    def new_part(self) -> tuple[str, Path]:
+        """An id and the temporary path its bytes stream into."""
+        upload_id = uuid.uuid4().hex
+        return upload_id, self.root / f".{upload_id}.part"
+
+    def commit(self, upload_id: str, part: Path, filename: str | None) -> dict[str, Any]:
+        """Check what the streamed bytes are, then keep them under the id."""
+        try:
+            size = part.stat().st_size
+            if size == 0:
+                raise MediaError(filename or "upload", "the upload is empty")
+            kind, suffix = sniff(part)
+        except BaseException:
+            part.unlink(missing_ok=True)
+            raise
+        final = self.root / f"{upload_id}{suffix}"
+        shutil.move(part, final)
+        meta = {
+            "id": upload_id,
+            "kind": kind,
+            "size": size,
+            "filename": Path(filename or "").name,
+            "suffix": suffix,
+        }
+        (self.root / f"{upload_id}.json").write_text(json.dumps(meta))
+        return meta
+
+    def path(self, upload_id: str) -> Path:
+        """The file behind an id. Only well-formed ids of existing uploads resolve."""
+        if not isinstance(upload_id, str) or not _ID.fullmatch(upload_id):
+            raise InputError(
+                f"{upload_id!r} is not an upload id",
+                hint="Upload the file first (POST /api/uploads) and pass the id it returns.",
+            )
+        meta_file = self.root / f"{upload_id}.json"
+        if not meta_file.is_file():
+            raise InputError(f"upload {upload_id} does not exist", hint="Upload the file again.")
+        meta = json.loads(meta_file.read_text())
+        return self.root / f"{upload_id}{meta['suffix']}"
