@@ -47,7 +47,9 @@ app = typer.Typer(
 models_app = typer.Typer(help="List, verify and download models.", no_args_is_help=True)
 config_app = typer.Typer(help="Show the configuration.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
+jobs_app = typer.Typer(help="Jobs on a vfxmocap server.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+app.add_typer(jobs_app, name="jobs")
 
 out = Console()
 err = Console(stderr=True)
@@ -669,6 +671,193 @@ def demo(
         return
     for name, result in results.items():
         _report(result, False, prefix=f"{name}.")
+
+
+# --- the service --------------------------------------------------------------------------
+
+
+ServerOpt = Annotated[
+    str | None,
+    typer.Option("--server", help="API URL; default http://<VFX_HOST>:<VFX_PORT>."),
+]
+
+
+def _client(server: str | None) -> Any:
+    from vfxmocap.client import Client
+
+    settings = get_settings()
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    return Client(server or f"http://{host}:{settings.port}", settings.api_token)
+
+
+@app.command()
+@guarded
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8420).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes (device slots).")] = None,
+) -> None:
+    """Run the API with its job queue and worker processes (Ctrl+C or SIGTERM to stop:
+    running jobs get VFX_SHUTDOWN_GRACE_S to finish, then go back to the queue)."""
+    import uvicorn
+
+    from vfxmocap.api.app import create_app
+    from vfxmocap.api.security import check_bind
+    from vfxmocap.device import resolve_device
+    from vfxmocap.jobs.service import JobService
+
+    overrides = {k: v for k, v in (("host", host), ("port", port), ("workers", workers)) if v}
+    settings = get_settings().model_copy(update=overrides)
+    check_bind(settings.host, settings.api_token)
+    service = JobService(settings, device=resolve_device().kind)
+    err.print(
+        f"vfxmocap API on http://{settings.host}:{settings.port}/api "
+        f"({settings.workers} worker(s), data in {settings.data_dir})"
+    )
+    uvicorn.run(
+        create_app(service),
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        timeout_graceful_shutdown=int(settings.shutdown_grace_s) + 5,
+    )
+
+
+def _parse_sets(pairs: list[str]) -> dict[str, Any]:
+    """`key=value` pairs: values are JSON when they parse (numbers, true, lists), text
+    otherwise; a key given twice becomes a list."""
+    inputs: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key:
+            raise InvalidParams(f"--set {pair!r}: expected key=value")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        if key in inputs:
+            previous = inputs[key]
+            inputs[key] = [*previous, value] if isinstance(previous, list) else [previous, value]
+        else:
+            inputs[key] = value
+    return inputs
+
+
+def _job_line(job: dict[str, Any]) -> str:
+    percent = job.get("percent")
+    progress = f" {percent:.0f}%" if percent is not None and job["state"] == "running" else ""
+    error = job.get("error") or {}
+    reason = f" — {error.get('message')}" if job["state"] == "failed" and error else ""
+    return f"{job['id']}  {job['workflow']:<10} {job['state']}{progress}{reason}"
+
+
+@app.command()
+@guarded
+def submit(
+    workflow: Annotated[str, typer.Argument(help="A workflow name (`vfx jobs workflows`).")],
+    sets: Annotated[
+        list[str] | None,
+        typer.Option("--set", "-s", help="An input as key=value (local files are uploaded)."),
+    ] = None,
+    priority: Annotated[int, typer.Option(help="Higher runs first.")] = 0,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait for the job to end.")] = False,
+    download: Annotated[
+        Path | None, typer.Option(help="With --wait: save the outputs in this folder.")
+    ] = None,
+    server: ServerOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Queue a job on a vfxmocap server, e.g.
+    `vfx submit swap -s sources=me.jpg -s target=shot.mp4 --wait --download out/`."""
+    with _client(server) as client:
+        spec = client.workflow(workflow)
+        inputs = _parse_sets(sets or [])
+        for name in spec["files"]:  # a list field given once is still a list
+            kind = spec["inputs"]["properties"].get(name, {}).get("type")
+            if kind == "array" and name in inputs and not isinstance(inputs[name], list):
+                inputs[name] = [inputs[name]]
+        job = client.submit_files(workflow, inputs, priority=priority)
+        if not wait:
+            _print_json(job) if as_json else out.print(job["id"])
+            return
+        with progress_bar(enabled=not as_json) as progress:
+            seen: dict[str, Any] = {"stage": None}
+
+            def update(state: dict[str, Any]) -> None:
+                info = state.get("progress") or {}
+                if info.get("stage") and info["stage"] != seen["stage"]:
+                    seen["stage"] = info["stage"]
+                    progress.stage(info["stage"], info.get("max"))
+                if info.get("value") is not None and info["value"] > progress.value:
+                    progress.advance(info["value"] - progress.value)
+
+            final = client.wait(job["id"], on_update=update)
+        saved = {}
+        if download is not None and final["state"] == "succeeded":
+            download.mkdir(parents=True, exist_ok=True)
+            saved = {n: str(client.download(final["id"], n, download)) for n in final["outputs"]}
+    if as_json:
+        _print_json({**final, "downloaded": saved})
+    else:
+        out.print(_job_line(final))
+        for name, path in saved.items():
+            out.print(f"  {name}: {path}")
+    if final["state"] == "failed":
+        error = final.get("error") or {}
+        raise VfxError(error.get("message", "the job failed"), hint=error.get("hint"))
+    if final["state"] == "cancelled":
+        raise typer.Exit(130)
+
+
+@jobs_app.command("list")
+@guarded
+def jobs_list(
+    state: Annotated[str | None, typer.Option(help="queued, running, succeeded...")] = None,
+    workflow: Annotated[str | None, typer.Option(help="Only this workflow.")] = None,
+    limit: Annotated[int, typer.Option(help="How many.")] = 20,
+    server: ServerOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Recent jobs, newest first."""
+    with _client(server) as client:
+        page = client.jobs(state=state, workflow=workflow, limit=limit)
+    if as_json:
+        _print_json(page)
+        return
+    for job in page["jobs"]:
+        out.print(_job_line(job), highlight=False)
+
+
+@jobs_app.command("show")
+@guarded
+def jobs_show(job_id: str, server: ServerOpt = None) -> None:
+    """One job: state, progress, error and hint, outputs."""
+    with _client(server) as client:
+        _print_json(client.job(job_id))
+
+
+@jobs_app.command("cancel")
+@guarded
+def jobs_cancel(job_id: str, server: ServerOpt = None) -> None:
+    """Cancel a queued job, or stop a running one at its next frame."""
+    with _client(server) as client:
+        out.print(_job_line(client.cancel(job_id)), highlight=False)
+
+
+@jobs_app.command("retry")
+@guarded
+def jobs_retry(job_id: str, server: ServerOpt = None) -> None:
+    """Queue a failed or cancelled job again."""
+    with _client(server) as client:
+        out.print(_job_line(client.retry(job_id)), highlight=False)
+
+
+@jobs_app.command("logs")
+@guarded
+def jobs_logs(job_id: str, server: ServerOpt = None) -> None:
+    """What the job's worker logged."""
+    with _client(server) as client:
+        sys.stdout.write(client.log(job_id))
 
 
 @app.command()

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 from fastapi import FastAPI, File, Query, Request, UploadFile, WebSocket, WebSocketDisconnect
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -221,6 +221,12 @@ def create_app(service: JobService, *, start: bool = True) -> FastAPI:
         except InputError as exc:
             raise NotFound(exc.message, hint=exc.hint) from None
         return FileResponse(path, filename=path.name)
+
+    @app.get("/api/jobs/{job_id}/log", tags=["jobs"], response_class=PlainTextResponse)
+    def job_log(job_id: str) -> str:
+        """What the job's worker logged, as text."""
+        get_job(job_id)
+        return service.log(job_id)
 
     # --- uploads --------------------------------------------------------------------------
 

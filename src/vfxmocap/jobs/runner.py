@@ -12,15 +12,18 @@ queued again (attempt + 1) or failed with a reason.
 from __future__ import annotations
 
 import contextlib
+import logging
 import multiprocessing
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 from vfxmocap.core.errors import Cancelled, JobTimeout, VfxError, WorkerUnavailable
@@ -39,6 +42,7 @@ def worker_main(conn: Connection, cancel: Any, device: str, log_level: str) -> N
     # Ctrl+C in the terminal reaches the whole process group; the server decides when
     # its workers stop (after a grace period), so they ignore it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent()
     os.environ["VFX_DEVICE"] = device
     from vfxmocap.core.config import reload_settings
     from vfxmocap.core.log import setup_logging
@@ -54,18 +58,22 @@ def worker_main(conn: Connection, cancel: Any, device: str, log_level: str) -> N
             return  # the server is gone
         if message[0] == "stop":
             return
-        _, job_id, name, inputs = message
+        _, job_id, name, inputs, log_path = message
         token = job_id_var.set(job_id)
+        handler = _job_log_handler(log_path)
 
         def send(event: ProgressEvent) -> None:
             conn.send(("progress", event.to_dict()))
 
         try:
+            log.info("job %s: %s started in worker %d", job_id, name, os.getpid())
             workflow = get_workflow(name)
             result = workflow(inputs, Progress(send, job_id=job_id), CancelToken(cancel))
             outputs = {k: str(v) for k, v in result.outputs.items()}
+            log.info("job %s: succeeded, outputs %s", job_id, ", ".join(outputs) or "none")
             conn.send(("done", outputs, result.summary))
         except VfxError as exc:
+            log.info("job %s: %s: %s", job_id, exc.code, exc.message)
             conn.send(("error", exc.to_dict(), exc.retryable))
         except Exception as exc:  # a bug: reported as internal, with the traceback logged
             log.exception("job %s failed with an internal error", job_id)
@@ -74,6 +82,32 @@ def worker_main(conn: Connection, cancel: Any, device: str, log_level: str) -> N
             conn.send(("error", internal.to_dict(), False))
         finally:
             job_id_var.reset(token)
+            if handler is not None:
+                logging.getLogger("vfxmocap").removeHandler(handler)
+                handler.close()
+
+
+def _die_with_parent() -> None:
+    """On Linux, a worker whose server is killed (kill -9) is killed too, instead of
+    finishing a job nobody will record; the restarted server runs that job again."""
+    if sys.platform != "linux":
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
+def _job_log_handler(path: str | None) -> logging.Handler | None:
+    """The job's own log file (`vfx jobs logs`), next to its outputs."""
+    if path is None:
+        return None
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger("vfxmocap").addHandler(handler)
+    return handler
 
 
 @dataclass
@@ -160,7 +194,8 @@ class _Slot:
         cancel_at: float | None = None
         last_beat = last_write = 0.0
         try:
-            self.conn.send(("run", job.id, job.workflow, job.inputs))
+            log_path = str(runner.log_dir / job.id / "job.log") if runner.log_dir else None
+            self.conn.send(("run", job.id, job.workflow, job.inputs, log_path))
         except (OSError, BrokenPipeError):
             self._lost(job, "the worker process could not be reached")
             return
@@ -259,8 +294,10 @@ class LocalRunner:
         log_level: str = "INFO",
         workflows: set[str] | None = None,
         default_timeout: Callable[[str], float] | None = None,
+        log_dir: Path | None = None,
     ) -> None:
         self.store = store
+        self.log_dir = log_dir
         self.slots = slots
         self.device = device
         self.bus = bus or EventBus()

@@ -44,6 +44,7 @@ class JobService:
             cancel_grace_s=self.settings.cancel_grace_s,
             log_level=self.settings.log_level,
             default_timeout=lambda name: get_workflow(name).resources.timeout_s,
+            log_dir=self.jobs_dir,
         )
         self._maintenance = threading.Event()
         self._thread: threading.Thread | None = None
@@ -154,6 +155,12 @@ class JobService:
         if not path.is_relative_to((self.jobs_dir / job_id).resolve()) or not path.is_file():
             raise InputError(f"output {name!r} of job {job_id} is not a file in its folder")
         return path
+
+    def log(self, job_id: str) -> str:
+        """What the job's worker logged (empty until it starts)."""
+        self.get(job_id)
+        path = self.jobs_dir / job_id / "job.log"
+        return path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
 
     def cleanup(self) -> int:
         """Delete finished jobs (and their folders) older than the retention period."""

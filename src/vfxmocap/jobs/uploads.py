@@ -50,11 +50,19 @@ class UploadStore:
 
     def commit(self, upload_id: str, part: Path, filename: str | None) -> dict[str, Any]:
         """Check what the streamed bytes are, then keep them under the id."""
+        shown = Path(filename or "upload").name
         try:
             size = part.stat().st_size
             if size == 0:
-                raise MediaError(filename or "upload", "the upload is empty")
+                raise MediaError(shown, "the upload is empty")
             kind, suffix = sniff(part)
+        except MediaError as exc:  # said with the client's file name, not a server path
+            part.unlink(missing_ok=True)
+            raise MediaError(
+                shown,
+                exc.reason if size == 0 else f"not an image or video ({exc.reason})",
+                hint="Upload a PNG, JPEG, WebP image or a video (MP4, MOV, MKV, WebM, AVI).",
+            ) from None
         except BaseException:
             part.unlink(missing_ok=True)
             raise

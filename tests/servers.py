@@ -1,0 +1,88 @@
+"""`vfx serve` as a real process, for the crash tests and bench/api.py."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from vfxmocap.client import Client
+from vfxmocap.core.errors import WorkerUnavailable
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class ServerProcess:
+    """Starts `vfx serve` on a free port with its data in `data_dir`; the test plugin
+    (`tests.plugin_workflows`) is loaded so the `sleep` workflow exists."""
+
+    def __init__(self, data_dir: Path, *, workers: int = 1, **env: str) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.env = {
+            **os.environ,
+            "VFX_DATA_DIR": str(data_dir),
+            "VFX_PORT": str(self.port),
+            "VFX_WORKERS": str(workers),
+            "VFX_WORKFLOW_MODULES": '["tests.plugin_workflows"]',
+            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+            **env,
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60) -> ServerProcess:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = (self.data_dir / "server.log").open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "vfxmocap.cli", "serve"],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+        deadline = time.monotonic() + timeout
+        with Client(self.url, timeout=2) as client:
+            while True:
+                try:
+                    if client.queue()["busy"] >= 0:
+                        return self
+                except WorkerUnavailable:
+                    if self.proc.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError(
+                            f"server did not start: {(self.data_dir / 'server.log').read_text()}"
+                        ) from None
+                    time.sleep(0.1)
+
+    def client(self) -> Client:
+        return Client(self.url)
+
+    def kill(self) -> None:
+        """kill -9: no shutdown, no cleanup."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(30)
+
+    def terminate(self, timeout: float = 60) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(30)

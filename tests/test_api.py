@@ -1,0 +1,440 @@
+"""The service through its API: real worker processes, a real SQLite store, real media.
+
+One server (two worker processes) is shared by the module; tests that need other settings
+build their own app without workers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
+
+from vfxmocap.api.app import create_app
+from vfxmocap.api.security import RateLimiter, check_bind
+from vfxmocap.core.config import Settings, reload_settings
+from vfxmocap.core.errors import InvalidParams
+from vfxmocap.jobs.service import JobService
+from vfxmocap.media.image import decode_image, encode_image, read_image
+from vfxmocap.media.video import VideoReader, probe
+from vfxmocap.samples import sample_path
+
+PLUGIN = json.dumps(["tests.plugin_workflows"])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    """The embedded default: the app starts two spawned workers; the plugin adds `sleep`."""
+    os.environ["VFX_WORKFLOW_MODULES"] = PLUGIN
+    reload_settings()
+    data = tmp_path_factory.mktemp("server")
+    service = JobService(Settings(data_dir=data, workers=2, cancel_grace_s=1.0))
+    try:
+        with TestClient(create_app(service)) as client:
+            yield client
+    finally:
+        del os.environ["VFX_WORKFLOW_MODULES"]
+        reload_settings()
+
+
+def upload(client: TestClient, path: Path, name: str | None = None) -> str:
+    response = client.post("/api/uploads", files={"file": (name or path.name, path.read_bytes())})
+    assert response.status_code == 201, response.text
+    upload_id: str = response.json()["id"]
+    return upload_id
+
+
+def submit(client: TestClient, workflow: str, **inputs: Any) -> str:
+    response = client.post("/api/jobs", json={"workflow": workflow, "inputs": inputs})
+    assert response.status_code == 202, response.text
+    job_id: str = response.json()["id"]
+    return job_id
+
+
+def wait(client: TestClient, job_id: str, timeout: float = 120) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job: dict[str, Any] = client.get(f"/api/jobs/{job_id}").json()
+        if job["state"] in ("succeeded", "failed", "cancelled"):
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} did not finish: {job}")
+
+
+def wait_state(client: TestClient, job_id: str, state: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while client.get(f"/api/jobs/{job_id}").json()["state"] != state:
+        assert time.monotonic() < deadline, f"job {job_id} never became {state}"
+        time.sleep(0.02)
+
+
+# --- jobs end to end -----------------------------------------------------------------------
+
+
+def test_face_swap_job_end_to_end(server: TestClient, tmp_path: Path) -> None:
+    source = upload(server, sample_path("astronaut"))
+    target = upload(server, sample_path("carphone"))
+    job_id = submit(server, "swap", sources=[source], target=target)
+    job = wait(server, job_id)
+    assert job["state"] == "succeeded", job
+    assert job["outputs"] == ["output"] and job["summary"]["faces_swapped"] == 120
+    assert job["progress"]["percent"] == 100.0 and job["backend"] == "local"
+    response = server.get(f"/api/jobs/{job_id}/outputs/output")
+    assert response.status_code == 200
+    (tmp_path / "out.mp4").write_bytes(response.content)
+    assert probe(tmp_path / "out.mp4").frame_count == 120
+
+
+def test_mocap_job_end_to_end(server: TestClient) -> None:
+    video = upload(server, sample_path("bikes"))
+    job = wait(server, submit(server, "mocap", input=video, bvh=True, pose_video=True))
+    assert job["state"] == "succeeded", job
+    assert set(job["outputs"]) == {"bvh", "json", "pose_video"}
+    bvh = server.get(f"/api/jobs/{job['id']}/outputs/bvh").text
+    assert bvh.startswith("HIERARCHY") and "Frames: 250" in bvh
+
+
+def test_outputs_support_range_requests(server: TestClient) -> None:
+    video = upload(server, sample_path("carphone"))
+    job = wait(server, submit(server, "transcode", input=video, max_height=72))
+    whole = server.get(f"/api/jobs/{job['id']}/outputs/video")
+    part = server.get(f"/api/jobs/{job['id']}/outputs/video", headers={"Range": "bytes=100-199"})
+    assert part.status_code == 206 and part.content == whole.content[100:200]
+    assert part.headers["content-range"] == f"bytes 100-199/{len(whole.content)}"
+
+
+def test_progress_and_log_are_readable_over_http(server: TestClient) -> None:
+    job_id = submit(server, "sleep", seconds=1.5)
+    wait_state(server, job_id, "running")
+    time.sleep(0.8)
+    running = server.get(f"/api/jobs/{job_id}").json()
+    assert running["progress"]["stage"] == "sleep" and 0 < running["percent"] < 100
+    assert running["eta_s"] is not None
+    assert wait(server, job_id)["state"] == "succeeded"
+    log = server.get(f"/api/jobs/{job_id}/log").text
+    assert f"job {job_id}: sleep started" in log and "succeeded" in log
+
+
+def test_events_over_websocket(server: TestClient) -> None:
+    job_id = submit(server, "sleep", seconds=0.5)
+    with server.websocket_connect(f"/api/ws?job_id={job_id}") as ws:
+        kinds = []
+        while not kinds or kinds[-1] not in ("succeeded", "failed"):
+            event = ws.receive_json()
+            assert event["job_id"] == job_id
+            kinds.append(event["type"])
+    assert kinds[-1] == "succeeded" and "progress" in kinds
+    progress = [k for k in kinds if k == "progress"]
+    assert len(progress) >= 2
+
+
+def test_history_filters_and_pages(server: TestClient) -> None:
+    ids = [submit(server, "sleep") for _ in range(5)]
+    for job_id in ids:
+        wait(server, job_id)
+    page = server.get("/api/jobs", params={"workflow": "sleep", "limit": 3}).json()
+    assert [j["id"] for j in page["jobs"]] == ids[::-1][:3]
+    rest = server.get(
+        "/api/jobs", params={"workflow": "sleep", "limit": 2, "cursor": page["next_cursor"]}
+    ).json()
+    assert [j["id"] for j in rest["jobs"]] == ids[::-1][3:5]
+    assert server.get("/api/jobs", params={"state": "bogus"}).status_code == 422
+    stats = server.get("/api/queue").json()
+    assert stats["states"]["succeeded"] >= 5 and stats["workers"] == 2
+
+
+# --- cancel, timeouts, retries, crashes ----------------------------------------------------
+
+
+def test_cancel_a_queued_job(server: TestClient) -> None:
+    blockers = [submit(server, "sleep", seconds=2) for _ in range(2)]  # both workers busy
+    queued = submit(server, "sleep", seconds=1)
+    assert server.get(f"/api/jobs/{queued}").json()["position"] is not None
+    assert server.post(f"/api/jobs/{queued}/cancel").json()["state"] == "cancelled"
+    for job_id in blockers:
+        assert wait(server, job_id)["state"] == "succeeded"
+    assert server.get(f"/api/jobs/{queued}").json()["state"] == "cancelled"
+
+
+def test_cancel_a_running_job_stops_it_and_leaves_no_output(server: TestClient) -> None:
+    video = upload(server, sample_path("bikes"))
+    job_id = submit(
+        server, "swap", sources=[upload(server, sample_path("astronaut"))], target=video
+    )
+    wait_state(server, job_id, "running")
+    server.post(f"/api/jobs/{job_id}/cancel")
+    job = wait(server, job_id, timeout=30)
+    assert job["state"] == "cancelled" and job["outputs"] == []
+    folder = Path(server.app.state.service.jobs_dir) / job_id  # type: ignore[attr-defined]
+    assert not any(p.suffix == ".mp4" for p in folder.glob("*"))
+
+
+def test_a_job_that_ignores_cancel_is_killed_after_the_grace_period(server: TestClient) -> None:
+    job_id = submit(server, "sleep", seconds=30, ignore_cancel=True)
+    wait_state(server, job_id, "running")
+    started = time.monotonic()
+    server.post(f"/api/jobs/{job_id}/cancel")
+    assert wait(server, job_id, timeout=20)["state"] == "cancelled"
+    assert time.monotonic() - started < 8  # grace 1 s + heartbeat 2 s, not 30 s
+    assert wait(server, submit(server, "sleep"))["state"] == "succeeded"  # slot respawned
+
+
+def test_time_limit(server: TestClient) -> None:
+    response = server.post(
+        "/api/jobs",
+        json={
+            "workflow": "sleep",
+            "inputs": {"seconds": 20, "ignore_cancel": True},
+            "timeout_s": 1,
+        },
+    )
+    job = wait(server, response.json()["id"], timeout=30)
+    assert job["state"] == "failed" and job["error"]["code"] == "timeout"
+
+
+def test_input_errors_are_not_retried(server: TestClient) -> None:
+    job = wait(server, submit(server, "sleep", fail="input"))
+    assert job["state"] == "failed" and job["attempt"] == 1
+    assert job["error"]["code"] == "input_error" and job["error"]["hint"]
+
+
+def test_out_of_memory_is_retried_then_fails_with_reason(server: TestClient) -> None:
+    job = wait(server, submit(server, "sleep", fail="memory"), timeout=60)
+    assert job["state"] == "failed" and job["attempt"] == 3
+    assert job["error"]["code"] == "insufficient_memory"
+
+
+def test_a_crashed_worker_loses_no_job(server: TestClient) -> None:
+    job = wait(server, submit(server, "sleep", fail="crash"), timeout=90)
+    assert job["state"] == "failed" and job["attempt"] == 3
+    assert job["error"]["code"] == "worker_unavailable"
+    assert wait(server, submit(server, "sleep"))["state"] == "succeeded"
+
+
+def test_retry_and_delete(server: TestClient) -> None:
+    job_id = submit(server, "sleep", fail="input")
+    wait(server, job_id)
+    assert server.post(f"/api/jobs/{job_id}/retry").json()["state"] == "queued"
+    assert wait(server, job_id)["state"] == "failed"
+    assert server.delete(f"/api/jobs/{job_id}").status_code == 204
+    assert server.get(f"/api/jobs/{job_id}").status_code == 404
+
+
+# --- bad input and security ----------------------------------------------------------------
+
+
+def test_upload_type_comes_from_the_content(server: TestClient, tmp_path: Path) -> None:
+    fake = tmp_path / "clip.mp4"
+    fake.write_text("not a video at all")
+    response = server.post("/api/uploads", files={"file": ("clip.mp4", fake.read_bytes())})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "input_error" and error["message"].startswith("clip.mp4:")
+    assert str(tmp_path) not in response.text and "uploads" not in response.text
+    png_named_jpg = server.post(
+        "/api/uploads", files={"file": ("photo.mp4", sample_path("astronaut").read_bytes())}
+    ).json()
+    assert png_named_jpg["kind"] == "image" and png_named_jpg["suffix"] == ".png"
+    empty = server.post("/api/uploads", files={"file": ("e.png", b"")})
+    assert empty.status_code == 400
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "../../etc/passwd",
+        "/etc/passwd",
+        "%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+        "..%2F..%2Fetc%2Fpasswd",
+        "0123456789abcdef0123456789abcdef",  # well formed, but no such upload
+    ],
+)
+def test_client_input_never_becomes_a_path(server: TestClient, value: str) -> None:
+    response = server.post("/api/jobs", json={"workflow": "probe", "inputs": {"input": value}})
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "input_error"
+
+
+def test_output_fields_are_set_by_the_server(server: TestClient, tmp_path: Path) -> None:
+    video = upload(server, sample_path("carphone"))
+    escape = tmp_path / "escaped.mp4"
+    job = wait(server, submit(server, "transcode", input=video, output=str(escape), max_height=72))
+    assert job["state"] == "succeeded" and not escape.exists()
+
+
+def test_output_names_cannot_escape_the_job_folder(server: TestClient) -> None:
+    job = wait(server, submit(server, "sleep"))
+    for name in ("../../jobs.sqlite3", "..%2F..%2Fjobs.sqlite3", "/etc/passwd"):
+        assert server.get(f"/api/jobs/{job['id']}/outputs/{name}").status_code == 404
+    assert server.get("/api/jobs/..%2F..%2Fetc%2Fpasswd").status_code == 404
+
+
+def test_a_symlinked_output_is_not_served(server: TestClient) -> None:
+    service: JobService = server.app.state.service  # type: ignore[attr-defined]
+    job = wait(server, submit(server, "sleep"))
+    link = service.jobs_dir / job["id"] / "evil.txt"
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to("/etc/passwd")
+    service.store._update(job["id"], only=None, outputs=json.dumps({"evil": str(link)}))
+    assert server.get(f"/api/jobs/{job['id']}/outputs/evil").status_code == 404
+
+
+def test_validation_errors_are_422_with_fields(server: TestClient) -> None:
+    response = server.post("/api/jobs", json={"workflow": "transcode", "inputs": {"max_height": 3}})
+    assert response.status_code == 422
+    fields = {f["field"] for f in response.json()["error"]["fields"]}
+    assert {"inputs.input", "inputs.max_height"} <= fields
+    unknown = server.post("/api/jobs", json={"workflow": "nope", "inputs": {}})
+    assert unknown.status_code == 422 and "Known workflows" in unknown.json()["error"]["hint"]
+    bad_body = server.post(
+        "/api/jobs", content=b"{not json", headers={"content-type": "application/json"}
+    )
+    assert bad_body.status_code == 422 and "Traceback" not in bad_body.text
+
+
+def test_workflows_models_system(server: TestClient) -> None:
+    flows = {w["name"]: w for w in server.get("/api/workflows").json()}
+    assert {"swap", "mocap", "transcode", "probe", "sleep"} <= set(flows)
+    assert flows["swap"]["files"] == ["sources", "target", "references"]
+    assert "target" in flows["swap"]["inputs"]["properties"]
+    models = {m["name"]: m for m in server.get("/api/models").json()}
+    assert models["mediapipe-pose"]["ready"] and not models["inswapper-128"]["ready"]
+    req = server.get("/api/models/inswapper-128/requirements").json()
+    assert req["missing_files"] and req["memory_fits"]
+    assert server.get("/api/models/nope/requirements").status_code == 404
+    system = server.get("/api/system").json()
+    assert system["device"]["kind"] == "cpu" and system["expected_fps"]["fps"]["swap"] > 0
+    assert server.get("/api/healthz").json() == {"status": "ok"}
+    assert server.get("/api/readyz").json()["ready"] is True
+    assert server.get("/api/openapi.json").json()["info"]["title"] == "vfxmocap"
+
+
+def _bare_app(tmp_path: Path, **settings: Any) -> TestClient:
+    service = JobService(Settings(data_dir=tmp_path, **settings))
+    return TestClient(create_app(service, start=False))
+
+
+def test_token_guards_every_route_and_websocket(tmp_path: Path) -> None:
+    with _bare_app(tmp_path, api_token="s3cret") as client:
+        assert client.get("/api/healthz").status_code == 401
+        assert client.get("/api/jobs").status_code == 401
+        assert client.get("/api/openapi.json").status_code == 401
+        bearer = {"Authorization": "Bearer s3cret"}
+        assert client.get("/api/healthz", headers=bearer).status_code == 200
+        assert (
+            client.get("/api/healthz", headers={"Authorization": "Bearer nope"}).status_code == 401
+        )
+        with pytest.raises(WebSocketDisconnect), client.websocket_connect("/api/ws") as ws:
+            ws.receive_json()
+        with client.websocket_connect("/api/ws?token=s3cret"):
+            pass  # accepted
+
+
+def test_cors_is_off_by_default_and_an_allowlist_when_set(tmp_path: Path) -> None:
+    origin = {"Origin": "https://evil.example"}
+    with _bare_app(tmp_path / "a") as client:
+        assert (
+            "access-control-allow-origin" not in client.get("/api/healthz", headers=origin).headers
+        )
+    with _bare_app(tmp_path / "b", cors_origins=["https://studio.example"]) as client:
+        ok = client.get("/api/healthz", headers={"Origin": "https://studio.example"})
+        assert ok.headers["access-control-allow-origin"] == "https://studio.example"
+        assert (
+            "access-control-allow-origin" not in client.get("/api/healthz", headers=origin).headers
+        )
+
+
+def test_rate_limit_answers_429(tmp_path: Path) -> None:
+    with _bare_app(tmp_path, rate_limit_per_s=1, rate_burst=3) as client:
+        codes = [client.get("/api/healthz").status_code for _ in range(5)]
+    assert codes[:3] == [200] * 3 and codes[3:] == [429, 429]
+    limiter = RateLimiter(rate=1000, burst=1)
+    assert limiter.allow("a")[0] and limiter.allow("b")[0]  # per client
+
+
+def test_upload_size_limit(tmp_path: Path) -> None:
+    with _bare_app(tmp_path, upload_max_mb=0.1) as client:
+        data = sample_path("astronaut").read_bytes()  # 790 kB
+        response = client.post("/api/uploads", files={"file": ("a.png", data)})
+    assert response.status_code == 413 and "larger than" in response.json()["error"]["message"]
+    assert not [p for p in (tmp_path / "uploads").iterdir()]
+
+
+def test_non_loopback_bind_needs_a_token() -> None:
+    with pytest.raises(InvalidParams, match="without an API token"):
+        check_bind("0.0.0.0", None)
+    check_bind("0.0.0.0", "token")
+    check_bind("127.0.0.1", None)
+    check_bind("::1", None)
+
+
+# --- live streams --------------------------------------------------------------------------
+
+
+def _jpeg_frames(count: int) -> list[bytes]:
+    frames = [f for _, f in zip(range(count), VideoReader(sample_path("carphone")), strict=False)]
+    return [encode_image(f, ".jpg", quality=85) for f in frames]
+
+
+def test_live_pose_stream(server: TestClient) -> None:
+    frames = _jpeg_frames(20)
+    with server.websocket_connect("/api/stream/pose") as ws:
+        ws.send_json({"draw": "control"})
+        assert ws.receive_json()["type"] == "ready"
+        outputs = []
+        for data in frames:
+            ws.send_bytes(data)
+            message = ws.receive()
+            while "text" in message and message["text"] is not None:
+                message = ws.receive()  # stats
+            outputs.append(decode_image(message["bytes"]))
+    assert len(outputs) == 20 and outputs[0].shape == (144, 176, 3)
+    assert max(int(o.max()) for o in outputs) > 0  # a skeleton was drawn on black
+
+
+def test_live_swap_stream_drops_stale_frames(server: TestClient) -> None:
+    source = upload(server, sample_path("astronaut"))
+    frames = _jpeg_frames(60)
+    with server.websocket_connect("/api/stream/swap") as ws:
+        ws.send_json({"sources": [source]})
+        assert ws.receive_json()["type"] == "ready"
+        for data in frames:  # as fast as possible, without reading
+            ws.send_bytes(data)
+        received, stats = 0, None
+        while stats is None or stats["received"] < 60:
+            message = ws.receive()
+            if message.get("bytes") is not None:
+                received += 1
+            elif message.get("text") is not None:
+                stats = json.loads(message["text"])
+    assert stats["dropped"] > 0 and stats["frames"] + stats["dropped"] <= 60
+    assert received >= 1
+
+
+def test_stream_rejects_bad_settings(server: TestClient) -> None:
+    with server.websocket_connect("/api/stream/swap") as ws:
+        ws.send_json({"sources": ["../../etc/passwd"]})
+        assert ws.receive_json()["type"] == "error"
+    with pytest.raises(WebSocketDisconnect), server.websocket_connect("/api/stream/nope") as ws:
+        ws.receive_json()
+
+
+def test_astronaut_swap_output_changes_the_face(server: TestClient, tmp_path: Path) -> None:
+    """An image target gives an image output (PNG) that differs from the target."""
+    source = upload(server, sample_path("astronaut"))
+    target = upload(server, sample_path("t1"))
+    job = wait(server, submit(server, "swap", sources=[source], target=target))
+    assert job["state"] == "succeeded", job
+    data = server.get(f"/api/jobs/{job['id']}/outputs/output").content
+    out = decode_image(data)
+    original = read_image(sample_path("t1"))
+    assert out.shape == original.shape
+    assert np.abs(out.astype(int) - original).mean() > 0.5

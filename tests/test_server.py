@@ -1,0 +1,116 @@
+"""`vfx serve` as a process: kill -9 mid-job loses nothing, SIGTERM drains, the CLI
+submits and follows jobs."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from tests.conftest import run_vfx
+from tests.servers import ServerProcess
+from vfxmocap.client import Client
+from vfxmocap.samples import sample_path
+
+
+def _wait_running(client: Client, job_id: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while client.job(job_id)["state"] != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def test_kill_9_mid_job_loses_no_job(tmp_path: Path) -> None:
+    """Three kills of the server while a job runs; after each restart the job runs again.
+    Every job ends succeeded (or failed with a reason once attempts run out); none is lost
+    or left running."""
+    server = ServerProcess(tmp_path)
+    ids = []
+    for _ in range(3):
+        server.start()
+        with server.client() as client:
+            job = client.submit("sleep", {"seconds": 20}, timeout_s=60)
+            ids.append(job["id"])
+            _wait_running(client, job["id"])
+        server.kill()
+    server.start()
+    try:
+        with server.client() as client:
+            extra = client.submit("sleep", {"seconds": 0.2})["id"]
+            states = {}
+            for job_id in [*ids, extra]:
+                final = client.wait(job_id, timeout=240)
+                states[job_id] = final
+                assert final["state"] in ("succeeded", "failed")
+                if final["state"] == "failed":
+                    assert final["error"]["code"] == "worker_unavailable"
+            counts = client.queue()["states"]
+    finally:
+        server.terminate()
+    assert counts["running"] == 0 and counts["queued"] == 0
+    assert sum(counts.values()) == len(ids) + 1  # none lost, none duplicated
+    # the last killed job was interrupted once and then completed
+    assert states[ids[-1]]["state"] == "succeeded" and states[ids[-1]]["attempt"] == 2
+
+
+def test_sigterm_drains_then_requeues(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path, VFX_SHUTDOWN_GRACE_S="1")
+    with server:
+        with server.client() as client:
+            quick = client.submit("sleep", {"seconds": 0.1})["id"]
+            client.wait(quick, timeout=60)
+            slow = client.submit("sleep", {"seconds": 30, "ignore_cancel": True})["id"]
+            _wait_running(client, slow)
+        started = time.monotonic()
+        assert server.terminate() in (0, -15)  # uvicorn re-raises SIGTERM after its shutdown
+        assert time.monotonic() - started < 20
+    assert "queued again" in (tmp_path / "server.log").read_text()
+    server.start()
+    try:
+        with server.client() as client:
+            job = client.job(slow)
+            assert job["state"] in ("queued", "running")  # queued again, not lost
+            assert client.job(quick)["state"] == "succeeded"
+            client.cancel(slow)
+    finally:
+        server.terminate()
+
+
+def test_cli_submit_wait_download_and_jobs(tmp_path: Path) -> None:
+    with ServerProcess(tmp_path / "data") as server:
+        args = ("--server", server.url)
+        done = run_vfx(
+            "submit",
+            "swap",
+            "-s",
+            f"sources={sample_path('astronaut')}",
+            "-s",
+            f"target={sample_path('carphone')}",
+            "--wait",
+            "--download",
+            tmp_path / "dl",
+            "--json",
+            *args,
+        )
+        assert done.returncode == 0, done.stderr
+        report = json.loads(done.stdout)
+        assert report["state"] == "succeeded"
+        assert Path(report["downloaded"]["output"]).stat().st_size > 10_000
+        listed = run_vfx("jobs", "list", *args)
+        assert report["id"] in listed.stdout and "succeeded" in listed.stdout
+        logs = run_vfx("jobs", "logs", report["id"], *args)
+        assert "swap started" in logs.stdout
+        bad = run_vfx("submit", "probe", "-s", f"input={tmp_path}/missing.png", *args)
+        assert bad.returncode == 3 and "file not found" in bad.stderr
+        failed = run_vfx("submit", "sleep", "-s", "fail=input", "--wait", *args)
+        assert failed.returncode == 1 and "wrong on purpose" in failed.stderr
+
+
+def test_serve_refuses_a_public_bind_without_a_token() -> None:
+    result = run_vfx("serve", "--host", "0.0.0.0", drop=("VFX_API_TOKEN",))
+    assert result.returncode == 2 and "VFX_API_TOKEN" in result.stderr
+
+
+def test_cli_reports_an_unreachable_server() -> None:
+    result = run_vfx("jobs", "list", "--server", "http://127.0.0.1:9")
+    assert result.returncode == 1 and "cannot reach" in result.stderr
