@@ -41,6 +41,8 @@ test: lint typecheck unit
 bench: $(VENV)/.test
 	$(BIN)/python bench/transcode.py
 	$(BIN)/python bench/swap.py
+	$(BIN)/python bench/mocap.py
+	$(BIN)/python bench/api.py
 
 # Judges swap quality with models outside the pipeline (dlib); not needed for anything else.
 bench-quality: $(VENV)/.test

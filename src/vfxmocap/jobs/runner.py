@@ -192,7 +192,9 @@ class _Slot:
         timeout = job.timeout_s or runner.default_timeout(job.workflow)
         started = time.monotonic()
         cancel_at: float | None = None
-        last_beat = last_write = 0.0
+        last_beat = started  # the claim wrote the first heartbeat
+        last_write = 0.0
+        last_event: dict[str, Any] | None = None
         try:
             log_path = str(runner.log_dir / job.id / "job.log") if runner.log_dir else None
             self.conn.send(("run", job.id, job.workflow, job.inputs, log_path))
@@ -237,12 +239,13 @@ class _Slot:
             kind = message[0]
             if kind == "progress":
                 event = message[1]
-                if now - last_write >= _PROGRESS_WRITE_S or event.get("percent") == 100.0:
+                if now - last_write >= _PROGRESS_WRITE_S:  # the last one goes with the result
                     last_write = now
                     runner.store.report_progress(job.id, event)
+                last_event = event
                 runner.publish(job_event("progress", job.id, **_progress_fields(event)))
             elif kind == "done":
-                runner.store.succeed(job.id, message[1], message[2])
+                runner.store.succeed(job.id, message[1], message[2], last_event)
                 runner.finished(job.id, "succeeded")
                 return
             elif kind == "error":

@@ -316,10 +316,18 @@ class JobStore:
             job_id, only={JobState.RUNNING}, progress=json.dumps(progress), heartbeat_at=time.time()
         )
 
-    def succeed(self, job_id: str, outputs: dict[str, str], summary: dict[str, Any]) -> bool:
+    def succeed(
+        self,
+        job_id: str,
+        outputs: dict[str, str],
+        summary: dict[str, Any],
+        progress: dict[str, Any] | None = None,
+    ) -> bool:
+        extra = {"progress": json.dumps(progress)} if progress is not None else {}
         return self._update(
             job_id,
             only={JobState.RUNNING},
+            **extra,
             state=JobState.SUCCEEDED.value,
             outputs=json.dumps(outputs),
             summary=json.dumps(summary, default=str),

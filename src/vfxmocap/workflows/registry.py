@@ -87,12 +87,22 @@ def register(workflow: Workflow) -> Workflow:
     return workflow
 
 
+_loaded: set[str] = set()
+
+
 def _load_builtins() -> None:
     """Import the built-in workflows, then plugins: `workflow_modules` from the settings and
-    packages that declare a `vfxmocap.workflows` entry point."""
-    for module in BUILTIN_MODULES:
-        importlib.import_module(module)
+    packages that declare a `vfxmocap.workflows` entry point. Each module once: this runs
+    on every lookup (an API submit), and scanning entry points costs milliseconds."""
+    if not _loaded:
+        for module in BUILTIN_MODULES:
+            importlib.import_module(module)
+        for entry in entry_points(group="vfxmocap.workflows"):
+            entry.load()
+        _loaded.add("")
     for module in get_settings().workflow_modules:
+        if module in _loaded:
+            continue
         try:
             importlib.import_module(module)
         except ImportError as exc:
@@ -100,8 +110,7 @@ def _load_builtins() -> None:
                 f"workflow module {module!r} cannot be imported: {exc}",
                 hint="Fix VFX_WORKFLOW_MODULES or install the package that provides it.",
             ) from exc
-    for entry in entry_points(group="vfxmocap.workflows"):
-        entry.load()
+        _loaded.add(module)
 
 
 def all_workflows() -> list[Workflow]:
