@@ -1,8 +1,8 @@
 """The service under load and under faults, against a real `vfx serve` process.
 
 - load: N concurrent clients submit a trivial job (`sleep 0`, the tests' plugin) at an
-  offered rate R in all (open loop) and poll each job, for S seconds (goal: p99 submit < 50 ms, >= 200 submissions/s, no job lost or
-  duplicated);
+  offered rate R in all (open loop) and poll each job, for S seconds (goal: p99 submit
+  < 50 ms, >= 200 submissions/s, no job lost or duplicated);
 - kill: kill -9 of the server mid-job, K times, then a restart (goal: every job ends
   succeeded or failed with a reason; none lost, none stuck in running);
 - stream: live face swap, 640x480 JPEG frames over a loopback WebSocket, one frame in
