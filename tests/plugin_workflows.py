@@ -48,3 +48,15 @@ register(
         resources=Resources(device="cpu", memory_gb=0.0, timeout_s=120.0),
     )
 )
+
+
+register(
+    Workflow(
+        name="sleep_gpu",
+        summary="Sleep on a GPU (tests only): no CPU-only worker can take it.",
+        inputs=SleepInputs,
+        outputs=(),
+        run=run,
+        resources=Resources(device="gpu", memory_gb=0.0, timeout_s=120.0),
+    )
+)

@@ -723,6 +723,46 @@ def serve(
     )
 
 
+@app.command()
+@guarded
+def worker(
+    broker: Annotated[
+        str | None, typer.Option(help="Celery broker, e.g. redis://host:6379/0 (VFX_BROKER_URL).")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="Worker name (default host-pid).")] = None,
+) -> None:
+    """Run a Celery worker for this machine's device (one per GPU: set --device). It is
+    restarted when it dies (a crash, or a job killed after ignoring cancel)."""
+    import signal
+    import socket
+    import subprocess
+    import time
+
+    url = broker or get_settings().broker_url
+    if not url:
+        raise InvalidParams("no broker: pass --broker redis://... or set VFX_BROKER_URL")
+    name = name or f"{socket.gethostname()}-{os.getpid()}"
+    command = [sys.executable, "-m", "vfxmocap.jobs.celery_app", url, name]
+    stopping = False
+    child: subprocess.Popen[bytes] | None = None
+
+    def stop(signum: int, _frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+        if child is not None and child.poll() is None:
+            child.send_signal(signal.SIGTERM)  # Celery's warm shutdown: the job finishes
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    err.print(f"vfxmocap Celery worker {name} on {url}")
+    while not stopping:
+        child = subprocess.Popen(command)
+        code = child.wait()
+        if not stopping:
+            err.print(f"[yellow]worker process exited ({code}); restarting[/]")
+            time.sleep(1.0)
+
+
 def _parse_sets(pairs: list[str]) -> dict[str, Any]:
     """`key=value` pairs: values are JSON when they parse (numbers, true, lists), text
     otherwise; a key given twice becomes a list."""

@@ -326,11 +326,26 @@ def create_app(service: JobService, *, start: bool = True) -> FastAPI:
 
     @app.get("/api/queue", tags=["system"])
     def queue() -> dict[str, Any]:
-        return {
+        """Jobs per state, local workers, and the Celery fleet (advertised capabilities)."""
+        body: dict[str, Any] = {
             "states": service.store.stats(),
             "workers": settings.workers,
             "busy": service.runner.busy,
         }
+        if service.celery is not None:
+            body["celery"] = service.celery.workers()
+        return body
+
+    @app.get("/api/workers", tags=["system"])
+    def workers() -> dict[str, Any]:
+        """Local worker processes and Celery workers, with Celery's own health check."""
+        body: dict[str, Any] = {
+            "local": {"slots": settings.workers, "alive": service.runner.alive_workers()}
+        }
+        if service.celery is not None:
+            body["celery"] = service.celery.workers()
+            body["celery_ping"] = service.celery.ping()
+        return body
 
     @app.get("/api/healthz", tags=["system"])
     def healthz() -> dict[str, str]:
@@ -346,8 +361,9 @@ def create_app(service: JobService, *, start: bool = True) -> FastAPI:
         except SQLAlchemyError as exc:  # the database is down or locked: not ready, say why
             log.warning("readiness: job store unavailable: %s", exc)
             store_ok = False
-        ready = store_ok and alive > 0
-        body = {"ready": ready, "store": store_ok, "workers_alive": alive}
+        fleet = service.celery.live_count() if service.celery is not None else 0
+        ready = store_ok and (alive > 0 or fleet > 0)
+        body = {"ready": ready, "store": store_ok, "workers_alive": alive, "celery_workers": fleet}
         return JSONResponse(body, status_code=200 if ready else 503)
 
     # --- events ---------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from pydantic_settings import (
 
 APP_NAME = "vfxmocap"
 
+Backend = Literal["celery", "local"]
 X264Preset = Literal[
     "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower"
 ]
@@ -82,7 +83,9 @@ class Settings(BaseSettings):
     )
     rate_burst: int = Field(400, ge=1, description="Requests a client may make in one burst.")
     upload_max_mb: float = Field(2048.0, gt=0, description="Largest upload accepted.")
-    workers: int = Field(1, ge=1, le=64, description="Local worker processes (device slots).")
+    workers: int = Field(
+        1, ge=0, le=64, description="Local worker processes (device slots); 0: none."
+    )
     job_retention_days: float = Field(
         7.0, gt=0, description="Finished jobs and their outputs are deleted after this long."
     )
@@ -94,6 +97,11 @@ class Settings(BaseSettings):
     )
     broker_url: str | None = Field(
         None, description="Celery broker (redis://...): jobs go to Celery workers."
+    )
+    backends: list[Backend] = Field(
+        default_factory=lambda: list[Backend](["celery", "local"]),
+        description="Where jobs go, in order: the first backend with a worker that can "
+        "run the job takes it (celery only with a broker).",
     )
     workflow_modules: list[str] = Field(
         default_factory=list,

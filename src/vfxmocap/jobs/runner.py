@@ -311,6 +311,7 @@ class LocalRunner:
         self.instance = f"{socket.gethostname()}/{os.getpid()}"
         self.draining = threading.Event()  # take no new jobs
         self.hard_stop = threading.Event()  # stop running jobs too (re-queued)
+        self.celery_watched = False
         self._work = threading.Condition()
         self.stats = RunnerStats()
         self._slots = [_Slot(self, i) for i in range(slots)]
@@ -333,6 +334,8 @@ class LocalRunner:
             return True
         if worker.startswith(self.instance + "/"):
             return False
+        if worker.startswith("celery/") and self.celery_watched:
+            return False  # the Celery backend watches its own workers
         host, _, rest = worker.partition("/")
         pid = rest.partition("/")[0]
         if host == socket.gethostname() and pid.isdigit() and not _pid_alive(int(pid)):

@@ -11,16 +11,21 @@ import shutil
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vfxmocap.core.config import Settings, get_settings
-from vfxmocap.core.errors import InputError, InvalidParams
+from vfxmocap.core.errors import InputError, InvalidParams, WorkerUnavailable
 from vfxmocap.core.log import get_logger
 from vfxmocap.jobs.events import EventBus, job_event
 from vfxmocap.jobs.runner import LocalRunner
 from vfxmocap.jobs.store import FINAL, Job, JobState, JobStore, new_job_id
 from vfxmocap.jobs.uploads import UploadStore
 from vfxmocap.workflows import Workflow, get_workflow
+
+if TYPE_CHECKING:
+    from vfxmocap.jobs.celery_backend import CeleryBackend
+
+CELERY_DEVICE = "celery"  # the store's device column for jobs routed to the Celery fleet
 
 log = get_logger("jobs.service")
 
@@ -46,6 +51,18 @@ class JobService:
             default_timeout=lambda name: get_workflow(name).resources.timeout_s,
             log_dir=self.jobs_dir,
         )
+        self.celery: CeleryBackend | None = None
+        if self.settings.broker_url and "celery" in self.settings.backends:
+            from vfxmocap.jobs.celery_backend import CeleryBackend
+
+            self.celery = CeleryBackend(
+                self.store,
+                self.settings.broker_url,
+                bus=self.bus,
+                cancel_grace_s=self.settings.cancel_grace_s,
+                default_timeout=lambda name: get_workflow(name).resources.timeout_s,
+            )
+            self.runner.celery_watched = True
         self._maintenance = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -53,12 +70,16 @@ class JobService:
 
     def start(self) -> None:
         self.runner.start()
+        if self.celery is not None:
+            self.celery.start()
         self._thread = threading.Thread(target=self._maintain, name="vfx-maintenance", daemon=True)
         self._thread.start()
 
     def stop(self, grace_s: float | None = None) -> None:
         """Stop taking jobs; running ones get `grace_s` to finish, then go back to the queue."""
         self._maintenance.set()
+        if self.celery is not None:
+            self.celery.stop()  # Celery workers keep running their jobs; a restart resumes
         self.runner.stop(self.settings.shutdown_grace_s if grace_s is None else grace_s)
         self.store.engine.dispose()
 
@@ -67,6 +88,7 @@ class JobService:
         last_cleanup = 0.0
         while not self._maintenance.wait(5.0):
             self.runner.recover()
+            self._reroute_stranded()
             if time.time() - last_cleanup > 3600:
                 last_cleanup = time.time()
                 self.cleanup()
@@ -87,18 +109,65 @@ class JobService:
         flow = get_workflow(workflow)
         job_id = new_job_id()
         resolved = flow.parse(self._resolve(flow, dict(inputs), self.jobs_dir / job_id))
+        device, backend, route = self.route(flow)
         job = self.store.submit(
             workflow,
             resolved.model_dump(mode="json", by_alias=True),
             priority=priority,
-            device=self.device,
+            device=device,
             max_attempts=max_attempts,
             timeout_s=timeout_s or flow.resources.timeout_s,
             job_id=job_id,
+            backend=backend,
+            route=route,
         )
-        self.bus.publish(job_event("queued", job.id))
-        self.runner.notify()
+        self.bus.publish(job_event("queued", job.id, message=route))
+        self._notify()
         return job
+
+    def _notify(self) -> None:
+        self.runner.notify()
+        if self.celery is not None:
+            self.celery.notify()
+
+    def route(self, flow: Workflow) -> tuple[str, str, str]:
+        """(device column, backend, why): the first backend in the configured order with
+        a worker that can run this workflow."""
+        passed: list[str] = []
+        for backend in self.settings.backends:
+            if backend == "celery":
+                if self.celery is None:
+                    continue  # no broker configured: not a choice, nothing to explain
+                if self.celery.can_run(flow.name):
+                    return CELERY_DEVICE, "celery", _why("a Celery worker can run it", passed)
+                passed.append(f"no Celery worker can run {flow.name}")
+            elif backend == "local":
+                if self.settings.workers == 0:
+                    passed.append("no local workers")
+                elif flow.resources.device == "gpu" and self.device == "cpu":
+                    passed.append(f"{flow.name} needs a GPU and this server has none")
+                else:
+                    return self.device, "local", _why(f"local workers ({self.device})", passed)
+        raise WorkerUnavailable(
+            f"no worker can run {flow.name}: {'; '.join(passed) or 'no backend configured'}",
+            hint="Start a worker that can (`vfx worker`), or change VFX_BACKENDS.",
+        )
+
+    def _reroute_stranded(self) -> None:
+        """Queued Celery jobs whose workers have all gone fall back to the next backend."""
+        if self.celery is None:
+            return
+        for job in self.store.queued_on(CELERY_DEVICE):
+            flow = get_workflow(job.workflow)
+            if self.celery.can_run(flow.name):
+                continue
+            try:
+                device, backend, route = self.route(flow)
+            except WorkerUnavailable:
+                continue  # nowhere better: it waits for a worker
+            if self.store.reroute(job.id, device, backend, route):
+                log.info("job %s: no Celery worker left; rerouted to %s", job.id, backend)
+                self._notify()
 
     def _resolve(self, flow: Workflow, data: dict[str, Any], job_dir: Path) -> dict[str, Any]:
         for name in flow.files:
@@ -133,7 +202,7 @@ class JobService:
                 f"job {job_id} is {job.state.value}; only failed or cancelled jobs can be retried"
             )
         self.bus.publish(job_event("queued", job_id, message="retried"))
-        self.runner.notify()
+        self._notify()
         return self.get(job_id)
 
     def delete(self, job_id: str) -> None:
@@ -180,6 +249,10 @@ class JobService:
         if removed:
             log.info("retention: removed %d finished job(s)", removed)
         return removed
+
+
+def _why(choice: str, passed: list[str]) -> str:
+    return "; ".join([*passed, choice]) if passed else choice
 
 
 def _is_id(value: str) -> bool:

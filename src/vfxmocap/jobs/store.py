@@ -10,6 +10,7 @@ or fails them with a reason when attempts are exhausted: none lost, none stuck.
 
 from __future__ import annotations
 
+import builtins
 import json
 import time
 import uuid
@@ -76,6 +77,7 @@ class JobRow(_Base):
     outputs: Mapped[str | None] = mapped_column(Text, nullable=True)
     summary: Mapped[str | None] = mapped_column(Text, nullable=True)
     backend: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    route: Mapped[str | None] = mapped_column(Text, nullable=True)  # why that backend
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,7 @@ class Job:
     outputs: dict[str, str] | None
     summary: dict[str, Any] | None
     backend: str | None
+    route: str | None
 
     def to_dict(self) -> dict[str, Any]:
         data = dict(self.__dict__)
@@ -137,6 +140,7 @@ def _job(row: JobRow) -> Job:
         outputs=_load(row.outputs),
         summary=_load(row.summary),
         backend=row.backend,
+        route=row.route,
     )
 
 
@@ -188,6 +192,8 @@ class JobStore:
         max_attempts: int = 3,
         timeout_s: float | None = None,
         job_id: str | None = None,
+        backend: str | None = None,
+        route: str | None = None,
     ) -> Job:
         row = JobRow(
             id=job_id or new_job_id(),
@@ -202,6 +208,8 @@ class JobStore:
             not_before=0.0,
             created_at=time.time(),
             cancel_requested=False,
+            backend=backend,
+            route=route,
         )
         with self._session() as session:
             session.add(row)
@@ -307,6 +315,29 @@ class JobStore:
             query = query.where(JobRow.state.in_([s.value for s in only]))
         with self._session() as session:
             return bool(session.execute(query.values(**values)).rowcount)  # type: ignore[attr-defined]
+
+    def reroute(self, job_id: str, device: str, backend: str, route: str) -> bool:
+        """Send a queued job to another backend (its first choice has no worker left)."""
+        return self._update(
+            job_id, only={JobState.QUEUED}, device=device, backend=backend, route=route
+        )
+
+    def queued_on(self, device: str) -> builtins.list[Job]:
+        with self._session() as session:
+            rows = session.scalars(
+                select(JobRow).where(JobRow.state == JobState.QUEUED.value, JobRow.device == device)
+            ).all()
+            return [_job(r) for r in rows]
+
+    def running_on_prefix(self, prefix: str) -> builtins.list[Job]:
+        """Running jobs whose worker name starts with `prefix` (e.g. "celery/")."""
+        with self._session() as session:
+            rows = session.scalars(
+                select(JobRow).where(
+                    JobRow.state == JobState.RUNNING.value, JobRow.worker.startswith(prefix)
+                )
+            ).all()
+            return [_job(r) for r in rows]
 
     def heartbeat(self, job_id: str) -> bool:
         return self._update(job_id, only={JobState.RUNNING}, heartbeat_at=time.time())

@@ -1,0 +1,325 @@
+"""Scale-out, the server side: hands queued jobs to Celery workers that can run them.
+
+The job store stays the truth. A job routed to Celery is claimed from the store for one
+idle worker whose advertised capabilities fit it, and sent to that worker's own queue.
+Progress comes back on a Redis channel and ends on a Redis list; cancel goes out as a Redis
+key, then as a kill (`revoke(terminate=True)`) after the grace period. A worker whose
+advertisement expires is lost: its job is queued again (attempt + 1) or failed with a
+reason, and a late message from the old attempt is ignored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from vfxmocap.core.errors import JobTimeout, WorkerUnavailable
+from vfxmocap.core.log import get_logger
+from vfxmocap.jobs.celery_app import (
+    PREFIX,
+    attempt_key,
+    cancel_key,
+    events_channel,
+    finals_list,
+    kill_key,
+    make_app,
+    queue_of,
+    redis_client,
+)
+from vfxmocap.jobs.events import EventBus, job_event
+from vfxmocap.jobs.store import Job, JobState, JobStore
+
+log = get_logger("jobs.celery_backend")
+
+DEVICE = "celery"  # the store's device column for jobs routed to the Celery fleet (one
+# name, two modules: jobs.service imports this module only when a broker is configured)
+
+
+@dataclass
+class _Assignment:
+    job: Job
+    worker: str
+    boot: str
+    task_id: str
+    sent_at: float
+    timeout_s: float
+    cancel_at: float | None = None
+
+
+class CeleryBackend:
+    def __init__(
+        self,
+        store: JobStore,
+        broker_url: str,
+        *,
+        bus: EventBus,
+        cancel_grace_s: float = 5.0,
+        default_timeout: Callable[[str], float] | None = None,
+    ) -> None:
+        self.store = store
+        self.bus = bus
+        self.cancel_grace_s = cancel_grace_s
+        self._timeout = default_timeout or (lambda name: 3600.0)
+        self.redis = redis_client(broker_url)
+        self.app = make_app(broker_url)
+        # Servers of one job store share their messages (any of them may record a result);
+        # other stores on the same Redis do not see them.
+        self.namespace = hashlib.sha1(store.url.encode()).hexdigest()[:12]
+        self.assigned: dict[str, _Assignment] = {}  # by worker name
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # --- the fleet ------------------------------------------------------------------------
+
+    def workers(self) -> list[dict[str, Any]]:
+        """Live workers, from their advertisements (expired ones are gone)."""
+        found = []
+        for key in self.redis.scan_iter(f"{PREFIX}worker:*"):
+            raw = self.redis.get(key)
+            if raw:
+                found.append(json.loads(raw))
+        return found
+
+    def live_count(self) -> int:
+        try:
+            return len(self.workers())
+        except redis.RedisError as exc:
+            log.warning("Redis unavailable: %s", exc)
+            return 0
+
+    def can_run(self, workflow: str) -> bool:
+        try:
+            return any(workflow in w.get("workflows", ()) for w in self.workers())
+        except redis.RedisError as exc:
+            log.warning("Redis unavailable while routing: %s", exc)
+            return False
+
+    def ping(self) -> dict[str, Any]:
+        """Celery's own view of worker health (`inspect().ping()`)."""
+        replies = self.app.control.inspect(timeout=1.0).ping() or {}
+        return {name: reply.get("ok") == "pong" for name, reply in replies.items()}
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._adopt()
+        for target in (self._dispatch_loop, self._finals_loop, self._events_loop, self._monitor):
+            thread = threading.Thread(target=target, name=f"celery-{target.__name__}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _adopt(self) -> None:
+        """After a server restart: watch again the Celery jobs still running, or queue
+        again those whose worker is gone or has moved on."""
+        try:
+            live = {w["name"]: w for w in self.workers()}
+        except redis.RedisError as exc:
+            log.warning("Redis unavailable at start: %s", exc)
+            live = {}
+        for job in self.store.running_on_prefix("celery/"):
+            name = (job.worker or "").removeprefix("celery/")
+            worker = live.get(name)
+            if worker is not None and worker.get("busy") == job.id:
+                timeout = job.timeout_s or self._timeout(job.workflow)
+                started = time.monotonic() - (time.time() - (job.started_at or time.time()))
+                with self._lock:
+                    self.assigned[name] = _Assignment(
+                        job, name, worker["boot"], f"{job.id}-{job.attempt}", started, timeout
+                    )
+                log.info("job %s: still running on %s, watched again", job.id, name)
+            else:
+                lost = WorkerUnavailable(
+                    f"Celery worker {name} is no longer running the job",
+                    hint="The job was queued again automatically.",
+                )
+                self.redis.set(attempt_key(job.id), "revoked", ex=86400)
+                self._failed(job.id, lost.to_dict(), retryable=True)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        for thread in self._threads:
+            thread.join(5)
+
+    def notify(self) -> None:
+        self._wake.set()
+
+    # --- dispatch -----------------------------------------------------------------------
+
+    def _dispatch_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._dispatch_once()
+            except redis.RedisError as exc:
+                log.warning("Redis unavailable, dispatch paused: %s", exc)
+                self._stop.wait(2.0)
+            self._wake.wait(0.25)
+            self._wake.clear()
+
+    def _dispatch_once(self) -> None:
+        for worker in self.workers():
+            name = worker["name"]
+            with self._lock:
+                if worker.get("busy") or name in self.assigned:
+                    continue
+            job = self.store.claim(
+                f"celery/{name}", DEVICE, limit=10**6, workflows=set(worker["workflows"])
+            )
+            if job is None:
+                continue
+            self.redis.set(attempt_key(job.id), str(job.attempt), ex=8 * 86400)
+            task_id = f"{job.id}-{job.attempt}"
+            timeout = job.timeout_s or self._timeout(job.workflow)
+            with self._lock:
+                self.assigned[name] = _Assignment(
+                    job, name, worker["boot"], task_id, time.monotonic(), timeout
+                )
+            self.app.send_task(
+                "vfxmocap.run_job",
+                args=[job.id, job.attempt, job.workflow, job.inputs, self.namespace],
+                queue=queue_of(name),
+                task_id=task_id,
+            )
+            log.info("job %s -> celery worker %s (attempt %d)", job.id, name, job.attempt)
+
+    # --- what workers report ------------------------------------------------------------
+
+    def _current(self, message: dict[str, Any]) -> Job | None:
+        """The job a worker's message is about, if that attempt is still the one running
+        (a late message of an attempt given up on is ignored)."""
+        job = self.store.get(message["job_id"])
+        if (
+            job is None
+            or job.state != JobState.RUNNING
+            or job.attempt != message["attempt"]
+            or job.worker != f"celery/{message.get('worker', '')}"
+        ):
+            return None
+        return job
+
+    def _assignment(self, job_id: str) -> _Assignment | None:
+        with self._lock:
+            return next((a for a in self.assigned.values() if a.job.id == job_id), None)
+
+    def _release(self, assignment: _Assignment) -> None:
+        with self._lock:
+            if self.assigned.get(assignment.worker) is assignment:
+                del self.assigned[assignment.worker]
+        self.redis.delete(cancel_key(assignment.job.id))
+        self._wake.set()
+
+    def _finals_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                item = self.redis.blpop([finals_list(self.namespace)], timeout=1)
+            except redis.RedisError as exc:
+                log.warning("Redis unavailable: %s", exc)
+                self._stop.wait(2.0)
+                continue
+            if item is None:
+                continue
+            message = json.loads(item[1])
+            job = self._current(message)
+            if job is None:
+                log.info("ignoring a late message for job %s", message.get("job_id"))
+                continue
+            self._record(job, message)
+
+    def _record(self, job: Job, message: dict[str, Any]) -> None:
+        job_id = job.id
+        if message["kind"] == "started":
+            self.store.heartbeat(job_id)
+            self.bus.publish(job_event("started", job_id, message=f"on {message['worker']}"))
+            return
+        if message["kind"] == "done":
+            self.store.succeed(job_id, message["outputs"], message["summary"])
+            self.bus.publish(job_event("succeeded", job_id))
+        elif message["error"].get("code") == "cancelled":
+            self.store.mark_cancelled(job_id)
+            self.bus.publish(job_event("cancelled", job_id))
+        else:
+            self._failed(job_id, message["error"], retryable=message["retryable"])
+        assignment = self._assignment(job_id)
+        if assignment is not None:
+            self._release(assignment)
+
+    def _failed(self, job_id: str, error: dict[str, Any], *, retryable: bool) -> None:
+        state = self.store.fail(job_id, error, retryable=retryable)
+        kind = "queued" if state == JobState.QUEUED else "failed"
+        self.bus.publish(job_event(kind, job_id, message=error.get("message", "")))
+
+    def _events_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                pubsub = self.redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+                pubsub.subscribe(events_channel(self.namespace))
+                while not self._stop.is_set():
+                    message = pubsub.get_message(timeout=1.0)
+                    if message is not None:
+                        self._progress(json.loads(message["data"]))
+            except redis.RedisError as exc:
+                log.warning("Redis unavailable: %s", exc)
+                self._stop.wait(2.0)
+
+    def _progress(self, event: dict[str, Any]) -> None:
+        if self._assignment(event["job_id"]) is None:
+            return
+        fields = {k: event.get(k) for k in ("stage", "value", "max", "percent", "eta_s")}
+        self.store.report_progress(event["job_id"], {**fields, "message": event.get("message")})
+        self.bus.publish(job_event("progress", event["job_id"], **fields))
+
+    # --- cancel, time limits, lost workers ------------------------------------------------
+
+    def _monitor(self) -> None:
+        while not self._stop.wait(1.0):
+            try:
+                live = {w["name"]: w["boot"] for w in self.workers()}
+                with self._lock:
+                    assignments = list(self.assigned.values())
+                for assignment in assignments:
+                    self._watch(assignment, live)
+            except redis.RedisError as exc:
+                log.warning("Redis unavailable: %s", exc)
+
+    def _watch(self, assignment: _Assignment, live: dict[str, str]) -> None:
+        job_id, now = assignment.job.id, time.monotonic()
+        if live.get(assignment.worker) != assignment.boot:  # gone, or restarted since
+            self._kill(assignment)
+            lost = WorkerUnavailable(
+                f"Celery worker {assignment.worker} stopped while running the job",
+                hint="The job was queued again automatically.",
+            )
+            self._failed(job_id, lost.to_dict(), retryable=True)
+            self._release(assignment)
+            return
+        self.store.heartbeat(job_id)
+        if assignment.cancel_at is None and self.store.cancel_requested(job_id):
+            assignment.cancel_at = now
+            self.redis.set(cancel_key(job_id), "1", ex=86400)
+        if assignment.cancel_at is not None and now - assignment.cancel_at > self.cancel_grace_s:
+            self._kill(assignment)
+            self.store.mark_cancelled(job_id)
+            self.bus.publish(job_event("cancelled", job_id))
+            self._release(assignment)
+        elif now - assignment.sent_at > assignment.timeout_s:
+            self._kill(assignment)
+            error = JobTimeout(f"the job ran longer than its limit of {assignment.timeout_s:.0f} s")
+            self._failed(job_id, error.to_dict(), retryable=False)
+            self._release(assignment)
+
+    def _kill(self, assignment: _Assignment) -> None:
+        """Stop an attempt for good: its late messages are ignored, a redelivery of its
+        task is skipped, and the worker process is killed if it is still running it."""
+        self.redis.set(attempt_key(assignment.job.id), "revoked", ex=86400)
+        order = f"{assignment.job.id}:{assignment.job.attempt}"  # never a later attempt
+        self.redis.set(kill_key(assignment.worker), order, ex=60)
+        self.app.control.revoke(assignment.task_id)

@@ -1,0 +1,179 @@
+"""Scale-out on Celery + Redis: a real redis-server, real `vfx worker` processes, and a
+server (`vfx serve`) with no local workers, so every job must go through Celery."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ALLOW_SKIP
+from tests.servers import RedisServer, ServerProcess, WorkerProcess
+from vfxmocap.client import Client
+from vfxmocap.core.errors import WorkerUnavailable
+from vfxmocap.samples import sample_path
+
+if shutil.which("redis-server") is None:
+    if ALLOW_SKIP:
+        pytest.skip(
+            "redis-server is not installed (VFX_TEST_ALLOW_SKIP=1)", allow_module_level=True
+        )
+    pytest.fail("redis-server is not installed: apt-get install redis-server (.ci/run does)")
+
+
+class Fleet:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.redis = RedisServer(root / "redis")
+        self.worker: WorkerProcess | None = None
+        self.server: ServerProcess | None = None
+
+    def client(self) -> Client:
+        assert self.server is not None
+        return self.server.client()
+
+    def advert(self, name: str, timeout: float = 90) -> dict:
+        """Wait for a worker's advertisement (its capabilities) to reach the server."""
+        deadline = time.monotonic() + timeout
+        with self.client() as client:
+            while True:
+                found = {w["name"]: w for w in client._request("GET", "/workers")["celery"]}
+                if name in found and not found[name]["busy"]:
+                    return found[name]
+                assert time.monotonic() < deadline, f"worker {name} never advertised"
+                time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    root = tmp_path_factory.mktemp("fleet")
+    fleet = Fleet(root)
+    with fleet.redis:
+        fleet.worker = WorkerProcess(fleet.redis.url, "w1", root).start()
+        fleet.server = ServerProcess(
+            root / "server", workers=0, VFX_BROKER_URL=fleet.redis.url, VFX_CANCEL_GRACE_S="1"
+        ).start()
+        try:
+            fleet.advert("w1")
+            yield fleet
+        finally:
+            fleet.server.terminate()
+            fleet.worker.stop()
+
+
+def _running(client: Client, job_id: str, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while (job := client.job(job_id))["state"] != "running":
+        assert time.monotonic() < deadline, job
+        time.sleep(0.05)
+    return job
+
+
+def test_worker_advertises_its_capabilities(fleet: Fleet) -> None:
+    advert = fleet.advert("w1")
+    assert advert["device"] == "cpu" and advert["queue"] == "vfx.w.w1"
+    assert {"swap", "mocap", "sleep"} <= set(advert["workflows"])
+    assert "sleep_gpu" not in advert["workflows"]  # a CPU worker cannot take a GPU job
+    assert "mediapipe-pose" in advert["models"]
+    with fleet.client() as client:
+        health = client._request("GET", "/workers")
+    assert any(name.startswith("w1@") and ok for name, ok in health["celery_ping"].items())
+
+
+def test_face_swap_and_mocap_run_on_celery(fleet: Fleet, tmp_path: Path) -> None:
+    with fleet.client() as client:
+        swap = client.submit_files(
+            "swap", {"sources": [sample_path("astronaut")], "target": sample_path("carphone")}
+        )
+        mocap = client.submit_files("mocap", {"input": sample_path("bikes"), "pose_video": True})
+        done = client.wait(swap["id"], timeout=300)
+        assert done["state"] == "succeeded", done
+        assert done["backend"] == "celery" and done["worker"] == "celery/w1"
+        assert done["summary"]["faces_swapped"] == 120 and done["progress"]["percent"] == 100
+        out = client.download(swap["id"], "output", tmp_path)
+        assert out.stat().st_size > 10_000
+        done = client.wait(mocap["id"], timeout=300)
+        assert done["state"] == "succeeded", done
+        assert set(done["outputs"]) == {"bvh", "json", "pose_video"}
+        assert "a Celery worker can run it" in done["route"]
+
+
+def test_progress_events_travel_through_redis(fleet: Fleet) -> None:
+    with fleet.client() as client:
+        job = client.submit("sleep", {"seconds": 2})
+        _running(client, job["id"])
+        time.sleep(1.0)
+        mid = client.job(job["id"])
+        assert mid["progress"]["stage"] == "sleep" and 0 < mid["percent"] < 100
+        assert client.wait(job["id"], timeout=60)["state"] == "succeeded"
+
+
+def test_cancel_a_running_celery_job(fleet: Fleet) -> None:
+    with fleet.client() as client:
+        job = client.submit("sleep", {"seconds": 30})
+        _running(client, job["id"])
+        client.cancel(job["id"])
+        assert client.wait(job["id"], timeout=20)["state"] == "cancelled"
+        fleet.advert("w1")  # stopped by its token: the same process is free again
+
+
+def test_a_job_ignoring_cancel_is_killed_and_the_worker_restarts(fleet: Fleet) -> None:
+    with fleet.client() as client:
+        job = client.submit("sleep", {"seconds": 60, "ignore_cancel": True})
+        _running(client, job["id"])
+        boot = _advert_boot(fleet)
+        started = time.monotonic()
+        client.cancel(job["id"])
+        assert client.wait(job["id"], timeout=30)["state"] == "cancelled"
+        assert time.monotonic() - started < 15
+        fleet.advert("w1")
+        assert _advert_boot(fleet) != boot  # a fresh worker process
+        after = client.submit("sleep", {"seconds": 0.1})
+        assert client.wait(after["id"], timeout=120)["state"] == "succeeded"
+
+
+def _advert_boot(fleet: Fleet) -> str:
+    with fleet.client() as client:
+        workers = client._request("GET", "/workers")["celery"]
+    boot: str = next(w["boot"] for w in workers if w["name"] == "w1")
+    return boot
+
+
+def test_kill_9_of_a_worker_mid_job_loses_nothing(fleet: Fleet) -> None:
+    with fleet.client() as client:
+        job = client.submit("sleep", {"seconds": 8})
+        _running(client, job["id"])
+        time.sleep(1.0)
+        workers = client._request("GET", "/workers")["celery"]
+        pid = next(w["pid"] for w in workers if w["name"] == "w1")
+        os.kill(pid, signal.SIGKILL)  # the Celery worker process, mid-job
+        final = client.wait(job["id"], timeout=180)
+        assert final["state"] == "succeeded" and final["attempt"] == 2, final["error"]
+        assert client.queue()["states"]["running"] == 0
+
+
+def test_no_capable_worker_is_a_clear_503(fleet: Fleet) -> None:
+    with fleet.client() as client, pytest.raises(WorkerUnavailable, match="no worker can run"):
+        client.submit("sleep_gpu", {})
+
+
+def test_fallback_to_local_workers_records_why(tmp_path: Path, fleet: Fleet) -> None:
+    """A server with local workers too: a job no Celery worker can run (the fleet here
+    does not have the workflow) runs locally, and the job says why."""
+    server = ServerProcess(
+        tmp_path / "server",
+        workers=1,
+        VFX_BROKER_URL=fleet.redis.url,
+        VFX_WORKFLOW_MODULES=json.dumps(["tests.plugin_workflows", "tests.plugin_local"]),
+    )
+    with server, server.client() as client:
+        job = client.submit("sleep_local", {"seconds": 0.1})
+        final = client.wait(job["id"], timeout=120)
+    assert final["state"] == "succeeded" and final["backend"] == "local"
+    assert final["route"].startswith("no Celery worker can run sleep_local")
