@@ -128,7 +128,7 @@ def _root(
         resolve_device(device)  # an unknown or absent device stops here, before any work
         os.environ["VFX_DEVICE"] = device
     settings = reload_settings()
-    setup_logging("DEBUG" if debug else settings.log_level)
+    setup_logging("DEBUG" if debug else settings.log_level, settings.log_format)
 
 
 @contextmanager
@@ -714,6 +714,10 @@ def serve(
         f"vfxmocap API on http://{settings.host}:{settings.port}/api "
         f"({settings.workers} worker(s), data in {settings.data_dir})"
     )
+    # The event loop shares the GIL with the runner's threads; a shorter switch interval
+    # (5 ms by default) keeps a thread that holds the store's write lock from making
+    # every request wait a whole interval behind it.
+    sys.setswitchinterval(0.0005)
     uvicorn.run(
         create_app(service),
         host=settings.host,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import FastAPI, File, Query, Request, UploadFile, WebSocket, WebSocketDisconnect
@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
 from vfxmocap import __version__
-from vfxmocap.api.security import RateLimiter, token_matches, websocket_allowed
+from vfxmocap.api.security import GuardMiddleware, RateLimiter, websocket_allowed
 from vfxmocap.core.errors import InputError, VfxError
 from vfxmocap.core.log import get_logger
 from vfxmocap.jobs.events import AsyncListener, job_event
@@ -79,6 +79,7 @@ def create_app(service: JobService, *, start: bool = True) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        all_workflows()  # import every workflow now, not inside the first request
         if start:
             service.start()
         try:
@@ -105,35 +106,7 @@ def create_app(service: JobService, *, start: bool = True) -> FastAPI:
             allow_headers=["Authorization", "Content-Type", "Range"],
         )
 
-    @app.middleware("http")
-    async def guard(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        if request.method != "OPTIONS" and not token_matches(
-            settings.api_token,
-            request.headers.get("authorization"),
-            request.query_params.get("token"),
-        ):
-            return JSONResponse(
-                _error_body(
-                    "unauthorized",
-                    "a valid API token is required",
-                    "Send 'Authorization: Bearer <VFX_API_TOKEN>'.",
-                ),
-                status_code=401,
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        client = request.headers.get("authorization") or (
-            request.client.host if request.client else "unknown"
-        )
-        allowed, wait = limiter.allow(client)
-        if not allowed:
-            return JSONResponse(
-                _error_body("rate_limited", "too many requests", f"Retry in {wait:.2f} s."),
-                status_code=429,
-                headers={"Retry-After": str(max(1, round(wait)))},
-            )
-        return await call_next(request)
+    app.add_middleware(GuardMiddleware, token=settings.api_token, limiter=limiter)
 
     @app.exception_handler(VfxError)
     async def vfx_error(request: Request, exc: VfxError) -> JSONResponse:
@@ -182,7 +155,8 @@ def create_app(service: JobService, *, start: bool = True) -> FastAPI:
     async def show(job_id: str) -> dict[str, Any]:
         """State, progress (percent, ETA), error with its hint, output names."""
         job = get_job(job_id)
-        return job_view(job, service.store.position(job_id))
+        queued = job.state == JobState.QUEUED
+        return job_view(job, service.store.position(job_id) if queued else None)
 
     @app.get("/api/jobs", tags=["jobs"])
     def history(

@@ -9,6 +9,9 @@ import time
 from collections import OrderedDict
 
 from fastapi import WebSocket
+from fastapi.responses import JSONResponse
+from starlette.datastructures import Headers, QueryParams
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from vfxmocap.core.errors import InvalidParams
 
@@ -76,3 +79,51 @@ class RateLimiter:
             while len(self._buckets) > self.max_clients:
                 self._buckets.popitem(last=False)
         return allowed, 0.0 if allowed else (1.0 - tokens) / self.rate
+
+
+class GuardMiddleware:
+    """Token and rate limit on every HTTP request, as plain ASGI (Starlette's
+    BaseHTTPMiddleware costs a task and a stream per request). WebSockets check the token
+    themselves before accepting (`websocket_allowed`)."""
+
+    def __init__(self, app: ASGIApp, *, token: str | None, limiter: RateLimiter) -> None:
+        self.app, self.token, self.limiter = app, token, limiter
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        authorization = headers.get("authorization")
+        if scope["method"] != "OPTIONS" and not token_matches(
+            self.token, authorization, QueryParams(scope.get("query_string", b"")).get("token")
+        ):
+            response = _refusal(
+                401,
+                "unauthorized",
+                "a valid API token is required",
+                "Send 'Authorization: Bearer <VFX_API_TOKEN>'.",
+                {"WWW-Authenticate": "Bearer"},
+            )
+            await response(scope, receive, send)
+            return
+        client = scope.get("client")
+        allowed, wait = self.limiter.allow(authorization or (client[0] if client else "unknown"))
+        if not allowed:
+            response = _refusal(
+                429,
+                "rate_limited",
+                "too many requests",
+                f"Retry in {wait:.2f} s.",
+                {"Retry-After": str(max(1, round(wait)))},
+            )
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def _refusal(
+    status: int, code: str, message: str, hint: str, headers: dict[str, str]
+) -> JSONResponse:
+    body = {"error": {"code": code, "message": message, "hint": hint}}
+    return JSONResponse(body, status_code=status, headers=headers)

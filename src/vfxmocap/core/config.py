@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     )
     download_timeout_s: float = Field(20.0, gt=0, description="Network timeout for model pulls.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["auto", "rich", "plain", "json"] = Field(
+        "auto", description="Log lines: rich on a terminal, plain otherwise, or json."
+    )
     video_crf: int = Field(18, ge=0, le=51, description="H.264 quality (lower is better).")
     video_preset: X264Preset = Field("veryfast", description="x264 speed/size trade-off.")
     queue_size: int = Field(8, ge=1, le=256, description="Frames buffered between pipeline stages.")

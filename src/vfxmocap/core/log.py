@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import json
 import logging
 import os
 import sys
@@ -22,21 +23,54 @@ class _JobIdFilter(logging.Filter):
         return True
 
 
-def setup_logging(level: str = "INFO") -> None:
-    """Configure the `vfxmocap` logger once; later calls only change the level."""
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, job_id, message (for log shippers)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        data = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname,
+            "logger": record.name,
+            "job_id": getattr(record, "job_id", None),
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            data["exception"] = self.formatException(record.exc_info)
+        return json.dumps(data)
+
+
+def setup_logging(level: str = "INFO", fmt: str = "auto") -> None:
+    """Configure the `vfxmocap` logger; later calls change the level and format.
+
+    `fmt`: "rich" (colours, for a terminal), "plain" (one line per record, with the job
+    id), "json" (one object per line), or "auto": rich on a terminal, plain otherwise (a
+    server's log file or journal; rich's wrapping there is slow and hard to grep)."""
     logger = logging.getLogger("vfxmocap")
     logger.setLevel(level)
-    if not logger.handlers:
+    if fmt == "auto":
+        fmt = "rich" if sys.stderr.isatty() else "plain"
+    for old in [h for h in logger.handlers if getattr(h, "_vfx_console", False)]:
+        logger.removeHandler(old)
+    handler: logging.Handler
+    if fmt == "rich":
         handler = RichHandler(
             console=Console(stderr=True),  # stdout stays clean for --json
             show_path=False,
             rich_tracebacks=False,
             markup=False,
         )
-        handler.addFilter(_JobIdFilter())
         handler.setFormatter(logging.Formatter("[%(job_id)s] %(message)s"))
-        logger.addHandler(handler)
-        logger.propagate = False
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(
+            JsonFormatter()
+            if fmt == "json"
+            else logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(job_id)s] %(message)s")
+        )
+    handler.addFilter(_JobIdFilter())
+    setattr(handler, "_vfx_console", True)  # noqa: B010 (marks ours among handlers)
+    logger.addHandler(handler)
+    logger.propagate = False
 
 
 _silence_lock = threading.Lock()

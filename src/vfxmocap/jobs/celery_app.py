@@ -274,7 +274,9 @@ def run_worker(broker_url: str, name: str | None = None, loglevel: str = "INFO")
 if __name__ == "__main__":  # the process `vfx worker` supervises
     import sys
 
+    from vfxmocap.core.config import get_settings
     from vfxmocap.core.log import setup_logging
 
-    setup_logging("INFO")
+    settings = get_settings()
+    setup_logging(settings.log_level, settings.log_format)
     run_worker(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else None)

@@ -49,8 +49,12 @@ def worker_main(conn: Connection, cancel: Any, device: str, log_level: str) -> N
     from vfxmocap.core.progress import CancelToken, Progress, ProgressEvent
     from vfxmocap.workflows import get_workflow
 
-    reload_settings()
-    setup_logging(log_level)
+    settings = reload_settings()
+    setup_logging(log_level, settings.log_format)
+    # The console (the server's log) gets warnings and errors; each job's own log file
+    # (`vfx jobs logs`) gets everything at `log_level`.
+    for console in logging.getLogger("vfxmocap").handlers:
+        console.setLevel(max(logging.WARNING, logging.getLevelName(log_level)))
     while True:
         try:
             message = conn.recv()
@@ -193,7 +197,7 @@ class _Slot:
         started = time.monotonic()
         cancel_at: float | None = None
         last_beat = started  # the claim wrote the first heartbeat
-        last_write = 0.0
+        last_write = started  # a job shorter than one interval writes only its result
         last_event: dict[str, Any] | None = None
         try:
             log_path = str(runner.log_dir / job.id / "job.log") if runner.log_dir else None
@@ -350,10 +354,14 @@ class LocalRunner:
             self.notify()
         return recovered
 
-    def notify(self) -> None:
-        """Wake idle slots: a job was submitted or queued again."""
+    def notify(self, everyone: bool = False) -> None:
+        """Wake an idle slot: a job was submitted or queued again (one job, one slot:
+        waking them all would have every slot race for it)."""
         with self._work:
-            self._work.notify_all()
+            if everyone:
+                self._work.notify_all()
+            else:
+                self._work.notify()
 
     def wait_for_work(self, timeout: float = 0.5) -> None:
         with self._work:
@@ -378,7 +386,7 @@ class LocalRunner:
         """Take no new jobs; let running ones finish within `grace_s`, then stop them and
         queue them again."""
         self.draining.set()
-        self.notify()
+        self.notify(everyone=True)
         deadline = time.monotonic() + grace_s
         while self.busy and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -81,7 +81,7 @@ class JobService:
         if self.celery is not None:
             self.celery.stop()  # Celery workers keep running their jobs; a restart resumes
         self.runner.stop(self.settings.shutdown_grace_s if grace_s is None else grace_s)
-        self.store.engine.dispose()
+        self.store.dispose()
 
     def _maintain(self) -> None:
         """Every few seconds: recover jobs of lost workers; now and then: retention."""

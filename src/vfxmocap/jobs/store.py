@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import builtins
 import json
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -23,6 +24,7 @@ from typing import Any
 from sqlalchemy import (
     Boolean,
     Float,
+    Index,
     Integer,
     String,
     Text,
@@ -36,6 +38,9 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from vfxmocap.core.errors import InvalidParams
+from vfxmocap.core.log import get_logger
+
+log = get_logger("jobs.store")
 
 
 class JobState(StrEnum):
@@ -55,6 +60,8 @@ class _Base(DeclarativeBase):
 
 class JobRow(_Base):
     __tablename__ = "jobs"
+    # The queue's order (claims, positions) reads this index, not the whole table.
+    __table_args__ = (Index("ix_jobs_queue", "state", "device", "priority", "created_at"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     workflow: Mapped[str] = mapped_column(String(64), index=True)
@@ -144,7 +151,7 @@ def _job(row: JobRow) -> Job:
     )
 
 
-def _sqlite_engine(url: str) -> Engine:
+def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
     @event.listens_for(engine, "connect")
@@ -160,7 +167,7 @@ def _sqlite_engine(url: str) -> Engine:
     def _begin(connection: Any) -> None:
         # IMMEDIATE takes the write lock at the start: read-then-write steps (claim with a
         # concurrency limit) cannot interleave between processes.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
 
@@ -168,17 +175,35 @@ def _sqlite_engine(url: str) -> Engine:
 class JobStore:
     def __init__(self, url: str) -> None:
         self.url = url
-        self.engine = (
-            _sqlite_engine(url)
-            if url.startswith("sqlite")
-            else create_engine(url, pool_pre_ping=True)
-        )
+        if url.startswith("sqlite"):
+            # Writes take SQLite's one write lock up front; reads run beside them (WAL).
+            self.engine = _sqlite_engine(url, immediate=True)
+            self.read_engine = _sqlite_engine(url, immediate=False)
+        else:
+            self.engine = self.read_engine = create_engine(url, pool_pre_ping=True)
         _Base.metadata.create_all(self.engine)
+        self._write_lock = threading.Lock() if url.startswith("sqlite") else nullcontext()
 
     @contextmanager
     def _session(self) -> Iterator[Session]:
-        with Session(self.engine, expire_on_commit=False) as session, session.begin():
+        """A write transaction. Writers of this process queue on a lock rather than in
+        SQLite's busy handler, which sleeps in steps of up to 100 ms (a p99 of 700 ms
+        under load); other processes still meet the busy handler, rarely."""
+        with (
+            self._write_lock,
+            Session(self.engine, expire_on_commit=False) as session,
+            session.begin(),
+        ):
             yield session
+
+    @contextmanager
+    def _reading(self) -> Iterator[Session]:
+        with Session(self.read_engine, expire_on_commit=False) as session, session.begin():
+            yield session
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+        self.read_engine.dispose()
 
     # --- submit and read ----------------------------------------------------------------
 
@@ -216,13 +241,13 @@ class JobStore:
         return _job(row)
 
     def get(self, job_id: str) -> Job | None:
-        with self._session() as session:
+        with self._reading() as session:
             row = session.get(JobRow, job_id)
             return _job(row) if row is not None else None
 
     def position(self, job_id: str) -> int | None:
         """Queued jobs that run before this one (same device), or None when not queued."""
-        with self._session() as session:
+        with self._reading() as session:
             row = session.get(JobRow, job_id)
             if row is None or row.state != JobState.QUEUED:
                 return None
@@ -256,14 +281,14 @@ class JobStore:
             query = query.where(JobRow.workflow == workflow)
         if cursor is not None:
             query = query.where(JobRow.created_at < cursor)
-        with self._session() as session:
+        with self._reading() as session:
             rows = list(session.scalars(query))
         more = len(rows) > limit
         rows = rows[:limit]
         return [_job(r) for r in rows], (rows[-1].created_at if more and rows else None)
 
     def stats(self) -> dict[str, int]:
-        with self._session() as session:
+        with self._reading() as session:
             counts = dict(
                 session.execute(select(JobRow.state, func.count()).group_by(JobRow.state)).all()
             )
@@ -323,7 +348,7 @@ class JobStore:
         )
 
     def queued_on(self, device: str) -> builtins.list[Job]:
-        with self._session() as session:
+        with self._reading() as session:
             rows = session.scalars(
                 select(JobRow).where(JobRow.state == JobState.QUEUED.value, JobRow.device == device)
             ).all()
@@ -331,7 +356,7 @@ class JobStore:
 
     def running_on_prefix(self, prefix: str) -> builtins.list[Job]:
         """Running jobs whose worker name starts with `prefix` (e.g. "celery/")."""
-        with self._session() as session:
+        with self._reading() as session:
             rows = session.scalars(
                 select(JobRow).where(
                     JobRow.state == JobState.RUNNING.value, JobRow.worker.startswith(prefix)
