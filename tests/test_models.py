@@ -578,3 +578,48 @@ def test_cli_error_prints_a_path_with_brackets_exactly(tmp_path: Path) -> None:
     result = run_cli("models", "pull", "inswapper-128", models_dir=models, VFX_OFFLINE="1")
     assert result.returncode == 4
     assert str(models / "inswapper-128" / "inswapper_128.onnx") in result.stderr
+
+
+# --- the model cache ---------------------------------------------------------------------
+
+
+def test_sessions_stay_warm_and_the_budget_evicts_the_oldest(tmp_path: Path) -> None:
+    from tests import onnx_models
+    from vfxmocap.models.cache import ModelCache
+    from vfxmocap.models.onnx_runtime import session
+
+    swapper = onnx_models.inswapper(tmp_path / "swapper.onnx")
+    arcface = onnx_models.arcface(tmp_path / "arcface.onnx")
+    sizes = [1.5 * p.stat().st_size / 2**30 for p in (swapper, arcface)]
+    cache = ModelCache(budget_gb=max(sizes) * 1.01)  # room for one of the two
+    assert sum(sizes) > cache.budget_gb
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("vfxmocap.models.onnx_runtime.model_cache", lambda: cache)
+        first = session(swapper)
+        assert session(swapper) is first and cache.hits == 1  # warm: not loaded again
+        other = session(arcface)
+        assert other is not first and cache.evictions == 1  # the swapper made room
+        assert [k[1] for k in cache.keys()] == [str(arcface.resolve())]
+        assert session(swapper) is not first  # loaded again after eviction
+        out = first.run(None, {i.name: _zeros(i) for i in first.get_inputs()})
+        assert out[0].shape[0] == 1  # an evicted session still works for whoever holds it
+
+
+def _zeros(arg):  # type: ignore[no-untyped-def]
+    import numpy as np
+
+    shape = [d if isinstance(d, int) else 1 for d in arg.shape]
+    return np.zeros(shape, np.float32)
+
+
+def test_a_model_larger_than_the_budget_is_used_not_kept() -> None:
+    from vfxmocap.models.cache import ModelCache
+
+    cache = ModelCache(budget_gb=1.0)
+    assert cache.get("big", lambda: "weights", 2.0) == "weights"
+    assert cache.keys() == [] and cache.misses == 1
+    cache.get("a", lambda: 1, 0.4)
+    cache.get("b", lambda: 2, 0.4)
+    cache.get("a", lambda: 3, 0.4)  # a is now the most recent
+    cache.get("c", lambda: 4, 0.4)
+    assert cache.keys() == ["a", "c"] and cache.used_gb == pytest.approx(0.8)

@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     )
     rate_burst: int = Field(400, ge=1, description="Requests a client may make in one burst.")
     upload_max_mb: float = Field(2048.0, gt=0, description="Largest upload accepted.")
+    model_cache_gb: float = Field(
+        4.0, ge=0, description="Memory for models kept loaded between jobs (LRU)."
+    )
     workers: int = Field(
         1, ge=0, le=64, description="Local worker processes (device slots); 0: none."
     )

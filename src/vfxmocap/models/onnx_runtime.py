@@ -13,6 +13,7 @@ from numpy.typing import NDArray
 
 from vfxmocap.core.errors import DeviceError, ModelMissing
 from vfxmocap.device import onnx_providers
+from vfxmocap.models.cache import model_cache
 
 # TensorProto.DataType -> numpy
 _DTYPES = {
@@ -27,9 +28,8 @@ _DTYPES = {
 
 
 def session(path: Path, device: str | None = None) -> Any:
-    """An inference session on the best providers for `device` (default: VFX_DEVICE)."""
-    import onnxruntime as ort
-
+    """An inference session on the best providers for `device` (default: VFX_DEVICE),
+    kept warm in the model cache: the same file on the same providers loads once."""
     from vfxmocap.core.config import get_settings
 
     providers = onnx_providers(device or get_settings().device)
@@ -38,6 +38,19 @@ def session(path: Path, device: str | None = None) -> Any:
             "onnxruntime offers no execution provider",
             hint="Reinstall onnxruntime (or onnxruntime-gpu).",
         )
+    try:
+        stat = Path(path).stat()
+    except OSError as exc:
+        raise ModelMissing(f"{path}: {exc.strerror}", hint="Pull the model again.") from exc
+    key = ("onnx", str(Path(path).resolve()), stat.st_mtime_ns, tuple(providers))
+    # Weights plus runtime buffers: about 1.5x the file.
+    size_gb = 1.5 * stat.st_size / 2**30
+    return model_cache().get(key, lambda: _load(path, providers), size_gb)
+
+
+def _load(path: Path, providers: list[str]) -> Any:
+    import onnxruntime as ort
+
     options = ort.SessionOptions()
     options.log_severity_level = 3
     try:
