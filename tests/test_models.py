@@ -599,7 +599,7 @@ def test_sessions_stay_warm_and_the_budget_evicts_the_oldest(tmp_path: Path) -> 
         assert session(swapper) is first and cache.hits == 1  # warm: not loaded again
         other = session(arcface)
         assert other is not first and cache.evictions == 1  # the swapper made room
-        assert [k[1] for k in cache.keys()] == [str(arcface.resolve())]
+        assert [k[1] for k in cache.cached()] == [str(arcface.resolve())]
         assert session(swapper) is not first  # loaded again after eviction
         out = first.run(None, {i.name: _zeros(i) for i in first.get_inputs()})
         assert out[0].shape[0] == 1  # an evicted session still works for whoever holds it
@@ -617,9 +617,9 @@ def test_a_model_larger_than_the_budget_is_used_not_kept() -> None:
 
     cache = ModelCache(budget_gb=1.0)
     assert cache.get("big", lambda: "weights", 2.0) == "weights"
-    assert cache.keys() == [] and cache.misses == 1
+    assert cache.cached() == [] and cache.misses == 1
     cache.get("a", lambda: 1, 0.4)
     cache.get("b", lambda: 2, 0.4)
     cache.get("a", lambda: 3, 0.4)  # a is now the most recent
     cache.get("c", lambda: 4, 0.4)
-    assert cache.keys() == ["a", "c"] and cache.used_gb == pytest.approx(0.8)
+    assert cache.cached() == ["a", "c"] and cache.used_gb == pytest.approx(0.8)

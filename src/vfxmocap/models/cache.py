@@ -59,7 +59,8 @@ class ModelCache:
             self._entries[key] = _Entry(loaded, size_gb)
         return loaded
 
-    def keys(self) -> list[Hashable]:
+    def cached(self) -> list[Hashable]:
+        """Keys of the models kept, least recently used first."""
         with self._lock:
             return list(self._entries)
 
