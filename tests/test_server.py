@@ -10,6 +10,7 @@ from pathlib import Path
 from tests.conftest import run_vfx
 from tests.servers import ServerProcess
 from vfxmocap.client import Client
+from vfxmocap.core.errors import WorkerUnavailable
 from vfxmocap.samples import sample_path
 
 
@@ -114,3 +115,34 @@ def test_serve_refuses_a_public_bind_without_a_token() -> None:
 def test_cli_reports_an_unreachable_server() -> None:
     result = run_vfx("jobs", "list", "--server", "http://127.0.0.1:9")
     assert result.returncode == 1 and "cannot reach" in result.stderr
+
+
+def test_fallback_to_another_server_over_http(tmp_path: Path) -> None:
+    """A server with no workers of its own sends jobs to another vfxmocap server: inputs
+    uploaded there, outputs brought back into the job's folder here."""
+    with ServerProcess(tmp_path / "remote") as remote:
+        main = ServerProcess(tmp_path / "main", workers=0, VFX_REMOTE_URL=remote.url)
+        with main, main.client() as client:
+            job = client.submit_files(
+                "swap", {"sources": [sample_path("astronaut")], "target": sample_path("t1")}
+            )
+            final = client.wait(job["id"], timeout=180)
+            assert final["state"] == "succeeded", final
+            assert final["backend"] == "remote"
+            assert final["route"] == f"no local workers; the server at {remote.url}"
+            out = client.download(job["id"], "output", tmp_path)
+            assert out.suffix == ".png" and out.stat().st_size > 10_000
+        with remote.client() as there:
+            assert there.jobs()["jobs"][0]["state"] == "succeeded"
+
+
+def test_no_backend_left_is_a_clear_error(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path, workers=0, VFX_REMOTE_URL="http://127.0.0.1:9")
+    with server, server.client() as client:
+        try:
+            client.submit("sleep", {})
+        except WorkerUnavailable as exc:
+            assert "no worker can run sleep" in exc.message
+            assert "cannot run sleep now" in exc.message
+        else:
+            raise AssertionError("a job with nowhere to run was accepted")

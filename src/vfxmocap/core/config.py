@@ -22,7 +22,7 @@ from pydantic_settings import (
 
 APP_NAME = "vfxmocap"
 
-Backend = Literal["celery", "local"]
+Backend = Literal["celery", "local", "remote"]
 X264Preset = Literal[
     "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower"
 ]
@@ -105,10 +105,14 @@ class Settings(BaseSettings):
         None, description="Celery broker (redis://...): jobs go to Celery workers."
     )
     backends: list[Backend] = Field(
-        default_factory=lambda: list[Backend](["celery", "local"]),
+        default_factory=lambda: list[Backend](["celery", "local", "remote"]),
         description="Where jobs go, in order: the first backend with a worker that can "
-        "run the job takes it (celery only with a broker).",
+        "run the job takes it (celery only with a broker, remote only with remote_url).",
     )
+    remote_url: str | None = Field(
+        None, description="Another vfxmocap server to send jobs to when nothing here can."
+    )
+    remote_token: str | None = Field(None, description="That server's API token.")
     workflow_modules: list[str] = Field(
         default_factory=list,
         description="Extra modules that register workflows (plugins), imported at start.",

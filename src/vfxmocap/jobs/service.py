@@ -24,8 +24,12 @@ from vfxmocap.workflows import Workflow, get_workflow
 
 if TYPE_CHECKING:
     from vfxmocap.jobs.celery_backend import CeleryBackend
+    from vfxmocap.jobs.remote import RemoteBackend
 
-CELERY_DEVICE = "celery"  # the store's device column for jobs routed to the Celery fleet
+# The store's device column for jobs routed to the Celery fleet or a remote server (the
+# backends' modules say the same; they are imported only when configured).
+CELERY_DEVICE = "celery"
+REMOTE_DEVICE = "remote"
 
 log = get_logger("jobs.service")
 
@@ -63,6 +67,17 @@ class JobService:
                 default_timeout=lambda name: get_workflow(name).resources.timeout_s,
             )
             self.runner.celery_watched = True
+        self.remote: RemoteBackend | None = None
+        if self.settings.remote_url and "remote" in self.settings.backends:
+            from vfxmocap.jobs.remote import RemoteBackend
+
+            self.remote = RemoteBackend(
+                self.store,
+                self.settings.remote_url,
+                self.settings.remote_token,
+                jobs_dir=self.jobs_dir,
+                bus=self.bus,
+            )
         self._maintenance = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -72,6 +87,8 @@ class JobService:
         self.runner.start()
         if self.celery is not None:
             self.celery.start()
+        if self.remote is not None:
+            self.remote.start()
         self._thread = threading.Thread(target=self._maintain, name="vfx-maintenance", daemon=True)
         self._thread.start()
 
@@ -80,6 +97,8 @@ class JobService:
         self._maintenance.set()
         if self.celery is not None:
             self.celery.stop()  # Celery workers keep running their jobs; a restart resumes
+        if self.remote is not None:
+            self.remote.stop()
         self.runner.stop(self.settings.shutdown_grace_s if grace_s is None else grace_s)
         self.store.dispose()
 
@@ -127,8 +146,9 @@ class JobService:
 
     def _notify(self) -> None:
         self.runner.notify()
-        if self.celery is not None:
-            self.celery.notify()
+        for backend in (self.celery, self.remote):
+            if backend is not None:
+                backend.notify()
 
     def route(self, flow: Workflow) -> tuple[str, str, str]:
         """(device column, backend, why): the first backend in the configured order with
@@ -148,6 +168,10 @@ class JobService:
                     passed.append(f"{flow.name} needs a GPU and this server has none")
                 else:
                     return self.device, "local", _why(f"local workers ({self.device})", passed)
+            elif backend == "remote" and self.remote is not None:
+                if self.remote.can_run(flow.name):
+                    return REMOTE_DEVICE, "remote", _why(f"the server at {self.remote.url}", passed)
+                passed.append(f"the server at {self.remote.url} cannot run {flow.name} now")
         raise WorkerUnavailable(
             f"no worker can run {flow.name}: {'; '.join(passed) or 'no backend configured'}",
             hint="Start a worker that can (`vfx worker`), or change VFX_BACKENDS.",
