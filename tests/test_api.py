@@ -440,3 +440,21 @@ def test_astronaut_swap_output_changes_the_face(server: TestClient, tmp_path: Pa
     original = read_image(sample_path("t1"))
     assert out.shape == original.shape
     assert np.abs(out.astype(int) - original).mean() > 0.5
+
+
+def test_retention_removes_old_finished_jobs_and_their_files(tmp_path: Path) -> None:
+    service = JobService(Settings(data_dir=tmp_path, job_retention_days=1))
+    old = service.store.submit("sleep", {})
+    recent = service.store.submit("sleep", {})
+    waiting = service.store.submit("sleep", {})
+    for job in (old, recent):
+        service.store.claim("w", limit=10)
+        service.store.succeed(job.id, {}, {})
+        (service.jobs_dir / job.id).mkdir()
+        (service.jobs_dir / job.id / "out.mp4").write_bytes(b"x")
+    service.store._update(old.id, only=None, finished_at=time.time() - 2 * 86400)
+    assert service.cleanup() == 1
+    assert service.store.get(old.id) is None and not (service.jobs_dir / old.id).exists()
+    assert service.store.get(recent.id) is not None and (service.jobs_dir / recent.id).exists()
+    assert service.store.get(waiting.id) is not None  # queued jobs are never removed
+    service.store.dispose()

@@ -167,3 +167,17 @@ def test_retry_and_delete(store: JobStore) -> None:
     assert not store.delete(job.id)  # running
     store.succeed(job.id, {}, {})
     assert store.delete(job.id) and store.get(job.id) is None
+
+
+def test_a_slow_listener_loses_progress_not_endings() -> None:
+    import asyncio
+
+    from vfxmocap.jobs.events import AsyncListener, job_event
+
+    async def scenario() -> list[str]:
+        listener = AsyncListener(asyncio.get_running_loop(), maxsize=3)
+        for kind in ("progress", "succeeded", "progress", "progress", "failed"):
+            listener._put(job_event(kind, "j"))
+        return [(await listener.get())["type"] for _ in range(3)]
+
+    assert asyncio.run(scenario()) == ["succeeded", "progress", "failed"]

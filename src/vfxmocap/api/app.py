@@ -357,11 +357,11 @@ def create_app(service: JobService, *, start: bool = True) -> FastAPI:
                 if job is not None:  # where it stands now, then what happens next
                     await websocket.send_json(job_event("status", job_id, state=job.state.value))
             while True:
-                event = await listener.queue.get()
+                event = await listener.get()
                 if job_id is None or event["job_id"] == job_id:
                     await websocket.send_json(event)
         except WebSocketDisconnect:
-            pass  # the client left: nothing to clean but the subscription below
+            log.debug("events socket closed by the client")
         finally:
             unsubscribe()
 

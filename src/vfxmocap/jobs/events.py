@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -32,24 +33,34 @@ def job_event(kind: str, job_id: str, **fields: Any) -> Event:
 
 
 class AsyncListener:
-    """A bounded asyncio queue fed from any thread."""
+    """A bounded buffer for one event-loop consumer, fed from any thread. When it is full,
+    the oldest non-final event goes; final events (a job's end) are never dropped."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, maxsize: int = 256) -> None:
         self.loop = loop
-        self.queue: asyncio.Queue[Event] = asyncio.Queue(maxsize)
+        self.maxsize = maxsize
+        self._items: deque[Event] = deque()
+        self._ready = asyncio.Event()
         self.dropped = 0
 
     def __call__(self, event: Event) -> None:
         self.loop.call_soon_threadsafe(self._put, event)
 
     def _put(self, event: Event) -> None:
-        if self.queue.full():
-            try:
-                self.queue.get_nowait()  # drop the oldest: progress is superseded anyway
-                self.dropped += 1
-            except asyncio.QueueEmpty:
-                pass
-        self.queue.put_nowait(event)
+        if len(self._items) >= self.maxsize:
+            for i, old in enumerate(self._items):
+                if old["type"] not in FINAL_TYPES:
+                    del self._items[i]
+                    self.dropped += 1
+                    break
+        self._items.append(event)
+        self._ready.set()
+
+    async def get(self) -> Event:
+        while not self._items:
+            self._ready.clear()
+            await self._ready.wait()
+        return self._items.popleft()
 
 
 class EventBus:
