@@ -131,7 +131,11 @@ def test_events_over_websocket(server: TestClient) -> None:
             event = ws.receive_json()
             assert event["job_id"] == job_id
             kinds.append(event["type"])
-    assert kinds[-1] == "succeeded" and "progress" in kinds
+    assert kinds[0] == "status" and kinds[-1] == "succeeded" and "progress" in kinds
+    with server.websocket_connect(f"/api/ws?job_id={job_id}") as ws:  # ended: state, close
+        assert ws.receive_json()["state"] == "succeeded"
+        with pytest.raises(WebSocketDisconnect):
+            ws.receive_json()
     progress = [k for k in kinds if k == "progress"]
     assert len(progress) >= 2
 
@@ -228,6 +232,13 @@ def test_retry_and_delete(server: TestClient) -> None:
     assert final["state"] == "failed" and final["attempt"] == 1  # a fresh count
     assert server.delete(f"/api/jobs/{job_id}").status_code == 204
     assert server.get(f"/api/jobs/{job_id}").status_code == 404
+    done = wait(server, submit(server, "sleep"))
+    assert server.post(f"/api/jobs/{done['id']}/retry").status_code == 409  # succeeded
+    running = submit(server, "sleep", seconds=3)
+    wait_state(server, running, "running")
+    conflict = server.delete(f"/api/jobs/{running}")
+    assert conflict.status_code == 409 and "cancel it" in conflict.json()["error"]["message"]
+    server.post(f"/api/jobs/{running}/cancel")
 
 
 # --- bad input and security ----------------------------------------------------------------

@@ -181,3 +181,11 @@ def test_a_slow_listener_loses_progress_not_endings() -> None:
         return [(await listener.get())["type"] for _ in range(3)]
 
     assert asyncio.run(scenario()) == ["succeeded", "progress", "failed"]
+
+
+def test_a_cancelled_job_whose_worker_dies_ends_cancelled(store: JobStore) -> None:
+    job = store.submit("w", {})
+    store.claim("w1")
+    store.cancel(job.id)
+    lost = {"code": "worker_unavailable", "message": "gone"}
+    assert store.fail(job.id, lost, retryable=True) == JobState.CANCELLED

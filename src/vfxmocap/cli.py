@@ -706,7 +706,8 @@ def serve(
     from vfxmocap.device import resolve_device
     from vfxmocap.jobs.service import JobService
 
-    overrides = {k: v for k, v in (("host", host), ("port", port), ("workers", workers)) if v}
+    options = (("host", host), ("port", port), ("workers", workers))
+    overrides = {k: v for k, v in options if v is not None}  # --workers 0 is a choice
     settings = get_settings().model_copy(update=overrides)
     check_bind(settings.host, settings.api_token)
     service = JobService(settings, device=resolve_device().kind)
@@ -746,7 +747,9 @@ def worker(
     if not url:
         raise InvalidParams("no broker: pass --broker redis://... or set VFX_BROKER_URL")
     name = name or f"{socket.gethostname()}-{os.getpid()}"
-    command = [sys.executable, "-m", "vfxmocap.jobs.celery_app", url, name]
+    # The broker URL may hold a password: it goes through the environment, not argv (ps).
+    command = [sys.executable, "-m", "vfxmocap.jobs.celery_app", name]
+    env = {**os.environ, "VFX_BROKER_URL": url}
     stopping = False
     child: subprocess.Popen[bytes] | None = None
 
@@ -760,7 +763,7 @@ def worker(
     signal.signal(signal.SIGINT, stop)
     err.print(f"vfxmocap Celery worker {name} on {url}")
     while not stopping:
-        child = subprocess.Popen(command)
+        child = subprocess.Popen(command, env=env)
         code = child.wait()
         if not stopping:
             err.print(f"[yellow]worker process exited ({code}); restarting[/]")

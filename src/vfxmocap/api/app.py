@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -25,8 +26,8 @@ from vfxmocap import __version__
 from vfxmocap.api.security import GuardMiddleware, RateLimiter, websocket_allowed
 from vfxmocap.core.errors import InputError, VfxError
 from vfxmocap.core.log import get_logger
-from vfxmocap.jobs.events import AsyncListener, job_event
-from vfxmocap.jobs.service import JobService
+from vfxmocap.jobs.events import FINAL_TYPES, AsyncListener, job_event
+from vfxmocap.jobs.service import JobService, JobStateConflict
 from vfxmocap.jobs.store import Job, JobState
 from vfxmocap.workflows import all_workflows
 
@@ -110,7 +111,12 @@ def create_app(service: JobService, *, start: bool = True) -> FastAPI:
 
     @app.exception_handler(VfxError)
     async def vfx_error(request: Request, exc: VfxError) -> JSONResponse:
-        status = 404 if isinstance(exc, NotFound) else _STATUS.get(exc.code, 500)
+        if isinstance(exc, NotFound):
+            status = 404
+        elif isinstance(exc, JobStateConflict):
+            status = 409
+        else:
+            status = _STATUS.get(exc.code, 500)
         return JSONResponse(_error_body(exc.code, exc.message, exc.hint), status_code=status)
 
     @app.exception_handler(RequestValidationError)
@@ -142,13 +148,17 @@ def create_app(service: JobService, *, start: bool = True) -> FastAPI:
     @app.post("/api/jobs", status_code=202, tags=["jobs"])
     async def submit(request: JobRequest) -> dict[str, Any]:
         """Queue a job; returns its id and how many queued jobs run before it."""
-        job = service.submit(
+        submit_job = functools.partial(
+            service.submit,
             request.workflow,
             request.inputs,
             priority=request.priority,
             timeout_s=request.timeout_s,
             max_attempts=request.max_attempts,
         )
+        # Routing to Celery or a remote server asks them over the network: not on the loop.
+        remote = service.celery is not None or service.remote is not None
+        job = await asyncio.to_thread(submit_job) if remote else submit_job()
         return {"id": job.id, "state": job.state.value, "position": service.store.position(job.id)}
 
     @app.get("/api/jobs/{job_id}", tags=["jobs"])
@@ -345,30 +355,55 @@ def create_app(service: JobService, *, start: bool = True) -> FastAPI:
     @app.websocket("/api/ws")
     async def events(websocket: WebSocket, job_id: str | None = None) -> None:
         """Job events as JSON: queued, started, progress, succeeded, failed, cancelled.
-        `?job_id=` follows one job."""
+        `?job_id=` follows one job: its state now, its events, then the socket closes
+        after its end."""
         if not await websocket_allowed(websocket, settings.api_token):
             return
         await websocket.accept()
         listener = AsyncListener(asyncio.get_running_loop())
         unsubscribe = service.bus.subscribe(listener)
+        # Reading is how a disconnect shows; the client has nothing else to say.
+        left = asyncio.create_task(_until_disconnect(websocket))
         try:
             if job_id is not None:
                 job = service.store.get(job_id)
-                if job is not None:  # where it stands now, then what happens next
-                    await websocket.send_json(job_event("status", job_id, state=job.state.value))
-            while True:
-                event = await listener.get()
+                if job is None:
+                    await websocket.close(code=1008, reason=f"job {job_id} does not exist")
+                    return
+                await websocket.send_json(job_event("status", job_id, state=job.state.value))
+                if job.state.value in FINAL_TYPES:
+                    await websocket.close()
+                    return
+            while not left.done():
+                getter = asyncio.create_task(listener.get())
+                await asyncio.wait({getter, left}, return_when=asyncio.FIRST_COMPLETED)
+                if not getter.done():
+                    getter.cancel()
+                    break
+                event = getter.result()
                 if job_id is None or event["job_id"] == job_id:
                     await websocket.send_json(event)
+                    if job_id is not None and event["type"] in FINAL_TYPES:
+                        await websocket.close()
+                        break
         except WebSocketDisconnect:
             log.debug("events socket closed by the client")
         finally:
+            left.cancel()
             unsubscribe()
 
     from vfxmocap.api.stream import add_stream_routes
 
     add_stream_routes(app, settings)
     return app
+
+
+async def _until_disconnect(websocket: WebSocket) -> None:
+    try:
+        while True:
+            await websocket.receive_text()
+    except (WebSocketDisconnect, RuntimeError):
+        return
 
 
 def _public(status: Any) -> dict[str, Any]:

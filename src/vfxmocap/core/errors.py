@@ -89,7 +89,7 @@ class JobTimeout(VfxError):
 
     code = "timeout"
     exit_code = 1
-    retryable = True
+    retryable = False  # the same input would take as long again
     default_hint = "Raise the job's timeout or shorten the input."
 
 

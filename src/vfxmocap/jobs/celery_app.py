@@ -279,4 +279,6 @@ if __name__ == "__main__":  # the process `vfx worker` supervises
 
     settings = get_settings()
     setup_logging(settings.log_level, settings.log_format)
-    run_worker(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else None)
+    if not settings.broker_url:
+        sys.exit("VFX_BROKER_URL is not set (start workers with `vfx worker`)")
+    run_worker(settings.broker_url, sys.argv[1] if len(sys.argv) > 1 else None)

@@ -118,9 +118,11 @@ class CeleryBackend:
             self._threads.append(thread)
 
     def _adopt(self) -> None:
-        """After a server restart: watch again the Celery jobs still running, or queue
-        again those whose worker is gone or has moved on."""
+        """After a server restart: record the results that came meanwhile, then watch again
+        the Celery jobs still running, or queue again those whose worker is gone or has
+        moved on."""
         try:
+            self._drain_finals()
             live = {w["name"]: w for w in self.workers()}
         except redis.RedisError as exc:
             log.warning("Redis unavailable at start: %s", exc)
@@ -162,6 +164,9 @@ class CeleryBackend:
             except redis.RedisError as exc:
                 log.warning("Redis unavailable, dispatch paused: %s", exc)
                 self._stop.wait(2.0)
+            except Exception:  # the broker or the store failed: this thread must live on
+                log.exception("Celery dispatch failed; retrying in 2 s")
+                self._stop.wait(2.0)
             self._wake.wait(0.25)
             self._wake.clear()
 
@@ -176,19 +181,24 @@ class CeleryBackend:
             )
             if job is None:
                 continue
-            self.redis.set(attempt_key(job.id), str(job.attempt), ex=8 * 86400)
             task_id = f"{job.id}-{job.attempt}"
             timeout = job.timeout_s or self._timeout(job.workflow)
+            assignment = _Assignment(job, name, worker["boot"], task_id, time.monotonic(), timeout)
             with self._lock:
-                self.assigned[name] = _Assignment(
-                    job, name, worker["boot"], task_id, time.monotonic(), timeout
+                self.assigned[name] = assignment
+            try:
+                self.redis.set(attempt_key(job.id), str(job.attempt), ex=8 * 86400)
+                self.app.send_task(
+                    "vfxmocap.run_job",
+                    args=[job.id, job.attempt, job.workflow, job.inputs, self.namespace],
+                    queue=queue_of(name),
+                    task_id=task_id,
                 )
-            self.app.send_task(
-                "vfxmocap.run_job",
-                args=[job.id, job.attempt, job.workflow, job.inputs, self.namespace],
-                queue=queue_of(name),
-                task_id=task_id,
-            )
+            except Exception as exc:  # not sent: the job goes back to the queue
+                self._release(assignment)
+                lost = WorkerUnavailable(f"the job could not be sent to Celery: {exc}")
+                self._failed(job.id, lost.to_dict(), retryable=True)
+                raise
             log.info("job %s -> celery worker %s (attempt %d)", job.id, name, job.attempt)
 
     # --- what workers report ------------------------------------------------------------
@@ -225,14 +235,24 @@ class CeleryBackend:
                 log.warning("Redis unavailable: %s", exc)
                 self._stop.wait(2.0)
                 continue
-            if item is None:
-                continue
-            message = json.loads(item[1])
+            if item is not None:
+                self._handle_final(str(item[1]))
+
+    def _handle_final(self, raw: str) -> None:
+        try:
+            message = json.loads(raw)
             job = self._current(message)
             if job is None:
                 log.info("ignoring a late message for job %s", message.get("job_id"))
-                continue
+                return
             self._record(job, message)
+        except Exception:  # one bad message must not stop the results of all others
+            log.exception("cannot record a worker's message: %s", raw[:500])
+
+    def _drain_finals(self) -> None:
+        """Record the results that arrived while no server was listening."""
+        while raw := self.redis.lpop(finals_list(self.namespace)):
+            self._handle_final(str(raw))
 
     def _record(self, job: Job, message: dict[str, Any]) -> None:
         job_id = job.id
@@ -254,7 +274,7 @@ class CeleryBackend:
 
     def _failed(self, job_id: str, error: dict[str, Any], *, retryable: bool) -> None:
         state = self.store.fail(job_id, error, retryable=retryable)
-        kind = "queued" if state == JobState.QUEUED else "failed"
+        kind = state.value if state is not None else "failed"
         self.bus.publish(job_event(kind, job_id, message=error.get("message", "")))
 
     def _events_loop(self) -> None:
@@ -269,6 +289,8 @@ class CeleryBackend:
             except redis.RedisError as exc:
                 log.warning("Redis unavailable: %s", exc)
                 self._stop.wait(2.0)
+            except Exception:  # a bad message or a store error: progress goes on
+                log.exception("cannot relay progress")
 
     def _progress(self, event: dict[str, Any]) -> None:
         if self._assignment(event["job_id"]) is None:
@@ -289,9 +311,19 @@ class CeleryBackend:
                     self._watch(assignment, live)
             except redis.RedisError as exc:
                 log.warning("Redis unavailable: %s", exc)
+            except Exception:  # the store failed: watch again next round
+                log.exception("cannot watch Celery jobs")
 
     def _watch(self, assignment: _Assignment, live: dict[str, str]) -> None:
         job_id, now = assignment.job.id, time.monotonic()
+        current = self.store.get(job_id)
+        if (
+            current is None
+            or current.state != JobState.RUNNING
+            or current.attempt != assignment.job.attempt
+        ):
+            self._release(assignment)  # ended (another server of this store recorded it)
+            return
         if live.get(assignment.worker) != assignment.boot:  # gone, or restarted since
             self._kill(assignment)
             lost = WorkerUnavailable(

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from vfxmocap.client import Client
-from vfxmocap.core.errors import VfxError, WorkerUnavailable
+from vfxmocap.core.errors import JobTimeout, VfxError, WorkerUnavailable
 from vfxmocap.core.log import get_logger
 from vfxmocap.jobs.events import EventBus, job_event
-from vfxmocap.jobs.store import Job, JobState, JobStore
+from vfxmocap.jobs.store import Job, JobStore
 from vfxmocap.workflows import get_workflow
 
 log = get_logger("jobs.remote")
@@ -42,7 +42,7 @@ class RemoteBackend:
         self._stop = threading.Event()
         self._wake = threading.Condition()
         self._threads = [
-            threading.Thread(target=self._loop, name=f"remote-{i}", daemon=True)
+            threading.Thread(target=self._loop, args=(i,), name=f"remote-{i}", daemon=True)
             for i in range(slots)
         ]
         self._known: tuple[float, set[str]] = (0.0, set())
@@ -77,20 +77,39 @@ class RemoteBackend:
         with self._wake:
             self._wake.notify()
 
-    def _loop(self) -> None:
-        name = f"remote/{self.url}"
+    def _loop(self, index: int) -> None:
+        name = f"remote/{index}/{self.url}"
         while not self._stop.is_set():
-            job = self.store.claim(name, DEVICE, limit=self.slots)
+            try:
+                job = self.store.claim(name, DEVICE, limit=self.slots)
+            except Exception:  # the store is down: wait and try again
+                log.exception("remote backend: cannot claim jobs")
+                self._stop.wait(2.0)
+                continue
             if job is None:
                 with self._wake:
                     self._wake.wait(0.5)
                 continue
+            beating = threading.Event()
+            beat = threading.Thread(target=self._heartbeat, args=(job.id, beating), daemon=True)
+            beat.start()  # uploads and downloads of big files take minutes
             try:
                 self._run(job)
-            except WorkerUnavailable as exc:
-                self._failed(job, exc.to_dict(), retryable=True)
             except VfxError as exc:
                 self._failed(job, exc.to_dict(), retryable=exc.retryable)
+            except Exception as exc:  # this thread must live on, the job must not hang
+                log.exception("job %s: the remote backend failed", job.id)
+                lost = WorkerUnavailable(f"forwarding to {self.url} failed: {exc}")
+                self._failed(job, lost.to_dict(), retryable=True)
+            finally:
+                beating.set()
+
+    def _heartbeat(self, job_id: str, done: threading.Event) -> None:
+        while not done.wait(5.0):
+            try:
+                self.store.heartbeat(job_id)
+            except Exception:  # the next beat may get through
+                log.exception("job %s: heartbeat failed", job_id)
 
     def _run(self, job: Job) -> None:
         flow = get_workflow(job.workflow)
@@ -125,12 +144,18 @@ class RemoteBackend:
                 self._failed(job, error, retryable=False)
 
     def _follow(self, client: Client, job: Job, remote_id: str) -> dict[str, Any]:
-        """Relay progress and cancel until the remote job ends."""
+        """Relay progress and cancel until the remote job ends; enforce the time limit."""
         cancelled = False
+        deadline = time.monotonic() + (
+            job.timeout_s or get_workflow(job.workflow).resources.timeout_s
+        )
         while True:
             state = client.job(remote_id)
             if state["state"] in ("succeeded", "failed", "cancelled"):
                 return state
+            if time.monotonic() > deadline:
+                client.cancel(remote_id)
+                raise JobTimeout("the job ran longer than its limit on the remote server")
             self.store.report_progress(job.id, state.get("progress") or {})
             progress = state.get("progress") or {}
             fields = {k: progress.get(k) for k in ("stage", "value", "max", "percent", "eta_s")}
@@ -142,5 +167,5 @@ class RemoteBackend:
 
     def _failed(self, job: Job, error: dict[str, Any], *, retryable: bool) -> None:
         state = self.store.fail(job.id, error, retryable=retryable)
-        kind = "queued" if state == JobState.QUEUED else "failed"
+        kind = state.value if state is not None else "failed"
         self.bus.publish(job_event(kind, job.id, message=error.get("message", "")))

@@ -139,6 +139,9 @@ class _Slot:
     # --- the process ---------------------------------------------------------------------
 
     def spawn(self) -> None:
+        # A fresh Event each time: a process killed while inside is_set() may leave the
+        # old one's lock held, and clear() would then block this slot for ever.
+        self.cancel = self.ctx.Event()
         parent, child = self.ctx.Pipe()
         self.proc = self.ctx.Process(
             target=worker_main,
@@ -172,17 +175,39 @@ class _Slot:
     def _loop(self) -> None:
         runner = self.runner
         while not runner.draining.is_set():
-            job = runner.store.claim(
-                self.name, runner.device, limit=runner.slots, workflows=runner.workflows
-            )
+            try:
+                job = runner.store.claim(
+                    self.name, runner.device, limit=runner.slots, workflows=runner.workflows
+                )
+            except Exception:  # the store is down or locked: say so, wait, try again
+                log.exception("%s: cannot claim jobs; retrying in 2 s", self.name)
+                runner.draining.wait(2.0)
+                continue
             if job is None:
                 runner.wait_for_work()
                 continue
             self.job = job
             try:
                 self._execute(job)
+            except Exception:  # this slot must live on, and the job must not stay running
+                log.exception("job %s: the runner failed; queuing it again", job.id)
+                self.kill()
+                self._requeue_after_error(job)
             finally:
                 self.job = None
+
+    def _requeue_after_error(self, job: Job) -> None:
+        error = WorkerUnavailable(
+            "the job runner lost track of this job (see the server log)",
+            hint="It was queued again automatically.",
+        )
+        for _ in range(15):  # the store may be what failed: keep trying for a while
+            try:
+                self._failed(job, error.to_dict(), retryable=True)
+                return
+            except Exception:
+                log.exception("job %s: cannot record the failure yet", job.id)
+                time.sleep(2.0)
 
     def _execute(self, job: Job) -> None:
         runner = self.runner
@@ -275,8 +300,8 @@ class _Slot:
                 job_event("queued", job.id, message=f"retrying: {error['message']}")
             )
             self.runner.notify()
-        elif state == JobState.FAILED:
-            self.runner.finished(job.id, "failed", message=error.get("message", ""))
+        elif state in (JobState.FAILED, JobState.CANCELLED):
+            self.runner.finished(job.id, state.value, message=error.get("message", ""))
 
     def _finish_cancelled(self, job: Job) -> None:
         self.runner.store.mark_cancelled(job.id)

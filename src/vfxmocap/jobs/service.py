@@ -222,9 +222,13 @@ class JobService:
     def retry(self, job_id: str) -> Job:
         job = self.get(job_id)
         if self.store.retry(job_id) is None:
-            raise InvalidParams(
+            raise JobStateConflict(
                 f"job {job_id} is {job.state.value}; only failed or cancelled jobs can be retried"
             )
+        try:  # routed afresh: the backend it had may be gone (or a better one back)
+            self.store.reroute(job_id, *self.route(get_workflow(job.workflow)))
+        except WorkerUnavailable as exc:
+            log.warning("job %s retried but no backend can run it now: %s", job_id, exc.message)
         self.bus.publish(job_event("queued", job_id, message="retried"))
         self._notify()
         return self.get(job_id)
@@ -232,7 +236,9 @@ class JobService:
     def delete(self, job_id: str) -> None:
         job = self.get(job_id)
         if not self.store.delete(job_id):
-            raise InvalidParams(f"job {job_id} is {job.state.value}; cancel it before deleting it")
+            raise JobStateConflict(
+                f"job {job_id} is {job.state.value}; cancel it before deleting it"
+            )
         shutil.rmtree(self.jobs_dir / job_id, ignore_errors=True)
 
     def output(self, job_id: str, name: str) -> Path:
@@ -264,8 +270,8 @@ class JobService:
             while True:
                 page, cursor = self.store.list(state=state.value, limit=200, cursor=cursor)
                 for job in page:
-                    if job.finished_at is not None and job.finished_at < cutoff:
-                        self.store.delete(job.id)
+                    old = job.finished_at is not None and job.finished_at < cutoff
+                    if old and self.store.delete(job.id):  # not if it was just retried
                         shutil.rmtree(self.jobs_dir / job.id, ignore_errors=True)
                         removed += 1
                 if cursor is None:
@@ -273,6 +279,10 @@ class JobService:
         if removed:
             log.info("retention: removed %d finished job(s)", removed)
         return removed
+
+
+class JobStateConflict(InvalidParams):
+    """The job is in a state that does not allow this (HTTP 409)."""
 
 
 def _why(choice: str, passed: list[str]) -> str:

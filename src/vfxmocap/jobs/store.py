@@ -77,7 +77,7 @@ class JobRow(_Base):
     started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     heartbeat_at: Mapped[float | None] = mapped_column(Float, nullable=True)
-    worker: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    worker: Mapped[str | None] = mapped_column(Text, nullable=True)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     progress: Mapped[str | None] = mapped_column(Text, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
@@ -401,7 +401,10 @@ class JobStore:
             if row is None or row.state != JobState.RUNNING.value:
                 return None
             row.error = json.dumps(error)
-            if retryable and row.attempt < row.max_attempts and not row.cancel_requested:
+            if row.cancel_requested:  # the user asked it to stop: that is how it ended
+                row.state = JobState.CANCELLED.value
+                row.finished_at = now
+            elif retryable and row.attempt < row.max_attempts:
                 row.state = JobState.QUEUED.value
                 row.not_before = now + backoff_s * 2 ** (row.attempt - 1)
                 row.worker = None
@@ -449,6 +452,9 @@ class JobStore:
             error=None,
             finished_at=None,
             worker=None,
+            outputs=None,
+            progress=None,
+            summary=None,
         )
         return self.get(job_id) if ok else None
 

@@ -18,7 +18,15 @@ from vfxmocap.media.video import probe
 _ID = re.compile(r"[0-9a-f]{32}")
 # Containers we accept as video, by what PyAV reports (content, not the name).
 _VIDEO_EXT = {"mov,mp4,m4a,3gp,3g2,mj2": ".mp4", "matroska,webm": ".mkv", "avi": ".avi"}
-_IMAGE_EXT = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif"}
+# MPO: what PIL calls many phones' JPEGs (a JPEG with a second, depth or preview image).
+_IMAGE_EXT = {
+    "PNG": ".png",
+    "JPEG": ".jpg",
+    "MPO": ".jpg",
+    "WEBP": ".webp",
+    "BMP": ".bmp",
+    "TIFF": ".tif",
+}
 
 
 def sniff(path: Path) -> tuple[str, str]:
@@ -29,8 +37,10 @@ def sniff(path: Path) -> tuple[str, str]:
             fmt = image.format or ""
         if fmt in _IMAGE_EXT:
             return "image", _IMAGE_EXT[fmt]
+    except Image.DecompressionBombError as exc:
+        raise MediaError(path, "the image is too large to decode safely") from exc
     except (UnidentifiedImageError, OSError):
-        pass  # not an image: try it as a video next
+        fmt = ""  # not an image: try it as a video next
     info = probe(path)  # raises MediaError for anything that is not a playable video
     return "video", _VIDEO_EXT.get(info.container, ".mp4")
 
