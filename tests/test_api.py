@@ -28,6 +28,7 @@ from vfxmocap.media.video import VideoReader, probe
 from vfxmocap.samples import sample_path
 
 PLUGIN = json.dumps(["tests.plugin_workflows"])
+WS = "ws://127.0.0.1:8420"  # the TestClient names "testserver" unless told
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +39,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     data = tmp_path_factory.mktemp("server")
     service = JobService(Settings(data_dir=data, workers=2, cancel_grace_s=1.0))
     try:
-        with TestClient(create_app(service)) as client:
+        with TestClient(create_app(service), base_url="http://127.0.0.1:8420") as client:
             yield client
     finally:
         del os.environ["VFX_WORKFLOW_MODULES"]
@@ -125,14 +126,14 @@ def test_progress_and_log_are_readable_over_http(server: TestClient) -> None:
 
 def test_events_over_websocket(server: TestClient) -> None:
     job_id = submit(server, "sleep", seconds=0.5)
-    with server.websocket_connect(f"/api/ws?job_id={job_id}") as ws:
+    with server.websocket_connect(f"{WS}/api/ws?job_id={job_id}") as ws:
         kinds = []
         while not kinds or kinds[-1] not in ("succeeded", "failed"):
             event = ws.receive_json()
             assert event["job_id"] == job_id
             kinds.append(event["type"])
     assert kinds[0] == "status" and kinds[-1] == "succeeded" and "progress" in kinds
-    with server.websocket_connect(f"/api/ws?job_id={job_id}") as ws:  # ended: state, close
+    with server.websocket_connect(f"{WS}/api/ws?job_id={job_id}") as ws:  # ended: state, close
         assert ws.receive_json()["state"] == "succeeded"
         with pytest.raises(WebSocketDisconnect):
             ws.receive_json()
@@ -332,7 +333,7 @@ def test_workflows_models_system(server: TestClient) -> None:
 
 def _bare_app(tmp_path: Path, **settings: Any) -> TestClient:
     service = JobService(Settings(data_dir=tmp_path, **settings))
-    return TestClient(create_app(service, start=False))
+    return TestClient(create_app(service, start=False), base_url="http://127.0.0.1:8420")
 
 
 def test_token_guards_every_route_and_websocket(tmp_path: Path) -> None:
@@ -345,24 +346,45 @@ def test_token_guards_every_route_and_websocket(tmp_path: Path) -> None:
         assert (
             client.get("/api/healthz", headers={"Authorization": "Bearer nope"}).status_code == 401
         )
-        with pytest.raises(WebSocketDisconnect), client.websocket_connect("/api/ws") as ws:
+        with pytest.raises(WebSocketDisconnect), client.websocket_connect(f"{WS}/api/ws") as ws:
             ws.receive_json()
-        with client.websocket_connect("/api/ws?token=s3cret"):
+        with client.websocket_connect(f"{WS}/api/ws?token=s3cret"):
             pass  # accepted
 
 
 def test_cors_is_off_by_default_and_an_allowlist_when_set(tmp_path: Path) -> None:
     origin = {"Origin": "https://evil.example"}
     with _bare_app(tmp_path / "a") as client:
-        assert (
-            "access-control-allow-origin" not in client.get("/api/healthz", headers=origin).headers
-        )
+        refused = client.get("/api/healthz", headers=origin)
+        assert refused.status_code == 403 and "access-control-allow-origin" not in refused.headers
     with _bare_app(tmp_path / "b", cors_origins=["https://studio.example"]) as client:
         ok = client.get("/api/healthz", headers={"Origin": "https://studio.example"})
         assert ok.headers["access-control-allow-origin"] == "https://studio.example"
         assert (
             "access-control-allow-origin" not in client.get("/api/healthz", headers=origin).headers
         )
+
+
+def test_without_a_token_only_local_clients_are_served(tmp_path: Path) -> None:
+    """DNS rebinding (a foreign Host) and other sites' pages (a foreign Origin) are refused;
+    this machine's own clients and pages are served."""
+    with _bare_app(tmp_path) as client:
+        assert client.get("/api/healthz", headers={"Host": "evil.example"}).status_code == 403
+        page = client.get("/api/jobs", headers={"Origin": "http://evil.example"})
+        assert page.status_code == 403 and "VFX_CORS_ORIGINS" in page.json()["error"]["message"]
+        local = client.get("/api/healthz", headers={"Origin": "http://localhost:3000"})
+        assert local.status_code == 200
+        assert client.get("/api/healthz", headers={"Host": "[::1]:8420"}).status_code == 200
+        with (
+            pytest.raises(WebSocketDisconnect),
+            client.websocket_connect(
+                f"{WS}/api/ws", headers={"Origin": "https://evil.example"}
+            ) as ws,
+        ):
+            ws.receive_json()
+    with _bare_app(tmp_path / "t", api_token="s3cret") as client:  # the token decides
+        headers = {"Host": "studio.example", "Authorization": "Bearer s3cret"}
+        assert client.get("/api/healthz", headers=headers).status_code == 200
 
 
 def test_rate_limit_answers_429(tmp_path: Path) -> None:
@@ -399,7 +421,7 @@ def _jpeg_frames(count: int) -> list[bytes]:
 
 def test_live_pose_stream(server: TestClient) -> None:
     frames = _jpeg_frames(20)
-    with server.websocket_connect("/api/stream/pose") as ws:
+    with server.websocket_connect(f"{WS}/api/stream/pose") as ws:
         ws.send_json({"draw": "control"})
         assert ws.receive_json()["type"] == "ready"
         outputs = []
@@ -416,7 +438,7 @@ def test_live_pose_stream(server: TestClient) -> None:
 def test_live_swap_stream_drops_stale_frames(server: TestClient) -> None:
     source = upload(server, sample_path("astronaut"))
     frames = _jpeg_frames(60)
-    with server.websocket_connect("/api/stream/swap") as ws:
+    with server.websocket_connect(f"{WS}/api/stream/swap") as ws:
         ws.send_json({"sources": [source]})
         assert ws.receive_json()["type"] == "ready"
         for data in frames:  # as fast as possible, without reading
@@ -433,10 +455,13 @@ def test_live_swap_stream_drops_stale_frames(server: TestClient) -> None:
 
 
 def test_stream_rejects_bad_settings(server: TestClient) -> None:
-    with server.websocket_connect("/api/stream/swap") as ws:
+    with server.websocket_connect(f"{WS}/api/stream/swap") as ws:
         ws.send_json({"sources": ["../../etc/passwd"]})
         assert ws.receive_json()["type"] == "error"
-    with pytest.raises(WebSocketDisconnect), server.websocket_connect("/api/stream/nope") as ws:
+    with (
+        pytest.raises(WebSocketDisconnect),
+        server.websocket_connect(f"{WS}/api/stream/nope") as ws,
+    ):
         ws.receive_json()
 
 

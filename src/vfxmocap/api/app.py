@@ -107,7 +107,9 @@ def create_app(service: JobService, *, start: bool = True) -> FastAPI:
             allow_headers=["Authorization", "Content-Type", "Range"],
         )
 
-    app.add_middleware(GuardMiddleware, token=settings.api_token, limiter=limiter)
+    app.add_middleware(
+        GuardMiddleware, token=settings.api_token, origins=settings.cors_origins, limiter=limiter
+    )
 
     @app.exception_handler(VfxError)
     async def vfx_error(request: Request, exc: VfxError) -> JSONResponse:
@@ -357,7 +359,7 @@ def create_app(service: JobService, *, start: bool = True) -> FastAPI:
         """Job events as JSON: queued, started, progress, succeeded, failed, cancelled.
         `?job_id=` follows one job: its state now, its events, then the socket closes
         after its end."""
-        if not await websocket_allowed(websocket, settings.api_token):
+        if not await websocket_allowed(websocket, settings.api_token, settings.cors_origins):
             return
         await websocket.accept()
         listener = AsyncListener(asyncio.get_running_loop())

@@ -7,6 +7,7 @@ import ipaddress
 import threading
 import time
 from collections import OrderedDict
+from urllib.parse import urlsplit
 
 from fastapi import WebSocket
 from fastapi.responses import JSONResponse
@@ -47,8 +48,38 @@ def token_matches(expected: str | None, authorization: str | None, query: str | 
     return given is not None and hmac.compare_digest(given.encode(), expected.encode())
 
 
-async def websocket_allowed(websocket: WebSocket, token: str | None) -> bool:
-    """Check a WebSocket's token before accepting it; refuse with 1008 (policy) if wrong."""
+def _loopback_name(host: str) -> bool:
+    if host.startswith("["):  # [::1]:8420
+        host = host[1 : host.find("]")]
+    elif host.count(":") == 1:  # 127.0.0.1:8420, localhost:8420
+        host = host.split(":")[0]
+    return is_loopback(host)
+
+
+def local_only_refusal(host: str | None, origin: str | None, origins: list[str]) -> str | None:
+    """Without a token, the server answers only to this machine's own clients. Two browser
+    attacks reach a loopback server anyway: a page on another site (its Origin tells), and
+    DNS rebinding (a foreign name in Host). Returns why a request is refused, or None."""
+    if host is not None and not _loopback_name(host):
+        return f"this server answers only to localhost without a token (Host: {host})"
+    if origin is not None and origin not in origins:
+        origin_host = urlsplit(origin).hostname or ""
+        if not is_loopback(origin_host):
+            return f"requests from {origin} are not allowed (add it to VFX_CORS_ORIGINS)"
+    return None
+
+
+async def websocket_allowed(websocket: WebSocket, token: str | None, origins: list[str]) -> bool:
+    """Check a WebSocket before accepting it (the token, or without one the local-only
+    rule); refuse with 1008 (policy) if it fails."""
+    if not token:
+        why = local_only_refusal(
+            websocket.headers.get("host"), websocket.headers.get("origin"), origins
+        )
+        if why is not None:
+            await websocket.close(code=1008, reason=why[:120])
+            return False
+        return True
     if token_matches(
         token, websocket.headers.get("authorization"), websocket.query_params.get("token")
     ):
@@ -86,8 +117,10 @@ class GuardMiddleware:
     BaseHTTPMiddleware costs a task and a stream per request). WebSockets check the token
     themselves before accepting (`websocket_allowed`)."""
 
-    def __init__(self, app: ASGIApp, *, token: str | None, limiter: RateLimiter) -> None:
-        self.app, self.token, self.limiter = app, token, limiter
+    def __init__(
+        self, app: ASGIApp, *, token: str | None, origins: list[str], limiter: RateLimiter
+    ) -> None:
+        self.app, self.token, self.origins, self.limiter = app, token, origins, limiter
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -95,6 +128,12 @@ class GuardMiddleware:
             return
         headers = Headers(scope=scope)
         authorization = headers.get("authorization")
+        if not self.token:
+            why = local_only_refusal(headers.get("host"), headers.get("origin"), self.origins)
+            if why is not None:
+                hint = "Use http://127.0.0.1, or set VFX_API_TOKEN to serve other machines."
+                await _refusal(403, "forbidden", why, hint, {})(scope, receive, send)
+                return
         if scope["method"] != "OPTIONS" and not token_matches(
             self.token, authorization, QueryParams(scope.get("query_string", b"")).get("token")
         ):

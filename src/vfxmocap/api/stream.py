@@ -99,7 +99,7 @@ class _Counters:
 def add_stream_routes(app: FastAPI, settings: Settings) -> None:
     @app.websocket("/api/stream/{name}")
     async def stream(websocket: WebSocket, name: str) -> None:
-        if not await websocket_allowed(websocket, settings.api_token):
+        if not await websocket_allowed(websocket, settings.api_token, settings.cors_origins):
             return
         if name not in STREAMS:
             await websocket.close(code=1008, reason=f"unknown stream; known: {', '.join(STREAMS)}")
