@@ -399,7 +399,17 @@ def test_upload_size_limit(tmp_path: Path) -> None:
     with _bare_app(tmp_path, upload_max_mb=0.1) as client:
         data = sample_path("astronaut").read_bytes()  # 790 kB
         response = client.post("/api/uploads", files={"file": ("a.png", data)})
-    assert response.status_code == 413 and "larger than" in response.json()["error"]["message"]
+        assert response.status_code == 413 and "larger than" in response.json()["error"]["message"]
+
+        def chunks():  # type: ignore[no-untyped-def]
+            yield b"--x\r\n"  # chunked: no size declared up front
+
+        chunked = client.post(
+            "/api/uploads",
+            content=chunks(),
+            headers={"content-type": "multipart/form-data; boundary=x"},
+        )
+        assert chunked.status_code == 411
     assert not [p for p in (tmp_path / "uploads").iterdir()]
 
 
@@ -493,4 +503,15 @@ def test_retention_removes_old_finished_jobs_and_their_files(tmp_path: Path) -> 
     assert service.store.get(old.id) is None and not (service.jobs_dir / old.id).exists()
     assert service.store.get(recent.id) is not None and (service.jobs_dir / recent.id).exists()
     assert service.store.get(waiting.id) is not None  # queued jobs are never removed
+    part_id, part = service.uploads.new_part()
+    part.write_bytes(sample_path("astronaut").read_bytes())
+    service.uploads.commit(part_id, part, "a.png")
+    stale = service.uploads.root / f"{part_id}.json"
+    os.utime(stale, (time.time() - 2 * 86400,) * 2)
+    fresh_id, fresh = service.uploads.new_part()
+    fresh.write_bytes(sample_path("astronaut").read_bytes())
+    service.uploads.commit(fresh_id, fresh, "b.png")
+    service.cleanup()
+    assert not list(service.uploads.root.glob(f"{part_id}*"))
+    assert service.uploads.path(fresh_id).is_file()
     service.store.dispose()

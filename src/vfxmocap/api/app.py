@@ -108,7 +108,11 @@ def create_app(service: JobService, *, start: bool = True) -> FastAPI:
         )
 
     app.add_middleware(
-        GuardMiddleware, token=settings.api_token, origins=settings.cors_origins, limiter=limiter
+        GuardMiddleware,
+        token=settings.api_token,
+        origins=settings.cors_origins,
+        limiter=limiter,
+        upload_max_bytes=service.uploads.max_bytes,
     )
 
     @app.exception_handler(VfxError)
@@ -222,10 +226,7 @@ def create_app(service: JobService, *, start: bool = True) -> FastAPI:
     async def upload(request: Request, file: Annotated[UploadFile, File()]) -> Any:
         """Media for job inputs. The type comes from the content (an image PIL reads, a
         video that decodes), not the name; returns the id that inputs refer to."""
-        limit = service.uploads.max_bytes
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > limit + 64 * 1024:
-            return _too_large(limit)
+        limit = service.uploads.max_bytes  # the declared size was checked before parsing
         upload_id, part = service.uploads.new_part()
         size = 0
         try:

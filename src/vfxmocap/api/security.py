@@ -118,9 +118,16 @@ class GuardMiddleware:
     themselves before accepting (`websocket_allowed`)."""
 
     def __init__(
-        self, app: ASGIApp, *, token: str | None, origins: list[str], limiter: RateLimiter
+        self,
+        app: ASGIApp,
+        *,
+        token: str | None,
+        origins: list[str],
+        limiter: RateLimiter,
+        upload_max_bytes: int,
     ) -> None:
         self.app, self.token, self.origins, self.limiter = app, token, origins, limiter
+        self.upload_max_bytes = upload_max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -158,7 +165,29 @@ class GuardMiddleware:
             )
             await response(scope, receive, send)
             return
+        if scope["path"] == "/api/uploads" and scope["method"] == "POST":
+            refusal = self._upload_refusal(headers.get("content-length"))
+            if refusal is not None:
+                await refusal(scope, receive, send)
+                return
         await self.app(scope, receive, send)
+
+    def _upload_refusal(self, length: str | None) -> JSONResponse | None:
+        """Uploads declare their size, and a size within the limit, before a byte is read:
+        the multipart parser would otherwise spool any amount to disk first."""
+        if length is None or not length.isdigit():
+            hint = "Send the upload with a Content-Length (not chunked)."
+            return _refusal(411, "input_error", "an upload needs a Content-Length", hint, {})
+        if int(length) > self.upload_max_bytes + 64 * 1024:  # the multipart envelope
+            mb = self.upload_max_bytes / 2**20
+            return _refusal(
+                413,
+                "input_error",
+                f"the upload is larger than {mb:.0f} MB",
+                "Upload a smaller file, or raise VFX_UPLOAD_MAX_MB on the server.",
+                {},
+            )
+        return None
 
 
 def _refusal(

@@ -276,8 +276,9 @@ class JobService:
                         removed += 1
                 if cursor is None:
                     break
-        if removed:
-            log.info("retention: removed %d finished job(s)", removed)
+        removed_uploads = self.uploads.remove_older_than(cutoff)
+        if removed or removed_uploads:
+            log.info("retention: removed %d job(s), %d upload(s)", removed, removed_uploads)
         return removed
 
 

@@ -100,3 +100,19 @@ class UploadStore:
             raise InputError(f"upload {upload_id} does not exist", hint="Upload the file again.")
         meta = json.loads(meta_file.read_text())
         return self.root / f"{upload_id}{meta['suffix']}"
+
+    def remove_older_than(self, cutoff: float) -> int:
+        """Retention: uploads (and stray partial ones) last changed before `cutoff`.
+        A queued job keeps working: its input was copied nowhere, so retention should be
+        longer than the queue is deep (days, not minutes)."""
+        removed = 0
+        for meta in self.root.glob("*.json"):
+            if meta.stat().st_mtime < cutoff:
+                upload_id = meta.stem
+                for path in self.root.glob(f"{upload_id}*"):
+                    path.unlink(missing_ok=True)
+                removed += 1
+        for part in self.root.glob(".*.part"):
+            if part.stat().st_mtime < cutoff:
+                part.unlink(missing_ok=True)
+        return removed
