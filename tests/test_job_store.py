@@ -189,3 +189,12 @@ def test_a_cancelled_job_whose_worker_dies_ends_cancelled(store: JobStore) -> No
     store.cancel(job.id)
     lost = {"code": "worker_unavailable", "message": "gone"}
     assert store.fail(job.id, lost, retryable=True) == JobState.CANCELLED
+
+
+def test_each_machine_has_its_own_device_limit(store: JobStore) -> None:
+    for _ in range(3):
+        store.submit("w", {}, device="cuda")
+    a = store.claim("hostA/1/slot0", "cuda", limit=1, scope="hostA/1/")
+    b = store.claim("hostB/7/slot0", "cuda", limit=1, scope="hostB/7/")
+    assert a is not None and b is not None  # one GPU each, one job each
+    assert store.claim("hostA/1/slot1", "cuda", limit=1, scope="hostA/1/") is None

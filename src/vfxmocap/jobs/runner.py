@@ -177,7 +177,11 @@ class _Slot:
         while not runner.draining.is_set():
             try:
                 job = runner.store.claim(
-                    self.name, runner.device, limit=runner.slots, workflows=runner.workflows
+                    self.name,
+                    runner.device,
+                    limit=runner.slots,
+                    workflows=runner.workflows,
+                    scope=f"{runner.instance}/",  # this machine's slots, not every machine's
                 )
             except Exception:  # the store is down or locked: say so, wait, try again
                 log.exception("%s: cannot claim jobs; retrying in 2 s", self.name)

@@ -15,6 +15,7 @@ import json
 import threading
 import time
 import uuid
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from sqlalchemy import (
     event,
     func,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import Engine
@@ -297,19 +299,32 @@ class JobStore:
     # --- the worker side ----------------------------------------------------------------
 
     def claim(
-        self, worker: str, device: str = "cpu", limit: int = 1, workflows: set[str] | None = None
+        self,
+        worker: str,
+        device: str = "cpu",
+        limit: int = 1,
+        workflows: set[str] | None = None,
+        scope: str | None = None,
     ) -> Job | None:
-        """Start the best queued job for `device`, if fewer than `limit` run there."""
+        """Start the best queued job for `device`, if fewer than `limit` run there.
+
+        `scope` (a worker-name prefix: one machine's slots) counts only that machine's
+        running jobs, so machines sharing a database each have their own device limit.
+        The count and the take happen in one write transaction (SQLite: BEGIN IMMEDIATE;
+        PostgreSQL: an advisory lock per scope), so two claims never share the last slot."""
         now = time.time()
         with self._session() as session:
-            running = (
-                session.scalar(
-                    select(func.count())
-                    .select_from(JobRow)
-                    .where(JobRow.state == JobState.RUNNING.value, JobRow.device == device)
-                )
-                or 0
+            if session.get_bind().dialect.name == "postgresql":
+                key = zlib.crc32(f"{scope or ''}|{device}".encode())
+                session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+            counted = (
+                select(func.count())
+                .select_from(JobRow)
+                .where(JobRow.state == JobState.RUNNING.value, JobRow.device == device)
             )
+            if scope is not None:
+                counted = counted.where(JobRow.worker.startswith(scope))
+            running = session.scalar(counted) or 0
             if running >= limit:
                 return None
             query = (
