@@ -33,7 +33,7 @@ from vfxmocap.jobs.celery_app import (
     queue_of,
     redis_client,
 )
-from vfxmocap.jobs.events import EventBus, job_event
+from vfxmocap.jobs.events import EventBus, announce_failure, job_event
 from vfxmocap.jobs.store import Job, JobState, JobStore
 
 log = get_logger("jobs.celery_backend")
@@ -273,9 +273,9 @@ class CeleryBackend:
             self._release(assignment)
 
     def _failed(self, job_id: str, error: dict[str, Any], *, retryable: bool) -> None:
-        state = self.store.fail(job_id, error, retryable=retryable)
-        kind = state.value if state is not None else "failed"
-        self.bus.publish(job_event(kind, job_id, message=error.get("message", "")))
+        announce_failure(
+            self.bus, job_id, self.store.fail(job_id, error, retryable=retryable), error
+        )
 
     def _events_loop(self) -> None:
         while not self._stop.is_set():

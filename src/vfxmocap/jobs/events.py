@@ -32,6 +32,13 @@ def job_event(kind: str, job_id: str, **fields: Any) -> Event:
     return event
 
 
+def announce_failure(bus: EventBus, job_id: str, state: Any, error: dict[str, Any]) -> None:
+    """Publish what a failure made of a job: queued again, failed, or cancelled. Nothing
+    when the store changed nothing (the job had already ended)."""
+    if state is not None:
+        bus.publish(job_event(state.value, job_id, message=error.get("message", "")))
+
+
 class AsyncListener:
     """A bounded buffer for one event-loop consumer, fed from any thread. When it is full,
     the oldest non-final event goes; final events (a job's end) are never dropped."""

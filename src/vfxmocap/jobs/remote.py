@@ -16,7 +16,7 @@ from typing import Any
 from vfxmocap.client import Client
 from vfxmocap.core.errors import JobTimeout, VfxError, WorkerUnavailable
 from vfxmocap.core.log import get_logger
-from vfxmocap.jobs.events import EventBus, job_event
+from vfxmocap.jobs.events import EventBus, announce_failure, job_event
 from vfxmocap.jobs.store import Job, JobStore
 from vfxmocap.workflows import get_workflow
 
@@ -166,6 +166,6 @@ class RemoteBackend:
             time.sleep(0.25)
 
     def _failed(self, job: Job, error: dict[str, Any], *, retryable: bool) -> None:
-        state = self.store.fail(job.id, error, retryable=retryable)
-        kind = state.value if state is not None else "failed"
-        self.bus.publish(job_event(kind, job.id, message=error.get("message", "")))
+        announce_failure(
+            self.bus, job.id, self.store.fail(job.id, error, retryable=retryable), error
+        )
