@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import sqlite3
 import threading
 import time
 import uuid
@@ -163,6 +164,9 @@ def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA busy_timeout=30000")
+        # No checkpoint inside a commit (its fsync held every writer, the API's included):
+        # JobStore checkpoints from a thread of its own.
+        cursor.execute("PRAGMA wal_autocheckpoint=0")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -185,6 +189,12 @@ class JobStore:
             self.engine = self.read_engine = create_engine(url, pool_pre_ping=True)
         _Base.metadata.create_all(self.engine)
         self._write_lock = threading.Lock() if url.startswith("sqlite") else nullcontext()
+        self._closed = threading.Event()
+        database = self.engine.url.database
+        if url.startswith("sqlite") and database and database != ":memory:":
+            threading.Thread(
+                target=self._checkpoint, args=(database,), name="sqlite-checkpoint", daemon=True
+            ).start()
 
     @contextmanager
     def _session(self) -> Iterator[Session]:
@@ -203,7 +213,21 @@ class JobStore:
         with Session(self.read_engine, expire_on_commit=False) as session, session.begin():
             yield session
 
+    def _checkpoint(self, database: str) -> None:
+        """Copy the WAL back into the database every second, beside the writers (PASSIVE
+        never waits for them), so the WAL stays small and no commit pays for it."""
+        connection = sqlite3.connect(database, timeout=1, check_same_thread=False)
+        try:
+            while not self._closed.wait(1.0):
+                try:
+                    connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.OperationalError as exc:  # busy: the next round catches up
+                    log.debug("checkpoint skipped: %s", exc)
+        finally:
+            connection.close()
+
     def dispose(self) -> None:
+        self._closed.set()
         self.engine.dispose()
         self.read_engine.dispose()
 
