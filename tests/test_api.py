@@ -6,6 +6,7 @@ build their own app without workers.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import time
@@ -139,6 +140,24 @@ def test_events_over_websocket(server: TestClient) -> None:
             ws.receive_json()
     progress = [k for k in kinds if k == "progress"]
     assert len(progress) >= 2
+
+
+def test_previews_arrive_over_websocket(server: TestClient) -> None:
+    """A running job sends a small JPEG of its current result now and then."""
+    video = upload(server, sample_path("carphone"))
+    job_id = submit(
+        server, "swap", sources=[upload(server, sample_path("astronaut"))], target=video
+    )
+    previews = []
+    with server.websocket_connect(f"{WS}/api/ws?job_id={job_id}") as ws:
+        while (event := ws.receive_json())["type"] not in ("succeeded", "failed"):
+            if event["type"] == "preview":
+                previews.append(event)
+    assert event["type"] == "succeeded" and previews
+    image = decode_image(base64.b64decode(previews[0]["image"]))
+    assert image.shape == (144, 176, 3) and previews[0]["mime"] == "image/jpeg"
+    assert previews[0]["stage"] == "frames" and previews[0]["max"] == 120
+    assert "preview" not in json.dumps(server.get(f"/api/jobs/{job_id}").json()["progress"])
 
 
 def test_history_filters_and_pages(server: TestClient) -> None:

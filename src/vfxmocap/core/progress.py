@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import threading
 import time
 from collections.abc import Callable
@@ -25,8 +26,11 @@ class ProgressEvent:
     preview: bytes | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """The event as JSON-ready data; a preview image travels base64-encoded."""
         data = asdict(self)
-        data.pop("preview")
+        preview = data.pop("preview")
+        if preview is not None:
+            data["preview"] = base64.b64encode(preview).decode()
         return data
 
 
@@ -47,11 +51,16 @@ class Progress:
         job_id: str | None = None,
         min_interval_s: float = 0.1,
         clock: Callable[[], float] = time.monotonic,
+        preview_interval_s: float | None = None,
     ) -> None:
         self._callback = callback
         self._job_id = job_id
         self._min_interval = min_interval_s
         self._clock = clock
+        # Previews (a small JPEG of the current result) only when asked: the job runner
+        # shows them live; a terminal progress bar has no use for them.
+        self._preview_interval = preview_interval_s
+        self._last_preview = float("-inf")
         self.stage_name = ""
         self.value = 0
         self.total: int | None = None
@@ -69,7 +78,20 @@ class Progress:
         done = self.total is not None and self.value >= self.total
         self._emit(message, force=done)
 
-    def _emit(self, message: str, *, force: bool) -> None:
+    def wants_preview(self) -> bool:
+        """True when a preview is due (the first frame, then every preview interval)."""
+        return (
+            self._callback is not None
+            and self._preview_interval is not None
+            and self._clock() - self._last_preview >= self._preview_interval
+        )
+
+    def preview(self, jpeg: bytes) -> None:
+        """Send an encoded preview image with the current progress."""
+        self._last_preview = self._clock()
+        self._emit("", force=True, preview=jpeg)
+
+    def _emit(self, message: str, *, force: bool, preview: bytes | None = None) -> None:
         if self._callback is None:
             return
         now = self._clock()
@@ -91,6 +113,7 @@ class Progress:
                 eta_s=eta,
                 message=message,
                 job_id=self._job_id,
+                preview=preview,
             )
         )
 

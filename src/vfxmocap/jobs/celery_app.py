@@ -26,6 +26,7 @@ from celery import Celery
 
 from vfxmocap.core.errors import VfxError
 from vfxmocap.core.log import get_logger, job_id_var
+from vfxmocap.jobs.events import PREVIEW_INTERVAL_S
 
 log = get_logger("jobs.celery")
 
@@ -152,7 +153,9 @@ def run_job(
     try:
         log.info("job %s: %s started on %s", job_id, workflow, _Worker.name)
         result = get_workflow(workflow)(
-            inputs, Progress(progress, job_id=job_id), CancelToken(RedisCancel(client, job_id))
+            inputs,
+            Progress(progress, job_id=job_id, preview_interval_s=PREVIEW_INTERVAL_S),
+            CancelToken(RedisCancel(client, job_id)),
         )
         outputs = {k: str(v) for k, v in result.outputs.items()}
         final("done", outputs=outputs, summary=result.summary)

@@ -33,7 +33,13 @@ from vfxmocap.jobs.celery_app import (
     queue_of,
     redis_client,
 )
-from vfxmocap.jobs.events import EventBus, announce_failure, job_event
+from vfxmocap.jobs.events import (
+    PROGRESS_FIELDS,
+    EventBus,
+    announce_failure,
+    job_event,
+    progress_event,
+)
 from vfxmocap.jobs.store import Job, JobState, JobStore
 
 log = get_logger("jobs.celery_backend")
@@ -295,9 +301,9 @@ class CeleryBackend:
     def _progress(self, event: dict[str, Any]) -> None:
         if self._assignment(event["job_id"]) is None:
             return
-        fields = {k: event.get(k) for k in ("stage", "value", "max", "percent", "eta_s")}
-        self.store.report_progress(event["job_id"], {**fields, "message": event.get("message")})
-        self.bus.publish(job_event("progress", event["job_id"], **fields))
+        state = {k: event.get(k) for k in PROGRESS_FIELDS}  # the store keeps no images
+        self.store.report_progress(event["job_id"], state)
+        self.bus.publish(progress_event(event["job_id"], event))
 
     # --- cancel, time limits, lost workers ------------------------------------------------
 

@@ -32,6 +32,19 @@ def job_event(kind: str, job_id: str, **fields: Any) -> Event:
     return event
 
 
+PROGRESS_FIELDS = ("stage", "value", "max", "percent", "eta_s", "message")
+PREVIEW_INTERVAL_S = 2.0  # how often a running job sends a preview image
+
+
+def progress_event(job_id: str, progress: dict[str, Any]) -> Event:
+    """The bus event for a worker's progress report: `preview` (with the image, base64
+    JPEG) when the report carries one, `progress` otherwise."""
+    fields = {k: progress.get(k) for k in PROGRESS_FIELDS}
+    if progress.get("preview"):
+        return job_event("preview", job_id, **fields, image=progress["preview"], mime="image/jpeg")
+    return job_event("progress", job_id, **fields)
+
+
 def announce_failure(bus: EventBus, job_id: str, state: Any, error: dict[str, Any]) -> None:
     """Publish what a failure made of a job: queued again, failed, or cancelled. Nothing
     when the store changed nothing (the job had already ended)."""

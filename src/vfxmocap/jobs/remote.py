@@ -16,7 +16,7 @@ from typing import Any
 from vfxmocap.client import Client
 from vfxmocap.core.errors import JobTimeout, VfxError, WorkerUnavailable
 from vfxmocap.core.log import get_logger
-from vfxmocap.jobs.events import EventBus, announce_failure, job_event
+from vfxmocap.jobs.events import EventBus, announce_failure, job_event, progress_event
 from vfxmocap.jobs.store import Job, JobStore
 from vfxmocap.workflows import get_workflow
 
@@ -157,9 +157,7 @@ class RemoteBackend:
                 client.cancel(remote_id)
                 raise JobTimeout("the job ran longer than its limit on the remote server")
             self.store.report_progress(job.id, state.get("progress") or {})
-            progress = state.get("progress") or {}
-            fields = {k: progress.get(k) for k in ("stage", "value", "max", "percent", "eta_s")}
-            self.bus.publish(job_event("progress", job.id, **fields))
+            self.bus.publish(progress_event(job.id, state.get("progress") or {}))
             if not cancelled and self.store.cancel_requested(job.id):
                 client.cancel(remote_id)
                 cancelled = True

@@ -28,7 +28,13 @@ from typing import Any
 
 from vfxmocap.core.errors import Cancelled, JobTimeout, VfxError, WorkerUnavailable
 from vfxmocap.core.log import get_logger, job_id_var
-from vfxmocap.jobs.events import EventBus, job_event
+from vfxmocap.jobs.events import (
+    PREVIEW_INTERVAL_S,
+    PROGRESS_FIELDS,
+    EventBus,
+    job_event,
+    progress_event,
+)
 from vfxmocap.jobs.store import Job, JobState, JobStore
 
 log = get_logger("jobs.runner")
@@ -72,7 +78,8 @@ def worker_main(conn: Connection, cancel: Any, device: str, log_level: str) -> N
         try:
             log.info("job %s: %s started in worker %d", job_id, name, os.getpid())
             workflow = get_workflow(name)
-            result = workflow(inputs, Progress(send, job_id=job_id), CancelToken(cancel))
+            progress = Progress(send, job_id=job_id, preview_interval_s=PREVIEW_INTERVAL_S)
+            result = workflow(inputs, progress, CancelToken(cancel))
             outputs = {k: str(v) for k, v in result.outputs.items()}
             log.info("job %s: succeeded, outputs %s", job_id, ", ".join(outputs) or "none")
             conn.send(("done", outputs, result.summary))
@@ -272,11 +279,12 @@ class _Slot:
             kind = message[0]
             if kind == "progress":
                 event = message[1]
+                state = {k: event.get(k) for k in PROGRESS_FIELDS}  # the store keeps no images
                 if now - last_write >= _PROGRESS_WRITE_S:  # the last one goes with the result
                     last_write = now
-                    runner.store.report_progress(job.id, event)
-                last_event = event
-                runner.publish(job_event("progress", job.id, **_progress_fields(event)))
+                    runner.store.report_progress(job.id, state)
+                last_event = state
+                runner.publish(progress_event(job.id, event))
             elif kind == "done":
                 runner.store.succeed(job.id, message[1], message[2], last_event)
                 runner.finished(job.id, "succeeded")
@@ -310,10 +318,6 @@ class _Slot:
     def _finish_cancelled(self, job: Job) -> None:
         self.runner.store.mark_cancelled(job.id)
         self.runner.finished(job.id, "cancelled")
-
-
-def _progress_fields(event: dict[str, Any]) -> dict[str, Any]:
-    return {k: event.get(k) for k in ("stage", "value", "max", "percent", "eta_s", "message")}
 
 
 class LocalRunner:

@@ -136,3 +136,12 @@ def write_image(path: str | Path, rgb: Frame, *, quality: int = 95) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
     return path
+
+
+def thumbnail_jpeg(rgb: Frame, max_side: int = 320, quality: int = 70) -> bytes:
+    """A small JPEG of a frame: the live preview of a running job."""
+    scale = min(1.0, max_side / max(rgb.shape[:2]))
+    if scale < 1.0:
+        size = (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[0] * scale)))
+        rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+    return encode_image(rgb, ".jpg", quality=quality)

@@ -18,7 +18,7 @@ from typing import Any, Generic, TypeVar
 
 from vfxmocap.core.config import get_settings
 from vfxmocap.core.progress import CancelToken, Progress
-from vfxmocap.media.image import Frame
+from vfxmocap.media.image import Frame, thumbnail_jpeg
 from vfxmocap.media.sources import FrameSource
 from vfxmocap.media.video import VideoWriter
 
@@ -177,6 +177,17 @@ class VideoResult:
         }
 
 
+def with_previews(sink: Callable[[Frame], None], progress: Progress) -> Callable[[Frame], None]:
+    """`sink`, which also sends a preview of the frame when one is due."""
+
+    def write(frame: Frame) -> None:
+        sink(frame)
+        if progress.wants_preview():
+            progress.preview(thumbnail_jpeg(frame))
+
+    return write
+
+
 def transform_video(
     source: FrameSource,
     process: Callable[[Frame], Frame],
@@ -197,6 +208,7 @@ def transform_video(
     with VideoWriter(
         output, fps=source.fps, crf=crf, preset=preset, audio_from=source.audio_path
     ) as writer:
-        stats = run_pipeline(source, process, writer.write, progress=progress, cancel=cancel)
+        sink = writer.write if progress is None else with_previews(writer.write, progress)
+        stats = run_pipeline(source, process, sink, progress=progress, cancel=cancel)
     assert writer.size is not None
     return VideoResult(Path(output), stats, writer.size, source.fps)

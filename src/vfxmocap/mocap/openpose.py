@@ -190,3 +190,10 @@ def control_image(
     if face is not None:
         draw_face(canvas, face)
     return canvas
+
+
+def skeleton_over(frame: Frame, points: NDArray[np.floating[Any]]) -> Frame:
+    """A copy of `frame` with BlazePose `points` (33, x y visibility) drawn as ControlNet's
+    body skeleton: the live preview of a capture."""
+    coco = to_coco18(points[:, :2], np.nan_to_num(points[:, 2]))
+    return draw_body(frame.copy(), coco)

@@ -11,9 +11,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vfxmocap.core.progress import CancelToken, Progress
-from vfxmocap.media.image import Frame
+from vfxmocap.media.image import Frame, thumbnail_jpeg
 from vfxmocap.media.pipeline import run_pipeline
 from vfxmocap.media.sources import FrameSource
+from vfxmocap.mocap import openpose
 from vfxmocap.vision.pose import NUM_FACE, NUM_HAND, NUM_POSE, PoseFrame, PoseTracker
 
 Array = NDArray[np.float32]
@@ -66,6 +67,8 @@ def capture(
         size[:] = [frame.shape[1], frame.shape[0]]
         if on_frame is not None:
             on_frame(frame, pose)
+        if progress is not None and progress.wants_preview():
+            progress.preview(thumbnail_jpeg(openpose.skeleton_over(frame, pose.image)))
         times.append(t)
         frames.append(_compact(pose, tracker.holistic))
 

@@ -160,8 +160,7 @@ class _LivePreview:
         self.then = then
 
     def __call__(self, frame: Frame, pose: PoseFrame) -> None:
-        coco = openpose.to_coco18(pose.image[:, :2], np.nan_to_num(pose.image[:, 2]))
-        self.writer.write(_draw_preview(frame, coco))
+        self.writer.write(openpose.skeleton_over(frame, pose.image))
         if self.then is not None:
             self.then(frame, pose)
 
