@@ -534,3 +534,20 @@ def test_retention_removes_old_finished_jobs_and_their_files(tmp_path: Path) -> 
     assert not list(service.uploads.root.glob(f"{part_id}*"))
     assert service.uploads.path(fresh_id).is_file()
     service.store.dispose()
+
+
+def test_an_unreachable_broker_is_a_503_and_jobs_fall_back(tmp_path: Path) -> None:
+    with _bare_app(tmp_path, broker_url="redis://127.0.0.1:9/0") as client:
+        response = client.get("/api/workers")
+        assert response.status_code == 503
+        assert response.json()["error"]["code"] == "worker_unavailable"
+        job = client.post(
+            "/api/jobs",
+            json={
+                "workflow": "probe",
+                "inputs": {"input": upload(client, sample_path("astronaut"))},
+            },
+        )
+        assert job.status_code == 202
+        route = client.get(f"/api/jobs/{job.json()['id']}").json()["route"]
+        assert route == "no Celery worker can run probe; local workers (cpu)"

@@ -325,7 +325,7 @@ def create_app(service: JobService, *, start: bool = True) -> FastAPI:
             "busy": service.runner.busy,
         }
         if service.celery is not None:
-            body["celery"] = service.celery.workers()
+            body["celery"] = service.celery.fleet()
         return body
 
     @app.get("/api/workers", tags=["system"])
@@ -335,7 +335,7 @@ def create_app(service: JobService, *, start: bool = True) -> FastAPI:
             "local": {"slots": settings.workers, "alive": service.runner.alive_workers()}
         }
         if service.celery is not None:
-            body["celery"] = service.celery.workers()
+            body["celery"] = service.celery.fleet()
             body["celery_ping"] = service.celery.ping()
         return body
 

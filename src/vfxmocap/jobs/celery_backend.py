@@ -95,6 +95,16 @@ class CeleryBackend:
                 found.append(json.loads(raw))
         return found
 
+    def fleet(self) -> list[dict[str, Any]]:
+        """`workers()` for the API: an unreachable broker is a 503, not a crash."""
+        try:
+            return self.workers()
+        except redis.RedisError as exc:
+            raise WorkerUnavailable(
+                f"the Celery broker cannot be reached: {exc}",
+                hint="Check that Redis is running and VFX_BROKER_URL points at it.",
+            ) from exc
+
     def live_count(self) -> int:
         try:
             return len(self.workers())
@@ -111,7 +121,10 @@ class CeleryBackend:
 
     def ping(self) -> dict[str, Any]:
         """Celery's own view of worker health (`inspect().ping()`)."""
-        replies = self.app.control.inspect(timeout=1.0).ping() or {}
+        try:
+            replies = self.app.control.inspect(timeout=1.0).ping() or {}
+        except Exception as exc:  # kombu's connection errors: the broker is down
+            raise WorkerUnavailable(f"the Celery broker cannot be reached: {exc}") from exc
         return {name: reply.get("ok") == "pong" for name, reply in replies.items()}
 
     # --- lifecycle ----------------------------------------------------------------------
