@@ -63,16 +63,23 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _unreachable(self, exc: Exception) -> WorkerUnavailable:
+        return WorkerUnavailable(
+            f"cannot reach the vfxmocap server at {self.url}: {exc}",
+            hint="Start it with `vfx serve`, or pass the right --server URL.",
+        )
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
             response = self.http.request(method, f"/api{path}", **kwargs)
         except httpx.TransportError as exc:
-            raise WorkerUnavailable(
-                f"cannot reach the vfxmocap server at {self.url}: {exc}",
-                hint="Start it with `vfx serve`, or pass the right --server URL.",
-            ) from exc
+            raise self._unreachable(exc) from exc
         if response.status_code >= 400:
             raise _error(response)
+        return response
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._send(method, path, **kwargs)
         if response.status_code == 204 or not response.content:
             return None
         return response.json()
@@ -136,13 +143,7 @@ class Client:
         self._request("DELETE", f"/jobs/{job_id}")
 
     def log(self, job_id: str) -> str:
-        try:
-            response = self.http.get(f"/api/jobs/{job_id}/log")
-        except httpx.TransportError as exc:
-            raise WorkerUnavailable(f"cannot reach the vfxmocap server at {self.url}") from exc
-        if response.status_code >= 400:
-            raise _error(response)
-        return response.text
+        return self._send("GET", f"/jobs/{job_id}/log").text
 
     def wait(
         self,
@@ -180,7 +181,7 @@ class Client:
                     for chunk in response.iter_bytes(1 << 20):
                         fh.write(chunk)
         except httpx.TransportError as exc:
-            raise WorkerUnavailable(f"cannot reach the vfxmocap server at {self.url}") from exc
+            raise self._unreachable(exc) from exc
         return dest
 
     # --- uploads and the rest -----------------------------------------------------------

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import functools
 import gc
-import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -24,7 +23,13 @@ from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
 from vfxmocap import __version__
-from vfxmocap.api.security import GuardMiddleware, RateLimiter, websocket_allowed
+from vfxmocap.api.security import (
+    GuardMiddleware,
+    RateLimiter,
+    error_response,
+    upload_too_large,
+    websocket_allowed,
+)
 from vfxmocap.core.errors import InputError, VfxError
 from vfxmocap.core.log import get_logger
 from vfxmocap.jobs.events import FINAL_TYPES, AsyncListener, job_event
@@ -69,10 +74,6 @@ def job_view(job: Job, position: int | None = None) -> dict[str, Any]:
     data["eta_s"] = progress.get("eta_s")
     data["position"] = position
     return data
-
-
-def _error_body(code: str, message: str, hint: str, **extra: Any) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message, "hint": hint, **extra}}
 
 
 def create_app(service: JobService, *, start: bool = True) -> FastAPI:
@@ -127,7 +128,7 @@ def create_app(service: JobService, *, start: bool = True) -> FastAPI:
             status = 409
         else:
             status = _STATUS.get(exc.code, 500)
-        return JSONResponse(_error_body(exc.code, exc.message, exc.hint), status_code=status)
+        return error_response(status, exc.code, exc.message, exc.hint)
 
     @app.exception_handler(RequestValidationError)
     async def request_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -140,10 +141,9 @@ def create_app(service: JobService, *, start: bool = True) -> FastAPI:
     @app.exception_handler(Exception)
     async def internal(request: Request, exc: Exception) -> JSONResponse:
         log.error("internal error on %s %s", request.method, request.url.path, exc_info=exc)
-        body = _error_body(
-            "internal", "internal server error", "See the server log; report it if it repeats."
+        return error_response(
+            500, "internal", "internal server error", "See the server log; report it if it repeats."
         )
-        return JSONResponse(body, status_code=500)
 
     def get_job(job_id: str) -> Job:
         try:
@@ -243,7 +243,7 @@ def create_app(service: JobService, *, start: bool = True) -> FastAPI:
                     fh.write(chunk)
         except _TooLarge:
             part.unlink(missing_ok=True)
-            return _too_large(limit)
+            return upload_too_large(limit)
         except BaseException:
             part.unlink(missing_ok=True)
             raise
@@ -429,18 +429,6 @@ class _TooLarge(Exception):
     pass
 
 
-def _too_large(limit: int) -> JSONResponse:
-    mb = limit / 2**20
-    return JSONResponse(
-        _error_body(
-            "input_error",
-            f"the upload is larger than {mb:.0f} MB",
-            "Upload a smaller file, or raise VFX_UPLOAD_MAX_MB on the server.",
-        ),
-        status_code=413,
-    )
-
-
 def _validation_response(errors: Any, prefix: tuple[str, ...] = ()) -> JSONResponse:
     fields = [
         {
@@ -450,10 +438,9 @@ def _validation_response(errors: Any, prefix: tuple[str, ...] = ()) -> JSONRespo
         for e in errors
     ]
     text = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
-    body = _error_body(
-        "invalid_params", f"invalid request: {text}", "Fix the fields listed.", fields=fields
+    return error_response(
+        422, "invalid_params", f"invalid request: {text}", "Fix the fields listed.", fields=fields
     )
-    return JSONResponse(json.loads(json.dumps(body, default=str)), status_code=422)
 
 
 def default_app() -> FastAPI:

@@ -7,6 +7,7 @@ import ipaddress
 import threading
 import time
 from collections import OrderedDict
+from typing import Any
 from urllib.parse import urlsplit
 
 from fastapi import WebSocket
@@ -56,7 +57,9 @@ def _loopback_name(host: str) -> bool:
     return is_loopback(host)
 
 
-def local_only_refusal(host: str | None, origin: str | None, origins: list[str]) -> str | None:
+def local_onlyerror_response(
+    host: str | None, origin: str | None, origins: list[str]
+) -> str | None:
     """Without a token, the server answers only to this machine's own clients. Two browser
     attacks reach a loopback server anyway: a page on another site (its Origin tells), and
     DNS rebinding (a foreign name in Host). Returns why a request is refused, or None."""
@@ -73,7 +76,7 @@ async def websocket_allowed(websocket: WebSocket, token: str | None, origins: li
     """Check a WebSocket before accepting it (the token, or without one the local-only
     rule); refuse with 1008 (policy) if it fails."""
     if not token:
-        why = local_only_refusal(
+        why = local_onlyerror_response(
             websocket.headers.get("host"), websocket.headers.get("origin"), origins
         )
         if why is not None:
@@ -136,15 +139,15 @@ class GuardMiddleware:
         headers = Headers(scope=scope)
         authorization = headers.get("authorization")
         if not self.token:
-            why = local_only_refusal(headers.get("host"), headers.get("origin"), self.origins)
+            why = local_onlyerror_response(headers.get("host"), headers.get("origin"), self.origins)
             if why is not None:
                 hint = "Use http://127.0.0.1, or set VFX_API_TOKEN to serve other machines."
-                await _refusal(403, "forbidden", why, hint, {})(scope, receive, send)
+                await error_response(403, "forbidden", why, hint)(scope, receive, send)
                 return
         if scope["method"] != "OPTIONS" and not token_matches(
             self.token, authorization, QueryParams(scope.get("query_string", b"")).get("token")
         ):
-            response = _refusal(
+            response = error_response(
                 401,
                 "unauthorized",
                 "a valid API token is required",
@@ -156,7 +159,7 @@ class GuardMiddleware:
         client = scope.get("client")
         allowed, wait = self.limiter.allow(authorization or (client[0] if client else "unknown"))
         if not allowed:
-            response = _refusal(
+            response = error_response(
                 429,
                 "rate_limited",
                 "too many requests",
@@ -166,32 +169,40 @@ class GuardMiddleware:
             await response(scope, receive, send)
             return
         if scope["path"] == "/api/uploads" and scope["method"] == "POST":
-            refusal = self._upload_refusal(headers.get("content-length"))
+            refusal = self._uploaderror_response(headers.get("content-length"))
             if refusal is not None:
                 await refusal(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
-    def _upload_refusal(self, length: str | None) -> JSONResponse | None:
+    def _uploaderror_response(self, length: str | None) -> JSONResponse | None:
         """Uploads declare their size, and a size within the limit, before a byte is read:
         the multipart parser would otherwise spool any amount to disk first."""
         if length is None or not length.isdigit():
             hint = "Send the upload with a Content-Length (not chunked)."
-            return _refusal(411, "input_error", "an upload needs a Content-Length", hint, {})
+            return error_response(411, "input_error", "an upload needs a Content-Length", hint)
         if int(length) > self.upload_max_bytes + 64 * 1024:  # the multipart envelope
-            mb = self.upload_max_bytes / 2**20
-            return _refusal(
-                413,
-                "input_error",
-                f"the upload is larger than {mb:.0f} MB",
-                "Upload a smaller file, or raise VFX_UPLOAD_MAX_MB on the server.",
-                {},
-            )
+            return upload_too_large(self.upload_max_bytes)
         return None
 
 
-def _refusal(
-    status: int, code: str, message: str, hint: str, headers: dict[str, str]
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    hint: str,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
 ) -> JSONResponse:
-    body = {"error": {"code": code, "message": message, "hint": hint}}
+    """The API's one error shape: {"error": {code, message, hint, ...}}."""
+    body = {"error": {"code": code, "message": message, "hint": hint, **extra}}
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+def upload_too_large(limit: int) -> JSONResponse:
+    return error_response(
+        413,
+        "input_error",
+        f"the upload is larger than {limit / 2**20:.0f} MB",
+        "Upload a smaller file, or raise VFX_UPLOAD_MAX_MB on the server.",
+    )

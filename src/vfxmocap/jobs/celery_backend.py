@@ -34,18 +34,15 @@ from vfxmocap.jobs.celery_app import (
     redis_client,
 )
 from vfxmocap.jobs.events import (
-    PROGRESS_FIELDS,
     EventBus,
     announce_failure,
     job_event,
     progress_event,
+    stored_progress,
 )
-from vfxmocap.jobs.store import Job, JobState, JobStore
+from vfxmocap.jobs.store import CELERY_DEVICE, Job, JobState, JobStore
 
 log = get_logger("jobs.celery_backend")
-
-DEVICE = "celery"  # the store's device column for jobs routed to the Celery fleet (one
-# name, two modules: jobs.service imports this module only when a broker is configured)
 
 
 @dataclass
@@ -196,7 +193,7 @@ class CeleryBackend:
                 if worker.get("busy") or name in self.assigned:
                     continue
             job = self.store.claim(
-                f"celery/{name}", DEVICE, limit=10**6, workflows=set(worker["workflows"])
+                f"celery/{name}", CELERY_DEVICE, limit=10**6, workflows=set(worker["workflows"])
             )
             if job is None:
                 continue
@@ -314,8 +311,7 @@ class CeleryBackend:
     def _progress(self, event: dict[str, Any]) -> None:
         if self._assignment(event["job_id"]) is None:
             return
-        state = {k: event.get(k) for k in PROGRESS_FIELDS}  # the store keeps no images
-        self.store.report_progress(event["job_id"], state)
+        self.store.report_progress(event["job_id"], stored_progress(event))
         self.bus.publish(progress_event(event["job_id"], event))
 
     # --- cancel, time limits, lost workers ------------------------------------------------

@@ -36,10 +36,15 @@ PROGRESS_FIELDS = ("stage", "value", "max", "percent", "eta_s", "message")
 PREVIEW_INTERVAL_S = 2.0  # how often a running job sends a preview image
 
 
+def stored_progress(progress: dict[str, Any]) -> dict[str, Any]:
+    """A worker's progress report as the job store keeps it: no preview image."""
+    return {k: progress.get(k) for k in PROGRESS_FIELDS}
+
+
 def progress_event(job_id: str, progress: dict[str, Any]) -> Event:
     """The bus event for a worker's progress report: `preview` (with the image, base64
     JPEG) when the report carries one, `progress` otherwise."""
-    fields = {k: progress.get(k) for k in PROGRESS_FIELDS}
+    fields = stored_progress(progress)
     if progress.get("preview"):
         return job_event("preview", job_id, **fields, image=progress["preview"], mime="image/jpeg")
     return job_event("progress", job_id, **fields)
@@ -49,7 +54,10 @@ def announce_failure(bus: EventBus, job_id: str, state: Any, error: dict[str, An
     """Publish what a failure made of a job: queued again, failed, or cancelled. Nothing
     when the store changed nothing (the job had already ended)."""
     if state is not None:
-        bus.publish(job_event(state.value, job_id, message=error.get("message", "")))
+        message = error.get("message", "")
+        if state.value == "queued":
+            message = f"retrying: {message}"
+        bus.publish(job_event(state.value, job_id, message=message))
 
 
 class AsyncListener:
@@ -61,7 +69,6 @@ class AsyncListener:
         self.maxsize = maxsize
         self._items: deque[Event] = deque()
         self._ready = asyncio.Event()
-        self.dropped = 0
 
     def __call__(self, event: Event) -> None:
         self.loop.call_soon_threadsafe(self._put, event)
@@ -71,7 +78,6 @@ class AsyncListener:
             for i, old in enumerate(self._items):
                 if old["type"] not in FINAL_TYPES:
                     del self._items[i]
-                    self.dropped += 1
                     break
         self._items.append(event)
         self._ready.set()

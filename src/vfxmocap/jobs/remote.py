@@ -17,12 +17,11 @@ from vfxmocap.client import Client
 from vfxmocap.core.errors import JobTimeout, VfxError, WorkerUnavailable
 from vfxmocap.core.log import get_logger
 from vfxmocap.jobs.events import EventBus, announce_failure, job_event, progress_event
-from vfxmocap.jobs.store import Job, JobStore
+from vfxmocap.jobs.store import REMOTE_DEVICE, Job, JobStore
 from vfxmocap.workflows import get_workflow
 
 log = get_logger("jobs.remote")
 
-DEVICE = "remote"  # the store's device column for jobs routed to the remote server
 _CHECK_S = 10.0  # how long the remote's workflow list is trusted
 
 
@@ -81,7 +80,7 @@ class RemoteBackend:
         name = f"remote/{index}/{self.url}"
         while not self._stop.is_set():
             try:
-                job = self.store.claim(name, DEVICE, limit=self.slots)
+                job = self.store.claim(name, REMOTE_DEVICE, limit=self.slots)
             except Exception:  # the store is down: wait and try again
                 log.exception("remote backend: cannot claim jobs")
                 self._stop.wait(2.0)

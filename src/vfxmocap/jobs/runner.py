@@ -21,7 +21,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -30,10 +29,11 @@ from vfxmocap.core.errors import Cancelled, JobTimeout, VfxError, WorkerUnavaila
 from vfxmocap.core.log import get_logger, job_id_var
 from vfxmocap.jobs.events import (
     PREVIEW_INTERVAL_S,
-    PROGRESS_FIELDS,
     EventBus,
+    announce_failure,
     job_event,
     progress_event,
+    stored_progress,
 )
 from vfxmocap.jobs.store import Job, JobState, JobStore
 
@@ -119,15 +119,6 @@ def _job_log_handler(path: str | None) -> logging.Handler | None:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger("vfxmocap").addHandler(handler)
     return handler
-
-
-@dataclass
-class RunnerStats:
-    started: int = 0
-    finished: int = 0
-    killed: int = 0
-    respawned: int = 0
-    by_state: dict[str, int] = field(default_factory=dict)
 
 
 class _Slot:
@@ -224,11 +215,9 @@ class _Slot:
         runner = self.runner
         if self.proc is None or not self.proc.is_alive():
             self.spawn()
-            runner.stats.respawned += 1
         assert self.conn is not None
         self.cancel.clear()
-        runner.publish(job_event("started", job.id, message=f"attempt {job.attempt}"))
-        runner.stats.started += 1
+        runner.bus.publish(job_event("started", job.id, message=f"attempt {job.attempt}"))
         timeout = job.timeout_s or runner.default_timeout(job.workflow)
         started = time.monotonic()
         cancel_at: float | None = None
@@ -254,19 +243,19 @@ class _Slot:
                     "job %s ignored cancel for %.0f s: killing its worker", job.id, now - cancel_at
                 )
                 self.kill()
-                runner.stats.killed += 1
                 self._finish_cancelled(job)
                 return
             if now - started > timeout:
                 self.kill()
-                runner.stats.killed += 1
                 error = JobTimeout(f"the job ran longer than its limit of {timeout:.0f} s")
                 self._failed(job, error.to_dict(), retryable=False)
                 return
             if runner.hard_stop.is_set():
                 self.kill()
                 runner.store.recover(lambda worker, _beat: worker == self.name)
-                runner.publish(job_event("queued", job.id, message="server stopped; queued again"))
+                runner.bus.publish(
+                    job_event("queued", job.id, message="server stopped; queued again")
+                )
                 return
             try:
                 ready = self.conn.poll(0.1)
@@ -279,15 +268,15 @@ class _Slot:
             kind = message[0]
             if kind == "progress":
                 event = message[1]
-                state = {k: event.get(k) for k in PROGRESS_FIELDS}  # the store keeps no images
+                state = stored_progress(event)
                 if now - last_write >= _PROGRESS_WRITE_S:  # the last one goes with the result
                     last_write = now
                     runner.store.report_progress(job.id, state)
                 last_event = state
-                runner.publish(progress_event(job.id, event))
+                runner.bus.publish(progress_event(job.id, event))
             elif kind == "done":
                 runner.store.succeed(job.id, message[1], message[2], last_event)
-                runner.finished(job.id, "succeeded")
+                runner.bus.publish(job_event("succeeded", job.id))
                 return
             elif kind == "error":
                 error, retryable = message[1], message[2]
@@ -307,17 +296,13 @@ class _Slot:
 
     def _failed(self, job: Job, error: dict[str, Any], *, retryable: bool) -> None:
         state = self.runner.store.fail(job.id, error, retryable=retryable)
+        announce_failure(self.runner.bus, job.id, state, error)
         if state == JobState.QUEUED:
-            self.runner.publish(
-                job_event("queued", job.id, message=f"retrying: {error['message']}")
-            )
             self.runner.notify()
-        elif state in (JobState.FAILED, JobState.CANCELLED):
-            self.runner.finished(job.id, state.value, message=error.get("message", ""))
 
     def _finish_cancelled(self, job: Job) -> None:
         self.runner.store.mark_cancelled(job.id)
-        self.runner.finished(job.id, "cancelled")
+        self.runner.bus.publish(job_event("cancelled", job.id))
 
 
 class LocalRunner:
@@ -350,7 +335,6 @@ class LocalRunner:
         self.hard_stop = threading.Event()  # stop running jobs too (re-queued)
         self.celery_watched = False
         self._work = threading.Condition()
-        self.stats = RunnerStats()
         self._slots = [_Slot(self, i) for i in range(slots)]
 
     def default_timeout(self, workflow: str) -> float:
@@ -399,14 +383,6 @@ class LocalRunner:
     def wait_for_work(self, timeout: float = 0.5) -> None:
         with self._work:
             self._work.wait(timeout)
-
-    def publish(self, event: dict[str, Any]) -> None:
-        self.bus.publish(event)
-
-    def finished(self, job_id: str, state: str, message: str = "") -> None:
-        self.stats.finished += 1
-        self.stats.by_state[state] = self.stats.by_state.get(state, 0) + 1
-        self.publish(job_event(state, job_id, message=message))
 
     def alive_workers(self) -> int:
         return sum(slot.proc is not None and slot.proc.is_alive() for slot in self._slots)

@@ -18,18 +18,21 @@ from vfxmocap.core.errors import InputError, InvalidParams, WorkerUnavailable
 from vfxmocap.core.log import get_logger
 from vfxmocap.jobs.events import EventBus, job_event
 from vfxmocap.jobs.runner import LocalRunner
-from vfxmocap.jobs.store import FINAL, Job, JobState, JobStore, new_job_id
+from vfxmocap.jobs.store import (
+    CELERY_DEVICE,
+    FINAL,
+    REMOTE_DEVICE,
+    Job,
+    JobState,
+    JobStore,
+    new_job_id,
+)
 from vfxmocap.jobs.uploads import UploadStore
 from vfxmocap.workflows import Workflow, get_workflow
 
 if TYPE_CHECKING:
     from vfxmocap.jobs.celery_backend import CeleryBackend
     from vfxmocap.jobs.remote import RemoteBackend
-
-# The store's device column for jobs routed to the Celery fleet or a remote server (the
-# backends' modules say the same; they are imported only when configured).
-CELERY_DEVICE = "celery"
-REMOTE_DEVICE = "remote"
 
 log = get_logger("jobs.service")
 

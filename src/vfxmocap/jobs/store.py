@@ -56,6 +56,11 @@ class JobState(StrEnum):
 
 FINAL = {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}
 
+# The device column of jobs routed to the Celery fleet or to another server; local jobs
+# carry their device class (cpu, cuda, mps).
+CELERY_DEVICE = "celery"
+REMOTE_DEVICE = "remote"
+
 
 class _Base(DeclarativeBase):
     pass
