@@ -14,7 +14,6 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,12 +63,10 @@ class CeleryBackend:
         *,
         bus: EventBus,
         cancel_grace_s: float = 5.0,
-        default_timeout: Callable[[str], float] | None = None,
     ) -> None:
         self.store = store
         self.bus = bus
         self.cancel_grace_s = cancel_grace_s
-        self._timeout = default_timeout or (lambda name: 3600.0)
         self.redis = redis_client(broker_url)
         self.app = make_app(broker_url)
         # Servers of one job store share their messages (any of them may record a result);
@@ -147,7 +144,7 @@ class CeleryBackend:
             name = (job.worker or "").removeprefix("celery/")
             worker = live.get(name)
             if worker is not None and worker.get("busy") == job.id:
-                timeout = job.timeout_s or self._timeout(job.workflow)
+                timeout = job.time_limit_s
                 started = time.monotonic() - (time.time() - (job.started_at or time.time()))
                 with self._lock:
                     self.assigned[name] = _Assignment(
@@ -198,7 +195,7 @@ class CeleryBackend:
             if job is None:
                 continue
             task_id = f"{job.id}-{job.attempt}"
-            timeout = job.timeout_s or self._timeout(job.workflow)
+            timeout = job.time_limit_s
             assignment = _Assignment(job, name, worker["boot"], task_id, time.monotonic(), timeout)
             with self._lock:
                 self.assigned[name] = assignment

@@ -145,9 +145,7 @@ class RemoteBackend:
     def _follow(self, client: Client, job: Job, remote_id: str) -> dict[str, Any]:
         """Relay progress and cancel until the remote job ends; enforce the time limit."""
         cancelled = False
-        deadline = time.monotonic() + (
-            job.timeout_s or get_workflow(job.workflow).resources.timeout_s
-        )
+        deadline = time.monotonic() + job.time_limit_s
         while True:
             state = client.job(remote_id)
             if state["state"] in ("succeeded", "failed", "cancelled"):

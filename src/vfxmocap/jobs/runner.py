@@ -20,7 +20,6 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -218,7 +217,7 @@ class _Slot:
         assert self.conn is not None
         self.cancel.clear()
         runner.bus.publish(job_event("started", job.id, message=f"attempt {job.attempt}"))
-        timeout = job.timeout_s or runner.default_timeout(job.workflow)
+        timeout = job.time_limit_s
         started = time.monotonic()
         cancel_at: float | None = None
         last_beat = started  # the claim wrote the first heartbeat
@@ -318,7 +317,6 @@ class LocalRunner:
         cancel_grace_s: float = 5.0,
         log_level: str = "INFO",
         workflows: set[str] | None = None,
-        default_timeout: Callable[[str], float] | None = None,
         log_dir: Path | None = None,
     ) -> None:
         self.store = store
@@ -329,16 +327,12 @@ class LocalRunner:
         self.cancel_grace_s = cancel_grace_s
         self.log_level = log_level
         self.workflows = workflows
-        self._timeout = default_timeout
         self.instance = f"{socket.gethostname()}/{os.getpid()}"
         self.draining = threading.Event()  # take no new jobs
         self.hard_stop = threading.Event()  # stop running jobs too (re-queued)
         self.celery_watched = False
         self._work = threading.Condition()
         self._slots = [_Slot(self, i) for i in range(slots)]
-
-    def default_timeout(self, workflow: str) -> float:
-        return self._timeout(workflow) if self._timeout is not None else 3600.0
 
     def start(self) -> None:
         """Recover what a crash left running on this machine, then start the workers."""

@@ -55,7 +55,6 @@ class JobService:
             bus=self.bus,
             cancel_grace_s=self.settings.cancel_grace_s,
             log_level=self.settings.log_level,
-            default_timeout=lambda name: get_workflow(name).resources.timeout_s,
             log_dir=self.jobs_dir,
         )
         self.celery: CeleryBackend | None = None
@@ -67,7 +66,6 @@ class JobService:
                 self.settings.broker_url,
                 bus=self.bus,
                 cancel_grace_s=self.settings.cancel_grace_s,
-                default_timeout=lambda name: get_workflow(name).resources.timeout_s,
             )
             self.runner.celery_watched = True
         self.remote: RemoteBackend | None = None

@@ -42,6 +42,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from vfxmocap.core.errors import InvalidParams
 from vfxmocap.core.log import get_logger
+from vfxmocap.workflows import get_workflow
 
 log = get_logger("jobs.store")
 
@@ -119,6 +120,13 @@ class Job:
     summary: dict[str, Any] | None
     backend: str | None
     route: str | None
+
+    @property
+    def time_limit_s(self) -> float:
+        """The job's own time limit, or its workflow's default."""
+        if self.timeout_s is not None:
+            return self.timeout_s
+        return get_workflow(self.workflow).resources.timeout_s
 
     def to_dict(self) -> dict[str, Any]:
         data = dict(self.__dict__)
