@@ -111,3 +111,55 @@ def test_demo_writes_outputs(tmp_path: Path) -> None:
     assert {"transcode", "swap"} <= set(written)
     paths = [Path(tmp_path, p) for r in written.values() for p in r["outputs"].values()]
     assert paths and all(p.is_file() and p.stat().st_size > 0 for p in paths)
+
+
+PLUGINS = {"VFX_WORKFLOW_MODULES": json.dumps(["tests.plugin_workflows"])}
+
+
+def test_run_executes_a_plugin_workflow_locally() -> None:
+    result = vfx("run", "sleep", "-s", "seconds=0.1", "--json", env=PLUGINS)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["summary"] == {"slept_s": 0.1}
+
+
+def test_run_places_outputs_not_given_under_the_output_dir(tmp_path: Path, bikes: Path) -> None:
+    result = vfx(
+        "run", "transcode", "-s", f"input={bikes}", "-s", "max_height=68",
+        "--output-dir", str(tmp_path), "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    video = Path(json.loads(result.stdout)["outputs"]["video"])
+    assert video.parent == tmp_path / "transcode"
+    with av.open(str(video)) as container:
+        stream = container.streams.video[0]
+        assert stream.height == 68 and stream.frames == 250
+
+
+def test_run_reports_bad_inputs_and_unknown_workflows_in_one_line() -> None:
+    assert_one_line_error(
+        vfx("run", "sleep", "-s", "seconds=lots", env=PLUGINS), 2, "seconds", "number"
+    )
+    assert_one_line_error(vfx("run", "nosuch"), 2, "unknown workflow 'nosuch'", "swap")
+
+
+def test_workflows_lists_plugins_and_shows_defaults_from_the_input_model() -> None:
+    listing = vfx("workflows", env=PLUGINS)
+    assert listing.returncode == 0 and "sleep" in listing.stdout and "mocap" in listing.stdout
+    from vfxmocap.processors.face_swap.processor import SwapOptions
+
+    shown = vfx("workflows", "swap")
+    assert shown.returncode == 0, shown.stderr
+    line = next(x for x in shown.stdout.splitlines() if x.strip().startswith("options.shape "))
+    assert f"default {SwapOptions().shape!r}" in line
+
+
+def test_set_pairs_nest_on_dots_and_repeat_into_lists() -> None:
+    from vfxmocap.cli.common import parse_sets
+    from vfxmocap.core.errors import InvalidParams
+
+    assert parse_sets(["sources=a.jpg", "sources=b.jpg", "options.mask.blur=0.1"]) == {
+        "sources": ["a.jpg", "b.jpg"],
+        "options": {"mask": {"blur": 0.1}},
+    }
+    with pytest.raises(InvalidParams):
+        parse_sets(["options=1", "options.shape=0.5"])

@@ -1,0 +1,5 @@
+"""`python -m vfxmocap.cli`: the same as `vfx`."""
+
+from vfxmocap.cli import entrypoint
+
+entrypoint()
