@@ -114,10 +114,12 @@ def test_outputs_support_range_requests(server: TestClient) -> None:
 
 
 def test_progress_and_log_are_readable_over_http(server: TestClient) -> None:
-    job_id = submit(server, "sleep", seconds=1.5)
+    job_id = submit(server, "sleep", seconds=3)
     wait_state(server, job_id, "running")
-    time.sleep(0.8)
-    running = server.get(f"/api/jobs/{job_id}").json()
+    deadline = time.monotonic() + 30  # a worker process still starting has not begun yet
+    while not (running := server.get(f"/api/jobs/{job_id}").json())["percent"]:
+        assert time.monotonic() < deadline, running
+        time.sleep(0.05)
     assert running["progress"]["stage"] == "sleep" and 0 < running["percent"] < 100
     assert running["eta_s"] is not None
     assert wait(server, job_id)["state"] == "succeeded"
@@ -551,3 +553,55 @@ def test_an_unreachable_broker_is_a_503_and_jobs_fall_back(tmp_path: Path) -> No
         assert job.status_code == 202
         route = client.get(f"/api/jobs/{job.json()['id']}").json()["route"]
         assert route == "no Celery worker can run probe; local workers (cpu)"
+
+
+def test_a_job_shows_its_inputs_as_sent_and_can_be_run_again(server: TestClient) -> None:
+    """The studio shows a job's settings and re-runs it: upload ids, never server paths,
+    and no outputs (a re-run gets its own folder)."""
+    clip = upload(server, sample_path("carphone"))
+    job_id = submit(server, "transcode", input=clip, max_height=72)
+    view = server.get(f"/api/jobs/{job_id}").json()
+    assert view["inputs"]["input"] == clip and view["inputs"]["max_height"] == 72
+    assert "output" not in view["inputs"]
+    assert "uploads" not in json.dumps(view) and "jobs" not in json.dumps(view["inputs"])
+    again = submit(server, "transcode", **view["inputs"])
+    first, second = wait(server, job_id), wait(server, again)
+    assert first["state"] == second["state"] == "succeeded", (first, second)
+
+
+def test_a_random_authorization_header_does_not_escape_the_rate_limit(tmp_path: Path) -> None:
+    with _bare_app(tmp_path, rate_limit_per_s=1, rate_burst=3) as client:
+        codes = [
+            client.get("/api/healthz", headers={"Authorization": f"Bearer x{i}"}).status_code
+            for i in range(5)
+        ]
+    assert codes == [200, 200, 200, 429, 429]
+
+
+def test_wrong_tokens_are_throttled_before_they_are_compared(tmp_path: Path) -> None:
+    """Ten wrong guesses, then even the right token waits: guessing runs at the failure
+    limiter's pace, whatever header or connection each guess uses."""
+    with _bare_app(tmp_path, api_token="s3cret") as client:
+        wrong = [
+            client.get("/api/healthz", headers={"Authorization": f"Bearer guess{i}"}).status_code
+            for i in range(12)
+        ]
+        right = client.get("/api/healthz", headers={"Authorization": "Bearer s3cret"})
+        with (
+            pytest.raises(WebSocketDisconnect),
+            client.websocket_connect(f"{WS}/api/ws?token=s3cret") as ws,
+        ):
+            ws.receive_json()
+    assert wrong[:10] == [401] * 10 and wrong[10:] == [429, 429]
+    assert right.status_code == 429 and "failed authentications" in right.text
+
+
+def test_local_clients_each_get_a_bucket_and_remote_ones_share_their_address() -> None:
+    from vfxmocap.api.security import client_key
+
+    def key(host: str, port: int) -> str:
+        return client_key({"type": "http", "client": (host, port)})
+
+    assert key("127.0.0.1", 50001) != key("127.0.0.1", 50002)  # the studio, the CLI, ...
+    assert key("203.0.113.5", 1) == key("203.0.113.5", 2)
+    assert key("2001:db8::1", 1) == key("2001:db8::ffff", 2)  # one /64: one host

@@ -57,9 +57,7 @@ def _loopback_name(host: str) -> bool:
     return is_loopback(host)
 
 
-def local_onlyerror_response(
-    host: str | None, origin: str | None, origins: list[str]
-) -> str | None:
+def local_only_refusal(host: str | None, origin: str | None, origins: list[str]) -> str | None:
     """Without a token, the server answers only to this machine's own clients. Two browser
     attacks reach a loopback server anyway: a page on another site (its Origin tells), and
     DNS rebinding (a foreign name in Host). Returns why a request is refused, or None."""
@@ -74,21 +72,47 @@ def local_onlyerror_response(
 
 async def websocket_allowed(websocket: WebSocket, token: str | None, origins: list[str]) -> bool:
     """Check a WebSocket before accepting it (the token, or without one the local-only
-    rule); refuse with 1008 (policy) if it fails."""
+    rule); refuse with 1008 (policy) if it fails. Failed tokens count against the client's
+    address as on HTTP (the app's `auth_failures` limiter)."""
     if not token:
-        why = local_onlyerror_response(
+        why = local_only_refusal(
             websocket.headers.get("host"), websocket.headers.get("origin"), origins
         )
         if why is not None:
             await websocket.close(code=1008, reason=why[:120])
             return False
         return True
+    failures: RateLimiter | None = getattr(websocket.app.state, "auth_failures", None)
+    address = websocket.client.host if websocket.client else "unknown"
+    if failures is not None and failures.blocked(address):
+        await websocket.close(code=1008, reason="too many failed authentications; wait")
+        return False
     if token_matches(
         token, websocket.headers.get("authorization"), websocket.query_params.get("token")
     ):
         return True
+    if failures is not None:
+        failures.allow(address)
     await websocket.close(code=1008, reason="a valid API token is required")
     return False
+
+
+def client_key(scope: Scope) -> str:
+    """Whose bucket a request draws on: its address, never a header it chose (a random
+    Authorization header per request would be a fresh bucket each time). Loopback clients
+    (the studio, the CLI, scripts: all 127.0.0.1) get one bucket per connection, so one
+    busy local client does not throttle the others; IPv6 clients one per /64, the block a
+    single host is usually given."""
+    host, port = scope.get("client") or ("unknown", 0)
+    if is_loopback(host):
+        return f"{host}:{port}"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return str(host)
+    if address.version == 6:
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
 
 
 class RateLimiter:
@@ -101,14 +125,21 @@ class RateLimiter:
         self._lock = threading.Lock()
 
     def allow(self, client: str) -> tuple[bool, float]:
-        """(allowed, seconds until the next request would be)."""
+        """Take one token: (allowed, seconds until the next request would be)."""
+        return self._take(client, 1.0)
+
+    def blocked(self, client: str) -> bool:
+        """Whether the client's bucket is empty now, without taking from it."""
+        return not self._take(client, 0.0)[0]
+
+    def _take(self, client: str, cost: float) -> tuple[bool, float]:
         now = time.monotonic()
         with self._lock:
             tokens, last = self._buckets.pop(client, (self.burst, now))
             tokens = min(self.burst, tokens + (now - last) * self.rate)
             allowed = tokens >= 1.0
             if allowed:
-                tokens -= 1.0
+                tokens -= cost
             self._buckets[client] = (tokens, now)
             while len(self._buckets) > self.max_clients:
                 self._buckets.popitem(last=False)
@@ -127,9 +158,11 @@ class GuardMiddleware:
         token: str | None,
         origins: list[str],
         limiter: RateLimiter,
+        auth_failures: RateLimiter,
         upload_max_bytes: int,
     ) -> None:
         self.app, self.token, self.origins, self.limiter = app, token, origins, limiter
+        self.auth_failures = auth_failures
         self.upload_max_bytes = upload_max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -137,45 +170,50 @@ class GuardMiddleware:
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
-        authorization = headers.get("authorization")
         if not self.token:
-            why = local_onlyerror_response(headers.get("host"), headers.get("origin"), self.origins)
+            why = local_only_refusal(headers.get("host"), headers.get("origin"), self.origins)
             if why is not None:
                 hint = "Use http://127.0.0.1, or set VFX_API_TOKEN to serve other machines."
                 await error_response(403, "forbidden", why, hint)(scope, receive, send)
                 return
-        if scope["method"] != "OPTIONS" and not token_matches(
-            self.token, authorization, QueryParams(scope.get("query_string", b"")).get("token")
-        ):
-            response = error_response(
-                401,
-                "unauthorized",
-                "a valid API token is required",
-                "Send 'Authorization: Bearer <VFX_API_TOKEN>'.",
-                {"WWW-Authenticate": "Bearer"},
-            )
-            await response(scope, receive, send)
-            return
-        client = scope.get("client")
-        allowed, wait = self.limiter.allow(authorization or (client[0] if client else "unknown"))
+        elif scope["method"] != "OPTIONS":
+            refusal = self._authenticate(scope, headers)
+            if refusal is not None:
+                await refusal(scope, receive, send)
+                return
+        allowed, wait = self.limiter.allow(client_key(scope))
         if not allowed:
-            response = error_response(
-                429,
-                "rate_limited",
-                "too many requests",
-                f"Retry in {wait:.2f} s.",
-                {"Retry-After": str(max(1, round(wait)))},
-            )
-            await response(scope, receive, send)
+            await _too_many("too many requests", wait)(scope, receive, send)
             return
         if scope["path"] == "/api/uploads" and scope["method"] == "POST":
-            refusal = self._uploaderror_response(headers.get("content-length"))
+            refusal = self._upload_refusal(headers.get("content-length"))
             if refusal is not None:
                 await refusal(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
-    def _uploaderror_response(self, length: str | None) -> JSONResponse | None:
+    def _authenticate(self, scope: Scope, headers: Headers) -> JSONResponse | None:
+        """None when the request carries the token. Failures are counted per address
+        (whatever the port or header) and, past a small burst, refused before the token is
+        even compared: guessing is held to the failure limiter's rate."""
+        client = scope.get("client")
+        address = client[0] if client else "unknown"
+        if self.auth_failures.blocked(address):
+            _, wait = self.auth_failures.allow(address)
+            return _too_many("too many failed authentications", wait)
+        query = QueryParams(scope.get("query_string", b"")).get("token")
+        if token_matches(self.token, headers.get("authorization"), query):
+            return None
+        self.auth_failures.allow(address)
+        return error_response(
+            401,
+            "unauthorized",
+            "a valid API token is required",
+            "Send 'Authorization: Bearer <VFX_API_TOKEN>'.",
+            {"WWW-Authenticate": "Bearer"},
+        )
+
+    def _upload_refusal(self, length: str | None) -> JSONResponse | None:
         """Uploads declare their size, and a size within the limit, before a byte is read:
         the multipart parser would otherwise spool any amount to disk first."""
         if length is None or not length.isdigit():
@@ -197,6 +235,11 @@ def error_response(
     """The API's one error shape: {"error": {code, message, hint, ...}}."""
     body = {"error": {"code": code, "message": message, "hint": hint, **extra}}
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _too_many(message: str, wait: float) -> JSONResponse:
+    headers = {"Retry-After": str(max(1, round(wait)))}
+    return error_response(429, "rate_limited", message, f"Retry in {wait:.2f} s.", headers)
 
 
 def upload_too_large(limit: int) -> JSONResponse:

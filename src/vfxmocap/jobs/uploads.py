@@ -101,6 +101,14 @@ class UploadStore:
         meta = json.loads(meta_file.read_text())
         return self.root / f"{upload_id}{meta['suffix']}"
 
+    def id_of(self, path: str) -> str | None:
+        """The upload id behind a path `path()` gave, or None for any other file."""
+        candidate = Path(path)
+        upload_id = candidate.name.split(".", 1)[0]
+        if candidate.parent != self.root or not _ID.fullmatch(upload_id):
+            return None
+        return upload_id
+
     def remove_older_than(self, cutoff: float) -> int:
         """Retention: uploads (and stray partial ones) last changed before `cutoff`.
         A queued job keeps working: its input was copied nowhere, so retention should be

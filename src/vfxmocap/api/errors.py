@@ -1,0 +1,73 @@
+"""How failures become HTTP answers: one error shape, a status per error code."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+
+from vfxmocap.api.security import error_response
+from vfxmocap.core.errors import InputError, VfxError
+from vfxmocap.core.log import get_logger
+from vfxmocap.jobs.service import JobStateConflict
+
+log = get_logger("api")
+
+STATUS = {
+    "input_error": 400,
+    "invalid_params": 422,
+    "model_not_found": 424,
+    "insufficient_memory": 507,
+    "device_error": 503,
+    "worker_unavailable": 503,
+    "timeout": 504,
+    "cancelled": 409,
+}
+
+
+class NotFound(InputError):
+    """A job, output, upload or model that does not exist (HTTP 404)."""
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(VfxError)
+    async def vfx_error(request: Request, exc: VfxError) -> JSONResponse:
+        if isinstance(exc, NotFound):
+            status = 404
+        elif isinstance(exc, JobStateConflict):
+            status = 409
+        else:
+            status = STATUS.get(exc.code, 500)
+        return error_response(status, exc.code, exc.message, exc.hint)
+
+    @app.exception_handler(RequestValidationError)
+    async def request_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return validation_response(exc.errors())
+
+    @app.exception_handler(ValidationError)
+    async def inputs_invalid(request: Request, exc: ValidationError) -> JSONResponse:
+        return validation_response(exc.errors(), prefix=("inputs",))
+
+    @app.exception_handler(Exception)
+    async def internal(request: Request, exc: Exception) -> JSONResponse:
+        log.error("internal error on %s %s", request.method, request.url.path, exc_info=exc)
+        return error_response(
+            500, "internal", "internal server error", "See the server log; report it if it repeats."
+        )
+
+
+def validation_response(errors: Any, prefix: tuple[str, ...] = ()) -> JSONResponse:
+    fields = [
+        {
+            "field": ".".join(str(p) for p in (*prefix, *e.get("loc", ()))),
+            "message": e.get("msg", ""),
+        }
+        for e in errors
+    ]
+    text = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
+    return error_response(
+        422, "invalid_params", f"invalid request: {text}", "Fix the fields listed.", fields=fields
+    )

@@ -1,0 +1,142 @@
+"""The catalog and the machine: workflows, models, device, queue, workers, health."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
+
+from vfxmocap import __version__
+from vfxmocap.api.errors import NotFound
+from vfxmocap.core.errors import VfxError
+from vfxmocap.core.log import get_logger
+from vfxmocap.jobs.service import JobService
+from vfxmocap.workflows import all_workflows
+
+log = get_logger("api")
+
+
+def router(service: JobService) -> APIRouter:
+    api = APIRouter(tags=["system"])
+    settings = service.settings
+
+    @api.get("/workflows")
+    def workflows() -> list[dict[str, Any]]:
+        """Every workflow with its input schema, outputs and resource needs."""
+        return [
+            {
+                "name": w.name,
+                "summary": w.summary,
+                "inputs": w.inputs.model_json_schema(),
+                "outputs": list(w.outputs),
+                "files": list(w.files),
+                "resources": {
+                    "device": w.resources.device,
+                    "memory_gb": w.resources.memory_gb,
+                    "models": list(w.resources.models),
+                    "timeout_s": w.resources.timeout_s,
+                },
+            }
+            for w in all_workflows()
+        ]
+
+    @api.get("/models")
+    def models() -> list[dict[str, Any]]:
+        from vfxmocap.models.store import ModelStore
+
+        store = ModelStore()
+        return [
+            {"task": spec.task, "memory_gb": spec.memory_gb, **_public(store.status(spec.name))}
+            for spec in store.catalog
+        ]
+
+    @api.get("/models/{name}/requirements")
+    def model_requirements(name: str) -> dict[str, Any]:
+        """Can this model run here: its files present and whole, and memory enough."""
+        from vfxmocap.device import resolve_device
+        from vfxmocap.models.store import ModelStore
+
+        store = ModelStore()
+        try:
+            spec = store.catalog.get(name)
+        except VfxError as exc:
+            raise NotFound(exc.message, hint=exc.hint) from None
+        status = store.status(name)
+        device = resolve_device()
+        return {
+            **_public(status),
+            "memory_gb": spec.memory_gb,
+            "device_memory_gb": device.memory_gb,
+            "memory_fits": spec.memory_gb <= device.memory_gb,
+        }
+
+    @api.get("/system")
+    def system() -> dict[str, Any]:
+        """The device report, and expected speed per workflow from the benchmarks."""
+        from vfxmocap.api.reference import expected_fps
+        from vfxmocap.device import resolve_device
+
+        device = resolve_device()
+        return {
+            "version": __version__,
+            "device": device.to_dict(),
+            "workers": settings.workers,
+            "expected_fps": expected_fps(device),
+        }
+
+    @api.get("/queue")
+    def queue() -> dict[str, Any]:
+        """Jobs per state, local workers, and the Celery fleet (advertised capabilities)."""
+        body: dict[str, Any] = {
+            "states": service.store.stats(),
+            "workers": settings.workers,
+            "busy": service.runner.busy,
+        }
+        if service.celery is not None:
+            body["celery"] = service.celery.fleet()
+        return body
+
+    @api.get("/workers")
+    def workers() -> dict[str, Any]:
+        """Local worker processes and Celery workers, with Celery's own health check."""
+        body: dict[str, Any] = {
+            "local": {"slots": settings.workers, "alive": service.runner.alive_workers()}
+        }
+        if service.celery is not None:
+            body["celery"] = service.celery.fleet()
+            body["celery_ping"] = service.celery.ping()
+        return body
+
+    @api.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @api.get("/readyz")
+    def readyz() -> JSONResponse:
+        """Ready when the job store answers and the worker processes are alive."""
+        alive = service.runner.alive_workers()
+        try:
+            service.store.stats()
+            store_ok = True
+        except SQLAlchemyError as exc:  # the database is down or locked: not ready, say why
+            log.warning("readiness: job store unavailable: %s", exc)
+            store_ok = False
+        fleet = service.celery.live_count() if service.celery is not None else 0
+        ready = store_ok and (alive > 0 or fleet > 0)
+        body = {"ready": ready, "store": store_ok, "workers_alive": alive, "celery_workers": fleet}
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    return api
+
+
+def _public(status: Any) -> dict[str, Any]:
+    """A model's readiness without the server's directories."""
+    return {
+        "name": status.name,
+        "readiness": status.readiness.value,
+        "ready": status.ready,
+        "missing_files": list(status.missing),
+        "corrupt_files": list(status.corrupt),
+    }
