@@ -33,12 +33,16 @@ def test_probe_carphone_json(carphone: Path) -> None:
     )
 
 
-def test_doctor_reports_cpu_and_providers() -> None:
+def test_doctor_reports_the_device_and_its_providers() -> None:
     result = vfx("doctor", "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    assert report["device"]["kind"] == "cpu" and report["device"]["dtype"] == "float32"
-    assert report["device"]["onnx_providers"] == ["CPUExecutionProvider"]
+    from vfxmocap.device import resolve_device
+
+    here = resolve_device()  # what this machine has, GPU or not
+    assert report["device"]["kind"] == here.kind and report["device"]["dtype"] == here.dtype
+    assert report["device"]["onnx_providers"] == list(here.onnx_providers)
+    assert report["device"]["onnx_providers"][-1] == "CPUExecutionProvider"  # the fallback
     ready = {m["name"]: m["readiness"] for m in report["models"]}
     assert ready["mediapipe-pose"] == "verified" and ready["inswapper-128"] == "missing"
     assert report["codecs"]["libx264 (encode)"] is True

@@ -22,7 +22,7 @@ from pydantic_settings import (
 
 APP_NAME = "vfxmocap"
 
-Backend = Literal["celery", "local", "remote"]
+JobBackend = Literal["celery", "local", "remote"]
 X264Preset = Literal[
     "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower"
 ]
@@ -104,8 +104,8 @@ class Settings(BaseSettings):
     broker_url: str | None = Field(
         None, description="Celery broker (redis://...): jobs go to Celery workers."
     )
-    backends: list[Backend] = Field(
-        default_factory=lambda: list[Backend](["celery", "local", "remote"]),
+    backends: list[JobBackend] = Field(
+        default_factory=lambda: list[JobBackend](["celery", "local", "remote"]),
         description="Where jobs go, in order: the first backend with a worker that can "
         "run the job takes it (celery only with a broker, remote only with remote_url).",
     )

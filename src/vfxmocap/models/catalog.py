@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field, model_validator
 from vfxmocap.core.config import get_settings
 from vfxmocap.core.errors import InvalidParams
 
-Backend = Literal["onnx", "torch", "diffusers", "mediapipe"]
+ModelRuntime = Literal["onnx", "torch", "diffusers", "mediapipe"]
 
 
 class ModelFile(BaseModel):
@@ -50,7 +50,7 @@ class ModelSource(BaseModel):
 class ModelSpec(BaseModel):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
     task: str
-    backend: Backend
+    backend: ModelRuntime  # what loads and runs the files
     description: str
     license: str
     source: ModelSource

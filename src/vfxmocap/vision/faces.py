@@ -96,7 +96,9 @@ def nms(candidates: list[tuple[Box, float]], threshold: float = 0.3) -> list[tup
 
 
 class MediaPipeFaceAnalyzer:
-    """The zero-download face backend. Not thread-safe: one per thread (graphs keep state)."""
+    """The zero-download face backend. Its graphs keep tracking state and run one call at a
+    time: calls from several threads are serialised by a lock (one analyser per stream keeps
+    streams from waiting on each other)."""
 
     def __init__(
         self,

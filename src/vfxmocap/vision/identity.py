@@ -1,8 +1,9 @@
 """Identity descriptors, to tell which target face is which person (reference-image mapping).
 
-The built-in descriptor needs no model: the face's rigid 3D shape from the mesh, aligned by
-Procrustes and scaled to unit size, using points that expressions barely move (eye corners,
-nose, brow ridge, jaw line). With ArcFace in the model store, a neural embedding is better;
+The built-in descriptor needs no model: the face's rigid 3D shape from the mesh, centred and
+scaled to unit size, described by its pairwise point distances (unchanged by head rotation,
+so no alignment is needed), using points that expressions barely move (eye contours, nose,
+face outline). With ArcFace in the model store, a neural embedding is better;
 both return unit vectors compared by cosine similarity.
 """
 

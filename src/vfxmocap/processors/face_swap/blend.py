@@ -42,7 +42,7 @@ def _lab_stats(
     return values.mean(axis=0), values.std(axis=0) + 1e-3
 
 
-def feather(patch: Frame, target: Frame, alpha: NDArray[np.float32]) -> Frame:
+def alpha_blend(patch: Frame, target: Frame, alpha: NDArray[np.float32]) -> Frame:
     a = cv2.merge([alpha, alpha, alpha])
     mixed = cv2.add(
         cv2.multiply(patch, a, dtype=cv2.CV_32F), cv2.multiply(target, 1.0 - a, dtype=cv2.CV_32F)
@@ -118,5 +118,5 @@ def blend(patch: Frame, target: Frame, alpha: NDArray[np.float32], mode: BlendMo
         return out
     if mode == "poisson":
         cloned = poisson(patch, target, np.where(alpha > 0.5, 255, 0).astype(np.uint8))
-        return feather(cloned, target, alpha)  # the feathered edge still fades it in
-    return feather(patch, target, alpha)
+        return alpha_blend(cloned, target, alpha)  # the feathered edge still fades it in
+    return alpha_blend(patch, target, alpha)

@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 from vfxmocap.core.errors import InputError
 from vfxmocap.media.image import Frame
 from vfxmocap.processors.face_swap.blend import BlendMode, blend, match_color
-from vfxmocap.processors.face_swap.masks import MaskOptions, face_mask, face_size, feather
+from vfxmocap.processors.face_swap.masks import MaskOptions, face_mask, face_size, soft_edge
 from vfxmocap.processors.face_swap.shape import transfer_shape
 from vfxmocap.processors.face_swap.warp import warp_face
 from vfxmocap.vision.faces import Face
@@ -99,7 +99,7 @@ def paste(
         mask[covered > 0.5] = 0
     if opts.color_match:
         patch = match_color(patch, region, mask)
-    alpha = feather(mask, opts.mask.blur, face_size(local))
+    alpha = soft_edge(mask, opts.mask.blur, face_size(local))
     if keep_out is not None:
         alpha *= 1.0 - keep_out[y0:y1, x0:x1]
     if opts.opacity < 1.0:

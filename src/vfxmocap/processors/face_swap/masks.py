@@ -104,7 +104,7 @@ def face_size(landmarks: NDArray[np.floating[Any]]) -> float:
     return 2.2 * max(1.0, float(np.linalg.norm(eyes[1] - eyes[0])))
 
 
-def feather(mask: Mask, blur: float, size: float) -> NDArray[np.float32]:
+def soft_edge(mask: Mask, blur: float, size: float) -> NDArray[np.float32]:
     """Soft alpha in [0, 1] that rises from 0 at the mask's edge to 1 at `blur * size` inside
     it (a smoothstep of the distance to the edge), so the fade stays inside the face instead
     of bleeding onto hair and background. A distance transform costs the same for any width."""
