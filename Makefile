@@ -14,7 +14,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.demo: pyproject.toml Makefile | $(BIN)/python
-	$(PIP) install -e . scikit-image
+	$(PIP) install -e '.[distributed]' scikit-image
 	$(PIP) install --no-deps $(SAMPLE_PKGS)
 	touch $@
 

@@ -167,3 +167,51 @@ def test_set_pairs_nest_on_dots_and_repeat_into_lists() -> None:
     }
     with pytest.raises(InvalidParams):
         parse_sets(["options=1", "options.shape=0.5"])
+
+
+def _without(tmp_path: Path, *modules: str) -> dict[str, str]:
+    """An environment in which importing these modules fails, as when their extra is not
+    installed: a package of that name earlier on the path that raises on import."""
+    for module in modules:
+        package = tmp_path / "blocked" / module
+        package.mkdir(parents=True)
+        message = f"No module named {module!r}"
+        (package / "__init__.py").write_text(
+            f"raise ModuleNotFoundError({message!r}, name={module!r})\n"
+        )
+    import os
+
+    return {"PYTHONPATH": os.pathsep.join([str(tmp_path / "blocked"), os.getcwd()])}
+
+
+def test_worker_without_the_distributed_extra_says_which_extra(tmp_path: Path) -> None:
+    result = vfx("worker", "--broker", "redis://127.0.0.1:1/0", env=_without(tmp_path, "celery"))
+    assert_one_line_error(result, 4, "'distributed' extra", "pip install 'vfxmocap[distributed]'")
+
+
+def test_serve_with_a_broken_install_says_how_to_repair_it(tmp_path: Path) -> None:
+    result = vfx("serve", "--port", "1", env=_without(tmp_path, "uvicorn"))
+    assert_one_line_error(result, 4, "uvicorn is missing", "pip install --force-reinstall")
+
+
+def test_a_workflow_needing_a_missing_extra_fails_with_missing_extra(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Jobs and the CLI run workflows through the registry: an optional import deep inside
+    one is reported as the extra to install, not as an internal error."""
+    from pydantic import BaseModel
+
+    from vfxmocap.core.errors import MissingExtra
+    from vfxmocap.workflows.registry import Workflow
+
+    class NoInputs(BaseModel):
+        pass
+
+    def run(inputs, progress, cancel):  # type: ignore[no-untyped-def]
+        import diffusers  # noqa: F401
+
+    monkeypatch.setitem(__import__("sys").modules, "diffusers", None)  # not installed
+    flow = Workflow(name="needs_gen", summary="", inputs=NoInputs, outputs=(), run=run)
+    with pytest.raises(MissingExtra, match="'gen' extra") as caught:
+        flow({})
+    assert caught.value.exit_code == 4 and "vfxmocap[gen]" in caught.value.hint

@@ -19,6 +19,7 @@ from rich.progress import Progress as RichProgress
 
 from vfxmocap.core.config import config_file_path, get_settings
 from vfxmocap.core.errors import InvalidParams, VfxError
+from vfxmocap.core.extras import missing_extra
 from vfxmocap.core.progress import CancelToken, Progress, ProgressEvent
 from vfxmocap.workflows.registry import WorkflowResult
 
@@ -65,6 +66,12 @@ def guarded(fn: F) -> F:
         except KeyboardInterrupt:
             err.print("cancelled")
             raise typer.Exit(130) from None
+        except ModuleNotFoundError as exc:
+            typed = missing_extra(exc)
+            if typed is None:
+                raise
+            report_error(typed.message, typed.hint)
+            raise typer.Exit(typed.exit_code) from None
         except Exception as exc:  # noqa: BLE001 -- last resort: an internal error, in one line
             report_error(
                 f"internal error: {type(exc).__name__}: {exc}",

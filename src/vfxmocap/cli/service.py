@@ -25,6 +25,7 @@ from vfxmocap.cli.common import (
 )
 from vfxmocap.core.config import get_settings
 from vfxmocap.core.errors import InvalidParams, VfxError
+from vfxmocap.core.extras import require
 
 
 @app.command()
@@ -36,6 +37,7 @@ def serve(
 ) -> None:
     """Run the API with its job queue and worker processes (Ctrl+C or SIGTERM to stop:
     running jobs get VFX_SHUTDOWN_GRACE_S to finish, then go back to the queue)."""
+    require("uvicorn")
     import uvicorn
 
     from vfxmocap.api.app import create_app
@@ -80,6 +82,7 @@ def worker(
     import subprocess
     import time
 
+    require("celery")  # a missing extra ends here, not in a child restarted forever
     url = broker or get_settings().broker_url
     if not url:
         raise InvalidParams("no broker: pass --broker redis://... or set VFX_BROKER_URL")

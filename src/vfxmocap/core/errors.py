@@ -60,6 +60,14 @@ class ModelMissing(VfxError):
     default_hint = "Run `vfx models list` to see what is missing and where files go."
 
 
+class MissingExtra(VfxError):
+    """A feature's optional dependencies (a pip extra) are not installed."""
+
+    code = "missing_extra"
+    exit_code = 4
+    default_hint = "Install the extra named in the message."
+
+
 class DeviceError(VfxError):
     """The requested compute device is unknown or not available."""
 

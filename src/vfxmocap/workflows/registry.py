@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from vfxmocap.core.config import get_settings
 from vfxmocap.core.errors import InvalidParams
+from vfxmocap.core.extras import missing_extra
 from vfxmocap.core.progress import CancelToken, Progress
 
 # Modules that declare the built-in workflows; importing one registers its workflows.
@@ -74,7 +75,11 @@ class Workflow:
         progress: Progress | None = None,
         cancel: CancelToken | None = None,
     ) -> WorkflowResult:
-        return self.run(self.parse(inputs), progress or Progress(), cancel or CancelToken())
+        parsed = self.parse(inputs)
+        try:
+            return self.run(parsed, progress or Progress(), cancel or CancelToken())
+        except ModuleNotFoundError as exc:  # an optional dependency: say which extra
+            raise (missing_extra(exc) or exc) from None
 
 
 _REGISTRY: dict[str, Workflow] = {}
