@@ -528,6 +528,94 @@ def test_celery_worker_advert_names_its_gpu(two_gpus) -> None:
     assert advert == {"device_spec": "cuda:1", "gpu": {"index": 1, "name": "NVIDIA H100"}}
 
 
+# --- the commands hand their workers the exact GPU --------------------------------------------
+
+
+@pytest.fixture
+def vfx_in_process(monkeypatch: pytest.MonkeyPatch):
+    """`vfx ARGS` run in this process (so the simulated machine applies), returning its
+    exit code; it may set VFX_DEVICE, which the test's end restores."""
+    import importlib
+
+    from vfxmocap.cli import main
+
+    cli_app = importlib.import_module("vfxmocap.cli.app")  # the package's `app` is the Typer
+    monkeypatch.setenv("VFX_DEVICE", "auto")
+    monkeypatch.setattr(cli_app, "setup_logging", lambda *args: None)
+    return main
+
+
+@pytest.mark.parametrize(
+    ("args", "env"),
+    [(["--device", "cuda:1", "serve"], "auto"), (["serve"], "cuda:1")],
+)
+def test_serve_gives_its_workers_the_gpu_index(
+    two_gpus, vfx_in_process, monkeypatch: pytest.MonkeyPatch, args: list[str], env: str
+) -> None:
+    import sys
+
+    import uvicorn
+
+    from vfxmocap.api import app as api_app
+    from vfxmocap.jobs import service
+
+    monkeypatch.setenv("VFX_DEVICE", env)
+    services: list[str] = []
+    monkeypatch.setattr(service, "JobService", lambda settings, device: services.append(device))
+    monkeypatch.setattr(api_app, "create_app", lambda svc: None)
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: None)
+    monkeypatch.setattr(sys, "setswitchinterval", lambda s: None)
+
+    assert vfx_in_process(args) == 0
+    assert services == ["cuda:1"]
+
+
+@pytest.fixture
+def worker_children(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, str]]:
+    """The environments of the children `vfx worker` starts; each child "runs" until the
+    worker is stopped (SIGTERM), so there is no restart."""
+    import signal
+    import subprocess
+
+    envs: list[dict[str, str]] = []
+    handlers: dict[int, Any] = {}
+
+    def popen(command: list[str], env: dict[str, str]) -> SimpleNamespace:
+        envs.append(env)
+
+        def wait() -> int:
+            handlers[signal.SIGTERM](signal.SIGTERM, None)  # stopped while the child runs
+            return 0
+
+        return SimpleNamespace(wait=wait, poll=lambda: 0)
+
+    monkeypatch.setattr(signal, "signal", handlers.__setitem__)
+    monkeypatch.setattr(subprocess, "Popen", popen)
+    return envs
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["worker", "--device", "cuda:1"], ["--device", "cuda:1", "worker"], ["worker"]],
+)
+def test_celery_worker_child_runs_on_the_asked_gpu(
+    two_gpus, vfx_in_process, worker_children, monkeypatch: pytest.MonkeyPatch, args: list[str]
+) -> None:
+    if args == ["worker"]:
+        monkeypatch.setenv("VFX_DEVICE", "cuda:1")
+
+    assert vfx_in_process([*args, "--broker", "redis://broker:6379/0"]) == 0
+    assert [env["VFX_DEVICE"] for env in worker_children] == ["cuda:1"]
+
+
+def test_celery_worker_on_a_gpu_the_machine_lacks_never_starts(
+    two_gpus, vfx_in_process, worker_children
+) -> None:
+    code = vfx_in_process(["worker", "--device", "cuda:7", "--broker", "redis://broker:6379/0"])
+
+    assert code == 5 and worker_children == []
+
+
 # --- reports --------------------------------------------------------------------------------
 
 
