@@ -528,6 +528,24 @@ def test_celery_worker_advert_names_its_gpu(two_gpus) -> None:
     assert advert == {"device_spec": "cuda:1", "gpu": {"index": 1, "name": "NVIDIA H100"}}
 
 
+def test_api_system_names_the_gpu_of_the_workers(
+    two_gpus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from vfxmocap.api.app import create_app
+    from vfxmocap.jobs.service import JobService
+
+    monkeypatch.setenv("VFX_DEVICE", "cuda:1")  # as `vfx --device cuda:1 serve` leaves it
+    reload_settings()
+    service = JobService(Settings(data_dir=tmp_path, workers=0), device="cuda:1")
+    with TestClient(create_app(service, start=False), base_url="http://127.0.0.1:8420") as client:
+        reported = client.get("/api/system").json()["device"]
+
+    assert (reported["torch_device"], reported["index"]) == ("cuda:1", 1)
+    assert reported["name"] == "NVIDIA H100"
+
+
 # --- the commands hand their workers the exact GPU --------------------------------------------
 
 
