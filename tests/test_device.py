@@ -377,7 +377,7 @@ TWO_GPUS = (fake_gpu("NVIDIA RTX A6000", 48), fake_gpu("NVIDIA H100", 80))
 @pytest.fixture
 def two_gpus(machine) -> None:
     """A 2-GPU CUDA machine with onnxruntime-gpu."""
-    machine(torch=fake_torch(TWO_GPUS), ort=fake_ort(CPU, CUDA), nvidia_driver=True)
+    machine(torch=fake_torch(TWO_GPUS), ort=fake_ort(CPU, CUDA), nvidia_driver=True, nvidia_gpus=2)
 
 
 def test_second_gpu_report_names_its_index_and_gpu(two_gpus) -> None:
@@ -440,6 +440,25 @@ def test_without_torch_the_driver_counts_the_gpus(machine) -> None:
     assert onnx_provider_options("cuda:1") == [(CUDA, {"device_id": 1}), (CPU, {})]
     with pytest.raises(DeviceError, match="2 CUDA device"):
         resolve_device("cuda:2")
+
+
+def test_onnx_options_check_the_index_without_importing_torch(
+    two_gpus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_torch() -> None:
+        raise AssertionError("torch imported for ONNX Runtime options")
+
+    monkeypatch.setattr(device, "_torch", no_torch)
+    assert onnx_provider_options("cuda:1")[0] == (CUDA, {"device_id": 1})
+    with pytest.raises(DeviceError, match="2 CUDA device"):
+        onnx_provider_options("cuda:2")
+
+
+def test_gpus_hidden_by_cuda_visible_devices_are_not_available(machine) -> None:
+    machine(torch=None, ort=fake_ort(CPU, CUDA), nvidia_gpus=0)
+    assert resolve_device("auto").kind == "cpu"
+    with pytest.raises(DeviceError, match=r"available: cpu\)"):
+        resolve_device("cuda")
 
 
 def test_nvidia_gpu_count_follows_cuda_visible_devices(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -143,7 +143,8 @@ def available_onnx_providers() -> list[str]:
 def _cuda_available(torch: ModuleType | None) -> bool:
     if torch is not None:
         return bool(torch.cuda.is_available())
-    return "CUDAExecutionProvider" in available_onnx_providers()
+    # onnxruntime-gpu offers its provider even when CUDA_VISIBLE_DEVICES hides every GPU.
+    return "CUDAExecutionProvider" in available_onnx_providers() and _nvidia_gpu_count() != 0
 
 
 def _mps_available(torch: ModuleType | None) -> bool:
@@ -165,16 +166,10 @@ def _parse_request(requested: str) -> tuple[str, int | None]:
     return match.group(1), index
 
 
-def _cuda_device_count(torch: ModuleType | None) -> int | None:
-    if torch is not None:
-        return int(torch.cuda.device_count())
-    return _nvidia_gpu_count()
-
-
-def _checked_cuda_index(request: str, index: int | None, torch: ModuleType | None) -> int:
-    """The CUDA ordinal asked for (0 when none), refused when this machine has no such GPU."""
+def _checked_cuda_index(request: str, index: int | None, count: int | None) -> int:
+    """The CUDA ordinal asked for (0 when none), refused when this machine has no such GPU
+    (`count` None: unknown, not checked)."""
     index = index or 0
-    count = _cuda_device_count(torch)
     if count is not None and index >= count:
         valid = f"cuda:0 to cuda:{count - 1}" if count > 1 else "cuda or cuda:0"
         raise DeviceError(
@@ -223,7 +218,8 @@ def onnx_provider_options(request: str = "auto") -> list[tuple[str, dict[str, An
     providers = onnx_providers(request)
     if not any(p in _INDEXED_PROVIDERS for p in providers):
         return [(p, {}) for p in providers]
-    device_id = _checked_cuda_index(request, index, _torch()) if index else 0
+    # The driver's count, not torch's: a worker that runs only ONNX should not import torch.
+    device_id = _checked_cuda_index(request, index, _nvidia_gpu_count()) if index else 0
     return [(p, {"device_id": device_id} if p in _INDEXED_PROVIDERS else {}) for p in providers]
 
 
@@ -268,7 +264,8 @@ def resolve_device(requested: str | None = None) -> DeviceReport:
 
     name, memory_gb, torch_device = _cpu_name(), _system_memory_gb(), "cpu"
     if kind == "cuda":
-        index = _checked_cuda_index(request, index, torch)
+        count = int(torch.cuda.device_count()) if torch is not None else _nvidia_gpu_count()
+        index = _checked_cuda_index(request, index, count)
         torch_device = f"cuda:{index}"
         if torch is not None:
             props = torch.cuda.get_device_properties(index)
