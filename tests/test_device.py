@@ -555,14 +555,25 @@ def test_api_system_names_the_gpu_of_the_workers(
     from vfxmocap.api.app import create_app
     from vfxmocap.jobs.service import JobService
 
-    monkeypatch.setenv("VFX_DEVICE", "cuda:1")  # as `vfx --device cuda:1 serve` leaves it
-    reload_settings()
     service = JobService(Settings(data_dir=tmp_path, workers=0), device="cuda:1")
     with TestClient(create_app(service, start=False), base_url="http://127.0.0.1:8420") as client:
         reported = client.get("/api/system").json()["device"]
 
     assert (reported["torch_device"], reported["index"]) == ("cuda:1", 1)
     assert reported["name"] == "NVIDIA H100"
+
+
+def test_the_uvicorn_factory_gives_its_workers_the_gpu_index(
+    two_gpus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vfxmocap.api import app
+
+    monkeypatch.setenv("VFX_DEVICE", "cuda:1")
+    reload_settings()
+    monkeypatch.setattr(app, "JobService", lambda device: device)
+    monkeypatch.setattr(app, "create_app", lambda service: service)
+
+    assert app.default_app() == "cuda:1"
 
 
 # --- the commands hand their workers the exact GPU --------------------------------------------
