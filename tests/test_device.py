@@ -2,23 +2,29 @@
 
 Machines are simulated at the boundary: `vfxmocap.device._torch` / `_onnxruntime` return
 fake modules, and the platform probes (`_is_apple_silicon`, `_nvidia_driver_present`,
-`_system_memory_gb`) are patched. One test at the end runs on the real machine.
+`_nvidia_gpu_count`, `_system_memory_gb`) are patched. One test at the end runs on the
+real machine.
 """
 
 from __future__ import annotations
 
 import json
+import time
+from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
 from tests.conftest import require
 from vfxmocap import device
-from vfxmocap.core.config import reload_settings
+from vfxmocap.core.config import Settings, get_settings, reload_settings
 from vfxmocap.core.errors import DeviceError
 from vfxmocap.device import (
     Tier,
     available_onnx_providers,
+    device_kind,
+    onnx_provider_options,
     onnx_providers,
     resolve_device,
     torch_device,
@@ -68,11 +74,13 @@ def machine(monkeypatch: pytest.MonkeyPatch):
         apple_silicon: bool = False,
         nvidia_driver: bool = False,
         ram_gb: float = 64.0,
+        nvidia_gpus: int | None = None,
     ) -> None:
         monkeypatch.setattr(device, "_torch", lambda: torch)
         monkeypatch.setattr(device, "_onnxruntime", lambda: ort)
         monkeypatch.setattr(device, "_is_apple_silicon", lambda: apple_silicon)
         monkeypatch.setattr(device, "_nvidia_driver_present", lambda: nvidia_driver)
+        monkeypatch.setattr(device, "_nvidia_gpu_count", lambda: nvidia_gpus)
         monkeypatch.setattr(device, "_system_memory_gb", lambda: ram_gb)
         monkeypatch.setattr(device, "_cpu_name", lambda: "Fake CPU 9000")
 
@@ -138,8 +146,10 @@ def test_cuda_index_selects_that_gpu(machine) -> None:
 def test_cuda_index_beyond_device_count_is_a_device_error(machine, asked: str) -> None:
     machine(torch=fake_torch((fake_gpu("only one", 24),)), ort=fake_ort(CUDA, CPU))
 
-    with pytest.raises(DeviceError, match="1 CUDA device"):
+    with pytest.raises(DeviceError, match="1 CUDA device") as info:
         resolve_device(asked)
+
+    assert "cuda:0" in info.value.hint and "VFX_DEVICE" in info.value.hint
 
 
 def test_explicit_cpu_on_cuda_machine_uses_only_the_cpu_provider(
@@ -357,6 +367,301 @@ def test_cpu_is_always_last(machine) -> None:
     machine(torch=None, ort=fake_ort(CPU, DML))
     providers = onnx_providers("auto")
     assert providers[-1] == CPU and providers == [DML, CPU]
+
+
+# --- one worker per GPU: the index survives ------------------------------------------------
+
+TWO_GPUS = (fake_gpu("NVIDIA RTX A6000", 48), fake_gpu("NVIDIA H100", 80))
+
+
+@pytest.fixture
+def two_gpus(machine) -> None:
+    """A 2-GPU CUDA machine with onnxruntime-gpu."""
+    machine(torch=fake_torch(TWO_GPUS), ort=fake_ort(CPU, CUDA), nvidia_driver=True, nvidia_gpus=2)
+
+
+def test_second_gpu_report_names_its_index_and_gpu(two_gpus) -> None:
+    report = resolve_device("cuda:1")
+
+    assert (report.index, report.name, report.torch_device) == (1, "NVIDIA H100", "cuda:1")
+    assert report.spec == "cuda:1" and report.to_dict()["index"] == 1
+    assert torch_device("cuda:1") == ("torch.device", "cuda:1")
+
+
+@pytest.mark.parametrize(("asked", "device_id"), [("cuda:1", 1), ("cuda:0", 0), ("cuda", 0)])
+def test_onnx_cuda_provider_gets_the_gpu_index_as_device_id(
+    two_gpus, asked: str, device_id: int
+) -> None:
+    assert onnx_provider_options(asked) == [(CUDA, {"device_id": device_id}), (CPU, {})]
+
+
+def test_auto_on_a_gpu_machine_puts_onnx_on_gpu_0(two_gpus) -> None:
+    assert resolve_device("auto").index == 0
+    assert onnx_provider_options("auto") == [(CUDA, {"device_id": 0}), (CPU, {})]
+
+
+def test_providers_without_an_index_get_no_options(machine) -> None:
+    machine(torch=fake_torch(mps=True), ort=fake_ort(CPU, COREML), apple_silicon=True)
+
+    assert onnx_provider_options("mps") == [(COREML, {}), (CPU, {})]
+    assert onnx_provider_options("cpu") == [(CPU, {})]
+    assert resolve_device("mps").index is None and resolve_device("cpu").index is None
+
+
+def test_tensorrt_runs_on_the_same_gpu_as_cuda(two_gpus, monkeypatch: pytest.MonkeyPatch) -> None:
+    # TensorRT is not preferred by default (its engines build for minutes); when it is, it
+    # must land on the asked GPU like CUDA.
+    trt = "TensorrtExecutionProvider"
+    monkeypatch.setattr(device, "ONNX_PROVIDER_ORDER", (trt, *device.ONNX_PROVIDER_ORDER))
+    monkeypatch.setattr(device, "_PROVIDERS_FOR_REQUEST", {"cuda": (trt, CUDA)})
+    monkeypatch.setattr(device, "_onnxruntime", lambda: fake_ort(CPU, CUDA, trt))
+
+    options = onnx_provider_options("cuda:1")
+
+    assert options == [(trt, {"device_id": 1}), (CUDA, {"device_id": 1}), (CPU, {})]
+
+
+@pytest.mark.parametrize("check", [resolve_device, onnx_provider_options])
+def test_an_index_the_machine_lacks_is_a_device_error_with_a_hint(two_gpus, check: Any) -> None:
+    with pytest.raises(DeviceError, match="'cuda:7': this machine has 2 CUDA device") as info:
+        check("cuda:7")
+
+    assert "cuda:0 to cuda:1" in info.value.hint
+    assert info.value.exit_code == 5
+
+
+def test_without_torch_the_driver_counts_the_gpus(machine) -> None:
+    machine(torch=None, ort=fake_ort(CPU, CUDA), nvidia_driver=True, nvidia_gpus=2)
+
+    report = resolve_device("cuda:1")
+
+    assert report.index == 1 and report.torch_device == "cuda:1"
+    assert report.name == "NVIDIA GPU 1 (via onnxruntime)"
+    assert onnx_provider_options("cuda:1") == [(CUDA, {"device_id": 1}), (CPU, {})]
+    with pytest.raises(DeviceError, match="2 CUDA device"):
+        resolve_device("cuda:2")
+
+
+def test_onnx_options_check_the_index_without_importing_torch(
+    two_gpus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_torch() -> None:
+        raise AssertionError("torch imported for ONNX Runtime options")
+
+    monkeypatch.setattr(device, "_torch", no_torch)
+    assert onnx_provider_options("cuda:1")[0] == (CUDA, {"device_id": 1})
+    with pytest.raises(DeviceError, match="2 CUDA device"):
+        onnx_provider_options("cuda:2")
+
+
+def test_gpus_hidden_by_cuda_visible_devices_are_not_available(machine) -> None:
+    machine(torch=None, ort=fake_ort(CPU, CUDA), nvidia_gpus=0)
+    assert resolve_device("auto").kind == "cpu"
+    with pytest.raises(DeviceError, match=r"available: cpu\)"):
+        resolve_device("cuda")
+
+
+def test_nvidia_gpu_count_follows_cuda_visible_devices(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    assert device._nvidia_gpu_count() == 2
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert device._nvidia_gpu_count() == 0
+
+
+def test_vfx_device_with_an_index_reaches_torch_and_onnx(
+    two_gpus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VFX_DEVICE", "cuda:1")
+    reload_settings()
+
+    assert resolve_device().torch_device == "cuda:1"
+    assert onnx_provider_options(get_settings().device)[0] == (CUDA, {"device_id": 1})
+
+
+def test_device_kind_drops_the_index_without_probing() -> None:
+    kinds = [device_kind(d) for d in ("cuda:1", "cuda", "mps", "cpu")]
+    assert kinds == ["cuda", "cuda", "mps", "cpu"]
+
+
+def test_each_gpu_gets_its_own_onnx_session(
+    two_gpus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vfxmocap.models import onnx_runtime
+    from vfxmocap.models.cache import ModelCache
+
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"weights")
+    cache = ModelCache(budget_gb=1.0)
+    loads: list[Any] = []
+    monkeypatch.setattr(onnx_runtime, "model_cache", lambda: cache)
+    monkeypatch.setattr(onnx_runtime, "_load", lambda path, providers: loads.append(providers))
+
+    for asked in ("cuda:0", "cuda:1", "cuda:1", "cuda"):
+        onnx_runtime.session(model, asked)
+
+    assert loads == [
+        [(CUDA, {"device_id": 0}), (CPU, {})],
+        [(CUDA, {"device_id": 1}), (CPU, {})],
+    ]  # cuda:1 loaded once; "cuda" is GPU 0's session
+    assert len(cache.cached()) == 2 and cache.hits == 2
+
+
+def test_a_worker_process_gets_the_gpu_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real spawned worker: it is handed `cuda:1`, not the kind `cuda`; the job queue's
+    pool stays `cuda` (any GPU of this class may take it)."""
+    from vfxmocap.jobs.service import JobService
+
+    monkeypatch.setenv("VFX_WORKFLOW_MODULES", json.dumps(["tests.plugin_device"]))
+    reload_settings()
+    service = JobService(Settings(data_dir=tmp_path, workers=1), device="cuda:1")
+    runner = service.runner
+    assert (service.device, runner.device, runner.pool) == ("cuda", "cuda:1", "cuda")
+    service.start()
+    try:
+        job = service.submit("which_device", {})
+        done = _finished(service, job.id)
+    finally:
+        service.stop(grace_s=1.0)
+
+    assert done.state.value == "succeeded", done.error
+    assert done.summary == {"VFX_DEVICE": "cuda:1", "settings": "cuda:1"}
+    assert done.device == "cuda" and done.route == "local workers (cuda:1)"
+
+
+def _finished(service: Any, job_id: str, timeout: float = 60.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while (job := service.store.get(job_id)).state.value not in ("succeeded", "failed"):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.1)
+    return job
+
+
+def test_celery_worker_advert_names_its_gpu(two_gpus) -> None:
+    pytest.importorskip("celery")
+    from vfxmocap.jobs.celery_app import device_advert
+
+    advert = device_advert(resolve_device("cuda:1"))
+
+    assert advert == {"device_spec": "cuda:1", "gpu": {"index": 1, "name": "NVIDIA H100"}}
+
+
+def test_api_system_names_the_gpu_of_the_workers(
+    two_gpus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from vfxmocap.api.app import create_app
+    from vfxmocap.jobs.service import JobService
+
+    service = JobService(Settings(data_dir=tmp_path, workers=0), device="cuda:1")
+    with TestClient(create_app(service, start=False), base_url="http://127.0.0.1:8420") as client:
+        reported = client.get("/api/system").json()["device"]
+
+    assert (reported["torch_device"], reported["index"]) == ("cuda:1", 1)
+    assert reported["name"] == "NVIDIA H100"
+
+
+def test_the_uvicorn_factory_gives_its_workers_the_gpu_index(
+    two_gpus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vfxmocap.api import app
+
+    monkeypatch.setenv("VFX_DEVICE", "cuda:1")
+    reload_settings()
+    monkeypatch.setattr(app, "JobService", lambda device: device)
+    monkeypatch.setattr(app, "create_app", lambda service: service)
+
+    assert app.default_app() == "cuda:1"
+
+
+# --- the commands hand their workers the exact GPU --------------------------------------------
+
+
+@pytest.fixture
+def vfx_in_process(monkeypatch: pytest.MonkeyPatch):
+    """`vfx ARGS` run in this process (so the simulated machine applies), returning its
+    exit code; it may set VFX_DEVICE, which the test's end restores."""
+    import importlib
+
+    from vfxmocap.cli import main
+
+    cli_app = importlib.import_module("vfxmocap.cli.app")  # the package's `app` is the Typer
+    monkeypatch.setenv("VFX_DEVICE", "auto")
+    monkeypatch.setattr(cli_app, "setup_logging", lambda *args: None)
+    return main
+
+
+@pytest.mark.parametrize(
+    ("args", "env"),
+    [(["--device", "cuda:1", "serve"], "auto"), (["serve"], "cuda:1")],
+)
+def test_serve_gives_its_workers_the_gpu_index(
+    two_gpus, vfx_in_process, monkeypatch: pytest.MonkeyPatch, args: list[str], env: str
+) -> None:
+    import sys
+
+    import uvicorn
+
+    from vfxmocap.api import app as api_app
+    from vfxmocap.jobs import service
+
+    monkeypatch.setenv("VFX_DEVICE", env)
+    services: list[str] = []
+    monkeypatch.setattr(service, "JobService", lambda settings, device: services.append(device))
+    monkeypatch.setattr(api_app, "create_app", lambda svc: None)
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: None)
+    monkeypatch.setattr(sys, "setswitchinterval", lambda s: None)
+
+    assert vfx_in_process(args) == 0
+    assert services == ["cuda:1"]
+
+
+@pytest.fixture
+def worker_children(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, str]]:
+    """The environments of the children `vfx worker` starts; each child "runs" until the
+    worker is stopped (SIGTERM), so there is no restart."""
+    import signal
+    import subprocess
+
+    envs: list[dict[str, str]] = []
+    handlers: dict[int, Any] = {}
+
+    def popen(command: list[str], env: dict[str, str]) -> SimpleNamespace:
+        envs.append(env)
+
+        def wait() -> int:
+            handlers[signal.SIGTERM](signal.SIGTERM, None)  # stopped while the child runs
+            return 0
+
+        return SimpleNamespace(wait=wait, poll=lambda: 0)
+
+    monkeypatch.setattr(signal, "signal", handlers.__setitem__)
+    monkeypatch.setattr(subprocess, "Popen", popen)
+    return envs
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["worker", "--device", "cuda:1"], ["--device", "cuda:1", "worker"], ["worker"]],
+)
+def test_celery_worker_child_runs_on_the_asked_gpu(
+    two_gpus, vfx_in_process, worker_children, monkeypatch: pytest.MonkeyPatch, args: list[str]
+) -> None:
+    if args == ["worker"]:
+        monkeypatch.setenv("VFX_DEVICE", "cuda:1")
+
+    assert vfx_in_process([*args, "--broker", "redis://broker:6379/0"]) == 0
+    assert [env["VFX_DEVICE"] for env in worker_children] == ["cuda:1"]
+
+
+def test_celery_worker_on_a_gpu_the_machine_lacks_never_starts(
+    two_gpus, vfx_in_process, worker_children
+) -> None:
+    code = vfx_in_process(["worker", "--device", "cuda:7", "--broker", "redis://broker:6379/0"])
+
+    assert code == 5 and worker_children == []
 
 
 # --- reports --------------------------------------------------------------------------------

@@ -36,6 +36,8 @@ _PROVIDERS_FOR_REQUEST = {
     "mps": ("CoreMLExecutionProvider",),
     "cpu": (),
 }
+# Providers that run on one CUDA GPU and take its ordinal as `device_id`.
+_INDEXED_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 # Metal lets one process use about this share of unified memory.
 _MPS_USABLE_FRACTION = 0.75
 
@@ -62,9 +64,15 @@ class DeviceReport:
     tier: Tier
     onnx_providers: list[str]
     requested: str
+    index: int | None = None  # the CUDA ordinal; MPS and CPU have none
     torch_version: str | None = None
     onnxruntime_version: str | None = None
     warnings: list[str] = field(default_factory=list)
+
+    @property
+    def spec(self) -> str:
+        """The exact device to hand a worker process ("cuda:1", "mps", "cpu")."""
+        return self.torch_device
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -113,6 +121,16 @@ def _nvidia_driver_present() -> bool:
     return Path("/proc/driver/nvidia/version").exists() or shutil.which("nvidia-smi") is not None
 
 
+def _nvidia_gpu_count() -> int | None:
+    """GPUs CUDA would number, when torch cannot say: CUDA_VISIBLE_DEVICES, else the
+    driver's list; None when neither tells (then an index is not checked)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip()])
+    gpus = Path("/proc/driver/nvidia/gpus")
+    return len(list(gpus.iterdir())) if gpus.is_dir() else None
+
+
 def available_onnx_providers() -> list[str]:
     """Providers the installed onnxruntime offers, in our preference order."""
     ort = _onnxruntime()
@@ -125,7 +143,8 @@ def available_onnx_providers() -> list[str]:
 def _cuda_available(torch: ModuleType | None) -> bool:
     if torch is not None:
         return bool(torch.cuda.is_available())
-    return "CUDAExecutionProvider" in available_onnx_providers()
+    # onnxruntime-gpu offers its provider even when CUDA_VISIBLE_DEVICES hides every GPU.
+    return "CUDAExecutionProvider" in available_onnx_providers() and _nvidia_gpu_count() != 0
 
 
 def _mps_available(torch: ModuleType | None) -> bool:
@@ -145,6 +164,24 @@ def _parse_request(requested: str) -> tuple[str, int | None]:
         )
     index = int(match.group(2)) if match.group(2) is not None else None
     return match.group(1), index
+
+
+def _checked_cuda_index(request: str, index: int | None, count: int | None) -> int:
+    """The CUDA ordinal asked for (0 when none), refused when this machine has no such GPU
+    (`count` None: unknown, not checked)."""
+    index = index or 0
+    if count is not None and index >= count:
+        valid = f"cuda:0 to cuda:{count - 1}" if count > 1 else "cuda or cuda:0"
+        raise DeviceError(
+            f"device {request!r}: this machine has {count} CUDA device(s)",
+            hint=f"Use {valid} (see `vfx doctor`), in --device or VFX_DEVICE.",
+        )
+    return index
+
+
+def device_kind(request: str) -> str:
+    """The class of a device request ("cuda:1" -> "cuda"), without probing the machine."""
+    return _parse_request(request)[0]
 
 
 def _tier_for(kind: str, memory_gb: float) -> Tier:
@@ -172,6 +209,18 @@ def onnx_providers(request: str = "auto") -> list[str]:
         return offered
     wanted = {*_PROVIDERS_FOR_REQUEST[kind], "CPUExecutionProvider"}
     return [p for p in offered if p in wanted]
+
+
+def onnx_provider_options(request: str = "auto") -> list[tuple[str, dict[str, Any]]]:
+    """`onnx_providers(request)` with each provider's options for ONNX Runtime: the CUDA
+    and TensorRT providers get the request's GPU as `device_id` (GPU 0 for auto / cuda)."""
+    _, index = _parse_request(request)
+    providers = onnx_providers(request)
+    if not any(p in _INDEXED_PROVIDERS for p in providers):
+        return [(p, {}) for p in providers]
+    # The driver's count, not torch's: a worker that runs only ONNX should not import torch.
+    device_id = _checked_cuda_index(request, index, _nvidia_gpu_count()) if index else 0
+    return [(p, {"device_id": device_id} if p in _INDEXED_PROVIDERS else {}) for p in providers]
 
 
 def _advice(kind: str, torch: ModuleType | None, providers: list[str]) -> list[str]:
@@ -215,16 +264,14 @@ def resolve_device(requested: str | None = None) -> DeviceReport:
 
     name, memory_gb, torch_device = _cpu_name(), _system_memory_gb(), "cpu"
     if kind == "cuda":
-        index = index or 0
+        count = int(torch.cuda.device_count()) if torch is not None else _nvidia_gpu_count()
+        index = _checked_cuda_index(request, index, count)
         torch_device = f"cuda:{index}"
         if torch is not None:
-            count = int(torch.cuda.device_count())
-            if index >= count:
-                raise DeviceError(f"device {request!r}: this machine has {count} CUDA device(s)")
             props = torch.cuda.get_device_properties(index)
             name, memory_gb = str(props.name), round(props.total_memory / 1024**3, 1)
         else:
-            name, memory_gb = "NVIDIA GPU (via onnxruntime)", 0.0
+            name, memory_gb = f"NVIDIA GPU {index} (via onnxruntime)", 0.0
     elif kind == "mps":
         # Unified memory: the GPU shares system RAM.
         torch_device, name = "mps", f"Apple Silicon GPU ({platform.machine()})"
@@ -240,6 +287,7 @@ def resolve_device(requested: str | None = None) -> DeviceReport:
         tier=_tier_for(kind, memory_gb),
         onnx_providers=providers,
         requested=request,
+        index=index,
         torch_version=getattr(torch, "__version__", None) if torch else None,
         onnxruntime_version=getattr(ort, "__version__", None) if ort else None,
         warnings=_advice(kind, torch, providers),

@@ -86,4 +86,4 @@ def default_app() -> FastAPI:
     """For `uvicorn vfxmocap.api.app:default_app --factory`."""
     from vfxmocap.device import resolve_device
 
-    return create_app(JobService(device=resolve_device().kind))
+    return create_app(JobService(device=resolve_device().spec))  # "cuda:1", not just "cuda"

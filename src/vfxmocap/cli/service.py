@@ -6,6 +6,7 @@ import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit, urlunsplit
 
 import typer
 
@@ -49,10 +50,11 @@ def serve(
     overrides = {k: v for k, v in options if v is not None}  # --workers 0 is a choice
     settings = get_settings().model_copy(update=overrides)
     check_bind(settings.host, settings.api_token)
-    service = JobService(settings, device=resolve_device().kind)
+    device = resolve_device()  # before any worker starts: a GPU this machine lacks stops here
+    service = JobService(settings, device=device.spec)  # the exact GPU, not just "cuda"
     err.print(
-        f"vfxmocap API on http://{settings.host}:{settings.port}/api "
-        f"({settings.workers} worker(s), data in {settings.data_dir})"
+        f"vfxmocap API on http://{settings.host}:{settings.port}/api ({settings.workers} "
+        f"worker(s) on {device.spec} · {device.name}, data in {settings.data_dir})"
     )
     # The event loop shares the GIL with the runner's threads; a shorter switch interval
     # (5 ms by default) keeps a thread that holds the store's write lock from making
@@ -74,6 +76,9 @@ def worker(
         str | None, typer.Option(help="Celery broker, e.g. redis://host:6379/0 (VFX_BROKER_URL).")
     ] = None,
     name: Annotated[str | None, typer.Option(help="Worker name (default host-pid).")] = None,
+    device: Annotated[
+        str | None, typer.Option("--device", help="This worker's GPU: cuda:N (one per GPU).")
+    ] = None,
 ) -> None:
     """Run a Celery worker for this machine's device (one per GPU: set --device). It is
     restarted when it dies (a crash, or a job killed after ignoring cancel)."""
@@ -82,14 +87,18 @@ def worker(
     import subprocess
     import time
 
+    from vfxmocap.device import resolve_device
+
     require("celery")  # a missing extra ends here, not in a child restarted forever
     url = broker or get_settings().broker_url
     if not url:
         raise InvalidParams("no broker: pass --broker redis://... or set VFX_BROKER_URL")
     name = name or f"{socket.gethostname()}-{os.getpid()}"
+    report = resolve_device(device)  # checked here, or the child would fail and restart forever
     # The broker URL may hold a password: it goes through the environment, not argv (ps).
     command = [sys.executable, "-m", "vfxmocap.jobs.celery_app", name]
-    env = {**os.environ, "VFX_BROKER_URL": url}
+    # The exact GPU ("cuda:1"): "auto" or "cuda" would put the child on GPU 0.
+    env = {**os.environ, "VFX_BROKER_URL": url, "VFX_DEVICE": report.spec}
     stopping = False
     child: subprocess.Popen[bytes] | None = None
 
@@ -101,13 +110,23 @@ def worker(
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    err.print(f"vfxmocap Celery worker {name} on {url}")
+    shown = _without_password(url)
+    err.print(f"vfxmocap Celery worker {name} on {shown}, {report.spec} · {report.name}")
     while not stopping:
         child = subprocess.Popen(command, env=env)
         code = child.wait()
         if not stopping:
             err.print(f"[yellow]worker process exited ({code}); restarting[/]")
             time.sleep(1.0)
+
+
+def _without_password(url: str) -> str:
+    """The broker URL fit to print: its password replaced by ***."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _job_line(job: dict[str, Any]) -> str:

@@ -19,7 +19,7 @@ import socket
 import threading
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 from celery import Celery
@@ -27,6 +27,9 @@ from celery import Celery
 from vfxmocap.core.errors import VfxError
 from vfxmocap.core.log import get_logger, job_id_var
 from vfxmocap.jobs.events import PREVIEW_INTERVAL_S
+
+if TYPE_CHECKING:
+    from vfxmocap.device import DeviceReport
 
 log = get_logger("jobs.celery")
 
@@ -201,6 +204,13 @@ def capabilities(device_kind: str, memory_gb: float) -> dict[str, Any]:
     }
 
 
+def device_advert(device: DeviceReport) -> dict[str, Any]:
+    """The exact device this worker's models run on (beside the class routing reads): with
+    one worker per GPU, each names its own GPU's index and name."""
+    gpu = {"index": device.index, "name": device.name} if device.kind != "cpu" else None
+    return {"device_spec": device.spec, "gpu": gpu}
+
+
 _advert: dict[str, Any] = {}
 
 
@@ -244,13 +254,14 @@ def run_worker(broker_url: str, name: str | None = None, loglevel: str = "INFO")
     """`vfx worker`: advertise this machine's capabilities, then consume its queue."""
     from vfxmocap.device import resolve_device
 
-    device = resolve_device()
+    device = resolve_device()  # VFX_DEVICE, set by `vfx worker --device cuda:1`
     _Worker.name = name or f"{socket.gethostname()}-{os.getpid()}"
     _Worker.redis = redis_client(broker_url)
     _advert.update(
         name=_Worker.name,
         queue=queue_of(_Worker.name),
         **capabilities(device.kind, device.memory_gb),
+        **device_advert(device),
     )
     _advertise()
     stop = threading.Event()

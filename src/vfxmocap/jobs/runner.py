@@ -26,6 +26,7 @@ from typing import Any
 
 from vfxmocap.core.errors import Cancelled, JobTimeout, VfxError, WorkerUnavailable
 from vfxmocap.core.log import get_logger, job_id_var
+from vfxmocap.device import device_kind
 from vfxmocap.jobs.events import (
     PREVIEW_INTERVAL_S,
     EventBus,
@@ -175,7 +176,7 @@ class _Slot:
             try:
                 job = runner.store.claim(
                     self.name,
-                    runner.device,
+                    runner.pool,
                     limit=runner.slots,
                     workflows=runner.workflows,
                     scope=f"{runner.instance}/",  # this machine's slots, not every machine's
@@ -305,7 +306,7 @@ class _Slot:
 
 
 class LocalRunner:
-    """Runs queued jobs in `slots` spawned worker processes on `device`."""
+    """Runs queued jobs in `slots` spawned worker processes on `device` ("cuda:1": that GPU)."""
 
     def __init__(
         self,
@@ -322,7 +323,8 @@ class LocalRunner:
         self.store = store
         self.log_dir = log_dir
         self.slots = slots
-        self.device = device
+        self.device = device  # what the workers' models run on, GPU index included
+        self.pool = device_kind(device)  # jobs queued for this class of device, any index
         self.bus = bus or EventBus()
         self.cancel_grace_s = cancel_grace_s
         self.log_level = log_level

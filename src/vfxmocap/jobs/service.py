@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from vfxmocap.core.config import Settings, get_settings
 from vfxmocap.core.errors import InputError, InvalidParams, WorkerUnavailable
 from vfxmocap.core.log import get_logger
+from vfxmocap.device import device_kind
 from vfxmocap.jobs.events import EventBus, job_event
 from vfxmocap.jobs.runner import LocalRunner
 from vfxmocap.jobs.store import (
@@ -47,7 +48,7 @@ class JobService:
         self.store = JobStore(self.settings.job_database_url)
         self.uploads = UploadStore(data / "uploads", int(self.settings.upload_max_mb * 2**20))
         self.bus = EventBus()
-        self.device = device
+        self.device = device_kind(device)  # the queue's pool; the runner keeps the index
         self.runner = LocalRunner(
             self.store,
             slots=self.settings.workers,
@@ -168,7 +169,8 @@ class JobService:
                 elif flow.resources.device == "gpu" and self.device == "cpu":
                     passed.append(f"{flow.name} needs a GPU and this server has none")
                 else:
-                    return self.device, "local", _why(f"local workers ({self.device})", passed)
+                    where = f"local workers ({self.runner.device})"
+                    return self.device, "local", _why(where, passed)
             elif backend == "remote" and self.remote is not None:
                 if self.remote.can_run(flow.name):
                     return REMOTE_DEVICE, "remote", _why(f"the server at {self.remote.url}", passed)

@@ -12,7 +12,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vfxmocap.core.errors import DeviceError, ModelMissing
-from vfxmocap.device import onnx_providers
+from vfxmocap.device import onnx_provider_options
 from vfxmocap.models.cache import model_cache
 
 # TensorProto.DataType -> numpy
@@ -29,10 +29,10 @@ _DTYPES = {
 
 def session(path: Path, device: str | None = None) -> Any:
     """An inference session on the best providers for `device` (default: VFX_DEVICE),
-    kept warm in the model cache: the same file on the same providers loads once."""
+    kept warm in the model cache: the same file on the same providers and GPU loads once."""
     from vfxmocap.core.config import get_settings
 
-    providers = onnx_providers(device or get_settings().device)
+    providers = onnx_provider_options(device or get_settings().device)
     if not providers:
         raise DeviceError(
             "onnxruntime offers no execution provider",
@@ -42,13 +42,15 @@ def session(path: Path, device: str | None = None) -> Any:
         stat = Path(path).stat()
     except OSError as exc:
         raise ModelMissing(f"{path}: {exc.strerror}", hint="Pull the model again.") from exc
-    key = ("onnx", str(Path(path).resolve()), stat.st_mtime_ns, tuple(providers))
+    # The options hold the GPU index: a session on cuda:0 never serves cuda:1.
+    placement = tuple((name, tuple(sorted(opts.items()))) for name, opts in providers)
+    key = ("onnx", str(Path(path).resolve()), stat.st_mtime_ns, placement)
     # Weights plus runtime buffers: about 1.5x the file.
     size_gb = 1.5 * stat.st_size / 2**30
     return model_cache().get(key, lambda: _load(path, providers), size_gb)
 
 
-def _load(path: Path, providers: list[str]) -> Any:
+def _load(path: Path, providers: list[tuple[str, dict[str, Any]]]) -> Any:
     import onnxruntime as ort
 
     options = ort.SessionOptions()

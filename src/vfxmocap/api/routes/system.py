@@ -21,6 +21,7 @@ log = get_logger("api")
 def router(service: JobService) -> APIRouter:
     api = APIRouter(tags=["system"])
     settings = service.settings
+    workers_device = service.runner.device  # what this server's workers run on: "cuda:1"
 
     @api.get("/workflows")
     def workflows() -> list[dict[str, Any]]:
@@ -64,7 +65,7 @@ def router(service: JobService) -> APIRouter:
         except VfxError as exc:
             raise NotFound(exc.message, hint=exc.hint) from None
         status = store.status(name)
-        device = resolve_device()
+        device = resolve_device(workers_device)
         return {
             **_public(status),
             "memory_gb": spec.memory_gb,
@@ -78,7 +79,7 @@ def router(service: JobService) -> APIRouter:
         from vfxmocap.api.reference import expected_fps
         from vfxmocap.device import resolve_device
 
-        device = resolve_device()
+        device = resolve_device(workers_device)
         return {
             "version": __version__,
             "device": device.to_dict(),
