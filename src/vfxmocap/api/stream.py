@@ -47,12 +47,12 @@ class PoseStream(BaseModel):
 
 
 def _open_swap(config: dict[str, Any], app: FastAPI) -> tuple[Process, Callable[[], None]]:
-    from vfxmocap.processors.face_swap.processor import FaceSwapProcessor, SwapOptions
+    from vfxmocap.processors.face_swap.processor import FaceSwapProcessor, SwapSetup
 
     settings = SwapStream.model_validate(config)
-    sources = [app.state.service.uploads.path(s) for s in settings.sources]
+    sources = [str(app.state.service.uploads.path(s)) for s in settings.sources]
     processor = FaceSwapProcessor()
-    state = processor.prepare(SwapOptions.model_validate(settings.options), sources, live=True)
+    state = processor.prepare(SwapSetup(sources=sources, options=settings.options))
     return (lambda frame, t: processor.process(frame, state, t)), state.close
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from vfxmocap.core.progress import CancelToken
 from vfxmocap.media.image import Frame
 from vfxmocap.media.sources import FrameSource
-from vfxmocap.processors.face_swap.processor import FaceSwapProcessor, SwapOptions
+from vfxmocap.processors.face_swap.processor import FaceSwapProcessor, SwapOptions, SwapSetup
 from vfxmocap.processors.live import LiveSession, LiveStats
 
 Sink = Callable[[Frame], bool]  # returns False to stop (a closed window, a key press)
@@ -26,7 +26,9 @@ def live_swap(
 ) -> LiveStats:
     """Swap every frame as it arrives; returns latency and throughput statistics."""
     processor = FaceSwapProcessor()
-    state = processor.prepare(options or SwapOptions(), list(sources), live=True)
+    state = processor.prepare(
+        SwapSetup(sources=[str(s) for s in sources], options=options or SwapOptions())
+    )
     session = LiveSession(lambda frame, t: processor.process(frame, state, t))
     try:
         for frame in frames:
