@@ -20,7 +20,7 @@ from vfxmocap.processors.face_swap.processor import (
     SwapState,
 )
 from vfxmocap.samples import sample_path
-from vfxmocap.workflows.registry import Resources, Workflow, WorkflowResult, register
+from vfxmocap.workflows.registry import LiveSpec, Resources, Workflow, WorkflowResult, register
 
 log = get_logger("workflows.swap")
 
@@ -107,5 +107,6 @@ SWAP = register(
         demo=demo,
         files=("sources", "target", "references"),
         place_outputs=place_outputs,
+        live=LiveSpec("swap", FaceSwapProcessor(), files=("sources", "references")),
     )
 )

@@ -1,7 +1,7 @@
 """The face swap frame processor: one object serves still images, video files and live frames.
 
 `prepare()` analyses the sources once (an error if a source has no face, before any target
-work); `process()` tracks faces across frames, picks which source goes where, and swaps.
+work); `process()` tracks faces across frames, picks which source goes where (once per track), and swaps.
 State (tracks, filters, counters) lives in `SwapState`, so a live stream and a video file
 are processed the same way.
 """
