@@ -130,6 +130,11 @@ def test_two_sources_mapped_to_chosen_faces(analyzer, t1, astronaut: Path) -> No
     assert gain(0, 1) > gain(0, 0)
 
 
+def test_a_mapping_to_a_missing_source_fails_before_any_target(t1, astronaut: Path) -> None:
+    with pytest.raises(InvalidParams, match="names source 1, but 1 given"):
+        swap_still(t1, [str(astronaut)], faces="map:1=0")
+
+
 def test_source_face_picked_from_a_group(analyzer, t1, tmp_path: Path, astronaut: Path) -> None:
     group = tmp_path / "group.png"
     write_image(group, t1)

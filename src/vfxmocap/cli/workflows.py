@@ -206,7 +206,7 @@ def swap(
 @guarded
 def live(
     workflow: Annotated[
-        str, typer.Argument(help="A live stream or its workflow: swap, pose (mocap), ...")
+        str, typer.Argument(help="A live stream, or the workflow it belongs to (e.g. swap, pose).")
     ],
     sets: SetsOpt = None,
     camera: Annotated[int | None, typer.Option(help="Camera index.")] = None,

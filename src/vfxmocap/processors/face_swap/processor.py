@@ -1,9 +1,9 @@
 """The face swap frame processor: one object serves still images, video files and live frames.
 
-`prepare()` analyses the sources once (an error if a source has no face, before any target
-work); `process()` tracks faces across frames, picks which source goes where (once per track), and swaps.
-State (tracks, filters, counters) lives in `SwapState`, so a live stream and a video file
-are processed the same way.
+`prepare(SwapSetup)` analyses the sources once (an error if a source has no face, before any
+target work); `process()` tracks faces across frames, picks which source goes where (once
+per track) and swaps. State (tracks, choices, counters) lives in `SwapState`, so a live
+stream and a video file are processed the same way.
 """
 
 from __future__ import annotations
@@ -180,6 +180,7 @@ class FaceSwapProcessor:
             refs = [
                 embedder.embed(*_first_face(analyzer, p, 0, "reference")) for p in setup.references
             ]
+            choices = TrackChoices(selection, len(prepared), embedder.embed, refs)
         except BaseException:
             analyzer.close()  # a bad source image must not leave MediaPipe graphs running
             raise
@@ -189,7 +190,7 @@ class FaceSwapProcessor:
             sources=prepared,
             analyzer=analyzer,
             tracker=FaceTracker(analyzer, options.tracking),
-            choices=TrackChoices(selection, len(prepared), embedder.embed, refs),
+            choices=choices,
             enhancer=FaceEnhancer.from_store() if options.enhance else None,
             segmenter=PersonSegmenter() if options.occlusion else None,
             hands=HandTracker(static=not setup.live) if options.occlusion else None,

@@ -1,5 +1,5 @@
 """Which source goes onto which target face: all, largest, by index, by track ID or by
-reference image."""
+reference image; in a sequence chosen once per face track, when the face is first seen."""
 
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ def rank_choices(selection: Selection, faces: list[Face], n_sources: int) -> lis
             Choice(0, ("rank", i)) if i in selection.indices else None for i in range(len(faces))
         ]
     if selection.kind == "map":
-        return [_mapped(selection, face, i, n_sources) for i, face in enumerate(faces)]
+        return [_mapped(selection, face, i) for i, face in enumerate(faces)]
     raise ValueError(f"{selection.kind} selection is not by rank")
 
 
@@ -81,10 +81,8 @@ def _rest(selection: Selection, n_sources: int) -> Choice | None:
     return Choice(n_sources - 1) if selection.kind == "all" else None
 
 
-def _mapped(selection: Selection, face: Face, rank: int, n_sources: int) -> Choice | None:
+def _mapped(selection: Selection, face: Face, rank: int) -> Choice | None:
     for src, tgt, by_id in selection.pairs:
-        if src >= n_sources:
-            raise InvalidParams(f"face mapping names source {src}, but {n_sources} given")
         if (face.track_id if by_id else rank) == tgt:
             return Choice(src, ("id" if by_id else "rank", tgt))
     return None
@@ -115,6 +113,9 @@ class TrackChoices:
     ) -> None:
         if selection.kind == "reference" and (identify is None or not references):
             raise ValueError("a reference selection needs an embedder and reference faces")
+        for src, _, _ in selection.pairs:  # checked before any target frame
+            if src >= n_sources:
+                raise InvalidParams(f"face mapping names source {src}, but {n_sources} given")
         self.selection = selection
         self.n_sources = n_sources
         self._identify = identify
@@ -122,11 +123,11 @@ class TrackChoices:
         self._chosen: dict[int, Choice | None] = {}
 
     def pairs(
-        self, frame: Frame, faces: list[Face], live: Collection[int]
+        self, frame: Frame, faces: list[Face], tracked: Collection[int]
     ) -> list[tuple[Face, int]]:
-        """(face, source index) for one frame; `live` are the track ids still held (a choice
-        is forgotten with its track, so memory stays flat over a long stream)."""
-        self._chosen = {tid: c for tid, c in self._chosen.items() if tid in live}
+        """(face, source index) for one frame; `tracked` are the track ids still held (a
+        choice is forgotten with its track, so memory stays flat over a long stream)."""
+        self._chosen = {tid: c for tid, c in self._chosen.items() if tid in tracked}
         if any(f.track_id not in self._chosen for f in faces):
             self._bind(frame, faces)
         return [(f, c.source) for f in faces if (c := self._chosen[f.track_id]) is not None]
