@@ -341,6 +341,9 @@ def test_workflows_models_system(server: TestClient) -> None:
     assert {"swap", "mocap", "transcode", "probe", "sleep"} <= set(flows)
     assert flows["swap"]["files"] == ["sources", "target", "references"]
     assert "target" in flows["swap"]["inputs"]["properties"]
+    assert flows["mocap"]["live"]["name"] == "pose" and flows["transcode"]["live"] is None
+    assert flows["stamp"]["live"]["files"] == ["image"]
+    assert "sources" in flows["swap"]["live"]["settings"]["properties"]
     models = {m["name"]: m for m in server.get("/api/models").json()}
     assert models["mediapipe-pose"]["ready"] and not models["inswapper-128"]["ready"]
     req = server.get("/api/models/inswapper-128/requirements").json()
