@@ -28,6 +28,7 @@ import transcode
 from vfxmocap.core.progress import Progress, ProgressEvent
 from vfxmocap.media.video import VideoReader, VideoWriter
 from vfxmocap.mocap.live import LivePose
+from vfxmocap.processors.base import prepare
 from vfxmocap.processors.live import LiveSession
 from vfxmocap.samples import sample_path
 from vfxmocap.workflows import get_workflow
@@ -54,7 +55,7 @@ def end_to_end(clip: Path, out: Path) -> dict[str, Any]:
 def live(count: int) -> dict[str, float]:
     with VideoReader(sample_path("bikes")) as reader:
         frames = [cv2.resize(f, (640, 480)) for f in reader]
-    pose = LivePose()
+    pose = prepare(LivePose(), {})
     for frame in frames[:20]:
         pose(frame, 0.0)
     session = LiveSession(pose, window=count)

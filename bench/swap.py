@@ -27,7 +27,7 @@ import cv2
 import transcode
 
 from vfxmocap.core.progress import Progress, ProgressEvent
-from vfxmocap.processors.face_swap.processor import FaceSwapProcessor, SwapOptions
+from vfxmocap.processors.face_swap.processor import FaceSwapProcessor, SwapSetup
 from vfxmocap.processors.live import LiveSession
 from vfxmocap.samples import sample_path
 from vfxmocap.workflows import get_workflow
@@ -54,7 +54,7 @@ def live(frames: int) -> dict[str, float]:
         cv2.resize(f, (640, 480), interpolation=cv2.INTER_CUBIC) for f in clips.carphone_frames()
     ]
     processor = FaceSwapProcessor()
-    state = processor.prepare(SwapOptions(), [SOURCE], live=True)
+    state = processor.prepare(SwapSetup(sources=[SOURCE]))
     session = LiveSession(lambda frame, t: processor.process(frame, state, t), window=frames)
     for frame in clips.ping_pong(heads, 30):  # warm-up
         processor.process(frame, state, 0.0)

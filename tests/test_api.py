@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -340,6 +341,9 @@ def test_workflows_models_system(server: TestClient) -> None:
     assert {"swap", "mocap", "transcode", "probe", "sleep"} <= set(flows)
     assert flows["swap"]["files"] == ["sources", "target", "references"]
     assert "target" in flows["swap"]["inputs"]["properties"]
+    assert flows["mocap"]["live"]["name"] == "pose" and flows["transcode"]["live"] is None
+    assert flows["stamp"]["live"]["files"] == ["image"]
+    assert "sources" in flows["swap"]["live"]["settings"]["properties"]
     models = {m["name"]: m for m in server.get("/api/models").json()}
     assert models["mediapipe-pose"]["ready"] and not models["inswapper-128"]["ready"]
     req = server.get("/api/models/inswapper-128/requirements").json()
@@ -489,11 +493,42 @@ def test_stream_rejects_bad_settings(server: TestClient) -> None:
     with server.websocket_connect(f"{WS}/api/stream/swap") as ws:
         ws.send_json({"sources": ["../../etc/passwd"]})
         assert ws.receive_json()["type"] == "error"
+    with server.websocket_connect(f"{WS}/api/stream/pose") as ws:
+        ws.send_json(["not", "an", "object"])
+        assert ws.receive_json()["type"] == "error"
     with (
-        pytest.raises(WebSocketDisconnect),
+        pytest.raises(WebSocketDisconnect) as closed,
         server.websocket_connect(f"{WS}/api/stream/nope") as ws,
     ):
         ws.receive_json()
+    assert "swap" in closed.value.reason and "stamp" in closed.value.reason  # what there is
+
+
+@pytest.mark.parametrize("stream", ["swap", "pose", "mocap", "stamp"])
+def test_every_live_workflow_streams_through_the_registry(server: TestClient, stream: str) -> None:
+    """Built-in and plugin workflows alike: settings (upload ids for files), then frames."""
+    image = upload(server, sample_path("astronaut"))
+    settings = {
+        "swap": {"sources": [image], "options": {"faces": "largest"}},
+        "pose": {"draw": "control"},
+        "mocap": {},  # the pose stream, by its workflow's name
+        "stamp": {"image": image, "size": 16},
+    }[stream]
+    frames = _jpeg_frames(3)
+    with server.websocket_connect(f"{WS}/api/stream/{stream}") as ws:
+        ws.send_json(settings)
+        assert ws.receive_json() == {"type": "ready", "stream": stream}
+        outputs = []
+        for data in frames:
+            ws.send_bytes(data)
+            message = ws.receive()
+            while message.get("text") is not None:
+                message = ws.receive()  # stats
+            outputs.append(decode_image(message["bytes"]))
+    assert [o.shape for o in outputs] == [(144, 176, 3)] * 3
+    if stream == "stamp":  # the plugin's processor ran, with the upload as its file
+        corner = cv2.resize(read_image(sample_path("astronaut")), (16, 16))
+        assert np.abs(outputs[0][:16, :16].astype(int) - corner).mean() < 12
 
 
 def test_astronaut_swap_output_changes_the_face(server: TestClient, tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from vfxmocap.core.progress import CancelToken
 from vfxmocap.media.image import read_image, write_image
 from vfxmocap.media.video import VideoReader, probe
 from vfxmocap.processors.face_swap.engines import target_roi
-from vfxmocap.processors.face_swap.processor import FaceSwapProcessor, SwapOptions
+from vfxmocap.processors.face_swap.processor import FaceSwapProcessor, SwapOptions, SwapSetup
 from vfxmocap.processors.face_swap.warp import warp_face
 from vfxmocap.samples import sample_path
 from vfxmocap.vision.faces import Face, MediaPipeFaceAnalyzer
@@ -37,8 +37,9 @@ def t1() -> np.ndarray:
 
 def swap_still(image: np.ndarray, sources: list[str], **options) -> tuple[np.ndarray, dict]:
     processor = FaceSwapProcessor()
-    references = options.pop("references", None)
-    state = processor.prepare(SwapOptions(**options), sources, references, live=False)
+    references = options.pop("references", [])
+    setup = SwapSetup(sources=sources, references=references, options=options, live=False)
+    state = processor.prepare(setup)
     try:
         return processor.process_still(image, state), state.stats.as_dict()
     finally:
@@ -127,6 +128,11 @@ def test_two_sources_mapped_to_chosen_faces(analyzer, t1, astronaut: Path) -> No
 
     assert gain(1, 0) > 0.15 and gain(1, 0) > gain(1, 1)
     assert gain(0, 1) > gain(0, 0)
+
+
+def test_a_mapping_to_a_missing_source_fails_before_any_target(t1, astronaut: Path) -> None:
+    with pytest.raises(InvalidParams, match="names source 1, but 1 given"):
+        swap_still(t1, [str(astronaut)], faces="map:1=0")
 
 
 def test_source_face_picked_from_a_group(analyzer, t1, tmp_path: Path, astronaut: Path) -> None:
@@ -380,3 +386,68 @@ def test_shape_transfer_moves_features_not_outline_or_expression(
     assert abs(eye_gap(full) - eye_gap(source)) < abs(eye_gap(target) - eye_gap(source))
     # the target's open mouth stays open
     assert mouth_openness(full) == pytest.approx(mouth_openness(target), rel=0.05)
+
+
+# --- video: a choice made for a face stays with that person ---------------------------------
+
+SHRINK = 0.6  # the whole frame, scaled down to keep the test quick
+
+
+def _half_scaled(image: np.ndarray, scale: float) -> np.ndarray:
+    """The affine map that scales t1 about the middle of its width (and half its height)."""
+    h, w = image.shape[:2]
+    return SHRINK * np.array(
+        [[scale, 0, w / 2 * (1 - scale)], [0, scale, h / 2 * (1 - scale)]], np.float32
+    )
+
+
+def crossing_sizes(t1: np.ndarray, count: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """t1's left half shrinking while its right half grows, so the largest faces of the
+    first frame (middle-left) end smaller than those on the right: (frame, left, right maps)."""
+    h, w = t1.shape[:2]
+    size = (int(w * SHRINK), int(h * SHRINK))
+    left, right = t1.copy(), t1.copy()
+    left[:, w // 2 :] = 0
+    right[:, : w // 2] = 0
+    out = []
+    for i in range(count):
+        k = i / (count - 1)
+        to_left, to_right = _half_scaled(t1, 1.0 - 0.4 * k), _half_scaled(t1, 0.6 + 0.4 * k)
+        frame = cv2.warpAffine(left, to_left, size) + cv2.warpAffine(right, to_right, size)
+        out.append((frame, to_left, to_right))
+    return out
+
+
+@pytest.mark.parametrize("faces", ["largest", "0,2"])
+def test_video_selection_stays_with_the_person_when_sizes_cross(
+    analyzer, t1, astronaut: Path, faces: str
+) -> None:
+    people = [f.box for f in analyzer.analyze(t1)]  # t1 boxes, one per person
+    middle = t1.shape[1] / 2
+    processor = FaceSwapProcessor()
+    setup = SwapSetup(sources=[str(astronaut)], options=SwapOptions(faces=faces), live=False)
+    state = processor.prepare(setup)
+    swapped, largest = [], []
+    try:
+        for i, (frame, to_left, to_right) in enumerate(crossing_sizes(t1, 24)):
+            out = processor.process(frame, state, i / 24)
+            boxes = [
+                cv2.transform(box.reshape(1, 2, 2), to_left if box[0] < middle else to_right)
+                .reshape(4)
+                .astype(int)
+                for box in people
+            ]
+            change = [
+                np.abs(out - frame.astype(int))[y0:y1, x0:x1].mean() for x0, y0, x1, y1 in boxes
+            ]
+            swapped.append({p for p, c in enumerate(change) if c > 2})
+            largest.append(
+                max(range(len(boxes)), key=lambda p: np.prod(boxes[p][2:] - boxes[p][:2]))
+            )
+    finally:
+        state.close()
+    assert largest[0] != largest[-1]  # the sizes did cross
+    chosen = swapped[0]
+    assert len(chosen) == (1 if faces == "largest" else 2)
+    assert all(s <= chosen for s in swapped), swapped  # never anyone else
+    assert sum(s == chosen for s in swapped) >= 20, swapped  # the chosen, (nearly) always

@@ -13,7 +13,7 @@ from tests.conftest import run_vfx
 from vfxmocap.media.sources import IteratorSource
 from vfxmocap.media.video import probe
 from vfxmocap.processors.live import LiveSession
-from vfxmocap.workflows.live import live_swap
+from vfxmocap.workflows.live import run_live
 
 
 def test_session_stats_from_a_known_clock() -> None:
@@ -31,8 +31,9 @@ def test_session_stats_from_a_known_clock() -> None:
 def test_live_swap_is_stateful_and_bounded(carphone_frames, astronaut: Path) -> None:
     frames = [cv2.resize(f, (640, 480)) for f in carphone_frames]
     outputs = []
-    stats = live_swap(
-        [astronaut],
+    stats = run_live(
+        "swap",
+        {"sources": [str(astronaut)]},
         IteratorSource(iter(frames * 3)),
         lambda f: outputs.append(f.mean()) or True,
         max_frames=60,
@@ -46,7 +47,8 @@ def test_memory_does_not_grow_with_stream_length(carphone_frames, astronaut: Pat
 
     def peak(n: int) -> int:
         tracemalloc.start()
-        live_swap([astronaut], IteratorSource(iter(frames * 10)), lambda f: True, max_frames=n)
+        settings = {"sources": [str(astronaut)]}
+        run_live("swap", settings, IteratorSource(iter(frames * 10)), lambda f: True, max_frames=n)
         _, top = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         return top
@@ -61,8 +63,9 @@ def test_cli_live_records_a_file_without_display(
     out = tmp_path / "live.mp4"
     result = run_vfx(
         "live",
+        "swap",
         "-s",
-        astronaut,
+        f"sources={astronaut}",
         "-i",
         carphone,
         "-o",
@@ -79,6 +82,39 @@ def test_cli_live_records_a_file_without_display(
 
 
 def test_cli_live_without_a_camera_exits_3(astronaut: Path) -> None:
-    result = run_vfx("live", "-s", astronaut, "--camera", 7)
+    result = run_vfx("live", "swap", "-s", f"sources={astronaut}", "--camera", 7)
     assert result.returncode == 3 and "camera 7 could not be opened" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("stream", "settings"),
+    [("pose", ["-s", "draw=control"]), ("stamp", ["-s", "image={astronaut}", "-s", "size=8"])],
+)
+def test_cli_live_runs_any_live_workflow(
+    tmp_path: Path, carphone: Path, astronaut: Path, stream: str, settings: list[str]
+) -> None:
+    """The pose stream of mocap, and a plugin's, with settings as `vfx run` takes them."""
+    out = tmp_path / "live.mp4"
+    sets = [s.format(astronaut=astronaut) for s in settings]
+    result = run_vfx(
+        "live",
+        stream,
+        *sets,
+        "-i",
+        carphone,
+        "-o",
+        out,
+        "--max-frames",
+        10,
+        "--json",
+        env={"VFX_WORKFLOW_MODULES": json.dumps(["tests.plugin_workflows"])},
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["frames"] == 10 and probe(out).frame_count == 10
+
+
+def test_cli_live_names_the_live_workflows(carphone: Path) -> None:
+    result = run_vfx("live", "transcode", "-i", carphone)
+    assert result.returncode == 2, result.stderr
+    assert "no live stream 'transcode'" in result.stderr and "swap, pose" in result.stderr

@@ -1,6 +1,8 @@
-"""Live streams over WebSocket: `WS /api/stream/{name}` with name `swap` or `pose`.
+"""Live streams over WebSocket: `WS /api/stream/{name}` for every workflow with a live
+spec in the registry (`swap`, `pose` or its workflow's name `mocap`, plugins' streams).
 
-Protocol: the client first sends a JSON text message with its settings (swap:
+Protocol: the client first sends a JSON text message with its settings: the live
+processor's options model, with upload ids in its file fields (swap:
 `{"sources": [upload ids], "options": {...}}`; pose: `{"draw": "preview" | "control"}`),
 then binary frames (JPEG or WebP). The server answers each processed frame with a JPEG,
 and about once a second with a JSON stats message `{type: "stats", fps_in, fps_out,
@@ -24,50 +26,27 @@ from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import ValidationError
 
 from vfxmocap.api.security import websocket_allowed
 from vfxmocap.core.config import Settings
-from vfxmocap.core.errors import VfxError
+from vfxmocap.core.errors import InvalidParams, VfxError
 from vfxmocap.core.log import get_logger
 from vfxmocap.media.image import Frame, decode_image, encode_image
+from vfxmocap.processors.base import Prepared
+from vfxmocap.workflows.registry import LiveSpec, get_live
 
 log = get_logger("api.stream")
 
 Process = Callable[[Frame, float], Frame]
 
 
-class SwapStream(BaseModel):
-    sources: list[str] = Field(min_length=1, description="Upload ids of source faces.")
-    options: dict[str, Any] = Field(default_factory=dict)
-
-
-class PoseStream(BaseModel):
-    draw: str = Field("preview", pattern="^(preview|control)$")
-
-
-def _open_swap(config: dict[str, Any], app: FastAPI) -> tuple[Process, Callable[[], None]]:
-    from vfxmocap.processors.face_swap.processor import FaceSwapProcessor, SwapOptions
-
-    settings = SwapStream.model_validate(config)
-    sources = [app.state.service.uploads.path(s) for s in settings.sources]
-    processor = FaceSwapProcessor()
-    state = processor.prepare(SwapOptions.model_validate(settings.options), sources, live=True)
-    return (lambda frame, t: processor.process(frame, state, t)), state.close
-
-
-def _open_pose(config: dict[str, Any], app: FastAPI) -> tuple[Process, Callable[[], None]]:
-    from vfxmocap.mocap.live import LivePose
-
-    settings = PoseStream.model_validate(config)
-    pose = LivePose(draw="control" if settings.draw == "control" else "preview")
-    return pose, pose.close
-
-
-STREAMS: dict[str, Callable[[dict[str, Any], FastAPI], tuple[Process, Callable[[], None]]]] = {
-    "swap": _open_swap,
-    "pose": _open_pose,
-}
+def _open(spec: LiveSpec, config: Any, app: FastAPI) -> Prepared[Any, Any]:
+    """The stream's processor, prepared from the client's settings (upload ids made paths)."""
+    if not isinstance(config, dict):
+        raise InvalidParams("the first message must be a JSON object of stream settings")
+    settings = app.state.service.uploads.resolve(config, spec.files)
+    return spec.start(settings)
 
 
 class _Counters:
@@ -101,19 +80,21 @@ def add_stream_routes(app: FastAPI, settings: Settings) -> None:
     async def stream(websocket: WebSocket, name: str) -> None:
         if not await websocket_allowed(websocket, settings.api_token, settings.cors_origins):
             return
-        if name not in STREAMS:
-            await websocket.close(code=1008, reason=f"unknown stream; known: {', '.join(STREAMS)}")
+        try:
+            spec = get_live(name)
+        except InvalidParams as exc:
+            await websocket.close(code=1008, reason=f"{exc.message}; {exc.hint}"[:120])
             return
         await websocket.accept()
         # One thread per connection: MediaPipe graphs stay on the thread that made them.
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"stream-{name}")
         loop = asyncio.get_running_loop()
-        close: Callable[[], None] | None = None
+        running: Prepared[Any, Any] | None = None
         try:
             config = await asyncio.wait_for(websocket.receive_json(), timeout=30)
-            process, close = await loop.run_in_executor(pool, STREAMS[name], config, app)
+            running = await loop.run_in_executor(pool, _open, spec, config, app)
             await websocket.send_json({"type": "ready", "stream": name})
-            await _serve(websocket, process, pool, loop)
+            await _serve(websocket, running, pool, loop)
         except (ValidationError, VfxError) as exc:
             message = exc.message if isinstance(exc, VfxError) else _first_error(exc)
             with contextlib.suppress(WebSocketDisconnect, RuntimeError):
@@ -122,8 +103,8 @@ def add_stream_routes(app: FastAPI, settings: Settings) -> None:
         except (WebSocketDisconnect, TimeoutError):
             log.debug("stream %s: client left", name)
         finally:
-            if close is not None:
-                await loop.run_in_executor(pool, close)
+            if running is not None:
+                await loop.run_in_executor(pool, running.close)
             pool.shutdown(wait=False)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -32,6 +32,10 @@ from vfxmocap.cli.common import (
 from vfxmocap.core.errors import InvalidParams
 from vfxmocap.core.progress import CancelToken
 from vfxmocap.workflows.registry import WorkflowResult
+
+if TYPE_CHECKING:
+    from vfxmocap.media.sources import FrameSource
+    from vfxmocap.processors.live import LiveStats
 
 
 @app.command("workflows")
@@ -201,7 +205,10 @@ def swap(
 @app.command()
 @guarded
 def live(
-    source: Annotated[list[str], typer.Option("--source", "-s", help="Source face image.")],
+    workflow: Annotated[
+        str, typer.Argument(help="A live stream, or the workflow it belongs to (e.g. swap, pose).")
+    ],
+    sets: SetsOpt = None,
     camera: Annotated[int | None, typer.Option(help="Camera index.")] = None,
     input: Annotated[
         str | None, typer.Option("--input", "-i", help="A video played as a live feed.")
@@ -214,63 +221,67 @@ def live(
     ] = None,
     display: Annotated[bool, typer.Option(help="Show a window (needs a display).")] = True,
     max_frames: Annotated[int | None, typer.Option(help="Stop after N frames.")] = None,
-    faces: Annotated[str, typer.Option(help="all, largest, 0,2, map:...")] = "all",
-    mouth_mask: Annotated[bool, typer.Option(help="Keep the target's open mouth.")] = True,
-    occlusion: Annotated[bool, typer.Option(help="Do not paint over hands/objects.")] = False,
-    engine: Annotated[str, typer.Option(help="geometric or inswapper.")] = "geometric",
     as_json: JsonOpt = False,
 ) -> None:
-    """Live face swap from a webcam: a window, or a file when there is no display."""
+    """Run a workflow live on a webcam, e.g. `vfx live swap -s sources=me.jpg --camera 0`:
+    a window, or a file when there is no display. Settings as in `vfx run`."""
     from vfxmocap.media.sources import CameraSource, open_source
-    from vfxmocap.media.video import VideoWriter
-    from vfxmocap.processors.face_swap.processor import SwapOptions
-    from vfxmocap.workflows.live import live_swap
+    from vfxmocap.workflows import get_live
 
     if (camera is None) == (input is None):
         raise InvalidParams("give either --camera N or --input VIDEO")
+    spec = get_live(workflow)
+    settings = listify(parse_sets(sets or []), spec.settings.model_json_schema())
     try:
-        options = SwapOptions.model_validate(
-            {
-                "engine": engine,
-                "faces": faces,
-                "occlusion": occlusion,
-                "mask": {"mouth_mask": mouth_mask},
-            }
-        )
+        spec.settings.model_validate(settings)  # before a camera opens
     except ValidationError as exc:
-        raise InvalidParams(f"live: {validation_summary(exc)}") from exc
+        raise InvalidParams(f"live {workflow}: {validation_summary(exc)}") from exc
     frames = CameraSource(camera) if camera is not None else open_source(str(input))
     window = display and output is None and _has_display()
     with frames:
-        if window:
-            import cv2
-
-            def show(frame: Any) -> bool:
-                cv2.imshow("vfx live (q to quit)", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-                return bool((cv2.waitKey(1) & 0xFF) != ord("q"))
-
-            stats = live_swap(source, frames, show, options, max_frames=max_frames)
-            cv2.destroyAllWindows()
-            target = None
-        else:
-            target = output or Path("out/live.mp4")
-            with VideoWriter(target, fps=frames.fps) as writer:
-
-                def record(frame: Any) -> bool:
-                    writer.write(frame)
-                    return True
-
-                stats = live_swap(source, frames, record, options, max_frames=max_frames)
+        target = None if window else output or Path("out/live.mp4")
+        stats = _play(workflow, settings, frames, target, max_frames)
     result = {"output": str(target) if target else None, **stats.as_dict()}
     if as_json:
         print_json(result)
-    else:
-        if target:
-            out.print(f"output: {target}", soft_wrap=True)
-        out.print(
-            f"[dim]frames {stats.frames} · {stats.fps:.1f} fps · latency p50 "
-            f"{stats.latency_p50_ms:.1f} ms · p95 {stats.latency_p95_ms:.1f} ms[/]"
-        )
+        return
+    if target:
+        out.print(f"output: {target}", soft_wrap=True)
+    out.print(
+        f"[dim]frames {stats.frames} · {stats.fps:.1f} fps · latency p50 "
+        f"{stats.latency_p50_ms:.1f} ms · p95 {stats.latency_p95_ms:.1f} ms[/]"
+    )
+
+
+def _play(
+    name: str,
+    settings: dict[str, Any],
+    frames: FrameSource,
+    target: Path | None,
+    max_frames: int | None,
+) -> LiveStats:
+    """Run the live stream into a window (no target) or a recording."""
+    from vfxmocap.media.video import VideoWriter
+    from vfxmocap.workflows.live import run_live
+
+    if target is None:
+        import cv2
+
+        def show(frame: Any) -> bool:
+            cv2.imshow("vfx live (q to quit)", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+            return bool((cv2.waitKey(1) & 0xFF) != ord("q"))
+
+        try:
+            return run_live(name, settings, frames, show, max_frames=max_frames)
+        finally:
+            cv2.destroyAllWindows()
+    with VideoWriter(target, fps=frames.fps) as writer:
+
+        def record(frame: Any) -> bool:
+            writer.write(frame)
+            return True
+
+        return run_live(name, settings, frames, record, max_frames=max_frames)
 
 
 def _has_display() -> bool:

@@ -197,14 +197,7 @@ class JobService:
                 self._notify()
 
     def _resolve(self, flow: Workflow, data: dict[str, Any], job_dir: Path) -> dict[str, Any]:
-        for name in flow.files:
-            value = data.get(name)
-            if value is None:
-                continue
-            if isinstance(value, list):
-                data[name] = [str(self.uploads.path(v)) for v in value]
-            else:
-                data[name] = str(self.uploads.path(value))
+        self.uploads.resolve(data, flow.files)
         if flow.place_outputs is not None:
             data.update(flow.place_outputs(data, job_dir))
         return data

@@ -109,6 +109,16 @@ class UploadStore:
             return None
         return upload_id
 
+    def resolve(self, data: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
+        """`data` with the upload ids of its file fields (one id, or a list) made paths."""
+        for name in fields:
+            value = data.get(name)
+            if isinstance(value, list):
+                data[name] = [str(self.path(v)) for v in value]
+            elif value is not None:
+                data[name] = str(self.path(value))
+        return data
+
     def remove_older_than(self, cutoff: float) -> int:
         """Retention: uploads (and stray partial ones) last changed before `cutoff`.
         A queued job keeps working: its input was copied nowhere, so retention should be

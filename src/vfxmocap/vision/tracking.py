@@ -63,6 +63,11 @@ class FaceTracker:
         self._ids = itertools.count()
         self._frame = 0
 
+    @property
+    def ids(self) -> set[int]:
+        """Track IDs still held, seen or briefly lost: a face with one is no new face."""
+        return {track.id for track in self._tracks}
+
     def reset(self) -> None:
         self._tracks.clear()
         self._frame = 0

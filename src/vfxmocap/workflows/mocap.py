@@ -21,13 +21,14 @@ from vfxmocap.media.video import VideoWriter
 from vfxmocap.mocap import blendshapes, exporters, openpose
 from vfxmocap.mocap.bvh import animate, write_bvh
 from vfxmocap.mocap.filters import FilterOptions, Motion, clean
+from vfxmocap.mocap.live import LivePose
 from vfxmocap.mocap.matte import MatteMode, composite, cover, soft_mask
 from vfxmocap.mocap.take import Take, capture
 from vfxmocap.samples import sample_path
 from vfxmocap.vision.faces import MediaPipeFaceAnalyzer
 from vfxmocap.vision.pose import PoseFrame, PoseTracker
 from vfxmocap.vision.segmentation import PersonSegmenter
-from vfxmocap.workflows.registry import Resources, Workflow, WorkflowResult, register
+from vfxmocap.workflows.registry import LiveSpec, Resources, Workflow, WorkflowResult, register
 
 
 class MocapInputs(BaseModel):
@@ -361,5 +362,6 @@ MOCAP = register(
         demo=demo,
         files=("input", "matte_background"),
         place_outputs=lambda inputs, job_dir: {"output_dir": job_dir},
+        live=LiveSpec("pose", LivePose()),
     )
 )

@@ -15,6 +15,7 @@ from vfxmocap.core.config import get_settings
 from vfxmocap.core.errors import InvalidParams
 from vfxmocap.core.extras import missing_extra
 from vfxmocap.core.progress import CancelToken, Progress
+from vfxmocap.processors.base import FrameProcessor, Prepared, prepare
 
 # Modules that declare the built-in workflows; importing one registers its workflows.
 BUILTIN_MODULES = (
@@ -47,6 +48,24 @@ class Resources:
 
 
 @dataclass(frozen=True)
+class LiveSpec:
+    """A workflow that also runs on live frames: `WS /api/stream/{name}`, `vfx live NAME`."""
+
+    name: str  # the stream's name (its workflow's name serves it too)
+    processor: FrameProcessor[Any, Any]  # stateless; its options model is the stream's settings
+    # Settings fields that name files (a path, or a list of paths): upload ids over the API.
+    files: tuple[str, ...] = ()
+
+    @property
+    def settings(self) -> type[BaseModel]:
+        return self.processor.options_model
+
+    def start(self, settings: dict[str, Any] | BaseModel) -> Prepared[Any, Any]:
+        """The processor prepared for one stream (call it per frame, close it at the end)."""
+        return prepare(self.processor, settings)
+
+
+@dataclass(frozen=True)
 class Workflow:
     name: str
     summary: str
@@ -62,6 +81,7 @@ class Workflow:
     # Where a job's outputs go: the output fields' values inside the job's own folder,
     # given the (resolved) inputs. The API sets these; clients cannot.
     place_outputs: Callable[[dict[str, Any], Path], dict[str, Any]] | None = None
+    live: LiveSpec | None = None
 
     def parse(self, data: dict[str, Any] | BaseModel) -> BaseModel:
         """Validate raw inputs (CLI flags, JSON) into this workflow's input model."""
@@ -131,3 +151,13 @@ def get_workflow(name: str) -> Workflow:
         raise InvalidParams(
             f"unknown workflow {name!r}", hint=f"Known workflows: {', '.join(_REGISTRY)}."
         ) from None
+
+
+def get_live(name: str) -> LiveSpec:
+    """The live stream called `name`, or the one of the workflow called `name`."""
+    streams = [(w.name, w.live) for w in all_workflows() if w.live is not None]
+    for workflow, spec in streams:
+        if name in (spec.name, workflow):
+            return spec
+    known = ", ".join(spec.name for _, spec in streams) or "none"
+    raise InvalidParams(f"no live stream {name!r}", hint=f"Live streams: {known}.")

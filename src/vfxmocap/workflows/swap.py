@@ -13,9 +13,14 @@ from vfxmocap.core.progress import CancelToken, Progress
 from vfxmocap.media.image import WRITABLE_SUFFIXES, Frame, is_image_path, write_image
 from vfxmocap.media.pipeline import transform_video
 from vfxmocap.media.sources import ImageSource, open_source
-from vfxmocap.processors.face_swap.processor import FaceSwapProcessor, SwapOptions, SwapState
+from vfxmocap.processors.face_swap.processor import (
+    FaceSwapProcessor,
+    SwapOptions,
+    SwapSetup,
+    SwapState,
+)
 from vfxmocap.samples import sample_path
-from vfxmocap.workflows.registry import Resources, Workflow, WorkflowResult, register
+from vfxmocap.workflows.registry import LiveSpec, Resources, Workflow, WorkflowResult, register
 
 log = get_logger("workflows.swap")
 
@@ -52,9 +57,10 @@ def run(inputs: SwapInputs, progress: Progress, cancel: CancelToken) -> Workflow
             raise InvalidParams("a video or sequence target needs a .mp4 output")
         processor = FaceSwapProcessor()
         progress.stage("analyse sources", len(inputs.sources))
-        state = processor.prepare(
-            inputs.options, list(inputs.sources), list(inputs.references), live=False
+        setup = SwapSetup(
+            sources=inputs.sources, references=inputs.references, options=inputs.options, live=False
         )
+        state = processor.prepare(setup)
         progress.advance(len(inputs.sources))
         try:
             if image_target:
@@ -71,7 +77,7 @@ def run(inputs: SwapInputs, progress: Progress, cancel: CancelToken) -> Workflow
                 {"output": result.output}, _summary(state, {"fps": round(result.stats.fps, 2)})
             )
         finally:
-            state.close()
+            processor.close(state)
 
 
 def place_outputs(inputs: dict[str, Any], job_dir: Path) -> dict[str, Any]:
@@ -101,5 +107,6 @@ SWAP = register(
         demo=demo,
         files=("sources", "target", "references"),
         place_outputs=place_outputs,
+        live=LiveSpec("swap", FaceSwapProcessor(), files=("sources", "references")),
     )
 )

@@ -13,7 +13,7 @@ from vfxmocap.api.errors import NotFound
 from vfxmocap.core.errors import VfxError
 from vfxmocap.core.log import get_logger
 from vfxmocap.jobs.service import JobService
-from vfxmocap.workflows import all_workflows
+from vfxmocap.workflows import LiveSpec, all_workflows
 
 log = get_logger("api")
 
@@ -25,7 +25,7 @@ def router(service: JobService) -> APIRouter:
 
     @api.get("/workflows")
     def workflows() -> list[dict[str, Any]]:
-        """Every workflow with its input schema, outputs and resource needs."""
+        """Every workflow with its input schema, outputs, resource needs and live stream."""
         return [
             {
                 "name": w.name,
@@ -39,6 +39,7 @@ def router(service: JobService) -> APIRouter:
                     "models": list(w.resources.models),
                     "timeout_s": w.resources.timeout_s,
                 },
+                "live": None if w.live is None else _live(w.live),
             }
             for w in all_workflows()
         ]
@@ -140,4 +141,13 @@ def _public(status: Any) -> dict[str, Any]:
         "ready": status.ready,
         "missing_files": list(status.missing),
         "corrupt_files": list(status.corrupt),
+    }
+
+
+def _live(spec: LiveSpec) -> dict[str, Any]:
+    """A live stream as a client opens it: `WS /api/stream/{name}`, settings first."""
+    return {
+        "name": spec.name,
+        "settings": spec.settings.model_json_schema(),
+        "files": list(spec.files),
     }

@@ -1,9 +1,9 @@
 """The face swap frame processor: one object serves still images, video files and live frames.
 
-`prepare()` analyses the sources once (an error if a source has no face, before any target
-work); `process()` tracks faces across frames, picks which source goes where, and swaps.
-State (tracks, filters, counters) lives in `SwapState`, so a live stream and a video file
-are processed the same way.
+`prepare(SwapSetup)` analyses the sources once (an error if a source has no face, before any
+target work); `process()` tracks faces across frames, picks which source goes where (once
+per track) and swaps. State (tracks, choices, counters) lives in `SwapState`, so a live
+stream and a video file are processed the same way.
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ from vfxmocap.processors.face_swap.engines import (
 from vfxmocap.processors.face_swap.enhancer import ENHANCERS, FaceEnhancer
 from vfxmocap.processors.face_swap.inswapper import InswapperEngine
 from vfxmocap.processors.face_swap.masks import MaskOptions
-from vfxmocap.processors.face_swap.selection import Selection, assign, parse_selection
+from vfxmocap.processors.face_swap.selection import Selection, TrackChoices, parse_selection
 from vfxmocap.vision.faces import Face, MediaPipeFaceAnalyzer
-from vfxmocap.vision.identity import Embedding, IdentityEmbedder, MeshShapeEmbedder
+from vfxmocap.vision.identity import MeshShapeEmbedder
 from vfxmocap.vision.segmentation import HandTracker, PersonSegmenter, hand_mask
 from vfxmocap.vision.tracking import FaceTracker, TrackerOptions
 
@@ -81,21 +81,31 @@ class SwapStats:
         }
 
 
+class SwapSetup(BaseModel):
+    """What `prepare` needs: the source faces, optional reference faces, how to swap."""
+
+    sources: list[str] = Field(min_length=1, description="Source face image(s).")
+    references: list[str] = Field(
+        default_factory=list, description="Per source, a photo of the target face it replaces."
+    )
+    options: SwapOptions = Field(default_factory=SwapOptions)
+    live: bool = Field(
+        True, description="Camera frames: faces are large, so no tile pass for small ones."
+    )
+
+
 @dataclass
 class SwapState:
     options: SwapOptions
-    selection: Selection
     engine: SwapEngine
     sources: list[SourceFace]
     analyzer: MediaPipeFaceAnalyzer
     tracker: FaceTracker
-    embedder: IdentityEmbedder
-    references: list[Embedding] = field(default_factory=list)
+    choices: TrackChoices
     enhancer: FaceEnhancer | None = None
     segmenter: PersonSegmenter | None = None
     hands: HandTracker | None = None
     stats: SwapStats = field(default_factory=SwapStats)
-    track_source: dict[int, int | None] = field(default_factory=dict)
 
     def close(self) -> None:
         self.analyzer.close()
@@ -125,11 +135,25 @@ def _first_face(
     return image, faces[index]
 
 
+def _selection(setup: SwapSetup) -> Selection:
+    """The selection asked for; reference images make it a reference selection."""
+    selection = parse_selection(setup.options.faces)
+    if selection.kind == "reference" or setup.references:
+        if len(setup.references) != len(setup.sources):
+            raise InvalidParams(
+                f"{len(setup.references)} reference image(s) for {len(setup.sources)} source(s)",
+                hint="Give one --reference per --source: the face it should replace.",
+            )
+        return Selection("reference")
+    return selection
+
+
 class FaceSwapProcessor:
     name = "face_swap"
-    options_model = SwapOptions
+    options_model = SwapSetup
 
-    def models(self, options: SwapOptions) -> tuple[str, ...]:
+    def models(self, setup: SwapSetup) -> tuple[str, ...]:
+        options = setup.options
         needed = ["mediapipe-face-detection", "mediapipe-face-mesh"]
         if options.engine == "inswapper":
             needed += ["inswapper-128", "arcface-w600k-r50"]
@@ -139,68 +163,57 @@ class FaceSwapProcessor:
             needed.append(ENHANCERS[0])
         return tuple(needed)
 
-    def prepare(
-        self,
-        options: SwapOptions,
-        sources: list[str | Path],
-        references: list[str | Path] | None = None,
-        *,
-        live: bool = True,
-    ) -> SwapState:
+    def prepare(self, setup: SwapSetup) -> SwapState:
         """Analyse sources (and reference faces) before touching any target."""
-        if not sources:
-            raise InvalidParams("give at least one source face image")
-        selection = parse_selection(options.faces)
-        references = list(references or [])
-        if selection.kind == "reference" or references:
-            if len(references) != len(sources):
-                raise InvalidParams(
-                    f"{len(references)} reference image(s) for {len(sources)} source(s)",
-                    hint="Give one --reference per --source: the face it should replace.",
-                )
-            selection = Selection("reference")
+        selection = _selection(setup)
         # Live frames come from a webcam: faces are large, and the 2x2 tile pass for small
         # faces in group shots would cost a frame's budget.
-        analyzer = MediaPipeFaceAnalyzer(tiles=not live)
+        analyzer = MediaPipeFaceAnalyzer(tiles=not setup.live)
+        options = setup.options
         try:
             engine = load_engine(options)
             prepared = [
                 engine.prepare(*_first_face(analyzer, p, options.source_face, "source"))
-                for p in sources
+                for p in setup.sources
             ]
             embedder = MeshShapeEmbedder()
-            refs = [embedder.embed(*_first_face(analyzer, p, 0, "reference")) for p in references]
+            refs = [
+                embedder.embed(*_first_face(analyzer, p, 0, "reference")) for p in setup.references
+            ]
+            choices = TrackChoices(selection, len(prepared), embedder.embed, refs)
         except BaseException:
             analyzer.close()  # a bad source image must not leave MediaPipe graphs running
             raise
         return SwapState(
             options=options,
-            selection=selection,
             engine=engine,
             sources=prepared,
             analyzer=analyzer,
             tracker=FaceTracker(analyzer, options.tracking),
-            embedder=embedder,
-            references=refs,
+            choices=choices,
             enhancer=FaceEnhancer.from_store() if options.enhance else None,
             segmenter=PersonSegmenter() if options.occlusion else None,
-            hands=HandTracker(static=not live) if options.occlusion else None,
+            hands=HandTracker(static=not setup.live) if options.occlusion else None,
         )
 
     def process(self, frame: Frame, state: SwapState, t: float | None = None) -> Frame:
         """Swap the selected faces of one frame of a sequence (tracks carry over)."""
-        return self._swap(frame, state, state.tracker.update(frame, t))
+        faces = state.tracker.update(frame, t)
+        return self._swap(frame, state, state.choices.pairs(frame, faces, state.tracker.ids))
 
     def process_still(self, image: Frame, state: SwapState) -> Frame:
         """Swap a single image: every face analysed from scratch, no tracking."""
         faces = state.analyzer.analyze(image)
         for i, face in enumerate(faces):
             face.track_id = i
-        return self._swap(image, state, faces)
+        state.choices.reset()  # a new image: no face is one seen before
+        return self._swap(image, state, state.choices.pairs(image, faces, range(len(faces))))
 
-    def _swap(self, frame: Frame, state: SwapState, faces: list[Face]) -> Frame:
+    def close(self, state: SwapState) -> None:
+        state.close()
+
+    def _swap(self, frame: Frame, state: SwapState, pairs: list[tuple[Face, int]]) -> Frame:
         state.stats.frames += 1
-        pairs = self._pairs(frame, state, faces)
         if not pairs:
             state.stats.frames_without_faces += 1
             return frame
@@ -213,21 +226,6 @@ class FaceSwapProcessor:
                 if state.enhancer is not None:
                     state.enhancer.enhance(out, face, paste)
         return out
-
-    def _pairs(self, frame: Frame, state: SwapState, faces: list[Face]) -> list[tuple[Face, int]]:
-        if state.selection.kind != "reference":
-            return assign(state.selection, faces, len(state.sources))
-        # Identify each track once, when first seen; a track keeps its source afterwards.
-        pairs = []
-        for face in faces:
-            if face.track_id not in state.track_source:
-                emb = state.embedder.embed(frame, face)
-                found = assign(state.selection, [face], len(state.sources), [emb], state.references)
-                state.track_source[face.track_id] = found[0][1] if found else None
-            src = state.track_source[face.track_id]
-            if src is not None:
-                pairs.append((face, src))
-        return pairs
 
     @staticmethod
     def _occluders(frame: Frame, state: SwapState) -> NDArray[np.float32]:

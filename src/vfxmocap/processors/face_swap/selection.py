@@ -1,13 +1,15 @@
 """Which source goes onto which target face: all, largest, by index, by track ID or by
-reference image."""
+reference image; in a sequence chosen once per face track, when the face is first seen."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Literal
 
 from vfxmocap.core.errors import InvalidParams
+from vfxmocap.media.image import Frame
 from vfxmocap.vision.faces import Face
 from vfxmocap.vision.identity import Embedding, similarity
 
@@ -46,38 +48,111 @@ def parse_selection(text: str) -> Selection:
     )
 
 
-def assign(
-    selection: Selection,
-    faces: list[Face],
-    n_sources: int,
-    target_embeddings: list[Embedding] | None = None,
-    reference_embeddings: list[Embedding] | None = None,
-    min_similarity: float = 0.5,
-) -> list[tuple[Face, int]]:
-    """(target face, source index) pairs for one frame; `faces` sorted largest first."""
-    if not faces:
-        return []
+@dataclass(frozen=True)
+class Choice:
+    """A source for one face; `slot` (a target rank or track id) is exclusive: while a
+    track holds it, no new face gets it."""
+
+    source: int
+    slot: tuple[str, int] | None = None
+
+
+def rank_choices(selection: Selection, faces: list[Face], n_sources: int) -> list[Choice | None]:
+    """Per face of one frame (sorted largest first), the choice its size rank gives."""
     if selection.kind == "all":
         # one source: onto every face; several: source i onto face i, the last onto the rest
-        return [(f, min(i, n_sources - 1) if n_sources > 1 else 0) for i, f in enumerate(faces)]
+        return [
+            _rest(selection, n_sources) if i >= n_sources - 1 else Choice(i, ("rank", i))
+            for i in range(len(faces))
+        ]
     if selection.kind == "largest":
-        return [(faces[0], 0)]
+        return [Choice(0, ("rank", 0)) if i == 0 else None for i in range(len(faces))]
     if selection.kind == "indices":
-        return [(faces[i], 0) for i in selection.indices if i < len(faces)]
+        return [
+            Choice(0, ("rank", i)) if i in selection.indices else None for i in range(len(faces))
+        ]
     if selection.kind == "map":
-        out: list[tuple[Face, int]] = []
-        for src, tgt, by_id in selection.pairs:
+        return [_mapped(selection, face, i) for i, face in enumerate(faces)]
+    raise ValueError(f"{selection.kind} selection is not by rank")
+
+
+def _rest(selection: Selection, n_sources: int) -> Choice | None:
+    """What a face gets when the choice of its rank is held by another track."""
+    return Choice(n_sources - 1) if selection.kind == "all" else None
+
+
+def _mapped(selection: Selection, face: Face, rank: int) -> Choice | None:
+    for src, tgt, by_id in selection.pairs:
+        if (face.track_id if by_id else rank) == tgt:
+            return Choice(src, ("id" if by_id else "rank", tgt))
+    return None
+
+
+def reference_choice(
+    embedding: Embedding, references: list[Embedding], min_similarity: float = 0.5
+) -> Choice | None:
+    """The source whose reference face this face resembles most, if it resembles it enough."""
+    scores = [similarity(embedding, ref) for ref in references]
+    best = max(range(len(scores)), key=scores.__getitem__)
+    return Choice(best) if scores[best] >= min_similarity else None
+
+
+Identify = Callable[[Frame, Face], Embedding]
+
+
+class TrackChoices:
+    """Which source each track gets: chosen when the track is first seen, kept for its life,
+    so a swap does not jump between people whose sizes cross."""
+
+    def __init__(
+        self,
+        selection: Selection,
+        n_sources: int,
+        identify: Identify | None = None,
+        references: list[Embedding] | None = None,
+    ) -> None:
+        if selection.kind == "reference" and (identify is None or not references):
+            raise ValueError("a reference selection needs an embedder and reference faces")
+        for src, _, _ in selection.pairs:  # checked before any target frame
             if src >= n_sources:
                 raise InvalidParams(f"face mapping names source {src}, but {n_sources} given")
-            match = [f for f in faces if f.track_id == tgt] if by_id else faces[tgt : tgt + 1]
-            out.extend((f, src) for f in match)
-        return out
-    # reference: each face goes to the source whose reference it resembles most
-    assert target_embeddings is not None and reference_embeddings is not None
-    chosen: list[tuple[Face, int]] = []
-    for face, emb in zip(faces, target_embeddings, strict=True):
-        scores = [similarity(emb, ref) for ref in reference_embeddings]
-        best = max(range(len(scores)), key=scores.__getitem__)
-        if scores[best] >= min_similarity:
-            chosen.append((face, best))
-    return chosen
+        self.selection = selection
+        self.n_sources = n_sources
+        self._identify = identify
+        self._references = references or []
+        self._chosen: dict[int, Choice | None] = {}
+
+    def pairs(
+        self, frame: Frame, faces: list[Face], tracked: Collection[int]
+    ) -> list[tuple[Face, int]]:
+        """(face, source index) for one frame; `tracked` are the track ids still held (a
+        choice is forgotten with its track, so memory stays flat over a long stream)."""
+        self._chosen = {tid: c for tid, c in self._chosen.items() if tid in tracked}
+        if any(f.track_id not in self._chosen for f in faces):
+            self._bind(frame, faces)
+        return [(f, c.source) for f in faces if (c := self._chosen[f.track_id]) is not None]
+
+    def reset(self) -> None:
+        self._chosen.clear()
+
+    def _bind(self, frame: Frame, faces: list[Face]) -> None:
+        held = {c.slot for c in self._chosen.values() if c is not None and c.slot is not None}
+        for face, choice in zip(faces, self._candidates(frame, faces), strict=True):
+            if face.track_id in self._chosen:
+                continue
+            if choice is not None and choice.slot in held:
+                choice = _rest(self.selection, self.n_sources)
+            if choice is not None and choice.slot is not None:
+                held.add(choice.slot)
+            self._chosen[face.track_id] = choice
+
+    def _candidates(self, frame: Frame, faces: list[Face]) -> list[Choice | None]:
+        if self.selection.kind != "reference":
+            return rank_choices(self.selection, faces, self.n_sources)
+        assert self._identify is not None
+        return [
+            None
+            if f.track_id in self._chosen
+            else reference_choice(self._identify(frame, f), self._references)
+            for f in faces
+        ]  # embedding is costly: only new faces are identified
