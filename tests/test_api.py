@@ -20,6 +20,7 @@ import pytest
 from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
+from tests.bombs import bomb_png, peak_rss_mb, reset_peak_rss
 from vfxmocap.api.app import create_app
 from vfxmocap.api.security import RateLimiter, check_bind
 from vfxmocap.core.config import Settings, reload_settings
@@ -420,6 +421,17 @@ def test_rate_limit_answers_429(tmp_path: Path) -> None:
     assert limiter.allow("a")[0] and limiter.allow("b")[0]  # per client
 
 
+def test_an_upload_declaring_too_many_pixels_is_refused(tmp_path: Path) -> None:
+    """169 MP in a 160 kB PNG: 413 from its header (a job would decode 507 MB)."""
+    with _bare_app(tmp_path) as client:
+        response = client.post("/api/uploads", files={"file": ("b.png", bomb_png(13000, 13000))})
+    assert response.status_code == 413
+    error = response.json()["error"]
+    assert error["code"] == "input_error" and error["message"].startswith("b.png: 13000x13000")
+    assert "VFX_IMAGE_MAX_PIXELS" in error["hint"] and str(tmp_path) not in response.text
+    assert not [p for p in (tmp_path / "uploads").iterdir()]
+
+
 def test_upload_size_limit(tmp_path: Path) -> None:
     with _bare_app(tmp_path, upload_max_mb=0.1) as client:
         data = sample_path("astronaut").read_bytes()  # 790 kB
@@ -502,6 +514,60 @@ def test_stream_rejects_bad_settings(server: TestClient) -> None:
     ):
         ws.receive_json()
     assert "swap" in closed.value.reason and "stamp" in closed.value.reason  # what there is
+
+
+def _pose_stream_ready(ws: Any) -> None:
+    ws.send_json({"draw": "control"})
+    assert ws.receive_json()["type"] == "ready"
+
+
+def _next_text(ws: Any) -> dict[str, Any]:
+    while (message := ws.receive_json())["type"] == "stats":
+        pass
+    return message  # type: ignore[no-any-return]
+
+
+def test_a_bomb_frame_gets_an_error_not_a_decode(tmp_path: Path) -> None:
+    """A 160 kB PNG declaring 13000x13000 (507 MB as RGB) is refused from its header; the
+    stream goes on."""
+    with _bare_app(tmp_path) as client, client.websocket_connect(f"{WS}/api/stream/pose") as ws:
+        _pose_stream_ready(ws)
+        reset_peak_rss()
+        before = peak_rss_mb()
+        ws.send_bytes(bomb_png(13000, 13000))
+        error = _next_text(ws)
+        grown = peak_rss_mb() - before
+        ws.send_bytes(_jpeg_frames(1)[0])
+        while ws.receive().get("bytes") is None:
+            pass  # stats, until the frame comes back
+    assert error["type"] == "error" and "13000x13000" in error["message"]
+    assert grown < 100, f"server memory grew {grown:.0f} MB"
+
+
+def _refused(client: TestClient) -> tuple[str, int]:
+    with client.websocket_connect(f"{WS}/api/stream/pose") as ws:
+        message = ws.receive_json()
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_json()
+    assert message["type"] == "error"
+    return message["message"], closed.value.code
+
+
+def test_streams_are_capped_per_client_and_in_all(tmp_path: Path) -> None:
+    """Beyond the caps a stream is closed with 1013 (try again later); a closed stream's
+    slot is free again."""
+    url = f"{WS}/api/stream/pose"
+    with _bare_app(tmp_path, stream_max_per_client=2, stream_max_total=3) as client:
+        other = TestClient(client.app, base_url="http://127.0.0.1:8420", client=("10.0.0.2", 1))
+        with client.websocket_connect(url), client.websocket_connect(url) as second:
+            _pose_stream_ready(second)
+            message, code = _refused(client)
+            assert code == 1013 and "limit of 2" in message
+            with other.websocket_connect(url):  # another client still gets one
+                message, code = _refused(other)
+                assert code == 1013 and "limit of 3" in message
+        with client.websocket_connect(url) as ws:
+            _pose_stream_ready(ws)
 
 
 @pytest.mark.parametrize("stream", ["swap", "pose", "mocap", "stamp"])

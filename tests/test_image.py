@@ -10,8 +10,17 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from vfxmocap.core.errors import InputError, InvalidParams, MediaError
-from vfxmocap.media.image import decode_image, encode_image, read_image, write_image
+from tests.bombs import bomb_png, peak_rss_mb, reset_peak_rss
+from vfxmocap.core.config import reload_settings
+from vfxmocap.core.errors import InputError, InvalidParams, MediaError, MediaTooLarge
+from vfxmocap.media.image import (
+    decode_image,
+    encode_image,
+    image_header,
+    read_image,
+    stream_limit,
+    write_image,
+)
 
 
 def test_reads_astronaut_as_rgb(astronaut: Path) -> None:
@@ -128,3 +137,43 @@ def test_an_unwritable_output_is_an_input_error(tmp_path: Path, astronaut: Path)
     blocker.write_text("not a folder")
     with pytest.raises(InputError, match="cannot write"):
         write_image(blocker / "out.png", read_image(astronaut))
+
+
+# --- decompression bombs: the size is checked from the header, before any decoding ---------
+
+
+def test_a_bomb_file_is_refused_from_its_header(tmp_path: Path) -> None:
+    """256 MP of black in 250 KB: refused as an InputError, never decoded (or Pillow's
+    unhandled DecompressionBombError)."""
+    path = tmp_path / "bomb.png"
+    path.write_bytes(bomb_png(16000, 16000))
+    reset_peak_rss()
+    before = peak_rss_mb()
+    with pytest.raises(InputError, match="16000x16000") as info:
+        read_image(path)
+    assert isinstance(info.value, MediaTooLarge) and "VFX_IMAGE_MAX_PIXELS" in info.value.hint
+    assert peak_rss_mb() - before < 50  # decoding it would take 256 MB (768 MB as RGB)
+
+
+def test_stream_frames_have_the_lower_limit() -> None:
+    """10000x10000 is within the file limit (134 MP) but far over a stream frame's (4K)."""
+    assert decode_image(bomb_png(10000, 10000)).shape == (10000, 10000, 3)
+    with pytest.raises(MediaTooLarge, match="10000x10000") as info:
+        decode_image(bomb_png(10000, 10000), source="stream frame", limit=stream_limit())
+    assert "VFX_STREAM_MAX_PIXELS" in info.value.hint
+    assert decode_image(bomb_png(3840, 2160), limit=stream_limit()).shape == (2160, 3840, 3)
+
+
+def test_the_configured_limit_is_the_one_that_counts(
+    astronaut: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not Pillow's fixed 179 MP: the header of a 400 MP image reads; a lower setting refuses
+    what it would decode."""
+    header = image_header(bomb_png(20000, 20000))
+    assert header is not None and (header.width, header.height) == (20000, 20000)
+    monkeypatch.setenv("VFX_IMAGE_MAX_PIXELS", str(500 * 500))
+    reload_settings()
+    with pytest.raises(MediaTooLarge, match="512x512"):
+        read_image(astronaut)
+    with pytest.raises(MediaTooLarge):
+        decode_image(astronaut.read_bytes())

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import encode_test_video
-from vfxmocap.core.errors import InvalidParams, MediaError
+from vfxmocap.core.config import reload_settings
+from vfxmocap.core.errors import InvalidParams, MediaError, MediaTooLarge
 from vfxmocap.media.video import VideoReader, VideoWriter, probe
 
 
@@ -201,3 +202,18 @@ def test_tmp_names_do_not_collide_with_outputs(tmp_path: Path, carphone_frames) 
             wa.write(frame)
             wb.write(frame)
     assert sorted(os.listdir(tmp_path)) == ["a.mp4", "b.mp4"]
+
+
+def test_frame_size_is_checked_from_the_stream_header(
+    carphone: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A video whose frames are over the image limit is refused before one is decoded."""
+    monkeypatch.setenv("VFX_IMAGE_MAX_PIXELS", str(160 * 120))
+    reload_settings()
+    decoded: list[object] = []
+    monkeypatch.setattr(av.container.InputContainer, "decode", lambda *a: decoded.append(a))
+    for read in (probe, VideoReader):
+        with pytest.raises(MediaTooLarge, match="176x144") as info:
+            read(carphone)
+        assert "VFX_IMAGE_MAX_PIXELS" in info.value.hint
+    assert decoded == []

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from vfxmocap.api.security import error_response
-from vfxmocap.core.errors import InputError, VfxError
+from vfxmocap.core.errors import InputError, MediaTooLarge, VfxError
 from vfxmocap.core.log import get_logger
 from vfxmocap.jobs.service import JobStateConflict
 
@@ -37,6 +37,8 @@ def add_error_handlers(app: FastAPI) -> None:
     async def vfx_error(request: Request, exc: VfxError) -> JSONResponse:
         if isinstance(exc, NotFound):
             status = 404
+        elif isinstance(exc, MediaTooLarge):
+            status = 413
         elif isinstance(exc, JobStateConflict):
             status = 409
         else:

@@ -12,14 +12,22 @@ Back-pressure: only the newest frame waits. A frame that arrives while another w
 replaces it and is counted as dropped, so nothing queues without bound and latency stays
 one frame deep. Everything a connection holds (the processor, its models, the waiting
 frame) is released when it disconnects.
+
+Limits: a frame over `stream_max_pixels` (4K) is refused from its header with an error
+message, before it is decoded; a client address may hold `stream_max_per_client` streams
+and the server `stream_max_total`: beyond them a stream is closed with 1013 (try again
+later) and the reason.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
+import gc
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -32,7 +40,7 @@ from vfxmocap.api.security import websocket_allowed
 from vfxmocap.core.config import Settings
 from vfxmocap.core.errors import InvalidParams, VfxError
 from vfxmocap.core.log import get_logger
-from vfxmocap.media.image import Frame, decode_image, encode_image
+from vfxmocap.media.image import Frame, decode_image, encode_image, stream_limit
 from vfxmocap.processors.base import Prepared
 from vfxmocap.workflows.registry import LiveSpec, get_live
 
@@ -47,6 +55,49 @@ def _open(spec: LiveSpec, config: Any, app: FastAPI) -> Prepared[Any, Any]:
         raise InvalidParams("the first message must be a JSON object of stream settings")
     settings = app.state.service.uploads.resolve(config, spec.files)
     return spec.start(settings)
+
+
+class StreamSlots:
+    """Streams open per client address and in all: each holds a processor and its models,
+    so their number must be bounded. Used from the event loop only, so needs no lock."""
+
+    def __init__(self, per_client: int, total: int) -> None:
+        self.per_client, self.total = per_client, total
+        self.open: Counter[str] = Counter()
+
+    def take(self, client: str) -> str | None:
+        """Take a slot for `client`, or say why none is free."""
+        if sum(self.open.values()) >= self.total:
+            return f"the server has its limit of {self.total} live streams open; try again later"
+        if self.open[client] >= self.per_client:
+            return f"this client has its limit of {self.per_client} live streams open"
+        self.open[client] += 1
+        return None
+
+    def release(self, client: str) -> None:
+        self.open[client] -= 1
+        if self.open[client] <= 0:
+            del self.open[client]
+
+
+def _load_libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+
+
+_LIBC = _load_libc()
+
+
+def _return_memory() -> None:
+    """After a stream ends: collect its cycles and hand glibc's freed heap back to the
+    system; without the trim, RSS stays near its peak of streams long after they close."""
+    gc.collect()
+    trim = getattr(_LIBC, "malloc_trim", None)  # glibc only (not musl, macOS, Windows)
+    if trim is not None:
+        trim(0)
 
 
 class _Counters:
@@ -76,6 +127,9 @@ class _Counters:
 
 
 def add_stream_routes(app: FastAPI, settings: Settings) -> None:
+    slots = StreamSlots(settings.stream_max_per_client, settings.stream_max_total)
+    app.state.stream_slots = slots
+
     @app.websocket("/api/stream/{name}")
     async def stream(websocket: WebSocket, name: str) -> None:
         if not await websocket_allowed(websocket, settings.api_token, settings.cors_origins):
@@ -85,7 +139,14 @@ def add_stream_routes(app: FastAPI, settings: Settings) -> None:
         except InvalidParams as exc:
             await websocket.close(code=1008, reason=f"{exc.message}; {exc.hint}"[:120])
             return
-        await websocket.accept()
+        await websocket.accept()  # first, so a refused client gets the close code and reason
+        address = websocket.client.host if websocket.client else "unknown"
+        refusal = slots.take(address)
+        if refusal is not None:
+            with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+                await websocket.send_json({"type": "error", "message": refusal})
+                await websocket.close(code=1013, reason=refusal[:120])
+            return
         # One thread per connection: MediaPipe graphs stay on the thread that made them.
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"stream-{name}")
         loop = asyncio.get_running_loop()
@@ -103,9 +164,11 @@ def add_stream_routes(app: FastAPI, settings: Settings) -> None:
         except (WebSocketDisconnect, TimeoutError):
             log.debug("stream %s: client left", name)
         finally:
+            slots.release(address)
             if running is not None:
                 await loop.run_in_executor(pool, running.close)
             pool.shutdown(wait=False)
+            await asyncio.to_thread(_return_memory)
 
 
 def _first_error(exc: ValidationError) -> str:
@@ -125,7 +188,7 @@ async def _serve(
     origin = time.monotonic()
 
     def work(data: bytes) -> bytes:
-        frame = decode_image(data, source="stream frame")
+        frame = decode_image(data, source="stream frame", limit=stream_limit())
         out = process(frame, time.monotonic() - origin)
         return encode_image(out, ".jpg", quality=85)
 

@@ -71,6 +71,13 @@ class Settings(BaseSettings):
     video_crf: int = Field(18, ge=0, le=51, description="H.264 quality (lower is better).")
     video_preset: X264Preset = Field("veryfast", description="x264 speed/size trade-off.")
     queue_size: int = Field(8, ge=1, le=256, description="Frames buffered between pipeline stages.")
+    image_max_pixels: int = Field(
+        16384 * 8192,
+        ge=1,
+        description="Largest image or video frame (width x height; 16K x 8K, 134 MP by "
+        "default) read from a file or upload; bigger ones are refused from their header, "
+        "before any decoding.",
+    )
 
     # --- the service (`vfx serve`, `vfx worker`) ---
     host: str = Field("127.0.0.1", description="API bind address; non-loopback needs api_token.")
@@ -86,6 +93,16 @@ class Settings(BaseSettings):
     )
     rate_burst: int = Field(400, ge=1, description="Requests a client may make in one burst.")
     upload_max_mb: float = Field(2048.0, gt=0, description="Largest upload accepted.")
+    stream_max_pixels: int = Field(
+        3840 * 2160,
+        ge=1,
+        description="Largest live-stream frame (width x height, 4K by default), refused "
+        "from its header before decoding.",
+    )
+    stream_max_per_client: int = Field(
+        4, ge=1, description="Live streams one client address may have open at once."
+    )
+    stream_max_total: int = Field(16, ge=1, description="Live streams open at once, in all.")
     model_cache_gb: float = Field(
         4.0, ge=0, description="Memory for models kept loaded between jobs (LRU)."
     )

@@ -44,6 +44,10 @@ class MediaError(InputError):
         super().__init__(f"{self.path}: {reason}", hint=hint)
 
 
+class MediaTooLarge(MediaError):
+    """An image or video frame has more pixels than this machine is set to decode."""
+
+
 class InvalidParams(VfxError):
     """Options or parameters are out of range or inconsistent."""
 

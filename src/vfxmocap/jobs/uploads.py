@@ -10,15 +10,14 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, UnidentifiedImageError
-
-from vfxmocap.core.errors import InputError, MediaError
+from vfxmocap.core.errors import InputError, MediaError, MediaTooLarge
+from vfxmocap.media.image import check_pixels, image_header, image_limit
 from vfxmocap.media.video import probe
 
 _ID = re.compile(r"[0-9a-f]{32}")
 # Containers we accept as video, by what PyAV reports (content, not the name).
 _VIDEO_EXT = {"mov,mp4,m4a,3gp,3g2,mj2": ".mp4", "matroska,webm": ".mkv", "avi": ".avi"}
-# MPO: what PIL calls many phones' JPEGs (a JPEG with a second, depth or preview image).
+# By Pillow's format name (MPO: many phones' JPEGs); the keys are media.image's DECODABLE_FORMATS.
 _IMAGE_EXT = {
     "PNG": ".png",
     "JPEG": ".jpg",
@@ -30,17 +29,12 @@ _IMAGE_EXT = {
 
 
 def sniff(path: Path) -> tuple[str, str]:
-    """(kind, suffix) of a file from its bytes: an image PIL can read, or a video PyAV
-    decodes. Anything else is a `MediaError`."""
-    try:
-        with Image.open(path) as image:
-            fmt = image.format or ""
-        if fmt in _IMAGE_EXT:
-            return "image", _IMAGE_EXT[fmt]
-    except Image.DecompressionBombError as exc:
-        raise MediaError(path, "the image is too large to decode safely") from exc
-    except (UnidentifiedImageError, OSError):
-        fmt = ""  # not an image: try it as a video next
+    """(kind, suffix) of a file from its bytes: an image we decode (its size checked from
+    its header), or a video PyAV decodes. Anything else is a `MediaError`."""
+    header = image_header(path)
+    if header is not None:
+        check_pixels(header.width, header.height, path, image_limit())
+        return "image", _IMAGE_EXT[header.format]
     info = probe(path)  # raises MediaError for anything that is not a playable video
     return "video", _VIDEO_EXT.get(info.container, ".mp4")
 
@@ -66,7 +60,10 @@ class UploadStore:
             if size == 0:
                 raise MediaError(shown, "the upload is empty")
             kind, suffix = sniff(part)
-        except MediaError as exc:  # said with the client's file name, not a server path
+        except MediaTooLarge as exc:  # said with the client's file name, not a server path
+            part.unlink(missing_ok=True)
+            raise MediaTooLarge(shown, exc.reason, hint=exc.hint) from None
+        except MediaError as exc:
             part.unlink(missing_ok=True)
             raise MediaError(
                 shown,

@@ -4,18 +4,27 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, UnidentifiedImageError
 
-from vfxmocap.core.errors import InvalidParams, MediaError
+from vfxmocap.core.config import get_settings
+from vfxmocap.core.errors import InvalidParams, MediaError, MediaTooLarge
 from vfxmocap.core.files import atomic_path
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 WRITABLE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+# What Pillow calls the formats we decode (MPO: many phones' JPEGs, with a second image).
+DECODABLE_FORMATS = ("PNG", "JPEG", "MPO", "WEBP", "BMP", "TIFF")
+
+# Pillow's fixed bomb check (a warning from 89 MP, an error from 179 MP) would override
+# the configured limits; `check_pixels` replaces it, on every header read before a decode.
+Image.MAX_IMAGE_PIXELS = None
 
 Frame = NDArray[np.uint8]
 
@@ -31,6 +40,78 @@ _ORIENT: dict[int, Callable[[Frame], Frame]] = {
 }
 
 
+class PixelLimit(NamedTuple):
+    """The most pixels a frame may have, and the setting that raises it."""
+
+    pixels: int
+    setting: str
+
+
+def image_limit() -> PixelLimit:
+    """For images and video frames read from files and uploads."""
+    return PixelLimit(get_settings().image_max_pixels, "VFX_IMAGE_MAX_PIXELS")
+
+
+def stream_limit() -> PixelLimit:
+    """For live-stream frames: many arrive, each from a client, so the bound is lower."""
+    return PixelLimit(get_settings().stream_max_pixels, "VFX_STREAM_MAX_PIXELS")
+
+
+def check_pixels(width: int, height: int, source: str | Path, limit: PixelLimit) -> None:
+    """Refuse a frame over `limit` from its declared size, before anything decodes it."""
+    if width * height > limit.pixels:
+        raise MediaTooLarge(
+            source,
+            f"{width}x{height} is more pixels than this server decodes "
+            f"({width * height / 1e6:.1f} MP; at most {limit.pixels / 1e6:.1f} MP)",
+            hint=f"Use a smaller image or frame size, or raise {limit.setting} on the server.",
+        )
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """What an image declares before its pixels: format, size, EXIF orientation."""
+
+    format: str
+    width: int
+    height: int
+    orientation: int  # EXIF: 1 = upright
+
+
+def image_header(source: Path | bytes) -> ImageHeader | None:
+    """The header of an image in one of the formats we decode (Pillow reads no pixels
+    here), or None when the file or bytes are not one."""
+    try:
+        with Image.open(
+            io.BytesIO(source) if isinstance(source, bytes) else source, formats=DECODABLE_FORMATS
+        ) as im:
+            return ImageHeader(im.format or "", im.width, im.height, _exif_orientation(im))
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        return None
+
+
+def _exif_orientation(im: Image.Image) -> int:
+    """The EXIF orientation tag from the header; a broken EXIF block reads as upright."""
+    try:
+        # Not `im.getexif()`: for a PNG without an eXIf chunk before its pixels, Pillow's
+        # override decodes the whole image to look for one after them (bombs included).
+        return int(Image.Image.getexif(im).get(0x0112, 1))
+    except (OSError, ValueError, SyntaxError, TypeError):
+        return 1
+
+
+def _undecodable(name: str | Path) -> MediaError:
+    return MediaError(name, "not an image that can be decoded", hint="Use a PNG, JPEG or WebP file.")
+
+
+def _checked_header(source: Path | bytes, name: str | Path, limit: PixelLimit) -> ImageHeader:
+    header = image_header(source)
+    if header is None:
+        raise _undecodable(name)
+    check_pixels(header.width, header.height, name, limit)
+    return header
+
+
 def is_image_path(path: str | Path) -> bool:
     return Path(path).suffix.lower() in IMAGE_SUFFIXES
 
@@ -42,20 +123,29 @@ def read_image(path: str | Path, *, keep_alpha: bool = False) -> Frame:
         raise MediaError(path, "file not found")
     if path.is_dir():
         raise MediaError(path, "is a directory, not an image")
+    if path.is_file() and path.stat().st_size == 0:
+        raise MediaError(path, "empty file")
+    _checked_header(path, path, image_limit())  # before reading: a bomb's file may be big too
     return decode_image(path.read_bytes(), source=str(path), keep_alpha=keep_alpha)
 
 
-def decode_image(data: bytes, *, source: str = "<bytes>", keep_alpha: bool = False) -> Frame:
-    """Decode encoded image bytes (an upload, a WebSocket frame) like `read_image`."""
+def decode_image(
+    data: bytes,
+    *,
+    source: str = "<bytes>",
+    keep_alpha: bool = False,
+    limit: PixelLimit | None = None,
+) -> Frame:
+    """Decode encoded image bytes (an upload, a WebSocket frame) like `read_image`; an
+    image over `limit` (default: the image limit) is refused from its header."""
     if not data:
         raise MediaError(source, "empty file")
+    header = _checked_header(data, source, limit or image_limit())
     raw = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if raw is None:
-        raise MediaError(
-            source, "not an image that can be decoded", hint="Use a PNG, JPEG or WebP file."
-        )
+        raise _undecodable(source)
     rgb = _to_rgb(_to_uint8(raw), keep_alpha=keep_alpha)
-    transform = _ORIENT.get(_exif_orientation(data))
+    transform = _ORIENT.get(header.orientation)
     if transform is not None:
         rgb = transform(rgb)
     return np.ascontiguousarray(rgb)
@@ -94,15 +184,6 @@ def _to_rgb(img: Frame, *, keep_alpha: bool) -> Frame:
 def _add_opaque_alpha(rgb: Frame) -> Frame:
     alpha = np.full((*rgb.shape[:2], 1), 255, np.uint8)
     return np.concatenate([rgb, alpha], axis=2)
-
-
-def _exif_orientation(data: bytes) -> int:
-    """The EXIF orientation tag (1 = upright). Pillow reads only the header here."""
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            return int(im.getexif().get(0x0112, 1))
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-        return 1
 
 
 def encode_image(rgb: Frame, suffix: str = ".png", *, quality: int = 95) -> bytes:

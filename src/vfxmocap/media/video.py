@@ -20,7 +20,7 @@ from vfxmocap.core.config import get_settings
 from vfxmocap.core.errors import InvalidParams, MediaError
 from vfxmocap.core.files import AtomicFile
 from vfxmocap.core.log import get_logger
-from vfxmocap.media.image import Frame
+from vfxmocap.media.image import Frame, check_pixels, image_limit
 
 log = get_logger("media.video")
 
@@ -87,6 +87,8 @@ def _video_stream(container: Any, path: str | Path) -> Any:
             f"unsupported video codec {tag or 'unknown'}",
             hint="Convert it to H.264, e.g. with ffmpeg -i IN -c:v libx264 OUT.mp4.",
         )
+    # The size the stream header declares, checked before the first frame is decoded.
+    check_pixels(codec.width, codec.height, path, image_limit())
     stream.thread_type = "AUTO"
     return stream
 
