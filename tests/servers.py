@@ -53,7 +53,7 @@ class ServerProcess:
             cwd=ROOT,
         )
         deadline = time.monotonic() + timeout
-        with Client(self.url, timeout=2) as client:
+        with Client(self.url, self.env.get("VFX_API_TOKEN"), timeout=2) as client:
             while True:
                 try:
                     if client.queue()["busy"] >= 0:
@@ -66,7 +66,7 @@ class ServerProcess:
                     time.sleep(0.1)
 
     def client(self) -> Client:
-        return Client(self.url)
+        return Client(self.url, self.env.get("VFX_API_TOKEN"))
 
     def kill(self) -> None:
         """kill -9: no shutdown, no cleanup."""

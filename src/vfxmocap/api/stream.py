@@ -93,7 +93,8 @@ _LIBC = _load_libc()
 
 def _return_memory() -> None:
     """After a stream ends: collect its cycles and hand glibc's freed heap back to the
-    system; without the trim, RSS stays near its peak of streams long after they close."""
+    system. Measured (bench/api.py hostile, 50 pose streams 16 at a time): RSS stays +2.2 GB
+    after they close without either, +140 MB with the trim alone, +40 MB with both."""
     gc.collect()
     trim = getattr(_LIBC, "malloc_trim", None)  # glibc only (not musl, macOS, Windows)
     if trim is not None:

@@ -101,7 +101,9 @@ def _exif_orientation(im: Image.Image) -> int:
 
 
 def _undecodable(name: str | Path) -> MediaError:
-    return MediaError(name, "not an image that can be decoded", hint="Use a PNG, JPEG or WebP file.")
+    return MediaError(
+        name, "not an image that can be decoded", hint="Use a PNG, JPEG or WebP file."
+    )
 
 
 def _checked_header(source: Path | bytes, name: str | Path, limit: PixelLimit) -> ImageHeader:
