@@ -14,6 +14,7 @@ from tests.bombs import bomb_png, peak_rss_mb, reset_peak_rss
 from vfxmocap.core.config import reload_settings
 from vfxmocap.core.errors import InputError, InvalidParams, MediaError, MediaTooLarge
 from vfxmocap.media.image import (
+    ImageHeader,
     decode_image,
     encode_image,
     image_header,
@@ -177,3 +178,15 @@ def test_the_configured_limit_is_the_one_that_counts(
         read_image(astronaut)
     with pytest.raises(MediaTooLarge):
         decode_image(astronaut.read_bytes())
+
+
+def test_the_header_of_what_we_decode_and_of_nothing_else() -> None:
+    """Phones' MPO JPEGs read as images; text (or a GIF) is not one, and no error escapes."""
+    first, second = Image.new("RGB", (64, 48)), Image.new("RGB", (64, 48), "red")
+    buf = io.BytesIO()
+    first.save(buf, format="MPO", save_all=True, append_images=[second])
+    assert image_header(buf.getvalue()) == ImageHeader("MPO", 64, 48, 1)
+    gif = io.BytesIO()
+    first.save(gif, format="GIF")
+    assert image_header(b"this is text, not an image") is None
+    assert image_header(gif.getvalue()) is None

@@ -19,8 +19,9 @@ from vfxmocap.core.files import atomic_path
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 WRITABLE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
-# What Pillow calls the formats we decode (MPO: many phones' JPEGs, with a second image).
-DECODABLE_FORMATS = ("PNG", "JPEG", "MPO", "WEBP", "BMP", "TIFF")
+# What Pillow calls the formats we decode. Its JPEG reader also opens MPO (many phones'
+# JPEGs, with a second image), reported as format "MPO"; "MPO" itself is no reader's name.
+DECODABLE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF")
 
 # Pillow's fixed bomb check (a warning from 89 MP, an error from 179 MP) would override
 # the configured limits; `check_pixels` replaces it, on every header read before a decode.
