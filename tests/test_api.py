@@ -640,3 +640,51 @@ def test_local_clients_each_get_a_bucket_and_remote_ones_share_their_address() -
     assert key("127.0.0.1", 50001) != key("127.0.0.1", 50002)  # the studio, the CLI, ...
     assert key("203.0.113.5", 1) == key("203.0.113.5", 2)
     assert key("2001:db8::1", 1) == key("2001:db8::ffff", 2)  # one /64: one host
+
+
+@pytest.mark.parametrize(
+    ("misuse", "code", "says"),
+    [
+        ("binary first", 1003, "JSON text message first"),
+        ("not json", 1007, "not JSON"),
+        ("text frame", 1003, "must be binary"),
+    ],
+)
+def test_stream_protocol_misuse_gets_a_reason_and_a_close_code(
+    server: TestClient, misuse: str, code: int, says: str
+) -> None:
+    with server.websocket_connect(f"{WS}/api/stream/pose") as ws:
+        if misuse == "binary first":
+            ws.send_bytes(_jpeg_frames(1)[0])
+        elif misuse == "not json":
+            ws.send_text("{draw: control")
+        else:
+            ws.send_json({"draw": "control"})
+            assert ws.receive_json()["type"] == "ready"
+            ws.send_text("a frame?")
+        error = ws.receive_json()
+        assert error["type"] == "error" and says in error["message"]
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_json()
+        assert closed.value.code == code
+
+
+def test_settings_that_never_come_end_the_stream_with_a_close_frame(
+    server: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vfxmocap.api import stream
+
+    monkeypatch.setattr(stream, "SETTINGS_TIMEOUT_S", 0.2)
+    with server.websocket_connect(f"{WS}/api/stream/pose") as ws:
+        assert "within" in ws.receive_json()["message"]
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_json()
+        assert closed.value.code == 1008
+
+
+def test_binary_on_the_events_socket_is_refused_with_1003(server: TestClient) -> None:
+    with server.websocket_connect(f"{WS}/api/ws") as ws:
+        ws.send_bytes(b"\x00\x01")
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_json()
+        assert closed.value.code == 1003

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -91,21 +92,65 @@ def add_stream_routes(app: FastAPI, settings: Settings) -> None:
         loop = asyncio.get_running_loop()
         running: Prepared[Any, Any] | None = None
         try:
-            config = await asyncio.wait_for(websocket.receive_json(), timeout=30)
+            config = await _settings(websocket)
             running = await loop.run_in_executor(pool, _open, spec, config, app)
             await websocket.send_json({"type": "ready", "stream": name})
             await _serve(websocket, running, pool, loop)
-        except (ValidationError, VfxError) as exc:
-            message = exc.message if isinstance(exc, VfxError) else _first_error(exc)
-            with contextlib.suppress(WebSocketDisconnect, RuntimeError):
-                await websocket.send_json({"type": "error", "message": message})
-                await websocket.close(code=1008, reason=message[:120])
-        except (WebSocketDisconnect, TimeoutError):
+        except (ValidationError, VfxError, ProtocolMisuse) as exc:
+            await _refuse(websocket, exc)
+        except WebSocketDisconnect:
             log.debug("stream %s: client left", name)
         finally:
             if running is not None:
                 await loop.run_in_executor(pool, running.close)
             pool.shutdown(wait=False)
+
+
+class ProtocolMisuse(Exception):
+    """A message of the wrong kind: answered with an error and a close code, never a
+    traceback (1003: wrong data type, 1007: unparsable payload, 1008: policy)."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+SETTINGS_TIMEOUT_S = 30.0
+
+
+async def receive_message(
+    websocket: WebSocket, timeout: float | None = None
+) -> MutableMapping[str, Any]:
+    """The next text or binary message; a disconnect raises WebSocketDisconnect."""
+    try:
+        message = await asyncio.wait_for(websocket.receive(), timeout=timeout)
+    except TimeoutError:
+        raise ProtocolMisuse(1008, f"nothing received within {timeout:.0f} s") from None
+    if message["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(message.get("code", 1000))
+    return message
+
+
+async def _settings(websocket: WebSocket) -> Any:
+    message = await receive_message(websocket, SETTINGS_TIMEOUT_S)
+    text = message.get("text")
+    if text is None:
+        raise ProtocolMisuse(1003, "send the stream settings as a JSON text message first")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ProtocolMisuse(1007, f"the settings are not JSON: {exc.msg}") from None
+
+
+async def _refuse(websocket: WebSocket, exc: ValidationError | VfxError | ProtocolMisuse) -> None:
+    """Tell the client what was wrong, then close with the matching code."""
+    if isinstance(exc, ValidationError):
+        message, code = _first_error(exc), 1008
+    else:
+        message, code = exc.message, exc.code if isinstance(exc, ProtocolMisuse) else 1008
+    with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+        await websocket.send_json({"type": "error", "message": message})
+        await websocket.close(code=code, reason=message[:120])
 
 
 def _first_error(exc: ValidationError) -> str:
@@ -131,7 +176,9 @@ async def _serve(
 
     async def receive() -> None:
         while True:
-            data = await websocket.receive_bytes()
+            data = (await receive_message(websocket)).get("bytes")
+            if data is None:
+                raise ProtocolMisuse(1003, "frames must be binary messages (JPEG or WebP)")
             counters.received += 1
             counters.window_in += 1
             if newest:
