@@ -688,3 +688,34 @@ def test_binary_on_the_events_socket_is_refused_with_1003(server: TestClient) ->
         with pytest.raises(WebSocketDisconnect) as closed:
             ws.receive_json()
         assert closed.value.code == 1003
+
+
+def test_a_json_body_over_the_limit_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    with _bare_app(tmp_path, body_max_kb=64) as client:
+        big = {"workflow": "probe", "inputs": {"pad": "x" * 100_000}}
+        refused = client.post("/api/jobs", json=big)
+        assert refused.status_code == 413 and "VFX_BODY_MAX_KB" in refused.json()["error"]["hint"]
+
+        def chunks():  # type: ignore[no-untyped-def]
+            yield b'{"workflow": "probe"}'
+
+        chunked = client.post(
+            "/api/jobs", content=chunks(), headers={"content-type": "application/json"}
+        )
+        assert chunked.status_code == 411
+
+
+def test_every_refusal_has_the_one_error_shape(tmp_path: Path) -> None:
+    with _bare_app(tmp_path) as client:
+        unknown = client.get("/api/nope")
+        assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "not_found"
+        wrong = client.put("/api/healthz")
+        assert wrong.status_code == 405 and "error" in wrong.json()
+        assert client.head("/api/healthz").status_code == 200
+
+
+def test_error_messages_never_echo_unbounded_input() -> None:
+    from vfxmocap.core.errors import MAX_MESSAGE, InvalidParams
+
+    error = InvalidParams(f"bad faces {'9' * 50_000!r}")
+    assert len(error.message) == MAX_MESSAGE and error.message.endswith("…")

@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     )
     rate_burst: int = Field(400, ge=1, description="Requests a client may make in one burst.")
     upload_max_mb: float = Field(2048.0, gt=0, description="Largest upload accepted.")
+    body_max_kb: float = Field(
+        1024.0, gt=0, description="Largest JSON request body (job settings; files are uploads)."
+    )
     model_cache_gb: float = Field(
         4.0, ge=0, description="Memory for models kept loaded between jobs (LRU)."
     )

@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
+MAX_MESSAGE = 1000
+
 
 class VfxError(Exception):
     """Base of every error vfxmocap reports to a user."""
@@ -19,6 +21,9 @@ class VfxError(Exception):
     default_hint: ClassVar[str] = "Run with --debug and report the traceback."
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
+        # Messages quote user input (a file name, an option): never echo it unbounded.
+        if len(message) > MAX_MESSAGE:
+            message = message[: MAX_MESSAGE - 1] + "…"
         super().__init__(message)
         self.message = message
         self.hint = hint if hint is not None else self.default_hint

@@ -111,7 +111,7 @@ def router(service: JobService) -> APIRouter:
             body["celery_ping"] = service.celery.ping()
         return body
 
-    @api.get("/healthz")
+    @api.api_route("/healthz", methods=["GET", "HEAD"])
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 

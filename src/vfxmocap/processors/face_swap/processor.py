@@ -40,7 +40,9 @@ log = get_logger("face_swap")
 
 class SwapOptions(BaseModel):
     engine: Literal["geometric", "inswapper"] = "geometric"
-    faces: str = Field("all", description="all, largest, 0,2, map:SRC=TGT,... or reference.")
+    faces: str = Field(
+        "all", max_length=256, description="all, largest, 0,2, map:SRC=TGT,... or reference."
+    )
     source_face: int = Field(0, ge=0, description="Which face of a multi-face source image.")
     shape: float = Field(
         0.5,
