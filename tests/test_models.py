@@ -639,7 +639,7 @@ def test_racing_misses_load_a_model_once_and_other_keys_do_not_wait(tmp_path: Pa
     def slow_load() -> object:
         entered.set()
         release.wait(10)  # a model that takes seconds to load
-        loads.append(_load(path, ["CPUExecutionProvider"]))
+        loads.append(_load(path, [("CPUExecutionProvider", {})]))
         return loads[-1]
 
     got: list[object] = []

@@ -167,12 +167,12 @@ class FaceSwapProcessor:
     def prepare(self, setup: SwapSetup) -> SwapState:
         """Analyse sources (and reference faces) before touching any target."""
         selection = _selection(setup)
-        # Live frames come from a webcam: faces are large, and the 2x2 tile pass for small
-        # faces in group shots would cost a frame's budget.
         options = setup.options
         # A bad source or a missing --enhance model must not leave MediaPipe graphs running
         # in a long-lived worker: what was built is closed unless the state takes it.
         with ExitStack() as built:
+            # Live frames come from a webcam: faces are large, and the 2x2 tile pass for
+            # small faces in group shots would cost a frame's budget.
             analyzer = built.enter_context(closing(MediaPipeFaceAnalyzer(tiles=not setup.live)))
             engine = load_engine(options)
             prepared = [
