@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import encode_test_video
-from vfxmocap.core.errors import InvalidParams, MediaError
+from vfxmocap.core.errors import InputError, InvalidParams, MediaError
 from vfxmocap.media.video import VideoReader, VideoWriter, probe
 
 
@@ -201,3 +201,17 @@ def test_tmp_names_do_not_collide_with_outputs(tmp_path: Path, carphone_frames) 
             wa.write(frame)
             wb.write(frame)
     assert sorted(os.listdir(tmp_path)) == ["a.mp4", "b.mp4"]
+
+
+def test_an_output_ffmpeg_cannot_open_leaves_no_part_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FFmpeg refusing the output (a full or read-only disk) is a typed error, and clean."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise av.error.PermissionError(13, "Permission denied", str(args[0]))
+
+    monkeypatch.setattr(av, "open", refuse)
+    with pytest.raises(InputError, match="cannot write"):
+        VideoWriter(tmp_path / "out.mp4", fps=25)
+    assert list(tmp_path.iterdir()) == []

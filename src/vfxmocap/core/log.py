@@ -10,6 +10,7 @@ import os
 import sys
 import threading
 from collections.abc import Iterator
+from typing import TextIO
 
 from rich.console import Console
 from rich.logging import RichHandler
@@ -39,6 +40,18 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data)
 
 
+class _StderrHandler(logging.StreamHandler[TextIO]):
+    """A StreamHandler on whatever `sys.stderr` is at each record, so it follows the
+    stand-in that native_stderr_silenced puts there (and pytest's capture)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr  # the handler's lock is held: no other record in between
+        super().emit(record)
+
+
 def setup_logging(level: str = "INFO", fmt: str = "auto") -> None:
     """Configure the `vfxmocap` logger; later calls change the level and format.
 
@@ -61,7 +74,7 @@ def setup_logging(level: str = "INFO", fmt: str = "auto") -> None:
         )
         handler.setFormatter(logging.Formatter("[%(job_id)s] %(message)s"))
     else:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(
             JsonFormatter()
             if fmt == "json"
@@ -75,7 +88,12 @@ def setup_logging(level: str = "INFO", fmt: str = "auto") -> None:
 
 _silence_lock = threading.Lock()
 _silence_depth = 0
-_saved_stderr = -1
+# A copy of fd 2 made when silencing starts, and Python's stderr on it. Both stay open for
+# the life of the process: a thread that picked up the stream just before silencing ends
+# may still write to it, and a closed (or reused) fd there would lose or misdirect lines.
+_kept_fd = -1
+_kept_stream: TextIO | None = None
+_replaced: TextIO | None = None  # the sys.stderr that _kept_stream stands in for
 
 
 @contextlib.contextmanager
@@ -84,19 +102,17 @@ def native_stderr_silenced() -> Iterator[None]:
     turned off otherwise). Not silenced when the vfxmocap logger is at DEBUG.
 
     File descriptor 2 is process-wide, so nested and concurrent uses (threads) share one
-    redirection: the first in saves stderr, the last out restores it.
+    redirection: the first in silences, the last out restores. Meanwhile Python's own
+    writes (every thread's log records, warnings, tracebacks) go through `sys.stderr` to a
+    kept copy of the real stderr: only native writes to fd 2 are dropped.
     """
-    global _silence_depth, _saved_stderr
+    global _silence_depth
     if logging.getLogger("vfxmocap").isEnabledFor(logging.DEBUG):
         yield
         return
     with _silence_lock:
         if _silence_depth == 0:
-            sys.stderr.flush()
-            _saved_stderr = os.dup(2)
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, 2)
-            os.close(devnull)
+            _silence_fd2()
         _silence_depth += 1
     try:
         yield
@@ -104,9 +120,44 @@ def native_stderr_silenced() -> Iterator[None]:
         with _silence_lock:
             _silence_depth -= 1
             if _silence_depth == 0:
-                os.dup2(_saved_stderr, 2)
-                os.close(_saved_stderr)
-                _saved_stderr = -1
+                _restore_fd2()
+
+
+def _silence_fd2() -> None:
+    """Point fd 2 at /dev/null and, if Python's stderr wrote there, at the kept copy."""
+    global _kept_fd, _kept_stream, _replaced
+    if sys.stderr is not None:
+        sys.stderr.flush()
+    if _kept_fd < 0:
+        _kept_fd = os.dup(2)
+        encoding = getattr(sys.stderr, "encoding", None) or "utf-8"
+        _kept_stream = open(  # noqa: SIM115 -- kept open on purpose (see above)
+            _kept_fd, "w", buffering=1, encoding=encoding, errors="backslashreplace", closefd=False
+        )
+    else:
+        os.dup2(2, _kept_fd)  # fd 2 may point elsewhere since the last time: follow it
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    if _writes_to_fd2(sys.stderr):
+        _replaced, sys.stderr = sys.stderr, _kept_stream
+
+
+def _restore_fd2() -> None:
+    global _replaced
+    if _kept_stream is not None and sys.stderr is _kept_stream:
+        _kept_stream.flush()
+        sys.stderr = _replaced  # unless someone else has replaced it meanwhile
+    _replaced = None
+    os.dup2(_kept_fd, 2)
+
+
+def _writes_to_fd2(stream: TextIO | None) -> bool:
+    """True for a stream on fd 2 (not, say, pytest's capture or redirect_stderr's buffer)."""
+    try:
+        return stream is not None and stream.fileno() == 2
+    except (AttributeError, OSError, ValueError):  # no file descriptor behind it
+        return False
 
 
 def get_logger(name: str) -> logging.Logger:
