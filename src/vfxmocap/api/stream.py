@@ -87,7 +87,8 @@ def add_stream_routes(app: FastAPI, settings: Settings) -> None:
             await websocket.close(code=1008, reason=f"{exc.message}; {exc.hint}"[:120])
             return
         await websocket.accept()
-        # One thread per connection: MediaPipe graphs stay on the thread that made them.
+        # One thread per connection: its processor sees one frame at a time, in order, and
+        # never blocks the event loop or another stream.
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"stream-{name}")
         loop = asyncio.get_running_loop()
         running: Prepared[Any, Any] | None = None
