@@ -215,3 +215,33 @@ def test_a_workflow_needing_a_missing_extra_fails_with_missing_extra(
     with pytest.raises(MissingExtra, match="'gen' extra") as caught:
         flow({})
     assert caught.value.exit_code == 4 and "vfxmocap[gen]" in caught.value.hint
+
+
+def _digest(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_an_output_that_is_an_input_is_refused_and_the_input_kept(
+    tmp_path: Path, carphone: Path, astronaut: Path
+) -> None:
+    """The same path, or a hard link to it: exit 2, nothing written, every workflow."""
+    import os
+    import shutil
+
+    clip, face = tmp_path / "same.mp4", tmp_path / "face.png"
+    shutil.copy(carphone, clip)
+    shutil.copy(astronaut, face)
+    os.link(clip, tmp_path / "linked.mp4")
+    before = {p: _digest(p) for p in (clip, face)}
+    cases = [
+        ("swap", "-s", face, "-t", clip, "-o", clip),
+        ("swap", "-s", face, "-t", face, "-o", face),
+        ("transcode", clip, clip),
+        ("transcode", clip, tmp_path / "linked.mp4"),
+        ("run", "transcode", "-s", f"input={clip}", "-s", f"output={clip}"),
+    ]
+    for args in cases:
+        assert_one_line_error(vfx(*map(str, args)), 2, "would destroy the input")
+    assert {p: _digest(p) for p in (clip, face)} == before

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -96,10 +97,41 @@ class Workflow:
         cancel: CancelToken | None = None,
     ) -> WorkflowResult:
         parsed = self.parse(inputs)
+        self._spare_inputs(parsed)
         try:
             return self.run(parsed, progress or Progress(), cancel or CancelToken())
         except ModuleNotFoundError as exc:  # an optional dependency: say which extra
             raise (missing_extra(exc) or exc) from None
+
+    def _spare_inputs(self, parsed: BaseModel) -> None:
+        """Refuse an output path that is one of the inputs (the same file, a symlink or a
+        hard link to it): writing it would destroy the input."""
+        sources = [Path(p) for p in _paths(parsed, self.files) if Path(p).is_file()]
+        outputs = [
+            Path(value)
+            for name in type(parsed).model_fields
+            if isinstance(value := getattr(parsed, name), Path) and value.exists()
+        ]
+        for output in outputs:
+            for source in sources:
+                if os.path.samefile(output, source):
+                    raise InvalidParams(
+                        f"the output {output} is the input {source}: writing it would destroy"
+                        " the input",
+                        hint="Choose another output path.",
+                    )
+
+
+def _paths(parsed: BaseModel, fields: tuple[str, ...]) -> list[str]:
+    """The file paths named by these input fields (a path, or a list of paths)."""
+    found: list[str] = []
+    for name in fields:
+        value = getattr(parsed, name, None)
+        if isinstance(value, str | Path):
+            found.append(str(value))
+        elif isinstance(value, list):
+            found += [str(v) for v in value if isinstance(v, str | Path)]
+    return found
 
 
 _REGISTRY: dict[str, Workflow] = {}
