@@ -115,6 +115,28 @@ def test_demo_writes_outputs(tmp_path: Path) -> None:
     assert {"transcode", "swap"} <= set(written)
     paths = [Path(tmp_path, p) for r in written.values() for p in r["outputs"].values()]
     assert paths and all(p.is_file() and p.stat().st_size > 0 for p in paths)
+    # Quiet: no MediaPipe absl / glog or libpng lines; only our own warnings, if any.
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert all(line.startswith("warning:") for line in lines), result.stderr
+
+
+def test_native_log_lines_are_dropped_and_everything_else_kept() -> None:
+    import subprocess
+    import sys
+
+    script = (
+        "import os, sys\n"
+        "from vfxmocap.core.log import filter_native_stderr\n"
+        "filter_native_stderr()\n"
+        "os.write(2, b'W0000 00:00:1796158292.894806    5893 feedback_manager.cc:114] noise\\n')\n"
+        "os.write(2, b'libpng warning: iCCP: known incorrect sRGB profile\\n')\n"
+        "os.write(2, b'a native message that matters\\n')\n"
+        "print('ours', file=sys.stderr)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert sorted(done.stderr.splitlines()) == ["a native message that matters", "ours"]
 
 
 PLUGINS = {"VFX_WORKFLOW_MODULES": json.dumps(["tests.plugin_workflows"])}

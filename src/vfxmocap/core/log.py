@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import contextvars
+import faulthandler
 import json
 import logging
 import os
+import re
 import sys
 import threading
 from collections.abc import Iterator
@@ -162,3 +165,53 @@ def _writes_to_fd2(stream: TextIO | None) -> bool:
 
 def get_logger(name: str) -> logging.Logger:
     return logging.getLogger(f"vfxmocap.{name}")
+
+
+# Native libraries' own log lines: glog/absl ("W0000 00:00:1796.89 5893 file.cc:114] ..."),
+# absl's notice before its logging starts, libpng and TensorFlow Lite's start-up notes.
+_NATIVE_NOISE = re.compile(
+    r"^([IWEF]\d{4} \d+:\d+:\d+(\.\d+)?\s+\d+ \S+:\d+\]"
+    r"|WARNING: All log messages before absl::InitializeLog"
+    r"|libpng warning:"
+    r"|INFO: (Created|Initialized) TensorFlow Lite)"
+)
+_filtering: list[threading.Thread] = []
+
+
+def filter_native_stderr() -> None:
+    """For the CLI: native libraries' log lines never reach the terminal between ours.
+
+    fd 2 (which C++ code and child processes write to) becomes a pipe read by a thread
+    that drops the lines `_NATIVE_NOISE` matches and passes everything else on; Python's
+    own stderr (our messages, progress bars, tracebacks) writes to the terminal directly.
+    `faulthandler` keeps the real terminal too, so a crash report is never swallowed."""
+    if _filtering:
+        return
+    sys.stderr.flush()
+    terminal_fd = os.dup(2)
+    terminal = os.fdopen(os.dup(terminal_fd), "w", buffering=1, encoding="utf-8", errors="replace")
+    read_fd, write_fd = os.pipe()
+    os.dup2(write_fd, 2)
+    os.close(write_fd)
+    sys.stderr = terminal
+    faulthandler.enable(file=terminal)
+    thread = threading.Thread(
+        target=_pass_on, args=(read_fd, terminal_fd), name="vfx-stderr-filter", daemon=True
+    )
+    thread.start()
+    _filtering.append(thread)
+    atexit.register(_stop_filtering, terminal_fd)
+
+
+def _pass_on(read_fd: int, terminal_fd: int) -> None:
+    with os.fdopen(read_fd, "rb") as pipe:
+        for line in pipe:
+            if not _NATIVE_NOISE.match(line.decode("utf-8", "replace")):
+                os.write(terminal_fd, line)
+
+
+def _stop_filtering(terminal_fd: int) -> None:
+    """At exit: fd 2 back to the terminal (the pipe's end closes), what is left passed on."""
+    os.dup2(terminal_fd, 2)
+    for thread in _filtering:
+        thread.join(timeout=1.0)
