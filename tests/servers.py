@@ -1,13 +1,18 @@
-"""`vfx serve` as a real process, for the crash tests and bench/api.py."""
+"""Real processes for the tests and bench/api.py: `vfx serve`, `vfx worker`, redis-server and
+a throwaway PostgreSQL cluster."""
 
 from __future__ import annotations
 
 import os
+import shlex
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+import uuid
 from pathlib import Path
 
 from vfxmocap.client import Client
@@ -174,3 +179,69 @@ class WorkerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
+
+
+def postgres_bindir() -> Path | None:
+    """Debian's PostgreSQL server programs (`postgresql` puts them outside PATH), newest."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: p.parts[-3])
+    return found[-1].parent if found else None
+
+
+class PostgresServer:
+    """A throwaway PostgreSQL cluster on 127.0.0.1 and a free port: initdb into a temporary
+    folder, trust authentication, fsync off (nothing here must survive a power cut). As
+    root it runs as the `postgres` user: PostgreSQL refuses to run as root."""
+
+    def __init__(self, bindir: Path) -> None:
+        self.bindir, self.port = bindir, free_port()
+        self.root = Path(tempfile.mkdtemp(prefix="vfx-pg-"))
+        self.data = self.root / "data"
+
+    def _run(self, program: str, *args: str) -> None:
+        argv = [str(self.bindir / program), *args]
+        if os.geteuid() == 0:
+            argv = ["su", "postgres", "-s", "/bin/sh", "-c", shlex.join(argv)]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"{program} failed: {done.stdout}{done.stderr}")
+
+    def __enter__(self) -> PostgresServer:
+        if os.geteuid() == 0:
+            shutil.chown(self.root, "postgres")
+        self._run(
+            "initdb",
+            "-D",
+            str(self.data),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+            "--no-instructions",
+        )
+        options = (
+            f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} -F"
+            " -c full_page_writes=off -c synchronous_commit=off"
+        )
+        log = str(self.root / "server.log")
+        self._run(
+            "pg_ctl", "-D", str(self.data), "-l", log, "-w", "-t", "60", "-o", options, "start"
+        )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def new_database(self) -> str:
+        """A fresh, empty database: its SQLAlchemy URL (psycopg 3)."""
+        import psycopg
+
+        name = f"t_{uuid.uuid4().hex[:12]}"
+        admin = f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres"
+        with psycopg.connect(admin, autocommit=True) as connection:
+            connection.execute(f"CREATE DATABASE {name} STRATEGY FILE_COPY")  # fast, no WAL
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{name}"

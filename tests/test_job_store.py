@@ -1,10 +1,13 @@
-"""The persistent job store: ordering, atomic per-device limits, retries, cancel, recovery."""
+"""The persistent job store: ordering, atomic per-device limits, retries, cancel, recovery.
+Every test runs on SQLite (the default) and on PostgreSQL (several machines)."""
 
 from __future__ import annotations
 
 import multiprocessing
 import os
 import time
+from collections.abc import Iterator
+from multiprocessing.synchronize import Barrier
 from pathlib import Path
 
 import pytest
@@ -13,9 +16,20 @@ from vfxmocap.core.errors import InvalidParams
 from vfxmocap.jobs.store import JobState, JobStore
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty job database: a SQLite file, or a fresh database on the session's cluster."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'jobs.db'}"
+    url: str = request.getfixturevalue("postgres").new_database()
+    return url
+
+
 @pytest.fixture
-def store(tmp_path: Path) -> JobStore:
-    return JobStore(f"sqlite:///{tmp_path / 'jobs.db'}")
+def store(store_url: str) -> Iterator[JobStore]:
+    store = JobStore(store_url)
+    yield store
+    store.dispose()
 
 
 def test_submit_and_read_back(store: JobStore) -> None:
@@ -46,21 +60,25 @@ def test_limit_per_device(store: JobStore) -> None:
     assert store.claim("c", device="cpu", limit=1) is not None  # another device is free
 
 
-def _claim_many(url: str, device: str, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+def _claim_many(url: str, device: str, out: multiprocessing.Queue, start: Barrier) -> None:  # type: ignore[type-arg]
     store = JobStore(url)
+    store.stats()  # connected before the race starts
+    start.wait(60)  # all at once: a real race, not six processes starting in turn
     got = [store.claim(f"worker-{os.getpid()}", device=device, limit=2) for _ in range(5)]
     out.put(sum(job is not None for job in got))
 
 
-def test_limit_holds_across_processes(tmp_path: Path) -> None:
+def test_limit_holds_across_processes(store: JobStore) -> None:
     """Six processes race for a device with two slots: exactly two jobs start."""
-    url = f"sqlite:///{tmp_path / 'jobs.db'}"
-    store = JobStore(url)
+    url = store.url
     for _ in range(20):
         store.submit("w", {}, device="cuda:0")
     ctx = multiprocessing.get_context("spawn")
     results: multiprocessing.Queue = ctx.Queue()  # type: ignore[type-arg]
-    procs = [ctx.Process(target=_claim_many, args=(url, "cuda:0", results)) for _ in range(6)]
+    start = ctx.Barrier(6)
+    procs = [
+        ctx.Process(target=_claim_many, args=(url, "cuda:0", results, start)) for _ in range(6)
+    ]
     for p in procs:
         p.start()
     for p in procs:
@@ -120,9 +138,8 @@ def _claim_and_die(url: str) -> None:
     os._exit(9)  # a crash: no cleanup, no finally
 
 
-def test_recover_after_a_crash(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'jobs.db'}"
-    store = JobStore(url)
+def test_recover_after_a_crash(store: JobStore) -> None:
+    url = store.url
     again = store.submit("w", {}, max_attempts=2)
     ctx = multiprocessing.get_context("spawn")
     proc = ctx.Process(target=_claim_and_die, args=(url,))
