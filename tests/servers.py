@@ -13,7 +13,9 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from vfxmocap.client import Client
 from vfxmocap.core.errors import WorkerUnavailable
@@ -29,11 +31,14 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """Starts `vfx serve` on a free port with its data in `data_dir`; the test plugin
-    (`tests.plugin_workflows`) is loaded so the `sleep` workflow exists."""
+    """Starts `vfx serve` (or the `vfx` arguments in `args`) on a free port with its data
+    in `data_dir`; the test plugin (`tests.plugin_workflows`) is loaded so the `sleep`
+    workflow exists. Its clients send `VFX_API_TOKEN` when `env` sets one."""
 
-    def __init__(self, data_dir: Path, *, workers: int = 1, **env: str) -> None:
-        self.data_dir = data_dir
+    def __init__(
+        self, data_dir: Path, *, workers: int = 1, args: Sequence[str] = ("serve",), **env: str
+    ) -> None:
+        self.data_dir, self.args = data_dir, list(args)
         self.port = free_port()
         self.env = {
             **os.environ,
@@ -51,14 +56,14 @@ class ServerProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = (self.data_dir / "server.log").open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "vfxmocap.cli", "serve"],
+            [sys.executable, "-m", "vfxmocap.cli", *self.args],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=ROOT,
         )
         deadline = time.monotonic() + timeout
-        with Client(self.url, timeout=2) as client:
+        with Client(self.url, self.env.get("VFX_API_TOKEN"), timeout=2) as client:
             while True:
                 try:
                     if client.queue()["busy"] >= 0:
@@ -71,7 +76,7 @@ class ServerProcess:
                     time.sleep(0.1)
 
     def client(self) -> Client:
-        return Client(self.url)
+        return Client(self.url, self.env.get("VFX_API_TOKEN"))
 
     def kill(self) -> None:
         """kill -9: no shutdown, no cleanup."""
@@ -91,6 +96,19 @@ class ServerProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(30)
+
+
+def wait_for_worker(client: Client, name: str, timeout: float = 90) -> dict[str, Any]:
+    """Wait until a Celery worker's advertisement (its capabilities) reaches the server and
+    says it is idle."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = {w["name"]: w for w in client._request("GET", "/workers").get("celery", [])}
+        if name in found and not found[name]["busy"]:
+            advert: dict[str, Any] = found[name]
+            return advert
+        assert time.monotonic() < deadline, f"worker {name} never advertised"
+        time.sleep(0.2)
 
 
 class RedisServer:
@@ -138,10 +156,20 @@ class RedisServer:
 
 
 class WorkerProcess:
-    """`vfx worker` (the supervisor and its Celery worker process) for a broker."""
+    """`vfx worker` (the supervisor and its Celery worker process) for a broker, or the
+    `vfx` arguments in `args`."""
 
-    def __init__(self, broker: str, name: str, log_dir: Path, **env: str) -> None:
+    def __init__(
+        self,
+        broker: str,
+        name: str,
+        log_dir: Path,
+        *,
+        args: Sequence[str] | None = None,
+        **env: str,
+    ) -> None:
         self.broker, self.name, self.log_dir = broker, name, log_dir
+        self.args = list(args or ["worker", "--broker", broker, "--name", name])
         self.env = {
             **os.environ,
             "VFX_WORKFLOW_MODULES": '["tests.plugin_workflows"]',
@@ -154,16 +182,7 @@ class WorkerProcess:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = (self.log_dir / f"worker-{self.name}.log").open("ab")
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "vfxmocap.cli",
-                "worker",
-                "--broker",
-                self.broker,
-                "--name",
-                self.name,
-            ],
+            [sys.executable, "-m", "vfxmocap.cli", *self.args],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ALLOW_SKIP
-from tests.servers import RedisServer, ServerProcess, WorkerProcess
+from tests.servers import RedisServer, ServerProcess, WorkerProcess, wait_for_worker
 from vfxmocap.client import Client
 from vfxmocap.core.errors import WorkerUnavailable
 from vfxmocap.samples import sample_path
@@ -39,15 +39,8 @@ class Fleet:
         return self.server.client()
 
     def advert(self, name: str, timeout: float = 90) -> dict:
-        """Wait for a worker's advertisement (its capabilities) to reach the server."""
-        deadline = time.monotonic() + timeout
         with self.client() as client:
-            while True:
-                found = {w["name"]: w for w in client._request("GET", "/workers")["celery"]}
-                if name in found and not found[name]["busy"]:
-                    return found[name]
-                assert time.monotonic() < deadline, f"worker {name} never advertised"
-                time.sleep(0.2)
+            return wait_for_worker(client, name, timeout)
 
 
 @pytest.fixture(scope="module")
