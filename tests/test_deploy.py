@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,10 @@ COMPOSE_FILES = [DEPLOY / "compose.yaml", DEPLOY / "compose.fleet.yaml"]
 
 
 def compose(path: Path = DEPLOY / "compose.yaml") -> dict[str, Any]:
-    data: dict[str, Any] = require("yaml").safe_load(path.read_text())
+    """The compose file as Compose reads it with no deploy/.env: `${NAME:-default}` is the
+    default."""
+    text = re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", path.read_text())
+    data: dict[str, Any] = require("yaml").safe_load(text)
     return data
 
 
@@ -82,7 +86,12 @@ def argv(service: dict[str, Any]) -> list[str]:
 
 
 def test_the_images_run_real_commands() -> None:
+    extras = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    )
     for dockerfile in DOCKERFILES:
+        (wanted,) = re.findall(r"^ARG EXTRAS=(\S+)$", dockerfile.read_text(), re.MULTILINE)
+        assert set(wanted.split(",")) <= extras, dockerfile.name
         entry, default = instruction(dockerfile, "ENTRYPOINT"), instruction(dockerfile, "CMD")
         assert entry == ["vfx"] and vfx_command(default)[0] == "serve"
         assert python_module(instruction(dockerfile, "HEALTHCHECK")) == "vfxmocap.api.healthcheck"
@@ -108,9 +117,8 @@ def test_each_worker_reserves_one_gpu_of_its_own() -> None:
     reserved = []
     for name, service in workers.items():
         command, params = vfx_command(argv(service)[1:])
-        assert command == "worker" and params["name"] == name.removeprefix("worker-"), name
-        # The container sees only its reserved GPU, as device 0.
-        assert service["command"][:2] == ["--device", "cuda:0"], name
+        assert command == "worker" and params["name"] == f"head-{name.removeprefix('worker-')}"
+        assert params["device"] == "cuda:0", name  # its container sees only its GPU, as 0
         (device,) = service["deploy"]["resources"]["reservations"]["devices"]
         assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
         reserved += device["device_ids"]
@@ -183,7 +191,7 @@ def test_the_compose_processes_run_jobs_on_both_workers(tmp_path: Path) -> None:
         )
         try:
             with server, server.client() as client:
-                for name in ("gpu0", "gpu1"):
+                for name in ("head-gpu0", "head-gpu1"):
                     wait_for_worker(client, name)
                 assert healthcheck(server.env) == 0
                 assert healthcheck({**server.env, "VFX_API_TOKEN": "wrong"}) == 1
@@ -193,4 +201,4 @@ def test_the_compose_processes_run_jobs_on_both_workers(tmp_path: Path) -> None:
             for worker in workers:
                 worker.stop()
     assert [job["state"] for job in done] == ["succeeded", "succeeded"], done
-    assert {job["worker"] for job in done} == {"celery/gpu0", "celery/gpu1"}
+    assert {job["worker"] for job in done} == {"celery/head-gpu0", "celery/head-gpu1"}
