@@ -147,6 +147,6 @@ def _drop_short_runs(reasons: list[str], min_run: int) -> None:
         end = i
         while end < len(reasons) and not reasons[end]:
             end += 1
-        if end - i < min_run:
+        if end - i < min(min_run, len(reasons)):  # a still or a shorter shot is all it has
             reasons[i:end] = ["too_brief"] * (end - i)
         i = end
