@@ -257,7 +257,7 @@ def _run(
     quality = [_quality(takes[i], motions[i], i + 1, files.get(i, {})) for i in listed]
     written.add("takes", _write_takes(inputs, raw, quality))
     if inputs.preview and live_preview is None:
-        shown = concat([motions[i] for i in chosen])
+        shown = concat(motions if inputs.take is None else [motions[inputs.take - 1]])
         out = inputs.output_dir / "preview.mp4"
         written.add("preview", _preview(inputs, shown, raw.fps, out, cancel))
     return WorkflowResult(dict(written.paths), _summary(raw, quality, written))
