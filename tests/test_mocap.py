@@ -57,7 +57,7 @@ BIKES_CUTS = [30, 76, 137, 187, 242]
 # Frames with a performer plainly visible: the man 30-43, the cyclist 76-81 and 104-136.
 BIKES_VISIBLE = [*range(30, 44), *range(76, 82), *range(104, 137)]
 # Frames with nobody to see: the road, the car roofs, the fence, the bollard, the wheel.
-BIKES_NOBODY = [*range(0, 30), *range(52, 76), *range(137, 187), *range(215, 250)]
+BIKES_NOBODY = [*range(30), *range(52, 76), *range(137, 187), *range(215, 250)]
 BIKES_HIDDEN = list(range(85, 101))  # the cyclist wholly behind the passing van
 
 
