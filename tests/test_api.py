@@ -98,7 +98,9 @@ def test_face_swap_job_end_to_end(server: TestClient, tmp_path: Path) -> None:
 
 def test_mocap_job_end_to_end(server: TestClient) -> None:
     video = upload(server, sample_path("bikes"))
-    job = wait(server, submit(server, "mocap", input=video, bvh=True, pose_video=True))
+    job = wait(
+        server, submit(server, "mocap", input=video, bvh=True, pose_video=True, merge_takes=True)
+    )
     assert job["state"] == "succeeded", job
     assert set(job["outputs"]) == {"bvh", "json", "pose_video"}
     bvh = server.get(f"/api/jobs/{job['id']}/outputs/bvh").text

@@ -84,7 +84,9 @@ def test_face_swap_and_mocap_run_on_celery(fleet: Fleet, tmp_path: Path) -> None
         swap = client.submit_files(
             "swap", {"sources": [sample_path("astronaut")], "target": sample_path("carphone")}
         )
-        mocap = client.submit_files("mocap", {"input": sample_path("bikes"), "pose_video": True})
+        mocap = client.submit_files(
+            "mocap", {"input": sample_path("bikes"), "pose_video": True, "merge_takes": True}
+        )
         done = client.wait(swap["id"], timeout=300)
         assert done["state"] == "succeeded", done
         assert done["backend"] == "celery" and done["worker"] == "celery/w1"
