@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +95,16 @@ def demo(out_dir: Path) -> SwapInputs:
     )
 
 
+RESOURCES = Resources(
+    device="any", memory_gb=1.0, models=("mediapipe-face-detection", "mediapipe-face-mesh")
+)
+
+
+def requirements(inputs: SwapInputs) -> Resources:
+    """The models these options use (an inswapper or --enhance swap needs their weights)."""
+    return replace(RESOURCES, models=FaceSwapProcessor().models(inputs.options))
+
+
 SWAP = register(
     Workflow(
         name="swap",
@@ -101,9 +112,8 @@ SWAP = register(
         inputs=SwapInputs,
         outputs=("output",),
         run=run,
-        resources=Resources(
-            device="any", memory_gb=1.0, models=("mediapipe-face-detection", "mediapipe-face-mesh")
-        ),
+        resources=RESOURCES,
+        requires=requirements,
         demo=demo,
         files=("sources", "target", "references"),
         place_outputs=place_outputs,
