@@ -108,3 +108,11 @@ class WorkerUnavailable(VfxError):
     exit_code = 1
     retryable = True
     default_hint = "Start a worker (`vfx worker`) or check the broker connection."
+
+
+def as_vfx_error(exc: BaseException) -> VfxError:
+    """The typed error to report for any exception: itself, or an internal error (a bug,
+    never retried) naming the exception."""
+    if isinstance(exc, VfxError):
+        return exc
+    return VfxError(f"internal error: {type(exc).__name__}: {exc}")

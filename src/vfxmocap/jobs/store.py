@@ -43,7 +43,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from vfxmocap.core.errors import InvalidParams
 from vfxmocap.core.log import get_logger
 from vfxmocap.jobs.schema import migrate, version_table
-from vfxmocap.workflows import Resources, get_workflow
+from vfxmocap.workflows import Resources, get_workflow, is_registered
 
 log = get_logger("jobs.store")
 
@@ -133,9 +133,12 @@ class Job:
 
     @property
     def time_limit_s(self) -> float:
-        """The job's own time limit, or its workflow's default."""
+        """The job's own time limit, or its workflow's default (the general default when
+        its workflow is not loaded in this process: the worker that runs it may have it)."""
         if self.timeout_s is not None:
             return self.timeout_s
+        if not is_registered(self.workflow):
+            return Resources().timeout_s
         return get_workflow(self.workflow).resources.timeout_s
 
     def to_dict(self) -> dict[str, Any]:
@@ -153,6 +156,11 @@ def new_job_id() -> str:
 
 def _load(text: str | None) -> Any:
     return json.loads(text) if text else None
+
+
+def _in_scope(scope: str) -> Any:
+    """Workers under a prefix ("host/pid/"), or exactly one ("celery/w1", not "celery/w10")."""
+    return JobRow.worker.startswith(scope) if scope.endswith("/") else JobRow.worker == scope
 
 
 def _models_ready(row: JobRow, ready: Collection[str] | None) -> bool:
@@ -375,8 +383,9 @@ class JobStore:
     ) -> Job | None:
         """Start the best queued job for `device` that fits, if fewer than `limit` run there.
 
-        `scope` (a worker-name prefix: one machine's slots) counts only that machine's
-        running jobs, so machines sharing a database each have their own device limit.
+        `scope` (a worker-name prefix ending in "/": one machine's slots; else one worker's
+        name) counts only the running jobs there, so machines sharing a database each have
+        their own device limit.
         A job fits when its needs do: its device class is in `devices`, its memory within
         `memory_gb` less what the running jobs of the scope need, its models in `models`
         (each None: not checked). A smaller job may start before a bigger one that does
@@ -427,7 +436,7 @@ class JobStore:
             func.count(), func.coalesce(func.sum(func.coalesce(JobRow.needs_memory_gb, 0.0)), 0.0)
         ).where(JobRow.state == JobState.RUNNING.value, JobRow.device == device)
         if scope is not None:
-            counted = counted.where(JobRow.worker.startswith(scope))
+            counted = counted.where(_in_scope(scope))
         count, memory = session.execute(counted).one()
         return int(count or 0), float(memory or 0.0)
 

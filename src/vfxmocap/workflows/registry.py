@@ -62,7 +62,8 @@ class Resources:
 def device_classes(kind: str) -> frozenset[str]:
     """The `Resources.device` values a worker of this device kind (cpu, cuda, mps) runs:
     an accelerator runs every class (a "cpu" job runs there on its CPU), a CPU not "gpu"."""
-    return frozenset({"any", "cpu", "gpu"} if kind in ("cuda", "mps") else {"any", "cpu"})
+    accelerated = kind.partition(":")[0] in ("cuda", "mps")  # "cuda:1" is a cuda worker
+    return frozenset({"any", "cpu", "gpu"} if accelerated else {"any", "cpu"})
 
 
 @dataclass(frozen=True)
