@@ -3,12 +3,11 @@
 The process is restarted when it dies (a crash, or a job killed after ignoring cancel),
 but a process that keeps dying within seconds of its start is not restarted for ever:
 the wait between starts doubles, and after a few such deaths the supervisor gives up and
-says so. A missing `distributed` extra ends it before any start.
+says so. (`vfx worker` checks the `distributed` extra before any start.)
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 import signal
 import subprocess
@@ -18,32 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from vfxmocap.core.errors import VfxError, WorkerUnavailable
+from vfxmocap.core.errors import WorkerUnavailable
 from vfxmocap.core.log import get_logger
 
 log = get_logger("jobs.fleet_worker")
-
-EXTRA = "pip install 'vfxmocap[distributed]'"
-
-
-class MissingExtra(VfxError):
-    """An optional part of vfxmocap is used without its packages installed."""
-
-    code = "missing_extra"
-    exit_code = 6
-    default_hint = EXTRA
-
-
-def require_distributed() -> None:
-    """Raise `MissingExtra` (naming the extra) unless celery and redis import."""
-    for module in ("celery", "redis"):
-        try:
-            importlib.import_module(module)
-        except ImportError as exc:
-            raise MissingExtra(
-                f"`vfx worker` needs {module}, which is not installed ({exc})",
-                hint=f"Install the distributed extra: {EXTRA}",
-            ) from exc
 
 
 @dataclass(frozen=True)
@@ -107,8 +84,7 @@ def worker_command(name: str) -> list[str]:
     return [sys.executable, "-m", "vfxmocap.jobs.celery_app", name]
 
 
-def run(broker_url: str, name: str) -> None:
-    """`vfx worker`: check the extra, then keep a worker process for `broker_url` alive.
-    The broker URL may hold a password: it goes through the environment, not argv (ps)."""
-    require_distributed()
-    supervise(worker_command(name), {**os.environ, "VFX_BROKER_URL": broker_url})
+def run(broker_url: str, name: str, env: dict[str, str]) -> None:
+    """`vfx worker`: keep a worker process for `broker_url` alive, with `env` added. The
+    broker URL may hold a password: it goes through the environment, not argv (ps)."""
+    supervise(worker_command(name), {**os.environ, **env, "VFX_BROKER_URL": broker_url})

@@ -58,10 +58,7 @@ def run(inputs: SwapInputs, progress: Progress, cancel: CancelToken) -> Workflow
             raise InvalidParams("a video or sequence target needs a .mp4 output")
         processor = FaceSwapProcessor()
         progress.stage("analyse sources", len(inputs.sources))
-        setup = SwapSetup(
-            sources=inputs.sources, references=inputs.references, options=inputs.options, live=False
-        )
-        state = processor.prepare(setup)
+        state = processor.prepare(_setup(inputs))
         progress.advance(len(inputs.sources))
         try:
             if image_target:
@@ -100,9 +97,15 @@ RESOURCES = Resources(
 )
 
 
+def _setup(inputs: SwapInputs) -> SwapSetup:
+    return SwapSetup(
+        sources=inputs.sources, references=inputs.references, options=inputs.options, live=False
+    )
+
+
 def requirements(inputs: SwapInputs) -> Resources:
     """The models these options use (an inswapper or --enhance swap needs their weights)."""
-    return replace(RESOURCES, models=FaceSwapProcessor().models(inputs.options))
+    return replace(RESOURCES, models=FaceSwapProcessor().models(_setup(inputs)))
 
 
 SWAP = register(
