@@ -121,7 +121,10 @@ class RemoteBackend:
                 outcome = lost(f"forwarding to {self.url} failed: {exc}")
             finally:
                 beating.set()
-            record(self.store, self.bus, job.id, outcome)
+            try:  # retried for minutes; after that recovery finds the job (no heartbeat)
+                record(self.store, self.bus, job.id, outcome)
+            except TRANSIENT:
+                log.exception("job %s: cannot record how it ended", job.id)
 
     def _heartbeat(self, job_id: str, done: threading.Event) -> None:
         while not done.wait(5.0):
