@@ -158,6 +158,20 @@ def test_no_capable_worker_is_a_clear_503(fleet: Fleet) -> None:
         client.submit("sleep_gpu", {})
 
 
+def test_an_inswapper_swap_goes_only_to_a_worker_with_its_weights(fleet: Fleet) -> None:
+    """w1 advertises its ready models; the inswapper weights are not among them, so a
+    swap that needs them is refused at once, naming them (not failed later on w1)."""
+    assert "inswapper-128" not in fleet.advert("w1")["models"]
+    inputs = {
+        "sources": [sample_path("astronaut")],
+        "target": sample_path("carphone"),
+        "options": {"engine": "inswapper"},
+    }
+    with fleet.client() as client, pytest.raises(WorkerUnavailable) as refused:
+        client.submit_files("swap", inputs)
+    assert "w1 needs model(s) inswapper-128, arcface-w600k-r50" in refused.value.message
+
+
 def test_fallback_to_local_workers_records_why(tmp_path: Path, fleet: Fleet) -> None:
     """A server with local workers too: a job no Celery worker can run (the fleet here
     does not have the workflow) runs locally, and the job says why."""

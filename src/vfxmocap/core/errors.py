@@ -160,3 +160,11 @@ def typed_memory_errors(what: str) -> Iterator[None]:
         if mapped is None or mapped is exc:
             raise
         raise mapped from exc
+
+
+def as_vfx_error(exc: BaseException) -> VfxError:
+    """The typed error to report for any exception: itself, or an internal error (a bug,
+    never retried) naming the exception."""
+    if isinstance(exc, VfxError):
+        return exc
+    return VfxError(f"internal error: {type(exc).__name__}: {exc}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -47,6 +47,25 @@ class Resources:
     models: tuple[str, ...] = ()  # catalog names
     timeout_s: float = 3600.0  # a job's default time limit
 
+    def unmet(self, kind: str, memory_gb: float, ready: Collection[str] | None) -> str | None:
+        """Why a worker (device kind, memory, ready models; None: not known) cannot run
+        this, or None when it can. Memory 0 means the worker could not measure it."""
+        if self.device not in device_classes(kind):
+            return f"needs a GPU (the worker has {kind})"
+        missing = [m for m in self.models if ready is not None and m not in ready]
+        if missing:
+            return f"needs model(s) {', '.join(missing)}"
+        if memory_gb > 0 and self.memory_gb > memory_gb:
+            return f"needs {self.memory_gb:g} GB of memory (has {memory_gb:g} GB)"
+        return None
+
+
+def device_classes(kind: str) -> frozenset[str]:
+    """The `Resources.device` values a worker of this device kind (cpu, cuda, mps) runs:
+    an accelerator runs every class (a "cpu" job runs there on its CPU), a CPU not "gpu"."""
+    accelerated = kind.partition(":")[0] in ("cuda", "mps")  # "cuda:1" is a cuda worker
+    return frozenset({"any", "cpu", "gpu"} if accelerated else {"any", "cpu"})
+
 
 @dataclass(frozen=True)
 class LiveSpec:
@@ -83,12 +102,21 @@ class Workflow:
     # given the (resolved) inputs. The API sets these; clients cannot.
     place_outputs: Callable[[dict[str, Any], Path], dict[str, Any]] | None = None
     live: LiveSpec | None = None
+    # What given inputs need (e.g. the models their options use), when that differs from
+    # the static `resources`; called with parsed inputs.
+    requires: Callable[[Any], Resources] | None = None
 
     def parse(self, data: dict[str, Any] | BaseModel) -> BaseModel:
         """Validate raw inputs (CLI flags, JSON) into this workflow's input model."""
         if isinstance(data, self.inputs):
             return data
         return self.inputs.model_validate(data)
+
+    def requirements(self, inputs: dict[str, Any] | BaseModel) -> Resources:
+        """What running these inputs needs: routing and scheduling read this."""
+        if self.requires is None:
+            return self.resources
+        return self.requires(self.parse(inputs))
 
     def __call__(
         self,
@@ -173,6 +201,12 @@ def _load_builtins() -> None:
 def all_workflows() -> list[Workflow]:
     _load_builtins()
     return list(_REGISTRY.values())
+
+
+def is_registered(name: str) -> bool:
+    """Whether this process can run `name` (built-ins and loaded plugins)."""
+    _load_builtins()
+    return name in _REGISTRY
 
 
 def get_workflow(name: str) -> Workflow:
