@@ -102,7 +102,7 @@ def test_mocap_job_end_to_end(server: TestClient) -> None:
         server, submit(server, "mocap", input=video, bvh=True, pose_video=True, merge_takes=True)
     )
     assert job["state"] == "succeeded", job
-    assert set(job["outputs"]) == {"bvh", "json", "pose_video"}
+    assert set(job["outputs"]) == {"bvh", "json", "pose_video", "takes"}
     bvh = server.get(f"/api/jobs/{job['id']}/outputs/bvh").text
     assert bvh.startswith("HIERARCHY") and "Frames: 250" in bvh
 
@@ -721,3 +721,35 @@ def test_error_messages_never_echo_unbounded_input() -> None:
 
     error = InvalidParams(f"bad faces {'9' * 50_000!r}")
     assert len(error.message) == MAX_MESSAGE and error.message.endswith("…")
+
+
+def test_a_store_locked_by_another_process_does_not_freeze_the_api(tmp_path: Path) -> None:
+    """Another process holds SQLite's write lock for a while: a submit waits for it in a
+    thread, and every other request (health, job views) answers meanwhile."""
+    import sqlite3
+    import threading
+
+    with _bare_app(tmp_path) as client:
+        database = tmp_path / "jobs.sqlite3"
+        assert database.is_file()
+        clip = upload(client, sample_path("carphone"))
+        holder = sqlite3.connect(database, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # the write lock, as a busy worker process takes it
+        submitted: list[int] = []
+        poster = threading.Thread(
+            target=lambda: submitted.append(
+                client.post(
+                    "/api/jobs", json={"workflow": "probe", "inputs": {"input": clip}}
+                ).status_code
+            )
+        )
+        poster.start()
+        time.sleep(0.3)  # the submit is now waiting for the lock
+        started = time.monotonic()
+        assert client.get("/api/healthz").status_code == 200
+        answered_in = time.monotonic() - started
+        holder.execute("ROLLBACK")
+        holder.close()
+        poster.join(timeout=30)
+    assert answered_in < 0.5, f"the event loop was blocked for {answered_in:.2f} s"
+    assert submitted == [202]  # queued once the lock was free

@@ -95,7 +95,7 @@ def test_face_swap_and_mocap_run_on_celery(fleet: Fleet, tmp_path: Path) -> None
         assert out.stat().st_size > 10_000
         done = client.wait(mocap["id"], timeout=300)
         assert done["state"] == "succeeded", done
-        assert set(done["outputs"]) == {"bvh", "json", "pose_video"}
+        assert set(done["outputs"]) == {"bvh", "json", "pose_video", "takes"}
         assert "a Celery worker can run it" in done["route"]
 
 

@@ -146,9 +146,11 @@ class JobService:
         priority: int = 0,
         timeout_s: float | None = None,
         max_attempts: int = 3,
+        wait: bool = True,
     ) -> Job:
         """Validate untrusted inputs into a queued job. Raises pydantic's ValidationError
-        (field messages) or `InputError` for an unknown upload id."""
+        (field messages) or `InputError` for an unknown upload id; with `wait=False`,
+        StoreBusy when the store's write lock is taken (nothing was queued)."""
         flow = get_workflow(workflow)
         job_id = new_job_id()
         resolved = flow.parse(self._resolve(flow, dict(inputs), self.jobs_dir / job_id))
@@ -165,6 +167,7 @@ class JobService:
             backend=backend,
             route=route,
             needs=needs,
+            wait=wait,
         )
         self.bus.publish(job_event("queued", job.id, message=route))
         self._notify()

@@ -38,6 +38,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from vfxmocap.core.errors import InvalidParams
@@ -63,6 +64,10 @@ FINAL = {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}
 CELERY_DEVICE = "celery"
 REMOTE_DEVICE = "remote"
 _CANDIDATES = 64  # queued jobs a claim looks through for one whose models are ready
+
+
+class StoreBusy(Exception):
+    """A write that was asked not to wait found the store locked; retry off the loop."""
 
 
 class _Base(DeclarativeBase):
@@ -197,8 +202,9 @@ def _job(row: JobRow) -> Job:
     )
 
 
-def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+def _sqlite_engine(url: str, *, immediate: bool, busy_ms: int = 30000) -> Engine:
+    timeout = busy_ms / 1000
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": timeout})
 
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection: Any, _record: Any) -> None:
@@ -206,7 +212,7 @@ def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
         # No checkpoint inside a commit (its fsync held every writer, the API's included):
         # JobStore checkpoints from a thread of its own.
         cursor.execute("PRAGMA wal_autocheckpoint=0")
@@ -228,8 +234,11 @@ class JobStore:
             # Writes take SQLite's one write lock up front; reads run beside them (WAL).
             self.engine = _sqlite_engine(url, immediate=True)
             self.read_engine = _sqlite_engine(url, immediate=False)
+            # For writers that must not wait (the API's event loop): the lock or nothing.
+            self.nowait_engine: Engine | None = _sqlite_engine(url, immediate=True, busy_ms=0)
         else:
             self.engine = self.read_engine = create_engine(url, pool_pre_ping=True)
+            self.nowait_engine = None  # a network round trip: callers use a thread
         migrate(self.engine, _Base.metadata)
         self._write_lock = threading.Lock() if url.startswith("sqlite") else nullcontext()
         self._closed = threading.Event()
@@ -250,6 +259,25 @@ class JobStore:
             session.begin(),
         ):
             yield session
+
+    @contextmanager
+    def _session_nowait(self) -> Iterator[Session]:
+        """A write transaction that starts at once or raises StoreBusy: for the event loop,
+        which must not sit in a lock another thread or process holds."""
+        lock = self._write_lock
+        if isinstance(lock, nullcontext) or self.nowait_engine is None:
+            raise StoreBusy("not SQLite: a network round trip")
+        if not lock.acquire(blocking=False):
+            raise StoreBusy("the job store is busy")
+        try:
+            with Session(self.nowait_engine, expire_on_commit=False) as session, session.begin():
+                yield session
+        except OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            raise StoreBusy("the job store is busy") from exc  # another process writes
+        finally:
+            lock.release()
 
     @contextmanager
     def _reading(self) -> Iterator[Session]:
@@ -289,7 +317,9 @@ class JobStore:
         backend: str | None = None,
         route: str | None = None,
         needs: Resources | None = None,
+        wait: bool = True,
     ) -> Job:
+        """Queue a job. `wait=False`: raise StoreBusy rather than wait for the write lock."""
         row = JobRow(
             id=job_id or new_job_id(),
             workflow=workflow,
@@ -309,7 +339,7 @@ class JobStore:
             needs_memory_gb=needs.memory_gb if needs else None,
             needs_models=json.dumps(list(needs.models)) if needs else None,
         )
-        with self._session() as session:
+        with self._session() if wait else self._session_nowait() as session:
             session.add(row)
         return _job(row)
 
