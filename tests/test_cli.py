@@ -267,3 +267,45 @@ def test_an_output_that_is_an_input_is_refused_and_the_input_kept(
     for args in cases:
         assert_one_line_error(vfx(*map(str, args)), 2, "would destroy the input")
     assert {p: _digest(p) for p in (clip, face)} == before
+
+
+def test_doctor_says_per_workflow_whether_it_runs_here_and_how_to_fix_it() -> None:
+    result = vfx("doctor", "--json", env=PLUGINS)
+    assert result.returncode == 0, result.stderr
+    rows = {row["name"]: row for row in json.loads(result.stdout)["workflows"]}
+    assert rows["swap"]["ready"] and rows["mocap"]["ready"] and rows["sleep"]["ready"]
+    gpu_only = rows["sleep_gpu"]  # a plugin that declares device="gpu"
+    assert not gpu_only["ready"] and [gap["kind"] for gap in gpu_only["missing"]] == ["device"]
+    human = vfx("doctor", env=PLUGINS).stdout
+    assert "sleep_gpu  cannot run here" in human and "needs a GPU" in human
+
+
+def test_readiness_names_every_gap_with_its_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from pydantic import BaseModel
+
+    from vfxmocap.device import resolve_device
+    from vfxmocap.models.store import ModelStore
+    from vfxmocap.workflows.readiness import gaps
+    from vfxmocap.workflows.registry import Resources, Workflow
+
+    class NoInputs(BaseModel):
+        pass
+
+    needs = Resources(device="gpu", memory_gb=10_000, models=("inswapper-128",), extras=("gen",))
+    flow = Workflow("big", "", NoInputs, (), lambda *_: None, resources=needs)  # type: ignore[arg-type,return-value]
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "diffusers" else find_spec(name, *a),
+    )
+    found = {gap.kind: gap for gap in gaps(flow, resolve_device("cpu"), ModelStore())}
+    assert set(found) == {"extra", "model", "device", "memory"}
+    assert (
+        "diffusers" in found["extra"].what and found["extra"].fix == "pip install 'vfxmocap[gen]'"
+    )
+    assert found["model"].fix.startswith(
+        "vfx models pull inswapper-128 (offline: place its files in"
+    )

@@ -46,6 +46,7 @@ class Resources:
     memory_gb: float = 0.5
     models: tuple[str, ...] = ()  # catalog names
     timeout_s: float = 3600.0  # a job's default time limit
+    extras: tuple[str, ...] = ()  # pip extras whose modules it imports ("gen")
 
     def unmet(self, kind: str, memory_gb: float, ready: Collection[str] | None) -> str | None:
         """Why a worker (device kind, memory, ready models; None: not known) cannot run
