@@ -205,3 +205,19 @@ def run_vfx(
         env=environment,
         check=False,
     )
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A throwaway PostgreSQL cluster for the session (Debian's `postgresql`; .ci/run
+    installs it); missing, it fails the test unless VFX_TEST_ALLOW_SKIP=1."""
+    from tests.servers import PostgresServer, postgres_bindir
+
+    require("psycopg")
+    bindir = postgres_bindir()
+    if bindir is None:
+        if ALLOW_SKIP:
+            pytest.skip("PostgreSQL is not installed (VFX_TEST_ALLOW_SKIP=1)")
+        pytest.fail("PostgreSQL is not installed: apt-get install postgresql (.ci/run does)")
+    with PostgresServer(bindir) as server:
+        yield server

@@ -98,6 +98,24 @@ def enhancer(path: Path, *, codeformer: bool = False) -> Path:
     return _save(graph, path)
 
 
+def greedy_enhancer(path: Path) -> Path:
+    """GFPGAN's signature, but it expands the face to 2**20 copies on the way: asking for
+    3 TB, it runs out of memory for real on any device."""
+    copies = numpy_helper.from_array(np.array([2**20, 3, 512, 512], np.int64), "copies")
+    nodes = [
+        helper.make_node("Expand", ["input", "copies"], ["many"]),
+        helper.make_node("ReduceMean", ["many"], ["output"], axes=[0], keepdims=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "greedy_enhancer_test",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 512, 512])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 3, 512, 512])],
+        initializer=[copies],
+    )
+    return _save(graph, path)
+
+
 def catalog_entry(name: str, task: str, path: Path) -> str:
     """A catalog TOML entry for a file placed in a model store folder."""
     digest = hashlib.sha256(path.read_bytes()).hexdigest()

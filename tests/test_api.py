@@ -99,9 +99,11 @@ def test_face_swap_job_end_to_end(server: TestClient, tmp_path: Path) -> None:
 
 def test_mocap_job_end_to_end(server: TestClient) -> None:
     video = upload(server, sample_path("bikes"))
-    job = wait(server, submit(server, "mocap", input=video, bvh=True, pose_video=True))
+    job = wait(
+        server, submit(server, "mocap", input=video, bvh=True, pose_video=True, merge_takes=True)
+    )
     assert job["state"] == "succeeded", job
-    assert set(job["outputs"]) == {"bvh", "json", "pose_video"}
+    assert set(job["outputs"]) == {"bvh", "json", "pose_video", "takes"}
     bvh = server.get(f"/api/jobs/{job['id']}/outputs/bvh").text
     assert bvh.startswith("HIERARCHY") and "Frames: 250" in bvh
 
@@ -706,3 +708,114 @@ def test_local_clients_each_get_a_bucket_and_remote_ones_share_their_address() -
     assert key("127.0.0.1", 50001) != key("127.0.0.1", 50002)  # the studio, the CLI, ...
     assert key("203.0.113.5", 1) == key("203.0.113.5", 2)
     assert key("2001:db8::1", 1) == key("2001:db8::ffff", 2)  # one /64: one host
+
+
+@pytest.mark.parametrize(
+    ("misuse", "code", "says"),
+    [
+        ("binary first", 1003, "JSON text message first"),
+        ("not json", 1007, "not JSON"),
+        ("text frame", 1003, "must be binary"),
+    ],
+)
+def test_stream_protocol_misuse_gets_a_reason_and_a_close_code(
+    server: TestClient, misuse: str, code: int, says: str
+) -> None:
+    with server.websocket_connect(f"{WS}/api/stream/pose") as ws:
+        if misuse == "binary first":
+            ws.send_bytes(_jpeg_frames(1)[0])
+        elif misuse == "not json":
+            ws.send_text("{draw: control")
+        else:
+            ws.send_json({"draw": "control"})
+            assert ws.receive_json()["type"] == "ready"
+            ws.send_text("a frame?")
+        error = ws.receive_json()
+        assert error["type"] == "error" and says in error["message"]
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_json()
+        assert closed.value.code == code
+
+
+def test_settings_that_never_come_end_the_stream_with_a_close_frame(
+    server: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vfxmocap.api import stream
+
+    monkeypatch.setattr(stream, "SETTINGS_TIMEOUT_S", 0.2)
+    with server.websocket_connect(f"{WS}/api/stream/pose") as ws:
+        assert "within" in ws.receive_json()["message"]
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_json()
+        assert closed.value.code == 1008
+
+
+def test_binary_on_the_events_socket_is_refused_with_1003(server: TestClient) -> None:
+    with server.websocket_connect(f"{WS}/api/ws") as ws:
+        ws.send_bytes(b"\x00\x01")
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_json()
+        assert closed.value.code == 1003
+
+
+def test_a_json_body_over_the_limit_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    with _bare_app(tmp_path, body_max_kb=64) as client:
+        big = {"workflow": "probe", "inputs": {"pad": "x" * 100_000}}
+        refused = client.post("/api/jobs", json=big)
+        assert refused.status_code == 413 and "VFX_BODY_MAX_KB" in refused.json()["error"]["hint"]
+
+        def chunks():  # type: ignore[no-untyped-def]
+            yield b'{"workflow": "probe"}'
+
+        chunked = client.post(
+            "/api/jobs", content=chunks(), headers={"content-type": "application/json"}
+        )
+        assert chunked.status_code == 411
+
+
+def test_every_refusal_has_the_one_error_shape(tmp_path: Path) -> None:
+    with _bare_app(tmp_path) as client:
+        unknown = client.get("/api/nope")
+        assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "not_found"
+        wrong = client.put("/api/healthz")
+        assert wrong.status_code == 405 and "error" in wrong.json()
+        assert client.head("/api/healthz").status_code == 200
+
+
+def test_error_messages_never_echo_unbounded_input() -> None:
+    from vfxmocap.core.errors import MAX_MESSAGE, InvalidParams
+
+    error = InvalidParams(f"bad faces {'9' * 50_000!r}")
+    assert len(error.message) == MAX_MESSAGE and error.message.endswith("…")
+
+
+def test_a_store_locked_by_another_process_does_not_freeze_the_api(tmp_path: Path) -> None:
+    """Another process holds SQLite's write lock for a while: a submit waits for it in a
+    thread, and every other request (health, job views) answers meanwhile."""
+    import sqlite3
+    import threading
+
+    with _bare_app(tmp_path) as client:
+        database = tmp_path / "jobs.sqlite3"
+        assert database.is_file()
+        clip = upload(client, sample_path("carphone"))
+        holder = sqlite3.connect(database, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # the write lock, as a busy worker process takes it
+        submitted: list[int] = []
+        poster = threading.Thread(
+            target=lambda: submitted.append(
+                client.post(
+                    "/api/jobs", json={"workflow": "probe", "inputs": {"input": clip}}
+                ).status_code
+            )
+        )
+        poster.start()
+        time.sleep(0.3)  # the submit is now waiting for the lock
+        started = time.monotonic()
+        assert client.get("/api/healthz").status_code == 200
+        answered_in = time.monotonic() - started
+        holder.execute("ROLLBACK")
+        holder.close()
+        poster.join(timeout=30)
+    assert answered_in < 0.5, f"the event loop was blocked for {answered_in:.2f} s"
+    assert submitted == [202]  # queued once the lock was free

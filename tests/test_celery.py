@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ALLOW_SKIP
-from tests.servers import RedisServer, ServerProcess, WorkerProcess
+from tests.servers import RedisServer, ServerProcess, WorkerProcess, wait_for_worker
 from vfxmocap.client import Client
 from vfxmocap.core.errors import WorkerUnavailable
 from vfxmocap.samples import sample_path
@@ -39,15 +39,8 @@ class Fleet:
         return self.server.client()
 
     def advert(self, name: str, timeout: float = 90) -> dict:
-        """Wait for a worker's advertisement (its capabilities) to reach the server."""
-        deadline = time.monotonic() + timeout
         with self.client() as client:
-            while True:
-                found = {w["name"]: w for w in client._request("GET", "/workers")["celery"]}
-                if name in found and not found[name]["busy"]:
-                    return found[name]
-                assert time.monotonic() < deadline, f"worker {name} never advertised"
-                time.sleep(0.2)
+            return wait_for_worker(client, name, timeout)
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +84,9 @@ def test_face_swap_and_mocap_run_on_celery(fleet: Fleet, tmp_path: Path) -> None
         swap = client.submit_files(
             "swap", {"sources": [sample_path("astronaut")], "target": sample_path("carphone")}
         )
-        mocap = client.submit_files("mocap", {"input": sample_path("bikes"), "pose_video": True})
+        mocap = client.submit_files(
+            "mocap", {"input": sample_path("bikes"), "pose_video": True, "merge_takes": True}
+        )
         done = client.wait(swap["id"], timeout=300)
         assert done["state"] == "succeeded", done
         assert done["backend"] == "celery" and done["worker"] == "celery/w1"
@@ -100,7 +95,7 @@ def test_face_swap_and_mocap_run_on_celery(fleet: Fleet, tmp_path: Path) -> None
         assert out.stat().st_size > 10_000
         done = client.wait(mocap["id"], timeout=300)
         assert done["state"] == "succeeded", done
-        assert set(done["outputs"]) == {"bvh", "json", "pose_video"}
+        assert set(done["outputs"]) == {"bvh", "json", "pose_video", "takes"}
         assert "a Celery worker can run it" in done["route"]
 
 
@@ -161,6 +156,20 @@ def test_kill_9_of_a_worker_mid_job_loses_nothing(fleet: Fleet) -> None:
 def test_no_capable_worker_is_a_clear_503(fleet: Fleet) -> None:
     with fleet.client() as client, pytest.raises(WorkerUnavailable, match="no worker can run"):
         client.submit("sleep_gpu", {})
+
+
+def test_an_inswapper_swap_goes_only_to_a_worker_with_its_weights(fleet: Fleet) -> None:
+    """w1 advertises its ready models; the inswapper weights are not among them, so a
+    swap that needs them is refused at once, naming them (not failed later on w1)."""
+    assert "inswapper-128" not in fleet.advert("w1")["models"]
+    inputs = {
+        "sources": [sample_path("astronaut")],
+        "target": sample_path("carphone"),
+        "options": {"engine": "inswapper"},
+    }
+    with fleet.client() as client, pytest.raises(WorkerUnavailable) as refused:
+        client.submit_files("swap", inputs)
+    assert "w1 needs model(s) inswapper-128, arcface-w600k-r50" in refused.value.message
 
 
 def test_fallback_to_local_workers_records_why(tmp_path: Path, fleet: Fleet) -> None:

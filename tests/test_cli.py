@@ -115,6 +115,28 @@ def test_demo_writes_outputs(tmp_path: Path) -> None:
     assert {"transcode", "swap"} <= set(written)
     paths = [Path(tmp_path, p) for r in written.values() for p in r["outputs"].values()]
     assert paths and all(p.is_file() and p.stat().st_size > 0 for p in paths)
+    # Quiet: no MediaPipe absl / glog or libpng lines; only our own warnings, if any.
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert all(line.startswith("warning:") for line in lines), result.stderr
+
+
+def test_native_log_lines_are_dropped_and_everything_else_kept() -> None:
+    import subprocess
+    import sys
+
+    script = (
+        "import os, sys\n"
+        "from vfxmocap.core.log import filter_native_stderr\n"
+        "filter_native_stderr()\n"
+        "os.write(2, b'W0000 00:00:1796158292.894806    5893 feedback_manager.cc:114] noise\\n')\n"
+        "os.write(2, b'libpng warning: iCCP: known incorrect sRGB profile\\n')\n"
+        "os.write(2, b'a native message that matters\\n')\n"
+        "print('ours', file=sys.stderr)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert sorted(done.stderr.splitlines()) == ["a native message that matters", "ours"]
 
 
 PLUGINS = {"VFX_WORKFLOW_MODULES": json.dumps(["tests.plugin_workflows"])}
@@ -215,3 +237,75 @@ def test_a_workflow_needing_a_missing_extra_fails_with_missing_extra(
     with pytest.raises(MissingExtra, match="'gen' extra") as caught:
         flow({})
     assert caught.value.exit_code == 4 and "vfxmocap[gen]" in caught.value.hint
+
+
+def _digest(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_an_output_that_is_an_input_is_refused_and_the_input_kept(
+    tmp_path: Path, carphone: Path, astronaut: Path
+) -> None:
+    """The same path, or a hard link to it: exit 2, nothing written, every workflow."""
+    import os
+    import shutil
+
+    clip, face = tmp_path / "same.mp4", tmp_path / "face.png"
+    shutil.copy(carphone, clip)
+    shutil.copy(astronaut, face)
+    os.link(clip, tmp_path / "linked.mp4")
+    before = {p: _digest(p) for p in (clip, face)}
+    cases = [
+        ("swap", "-s", face, "-t", clip, "-o", clip),
+        ("swap", "-s", face, "-t", face, "-o", face),
+        ("transcode", clip, clip),
+        ("transcode", clip, tmp_path / "linked.mp4"),
+        ("run", "transcode", "-s", f"input={clip}", "-s", f"output={clip}"),
+    ]
+    for args in cases:
+        assert_one_line_error(vfx(*map(str, args)), 2, "would destroy the input")
+    assert {p: _digest(p) for p in (clip, face)} == before
+
+
+def test_doctor_says_per_workflow_whether_it_runs_here_and_how_to_fix_it() -> None:
+    result = vfx("doctor", "--json", env=PLUGINS)
+    assert result.returncode == 0, result.stderr
+    rows = {row["name"]: row for row in json.loads(result.stdout)["workflows"]}
+    assert rows["swap"]["ready"] and rows["mocap"]["ready"] and rows["sleep"]["ready"]
+    gpu_only = rows["sleep_gpu"]  # a plugin that declares device="gpu"
+    assert not gpu_only["ready"] and [gap["kind"] for gap in gpu_only["missing"]] == ["device"]
+    human = vfx("doctor", env=PLUGINS).stdout
+    assert "sleep_gpu  cannot run here" in human and "needs a GPU" in human
+
+
+def test_readiness_names_every_gap_with_its_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from pydantic import BaseModel
+
+    from vfxmocap.device import resolve_device
+    from vfxmocap.models.store import ModelStore
+    from vfxmocap.workflows.readiness import gaps
+    from vfxmocap.workflows.registry import Resources, Workflow
+
+    class NoInputs(BaseModel):
+        pass
+
+    needs = Resources(device="gpu", memory_gb=10_000, models=("inswapper-128",), extras=("gen",))
+    flow = Workflow("big", "", NoInputs, (), lambda *_: None, resources=needs)  # type: ignore[arg-type,return-value]
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "diffusers" else find_spec(name, *a),
+    )
+    found = {gap.kind: gap for gap in gaps(flow, resolve_device("cpu"), ModelStore())}
+    assert set(found) == {"extra", "model", "device", "memory"}
+    assert (
+        "diffusers" in found["extra"].what and found["extra"].fix == "pip install 'vfxmocap[gen]'"
+    )
+    assert found["model"].fix.startswith(
+        "vfx models pull inswapper-128 (offline: place its files in"
+    )

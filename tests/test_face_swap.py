@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import encode_test_video
-from vfxmocap.core.errors import InputError, InvalidParams
+from vfxmocap.core.errors import InputError, InvalidParams, ModelMissing
 from vfxmocap.core.progress import CancelToken
 from vfxmocap.media.image import read_image, write_image
 from vfxmocap.media.video import VideoReader, probe
@@ -451,3 +451,25 @@ def test_video_selection_stays_with_the_person_when_sizes_cross(
     assert len(chosen) == (1 if faces == "largest" else 2)
     assert all(s <= chosen for s in swapped), swapped  # never anyone else
     assert sum(s == chosen for s in swapped) >= 20, swapped  # the chosen, (nearly) always
+
+
+def test_a_failing_prepare_closes_every_mediapipe_graph_it_opened(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`--enhance` without its model, in a long-lived worker: no graphs left running."""
+    from mediapipe.python.solution_base import SolutionBase
+
+    opened: list[SolutionBase] = []
+    original = SolutionBase.__init__
+
+    def tracked(self: SolutionBase, *args: object, **kwargs: object) -> None:
+        original(self, *args, **kwargs)
+        opened.append(self)
+
+    monkeypatch.setattr(SolutionBase, "__init__", tracked)
+    options = SwapOptions(enhance=True, occlusion=True)
+    setup = SwapSetup(sources=[str(sample_path("t1"))], options=options, live=True)
+    with pytest.raises(ModelMissing, match="gfpgan"):
+        FaceSwapProcessor().prepare(setup)
+    assert opened  # the face analyzer was built before the enhancer failed
+    assert [g for g in opened if g._graph is not None] == []

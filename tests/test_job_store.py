@@ -1,10 +1,13 @@
-"""The persistent job store: ordering, atomic per-device limits, retries, cancel, recovery."""
+"""The persistent job store: ordering, atomic per-device limits, retries, cancel, recovery.
+Every test runs on SQLite (the default) and on PostgreSQL (several machines)."""
 
 from __future__ import annotations
 
 import multiprocessing
 import os
 import time
+from collections.abc import Iterator
+from multiprocessing.synchronize import Barrier
 from pathlib import Path
 
 import pytest
@@ -13,9 +16,20 @@ from vfxmocap.core.errors import InvalidParams
 from vfxmocap.jobs.store import JobState, JobStore
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty job database: a SQLite file, or a fresh database on the session's cluster."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'jobs.db'}"
+    url: str = request.getfixturevalue("postgres").new_database()
+    return url
+
+
 @pytest.fixture
-def store(tmp_path: Path) -> JobStore:
-    return JobStore(f"sqlite:///{tmp_path / 'jobs.db'}")
+def store(store_url: str) -> Iterator[JobStore]:
+    store = JobStore(store_url)
+    yield store
+    store.dispose()
 
 
 def test_submit_and_read_back(store: JobStore) -> None:
@@ -46,21 +60,25 @@ def test_limit_per_device(store: JobStore) -> None:
     assert store.claim("c", device="cpu", limit=1) is not None  # another device is free
 
 
-def _claim_many(url: str, device: str, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+def _claim_many(url: str, device: str, out: multiprocessing.Queue, start: Barrier) -> None:  # type: ignore[type-arg]
     store = JobStore(url)
+    store.stats()  # connected before the race starts
+    start.wait(60)  # all at once: a real race, not six processes starting in turn
     got = [store.claim(f"worker-{os.getpid()}", device=device, limit=2) for _ in range(5)]
     out.put(sum(job is not None for job in got))
 
 
-def test_limit_holds_across_processes(tmp_path: Path) -> None:
+def test_limit_holds_across_processes(store: JobStore) -> None:
     """Six processes race for a device with two slots: exactly two jobs start."""
-    url = f"sqlite:///{tmp_path / 'jobs.db'}"
-    store = JobStore(url)
+    url = store.url
     for _ in range(20):
         store.submit("w", {}, device="cuda:0")
     ctx = multiprocessing.get_context("spawn")
     results: multiprocessing.Queue = ctx.Queue()  # type: ignore[type-arg]
-    procs = [ctx.Process(target=_claim_many, args=(url, "cuda:0", results)) for _ in range(6)]
+    start = ctx.Barrier(6)
+    procs = [
+        ctx.Process(target=_claim_many, args=(url, "cuda:0", results, start)) for _ in range(6)
+    ]
     for p in procs:
         p.start()
     for p in procs:
@@ -120,9 +138,8 @@ def _claim_and_die(url: str) -> None:
     os._exit(9)  # a crash: no cleanup, no finally
 
 
-def test_recover_after_a_crash(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'jobs.db'}"
-    store = JobStore(url)
+def test_recover_after_a_crash(store: JobStore) -> None:
+    url = store.url
     again = store.submit("w", {}, max_attempts=2)
     ctx = multiprocessing.get_context("spawn")
     proc = ctx.Process(target=_claim_and_die, args=(url,))
@@ -198,3 +215,83 @@ def test_each_machine_has_its_own_device_limit(store: JobStore) -> None:
     b = store.claim("hostB/7/slot0", "cuda", limit=1, scope="hostB/7/")
     assert a is not None and b is not None  # one GPU each, one job each
     assert store.claim("hostA/1/slot1", "cuda", limit=1, scope="hostA/1/") is None
+
+
+# The jobs table as the first release made it (no backend, route or needs columns).
+FIRST_RELEASE_SCHEMA = """
+CREATE TABLE jobs (
+    id VARCHAR(32) NOT NULL PRIMARY KEY, workflow VARCHAR(64) NOT NULL, inputs TEXT NOT NULL,
+    priority INTEGER NOT NULL, state VARCHAR(16) NOT NULL, device VARCHAR(32) NOT NULL,
+    attempt INTEGER NOT NULL, max_attempts INTEGER NOT NULL, timeout_s FLOAT,
+    not_before FLOAT NOT NULL, created_at FLOAT NOT NULL, started_at FLOAT,
+    finished_at FLOAT, heartbeat_at FLOAT, worker VARCHAR(64),
+    cancel_requested BOOLEAN NOT NULL, progress TEXT, error TEXT, outputs TEXT, summary TEXT
+);
+CREATE INDEX ix_jobs_workflow ON jobs (workflow);
+CREATE INDEX ix_jobs_state ON jobs (state);
+CREATE INDEX ix_jobs_created_at ON jobs (created_at);
+INSERT INTO jobs VALUES ('a' || hex(randomblob(15)), 'sleep', '{"seconds": 1}', 0, 'queued',
+    'cpu', 0, 3, 60.0, 0.0, 1.0, NULL, NULL, NULL, NULL, 0, NULL, NULL, NULL, NULL);
+INSERT INTO jobs VALUES ('b' || hex(randomblob(15)), 'probe', '{}', 0, 'succeeded', 'cpu',
+    1, 3, NULL, 0.0, 2.0, 2.0, 3.0, 3.0, 'w', 0, NULL, NULL, '{"report": "/r.json"}', '{}');
+"""
+
+
+def test_a_database_of_the_first_release_upgrades_in_place(tmp_path: Path) -> None:
+    import sqlite3
+
+    from vfxmocap.jobs import schema
+    from vfxmocap.workflows import Resources
+
+    path = tmp_path / "jobs.sqlite3"
+    with sqlite3.connect(path) as old:
+        old.executescript(FIRST_RELEASE_SCHEMA)
+    store = JobStore(f"sqlite:///{path}")
+    (done,), _ = store.list(state="succeeded")
+    assert done.outputs == {"report": "/r.json"} and done.needs == Resources(memory_gb=0.0)
+    old_job = store.claim("w1", limit=5)  # the old queued job runs, with the new columns
+    assert old_job is not None and old_job.workflow == "sleep" and old_job.backend == "local"
+    new = store.submit("w", {}, route="why", needs=Resources(memory_gb=2.0, models=("m",)))
+    again = store.get(new.id)
+    assert again is not None and again.route == "why" and again.needs.models == ("m",)
+    store.dispose()
+    reopened = JobStore(f"sqlite:///{path}")  # a second open changes nothing
+    assert reopened.stats() == {
+        "queued": 1,
+        "running": 1,
+        "succeeded": 1,
+        "failed": 0,
+        "cancelled": 0,
+    }
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT version FROM vfx_schema").fetchall() == [(schema.VERSION,)]
+        indexes = {row[1] for row in db.execute("PRAGMA index_list(jobs)")}
+    assert "ix_jobs_queue" in indexes
+    reopened.dispose()
+
+
+def test_claims_respect_the_memory_budget_and_device_class(store: JobStore) -> None:
+    from vfxmocap.workflows import Resources, device_classes
+
+    big = store.submit("w", {}, needs=Resources(memory_gb=6.0))
+    second = store.submit("w", {}, needs=Resources(memory_gb=6.0))
+    small = store.submit("w", {}, needs=Resources(memory_gb=1.0))
+    assert store.claim("a/0", limit=3, memory_gb=8.0) == store.get(big.id)
+    took = store.claim("a/1", limit=3, memory_gb=8.0)  # 6 + 6 > 8: the small one fits
+    assert took is not None and took.id == small.id
+    assert store.claim("a/2", limit=3, memory_gb=8.0) is None
+    assert store.position(second.id) == 0  # it waits for memory, first in line
+    gpu = store.submit("w", {}, device="cpu2", needs=Resources(device="gpu"))
+    cpu_only = device_classes("cpu")
+    assert store.claim("c/0", "cpu2", limit=3, devices=cpu_only) is None
+    assert store.claim("g/0", "cpu2", limit=3, devices=device_classes("cuda")).id == gpu.id  # type: ignore[union-attr]
+
+
+def test_claims_take_only_jobs_whose_models_are_ready(store: JobStore) -> None:
+    from vfxmocap.workflows import Resources
+
+    store.submit("swap", {}, needs=Resources(models=("inswapper-128",)))
+    plain = store.submit("swap", {}, needs=Resources(models=("mediapipe-face-mesh",)))
+    took = store.claim("w", limit=5, models={"mediapipe-face-mesh"})
+    assert took is not None and took.id == plain.id
+    assert store.claim("w", limit=5, models={"mediapipe-face-mesh"}) is None

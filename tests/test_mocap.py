@@ -21,8 +21,9 @@ from vfxmocap.media.video import VideoReader, probe
 from vfxmocap.mocap import blendshapes, openpose
 from vfxmocap.mocap.bvh import CM, animate, fk_from_bvh, read_bvh, write_bvh
 from vfxmocap.mocap.filters import FilterOptions, clean
+from vfxmocap.mocap.plausible import MIRROR, repair
 from vfxmocap.mocap.skeleton import INDEX, NAMES, retarget
-from vfxmocap.mocap.take import capture
+from vfxmocap.mocap.take import capture, split, vet
 from vfxmocap.samples import sample_path
 from vfxmocap.vision.pose import P, PoseTracker
 from vfxmocap.workflows import get_workflow
@@ -38,6 +39,26 @@ def bikes_take():
         take = capture(source, tracker)
     tracker.close()
     return take
+
+
+@pytest.fixture(scope="module")
+def bikes_vetted(bikes_take):
+    return vet(bikes_take)
+
+
+# Ground truth for bikes.mp4, labelled by looking: every second frame extracted with PyAV to
+# PNG contact sheets (frame number on each), then every frame around each boundary, viewed
+# one by one. Six shots: the road from above (0-29), a man in a suit cycling through traffic
+# who rides out of frame at 44-51 leaving car roofs and a taxi sign (30-75), a cyclist behind
+# a van, hidden by a passing white van at 83-102 (76-136), a street behind a fence (137-186),
+# walking legs passing a bollard, which then stands alone (187-241), a close-up of a wheel
+# (242-249).
+BIKES_CUTS = [30, 76, 137, 187, 242]
+# Frames with a performer plainly visible: the man 30-43, the cyclist 76-81 and 104-136.
+BIKES_VISIBLE = [*range(30, 44), *range(76, 82), *range(104, 137)]
+# Frames with nobody to see: the road, the car roofs, the fence, the bollard, the wheel.
+BIKES_NOBODY = [*range(30), *range(52, 76), *range(137, 187), *range(215, 250)]
+BIKES_HIDDEN = list(range(85, 101))  # the cyclist wholly behind the passing van
 
 
 @pytest.fixture(scope="module")
@@ -212,7 +233,7 @@ def test_still_image_gives_a_one_frame_bvh_and_json(tmp_path: Path) -> None:
     _, values, _ = read_bvh(result.outputs["bvh"])
     assert len(values) == 1
     doc = json.loads(result.outputs["json"].read_text())
-    assert doc["schema"] == "vfxmocap.mocap/1" and doc["frames"] == 1
+    assert doc["schema"] == "vfxmocap.mocap/2" and doc["frames"] == 1
 
 
 def test_no_person_is_an_error_and_writes_nothing(tmp_path: Path) -> None:
@@ -265,6 +286,8 @@ def test_face_csv_without_a_face_writes_nothing(tmp_path: Path) -> None:
 
 
 def test_exports_json_csv_npz(tmp_path: Path) -> None:
+    """Merged: one set over the whole clip, with per-frame and per-joint confidence and the
+    reason for every absent frame."""
     result = MOCAP(
         {
             "input": str(sample_path("bikes")),
@@ -272,20 +295,26 @@ def test_exports_json_csv_npz(tmp_path: Path) -> None:
             "csv": True,
             "npz": True,
             "bvh": False,
+            "merge_takes": True,
         }
     )
     doc = json.loads(result.outputs["json"].read_text())
     assert doc["frames"] == 250 and len(doc["landmarks"]) == 33 and doc["fps"] == 25.0
+    assert [f["frame"] for f in doc["data"]] == list(range(250))
     frame = doc["data"][120]
-    assert frame["present"] and len(frame["pose"]) == 33
-    assert len(frame["pose"][0]) == len(doc["point_fields"])
+    assert frame["present"] and len(frame["pose"]) == 33 and frame["confidence"] > 0.8
+    assert len(frame["pose"][0]) == len(doc["point_fields"]) and "reason" not in frame
+    assert doc["data"][220]["reason"] == "off_person_mask"  # the bollard
+    assert doc["data"][220]["confidence"] == 0
     present = [f["present"] for f in doc["data"]]
     assert 0 < sum(present) < 250
     with result.outputs["csv"].open() as fh:
         rows = list(csv.reader(fh))
-    assert len(rows) == 251 and len(rows[0]) == 3 + 33 * 6
+    assert len(rows) == 251 and len(rows[0]) == 5 + 33 * 7
+    assert rows[221][:3] == ["220", "8.80000", "0"] and rows[221][4] == "off_person_mask"
     npz = np.load(result.outputs["npz"])
-    assert npz["world"].shape == (250, 33, 3)
+    assert npz["world"].shape == (250, 33, 3) and npz["joint_confidence"].shape == (250, 33)
+    assert (npz["joint_confidence"][~npz["present"]] == 0).all()
     assert result.summary["frames_with_person"] == int(npz["present"].sum()) == sum(present)
 
 
@@ -325,6 +354,7 @@ def test_pose_video_has_the_inputs_size_rate_and_length(tmp_path: Path) -> None:
             "pose_video": True,
             "preview": True,
             "bvh": False,
+            "merge_takes": True,
         }
     )
     present = [f["present"] for f in json.loads(result.outputs["json"].read_text())["data"]]
@@ -388,8 +418,13 @@ def test_cli_mocap_writes_and_reports(tmp_path: Path) -> None:
     result = run_vfx("mocap", "-i", sample_path("bikes"), "-o", tmp_path, "--pose-video", "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    assert set(report["outputs"]) == {"bvh", "json", "pose_video"}
-    assert report["summary"]["frames"] == 250
+    per_take = {f"take{n:02d}_{kind}" for n in (2, 3) for kind in ("bvh", "json", "pose_video")}
+    assert set(report["outputs"]) == {"takes"} | per_take
+    assert report["summary"]["frames"] == 250 and report["summary"]["takes_found"] == 6
+    one = run_vfx("mocap", "-i", sample_path("bikes"), "-o", tmp_path / "t3", "--take", "3")
+    assert one.returncode == 0, one.stderr
+    _, values, _ = read_bvh(tmp_path / "t3" / "motion.bvh")
+    assert len(values) == 61  # frames 76-136
 
 
 def test_cli_no_person_exits_3(tmp_path: Path) -> None:
@@ -438,3 +473,77 @@ def test_corrupt_input_exits_3(tmp_path: Path, bad_media) -> None:
     result = run_vfx("mocap", "-i", path, "-o", tmp_path / "o")
     assert result.returncode == 3 and reason in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "o" / "motion.bvh").exists()
+
+
+def test_cuts_split_bikes_into_its_shots(bikes_take) -> None:
+    """The detector finds the five cuts seen by eye, at the same frames, and nothing else."""
+    assert bikes_take.cuts == BIKES_CUTS
+    takes = split(bikes_take)
+    assert [t.frame_range for t in takes] == [
+        (0, 29),
+        (30, 75),
+        (76, 136),
+        (137, 186),
+        (187, 241),
+        (242, 249),
+    ]
+
+
+def test_presence_only_where_a_person_is(bikes_take, bikes_vetted) -> None:
+    """MediaPipe fits skeletons to the road, the car roofs, the fence and the bollard; the
+    checks leave none of them present and keep the plainly visible performers."""
+    raw, present = bikes_take.present, bikes_vetted.present
+    assert raw[BIKES_NOBODY].mean() > 0.3  # what the tracker alone claims
+    assert present[BIKES_NOBODY].mean() <= 0.05
+    assert present[BIKES_HIDDEN].mean() <= 0.05
+    assert present[BIKES_VISIBLE].mean() >= 0.9
+    reasons = bikes_vetted.reasons
+    assert reasons[220] == "off_person_mask" and reasons[10] == "low_visibility"
+    assert all(reasons[i] == "" for i in np.flatnonzero(present))
+
+
+def test_carphone_is_one_take_present_throughout(carphone_take) -> None:
+    vetted = vet(carphone_take)
+    assert carphone_take.cuts == [] and len(split(vetted)) == 1
+    assert vetted.present.all()
+
+
+def test_per_take_outputs_and_takes_json(tmp_path: Path) -> None:
+    result = MOCAP({"input": str(sample_path("bikes")), "output_dir": tmp_path, "csv": True})
+    doc = json.loads(result.outputs["takes"].read_text())
+    assert doc["cuts"] == BIKES_CUTS and len(doc["takes"]) == 6
+    assert [t["coverage"] > 0 for t in doc["takes"]] == [False, True, True, False, False, False]
+    assert not (tmp_path / "take01").exists()  # the road: no person, no files
+    take3 = doc["takes"][2]
+    assert (take3["first_frame"], take3["last_frame"], take3["frames"]) == (76, 136, 61)
+    assert take3["duration_s"] == pytest.approx(61 / 25) and take3["jitter_px"] > 0
+    pose = json.loads((tmp_path / "take03" / "pose.json").read_text())
+    assert [f["frame"] for f in pose["data"]] == list(range(76, 137))
+    assert pose["data"][0]["time"] == pytest.approx(76 / 25)
+    _, values, _ = read_bvh(result.outputs["take03_bvh"])
+    assert len(values) == 61
+    assert result.summary["takes"][2]["coverage"] == take3["coverage"]
+
+
+def test_take_option_picks_one_and_refuses_an_empty_take(tmp_path: Path) -> None:
+    result = MOCAP({"input": str(sample_path("bikes")), "output_dir": tmp_path, "take": 2})
+    frames = [f["frame"] for f in json.loads(result.outputs["json"].read_text())["data"]]
+    assert frames == list(range(30, 76))
+    with pytest.raises(InputError, match="no person found in any frame of take 4"):
+        MOCAP({"input": str(sample_path("bikes")), "output_dir": tmp_path / "4", "take": 4})
+
+
+def test_swapped_sides_are_repaired_and_flips_rejected(bikes_vetted) -> None:
+    """The cyclist's take with left and right exchanged in one frame and the body turned
+    upside down in another: the swap is undone, the flip made absent."""
+    take = split(bikes_vetted)[2]
+    broken = type(take)(**{**take.__dict__, "image": take.image.copy(), "world": take.world.copy()})
+    swap, flip = 40, 50  # rows: source frames 116 and 126
+    broken.image[swap], broken.world[swap] = take.image[swap, MIRROR], take.world[swap, MIRROR]
+    broken.world[flip, :, 1] *= -1
+    fixed = repair(broken)
+    assert np.allclose(fixed.image[swap, :, :2], take.image[swap, :, :2])
+    assert fixed.repaired[swap] and fixed.reasons[flip] == "flipped"
+    assert not fixed.present[flip]
+    untouched = repair(take)
+    assert untouched.present.sum() == take.present.sum()

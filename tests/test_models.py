@@ -623,3 +623,158 @@ def test_a_model_larger_than_the_budget_is_used_not_kept() -> None:
     cache.get("a", lambda: 3, 0.4)  # a is now the most recent
     cache.get("c", lambda: 4, 0.4)
     assert cache.cached() == ["a", "c"] and cache.used_gb == pytest.approx(0.8)
+
+
+@pytest.mark.timeout(60)
+def test_racing_misses_load_a_model_once_and_other_keys_do_not_wait(tmp_path: Path) -> None:
+    from tests import onnx_models
+    from vfxmocap.models.cache import ModelCache
+    from vfxmocap.models.onnx_runtime import _load
+
+    path = onnx_models.arcface(tmp_path / "arcface.onnx")
+    cache = ModelCache(budget_gb=1.0)
+    entered, release = threading.Event(), threading.Event()
+    loads: list[object] = []
+
+    def slow_load() -> object:
+        entered.set()
+        release.wait(10)  # a model that takes seconds to load
+        loads.append(_load(path, [("CPUExecutionProvider", {})]))
+        return loads[-1]
+
+    got: list[object] = []
+    first = threading.Thread(target=lambda: got.append(cache.get("arcface", slow_load, 0.1)))
+    second = threading.Thread(target=lambda: got.append(cache.get("arcface", slow_load, 0.1)))
+    first.start()
+    assert entered.wait(10)
+    second.start()
+    assert cache.get("other", lambda: "other model", 0.1) == "other model"  # not blocked
+    time.sleep(0.2)  # the second miss arrives while the first is still loading
+    release.set()
+    first.join(10)
+    second.join(10)
+    assert len(loads) == 1 and len(got) == 2 and got[0] is got[1] is loads[0]
+    assert cache.misses == 2 and cache.hits == 1  # "arcface" once, "other" once; one waited
+
+
+def test_a_failed_load_is_not_shared_the_next_caller_loads_again() -> None:
+    from vfxmocap.models.cache import ModelCache
+
+    cache = ModelCache(budget_gb=1.0)
+    with pytest.raises(OSError, match="disk gone"):
+        cache.get("k", lambda: (_ for _ in ()).throw(OSError("disk gone")), 0.1)
+    assert cache.get("k", lambda: "loaded", 0.1) == "loaded"
+
+
+# --- what a failure of a session means ----------------------------------------------------
+
+
+def _ort_out_of_memory(tmp_path: Path) -> Exception:
+    """The exception ONNX Runtime raises when it really runs out of memory."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from tests import onnx_models
+
+    path = onnx_models.greedy_enhancer(tmp_path / "greedy.onnx")
+    raw = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    try:
+        raw.run(None, {"input": np.zeros((1, 3, 512, 512), np.float32)})
+    except Exception as exc:  # noqa: BLE001 -- the very object under test
+        return exc
+    raise AssertionError("the greedy model did not run out of memory")
+
+
+def test_out_of_memory_of_every_runtime_is_insufficient_memory(tmp_path: Path) -> None:
+    import onnxruntime.capi.onnxruntime_pybind11_state as ort_errors
+    import torch
+
+    from vfxmocap.core.errors import InsufficientMemory, insufficient_memory
+
+    try:
+        torch.empty(2**40)  # 4 TB on the host
+    except RuntimeError as exc:
+        torch_cpu = exc
+    cases = {
+        "onnxruntime": _ort_out_of_memory(tmp_path),
+        "torch cpu": torch_cpu,
+        "cuda": torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+        "mps": RuntimeError("MPS backend out of memory (MPS allocated: 17.0 GB)"),
+        "ort cuda": ort_errors.RuntimeException("CUDA failure 2: out of memory ; GPU=0"),
+        "ort bad_alloc": ort_errors.Fail("std::bad_alloc"),
+        "host": MemoryError(),
+    }
+    for name, exc in cases.items():
+        mapped = insufficient_memory(exc, "running the model")
+        assert isinstance(mapped, InsufficientMemory), name
+        assert mapped.retryable and mapped.message.startswith("running the model: out of memory")
+    for other in (RuntimeError("size mismatch"), ort_errors.InvalidProtobuf("Protobuf parsing")):
+        assert insufficient_memory(other, "x") is None
+
+
+def test_an_enhancer_out_of_memory_is_insufficient_memory(tmp_path: Path) -> None:
+    import numpy as np
+
+    from tests import onnx_models
+    from vfxmocap.core.errors import InsufficientMemory
+    from vfxmocap.processors.face_swap.enhancer import FaceEnhancer
+
+    enhancer = FaceEnhancer(onnx_models.greedy_enhancer(tmp_path / "gfpgan.onnx"))
+    with pytest.raises(InsufficientMemory) as caught:
+        enhancer.restore(np.zeros((512, 512, 3), np.uint8))
+    assert "pull" not in caught.value.hint.lower() and "memory" in caught.value.hint
+
+
+def test_a_corrupt_model_file_says_pull_it_again(tmp_path: Path) -> None:
+    from tests import onnx_models
+    from vfxmocap.models.onnx_runtime import session
+
+    path = onnx_models.arcface(tmp_path / "arcface.onnx")
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # an interrupted copy
+    with pytest.raises(ModelMissing, match="not a loadable ONNX model") as caught:
+        session(path)
+    assert "pull the model again" in caught.value.hint
+
+
+def test_out_of_memory_while_loading_is_not_a_corrupt_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import onnxruntime as ort
+
+    from tests import onnx_models
+    from vfxmocap.core.errors import InsufficientMemory
+    from vfxmocap.models.onnx_runtime import session
+
+    oom = _ort_out_of_memory(tmp_path)
+    path = onnx_models.arcface(tmp_path / "arcface.onnx")
+
+    def create(*args: object, **kwargs: object) -> None:
+        raise oom  # the device fills up while the session allocates its weights
+
+    monkeypatch.setattr(ort, "InferenceSession", create)
+    with pytest.raises(InsufficientMemory) as caught:
+        session(path)
+    assert "pull" not in caught.value.hint.lower()
+
+
+def test_a_device_failure_while_loading_is_a_device_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import onnxruntime as ort
+    import onnxruntime.capi.onnxruntime_pybind11_state as ort_errors
+
+    from tests import onnx_models
+    from vfxmocap.core.errors import DeviceError, InsufficientMemory
+    from vfxmocap.models.onnx_runtime import session
+
+    path = onnx_models.arcface(tmp_path / "arcface.onnx")
+
+    def create(*args: object, **kwargs: object) -> None:
+        raise ort_errors.EPFail("CUDA failure 100: no CUDA-capable device is detected")
+
+    monkeypatch.setattr(ort, "InferenceSession", create)
+    with pytest.raises(DeviceError) as caught:
+        session(path)
+    assert not isinstance(caught.value, InsufficientMemory)
+    assert "no CUDA-capable device" in caught.value.message
+    assert "pull" not in caught.value.hint.lower() and "--device cpu" in caught.value.hint

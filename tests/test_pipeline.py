@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import tracemalloc
@@ -160,3 +161,96 @@ def test_memory_stays_flat_with_length(bikes: Path) -> None:
     frame_bytes = 640 * 272 * 3
     assert long < short + 4 * frame_bytes
     assert long < 40 * frame_bytes
+
+
+# --- failure paths: a job fails or continues, never hangs ----------------------------------
+
+
+class _Records(logging.Handler):
+    """Collects the records of one logger (vfxmocap's logger may not propagate to caplog)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+        self.logger = logging.getLogger(name)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def __enter__(self) -> list[logging.LogRecord]:
+        self.logger.addHandler(self)
+        return self.records
+
+    def __exit__(self, *exc: object) -> None:
+        self.logger.removeHandler(self)
+
+
+@pytest.mark.timeout(60)
+def test_a_failing_progress_listener_is_logged_once_and_the_video_completes(
+    carphone: Path, tmp_path: Path
+) -> None:
+    """A listener that starts raising mid-video (Redis goes down) must not stop or hang it."""
+    calls = 0
+
+    def broken(event: ProgressEvent) -> None:
+        nonlocal calls
+        calls += 1
+        if event.value >= 5:
+            raise ConnectionError("redis: connection refused")
+
+    with _Records("vfxmocap") as records, open_source(carphone) as source:
+        progress = Progress(broken, min_interval_s=0)
+        result = transform_video(source, lambda f: f, tmp_path / "o.mp4", progress=progress)
+    assert result.stats.frames == 120 and probe(result.output).frame_count == 120
+    assert calls > 100  # still called: a blip ends, and progress resumes
+    warnings = [r for r in records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "redis: connection refused" in warnings[0].getMessage()
+
+
+@pytest.mark.timeout(60)
+def test_an_error_in_the_writer_outside_the_sink_ends_the_pipeline() -> None:
+    class Failing(Progress):
+        def advance(self, n: int = 1, message: str = "") -> None:
+            raise RuntimeError("progress store gone")
+
+    with pytest.raises(RuntimeError, match="progress store gone"):
+        run_pipeline(range(1000), lambda x: x, lambda _: None, progress=Failing(), queue_size=2)
+    assert not [t for t in threading.enumerate() if t.name.startswith("vfx-")]
+
+
+@pytest.mark.timeout(60)
+def test_cancel_is_seen_while_waiting_for_a_stalled_source(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A camera that stops delivering frames: cancel still ends the job promptly."""
+    monkeypatch.setattr("vfxmocap.media.pipeline._GRACE_S", 0.5)
+    stalled, token = threading.Event(), CancelToken()
+
+    def camera():
+        yield 0
+        stalled.wait(30)  # no more frames until the test ends
+        yield 1
+
+    threading.Timer(0.3, token.cancel).start()
+    started = time.perf_counter()
+    try:
+        with pytest.raises(Cancelled):
+            run_pipeline(camera(), lambda x: x, lambda _: None, cancel=token)
+        assert time.perf_counter() - started < 5
+    finally:
+        stalled.set()
+
+
+@pytest.mark.timeout(60)
+def test_cancel_is_seen_while_the_writer_is_stalled(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sink that blocks (a network write): the processing thread does not wait on it forever."""
+    monkeypatch.setattr("vfxmocap.media.pipeline._GRACE_S", 0.5)
+    stalled, token = threading.Event(), CancelToken()
+    threading.Timer(0.3, token.cancel).start()
+    started = time.perf_counter()
+    try:
+        with pytest.raises(Cancelled):
+            run_pipeline(range(100), lambda x: x, lambda _: stalled.wait(30), cancel=token)
+        assert time.perf_counter() - started < 5
+    finally:
+        stalled.set()

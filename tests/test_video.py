@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import encode_test_video
 from vfxmocap.core.config import reload_settings
-from vfxmocap.core.errors import InvalidParams, MediaError, MediaTooLarge
+from vfxmocap.core.errors import InputError, InvalidParams, MediaError, MediaTooLarge
 from vfxmocap.media.video import VideoReader, VideoWriter, probe
 
 
@@ -202,6 +202,20 @@ def test_tmp_names_do_not_collide_with_outputs(tmp_path: Path, carphone_frames) 
             wa.write(frame)
             wb.write(frame)
     assert sorted(os.listdir(tmp_path)) == ["a.mp4", "b.mp4"]
+
+
+def test_an_output_ffmpeg_cannot_open_leaves_no_part_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FFmpeg refusing the output (a full or read-only disk) is a typed error, and clean."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise av.error.PermissionError(13, "Permission denied", str(args[0]))
+
+    monkeypatch.setattr(av, "open", refuse)
+    with pytest.raises(InputError, match="cannot write"):
+        VideoWriter(tmp_path / "out.mp4", fps=25)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_frame_size_is_checked_from_the_stream_header(

@@ -73,6 +73,7 @@ def create_app(service: JobService, *, start: bool = True) -> FastAPI:
         limiter=limiter,
         auth_failures=auth_failures,
         upload_max_bytes=service.uploads.max_bytes,
+        body_max_bytes=int(settings.body_max_kb * 1024),
     )
 
     add_error_handlers(app)

@@ -8,6 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vfxmocap.api.security import error_response
 from vfxmocap.core.errors import InputError, MediaTooLarge, VfxError
@@ -44,6 +45,14 @@ def add_error_handlers(app: FastAPI) -> None:
         else:
             status = STATUS.get(exc.code, 500)
         return error_response(status, exc.code, exc.message, exc.hint)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        """Starlette's own refusals (unknown route, wrong method) in the one error shape."""
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "input_error")
+        hint = "See /api/docs for the routes and their methods."
+        headers = dict(exc.headers) if exc.headers else None
+        return error_response(exc.status_code, code, str(exc.detail), hint, headers)
 
     @app.exception_handler(RequestValidationError)
     async def request_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

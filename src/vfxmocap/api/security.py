@@ -160,10 +160,11 @@ class GuardMiddleware:
         limiter: RateLimiter,
         auth_failures: RateLimiter,
         upload_max_bytes: int,
+        body_max_bytes: int,
     ) -> None:
         self.app, self.token, self.origins, self.limiter = app, token, origins, limiter
         self.auth_failures = auth_failures
-        self.upload_max_bytes = upload_max_bytes
+        self.upload_max_bytes, self.body_max_bytes = upload_max_bytes, body_max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -185,11 +186,10 @@ class GuardMiddleware:
         if not allowed:
             await _too_many("too many requests", wait)(scope, receive, send)
             return
-        if scope["path"] == "/api/uploads" and scope["method"] == "POST":
-            refusal = self._upload_refusal(headers.get("content-length"))
-            if refusal is not None:
-                await refusal(scope, receive, send)
-                return
+        refusal = self._body_refusal(scope, headers)
+        if refusal is not None:
+            await refusal(scope, receive, send)
+            return
         await self.app(scope, receive, send)
 
     def _authenticate(self, scope: Scope, headers: Headers) -> JSONResponse | None:
@@ -213,14 +213,30 @@ class GuardMiddleware:
             {"WWW-Authenticate": "Bearer"},
         )
 
-    def _upload_refusal(self, length: str | None) -> JSONResponse | None:
-        """Uploads declare their size, and a size within the limit, before a byte is read:
-        the multipart parser would otherwise spool any amount to disk first."""
-        if length is None or not length.isdigit():
-            hint = "Send the upload with a Content-Length (not chunked)."
-            return error_response(411, "input_error", "an upload needs a Content-Length", hint)
-        if int(length) > self.upload_max_bytes + 64 * 1024:  # the multipart envelope
-            return upload_too_large(self.upload_max_bytes)
+    def _body_refusal(self, scope: Scope, headers: Headers) -> JSONResponse | None:
+        """Bodies declare their size, and a size within the limit, before a byte is read:
+        a JSON body is parsed whole on the event loop, and the multipart parser would spool
+        any amount to disk. Uploads have their own, larger limit."""
+        upload = scope["path"] == "/api/uploads"
+        length = headers.get("content-length")
+        if length is None:
+            if not upload and "transfer-encoding" not in headers:
+                return None  # no body at all
+            hint = "Send the body with a Content-Length (not chunked)."
+            return error_response(411, "input_error", "a request body needs a Content-Length", hint)
+        if not length.isdigit():
+            return error_response(400, "input_error", "a malformed Content-Length", "Fix it.")
+        if upload:
+            if int(length) > self.upload_max_bytes + 64 * 1024:  # the multipart envelope
+                return upload_too_large(self.upload_max_bytes)
+        elif int(length) > self.body_max_bytes:
+            return error_response(
+                413,
+                "input_error",
+                f"the request body is larger than {self.body_max_bytes // 1024} KB",
+                "Send files as uploads (POST /api/uploads) and refer to them by id, or raise "
+                "VFX_BODY_MAX_KB on the server.",
+            )
         return None
 
 

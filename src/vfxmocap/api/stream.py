@@ -26,9 +26,10 @@ import contextlib
 import ctypes
 import ctypes.util
 import gc
+import json
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -144,25 +145,21 @@ def add_stream_routes(app: FastAPI, settings: Settings) -> None:
         address = websocket.client.host if websocket.client else "unknown"
         refusal = slots.take(address)
         if refusal is not None:
-            with contextlib.suppress(WebSocketDisconnect, RuntimeError):
-                await websocket.send_json({"type": "error", "message": refusal})
-                await websocket.close(code=1013, reason=refusal[:120])
+            await _refuse(websocket, ProtocolMisuse(1013, refusal))  # 1013: try again later
             return
-        # One thread per connection: MediaPipe graphs stay on the thread that made them.
+        # One thread per connection: its processor sees one frame at a time, in order, and
+        # never blocks the event loop or another stream.
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"stream-{name}")
         loop = asyncio.get_running_loop()
         running: Prepared[Any, Any] | None = None
         try:
-            config = await asyncio.wait_for(websocket.receive_json(), timeout=30)
+            config = await _settings(websocket)
             running = await loop.run_in_executor(pool, _open, spec, config, app)
             await websocket.send_json({"type": "ready", "stream": name})
             await _serve(websocket, running, pool, loop)
-        except (ValidationError, VfxError) as exc:
-            message = exc.message if isinstance(exc, VfxError) else _first_error(exc)
-            with contextlib.suppress(WebSocketDisconnect, RuntimeError):
-                await websocket.send_json({"type": "error", "message": message})
-                await websocket.close(code=1008, reason=message[:120])
-        except (WebSocketDisconnect, TimeoutError):
+        except (ValidationError, VfxError, ProtocolMisuse) as exc:
+            await _refuse(websocket, exc)
+        except WebSocketDisconnect:
             log.debug("stream %s: client left", name)
         finally:
             slots.release(address)
@@ -170,6 +167,54 @@ def add_stream_routes(app: FastAPI, settings: Settings) -> None:
                 await loop.run_in_executor(pool, running.close)
             pool.shutdown(wait=False)
             await asyncio.to_thread(_return_memory)
+
+
+class ProtocolMisuse(Exception):
+    """A message of the wrong kind, or one too many streams: answered with an error and a
+    close code, never a traceback (1003: wrong data type, 1007: unparsable payload, 1008:
+    policy, 1013: try again later)."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+SETTINGS_TIMEOUT_S = 30.0
+
+
+async def receive_message(
+    websocket: WebSocket, timeout: float | None = None
+) -> MutableMapping[str, Any]:
+    """The next text or binary message; a disconnect raises WebSocketDisconnect."""
+    try:
+        message = await asyncio.wait_for(websocket.receive(), timeout=timeout)
+    except TimeoutError:
+        raise ProtocolMisuse(1008, f"nothing received within {timeout:.0f} s") from None
+    if message["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(message.get("code", 1000))
+    return message
+
+
+async def _settings(websocket: WebSocket) -> Any:
+    message = await receive_message(websocket, SETTINGS_TIMEOUT_S)
+    text = message.get("text")
+    if text is None:
+        raise ProtocolMisuse(1003, "send the stream settings as a JSON text message first")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ProtocolMisuse(1007, f"the settings are not JSON: {exc.msg}") from None
+
+
+async def _refuse(websocket: WebSocket, exc: ValidationError | VfxError | ProtocolMisuse) -> None:
+    """Tell the client what was wrong, then close with the matching code."""
+    if isinstance(exc, ValidationError):
+        message, code = _first_error(exc), 1008
+    else:
+        message, code = exc.message, exc.code if isinstance(exc, ProtocolMisuse) else 1008
+    with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+        await websocket.send_json({"type": "error", "message": message})
+        await websocket.close(code=code, reason=message[:120])
 
 
 def _first_error(exc: ValidationError) -> str:
@@ -195,7 +240,9 @@ async def _serve(
 
     async def receive() -> None:
         while True:
-            data = await websocket.receive_bytes()
+            data = (await receive_message(websocket)).get("bytes")
+            if data is None:
+                raise ProtocolMisuse(1003, "frames must be binary messages (JPEG or WebP)")
             counters.received += 1
             counters.window_in += 1
             if newest:

@@ -10,7 +10,7 @@ import typer
 
 from vfxmocap.cli.common import guarded, state
 from vfxmocap.core.config import reload_settings
-from vfxmocap.core.log import setup_logging
+from vfxmocap.core.log import filter_native_stderr, setup_logging
 
 EXIT_CODES = """Exit codes: 0 ok, 1 internal error, 2 usage / invalid parameters, 3 input error,
 4 missing model or extra, 5 device error, 130 cancelled."""
@@ -57,4 +57,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entrypoint() -> None:
+    """The `vfx` program. Native libraries' log lines (MediaPipe's absl, libpng) are kept
+    off the terminal unless --debug; `main()` alone (tests, embedding) leaves stderr be."""
+    if "--debug" not in sys.argv[1:]:
+        filter_native_stderr()
     sys.exit(main())

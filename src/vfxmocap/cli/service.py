@@ -81,43 +81,25 @@ def worker(
     ] = None,
 ) -> None:
     """Run a Celery worker for this machine's device (one per GPU: set --device). It is
-    restarted when it dies (a crash, or a job killed after ignoring cancel)."""
-    import signal
+    restarted when it dies (a crash, or a job killed after ignoring cancel); one that
+    keeps dying at start is given up on."""
     import socket
-    import subprocess
-    import time
 
     from vfxmocap.device import resolve_device
 
     require("celery")  # a missing extra ends here, not in a child restarted forever
+    require("redis")
+    from vfxmocap.jobs import fleet_worker
+
     url = broker or get_settings().broker_url
     if not url:
         raise InvalidParams("no broker: pass --broker redis://... or set VFX_BROKER_URL")
     name = name or f"{socket.gethostname()}-{os.getpid()}"
-    report = resolve_device(device)  # checked here, or the child would fail and restart forever
-    # The broker URL may hold a password: it goes through the environment, not argv (ps).
-    command = [sys.executable, "-m", "vfxmocap.jobs.celery_app", name]
-    # The exact GPU ("cuda:1"): "auto" or "cuda" would put the child on GPU 0.
-    env = {**os.environ, "VFX_BROKER_URL": url, "VFX_DEVICE": report.spec}
-    stopping = False
-    child: subprocess.Popen[bytes] | None = None
-
-    def stop(signum: int, _frame: Any) -> None:
-        nonlocal stopping
-        stopping = True
-        if child is not None and child.poll() is None:
-            child.send_signal(signal.SIGTERM)  # Celery's warm shutdown: the job finishes
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    report = resolve_device(device)  # checked here, or the child would fail at each start
     shown = _without_password(url)
     err.print(f"vfxmocap Celery worker {name} on {shown}, {report.spec} · {report.name}")
-    while not stopping:
-        child = subprocess.Popen(command, env=env)
-        code = child.wait()
-        if not stopping:
-            err.print(f"[yellow]worker process exited ({code}); restarting[/]")
-            time.sleep(1.0)
+    # The exact GPU ("cuda:1"): "auto" or "cuda" would put the child on GPU 0.
+    fleet_worker.run(url, name, {"VFX_DEVICE": report.spec})
 
 
 def _without_password(url: str) -> str:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from vfxmocap import __version__
@@ -57,19 +58,24 @@ def _codecs() -> dict[str, bool]:
 @app.command()
 @guarded
 def doctor(as_json: JsonOpt = False) -> None:
-    """Report device, ONNX providers, models, codecs and versions."""
+    """Report device, ONNX providers, models, which workflows can run here (and what to
+    install or place for those that cannot), codecs and versions."""
     from vfxmocap.device import resolve_device
     from vfxmocap.models.store import ModelStore
+    from vfxmocap.workflows import all_workflows
+    from vfxmocap.workflows.readiness import readiness
 
     device = resolve_device()
     store = ModelStore()
     models = [store.status(name).to_dict() for name in store.catalog.names()]
+    workflows = [{"name": w.name, **readiness(w, device, store)} for w in all_workflows()]
     settings = get_settings()
     codecs, versions = _codecs(), _versions()
     report = {
         "device": device.to_dict(),
         "models_dir": str(store.root),
         "models": models,
+        "workflows": workflows,
         "codecs": codecs,
         "versions": versions,
         "config_file": str(config_file_path()),
@@ -91,6 +97,11 @@ def doctor(as_json: JsonOpt = False) -> None:
         table.add_row(spec.name, spec.task, f"[{colour}]{row['readiness']}[/]")
     out.print(table)
     out.print(f"[bold]Models dir[/]  {store.root}")
+    for row in workflows:
+        state = "[green]ready[/]" if row["ready"] else "[red]cannot run here[/]"
+        out.print(f"[bold]{row['name']}[/]  {state}", soft_wrap=True)
+        for gap in row["missing"]:
+            out.print(f"  needs {escape(gap['what'])} — {escape(gap['fix'])}", soft_wrap=True)
     out.print(
         "[bold]Codecs[/]  "
         + ", ".join(f"{k} {'ok' if v else 'MISSING'}" for k, v in codecs.items())

@@ -332,6 +332,13 @@ def mocap(
         bool | None, typer.Option("--holistic/--no-holistic", help="Track hands and face too.")
     ] = None,
     max_frames: Annotated[int | None, typer.Option(help="Stop after N frames.")] = None,
+    take: Annotated[
+        int | None, typer.Option(help="Only take N (takes split at shot cuts, from 1).")
+    ] = None,
+    merge_takes: Annotated[
+        bool | None,
+        typer.Option("--merge-takes/--per-take", help="One set of outputs for the whole clip."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Motion capture to BVH, keypoints, Live Link Face CSV, control video and mattes.
@@ -353,6 +360,8 @@ def mocap(
         holistic=holistic,
         filter=given(method=filter, cutoff_hz=cutoff),
         max_frames=max_frames,
+        take=take,
+        merge_takes=merge_takes,
     )
     report(run_workflow("mocap", inputs, quiet=as_json), as_json)
 

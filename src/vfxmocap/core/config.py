@@ -93,6 +93,9 @@ class Settings(BaseSettings):
     )
     rate_burst: int = Field(400, ge=1, description="Requests a client may make in one burst.")
     upload_max_mb: float = Field(2048.0, gt=0, description="Largest upload accepted.")
+    body_max_kb: float = Field(
+        1024.0, gt=0, description="Largest JSON request body (job settings; files are uploads)."
+    )
     stream_max_pixels: int = Field(
         3840 * 2160,
         ge=1,

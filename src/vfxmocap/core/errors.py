@@ -6,8 +6,12 @@ queue can report a failure the same way and decide whether it is worth a retry.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
+
+MAX_MESSAGE = 1000
 
 
 class VfxError(Exception):
@@ -19,6 +23,9 @@ class VfxError(Exception):
     default_hint: ClassVar[str] = "Run with --debug and report the traceback."
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
+        # Messages quote user input (a file name, an option): never echo it unbounded.
+        if len(message) > MAX_MESSAGE:
+            message = message[: MAX_MESSAGE - 1] + "…"
         super().__init__(message)
         self.message = message
         self.hint = hint if hint is not None else self.default_hint
@@ -112,3 +119,56 @@ class WorkerUnavailable(VfxError):
     exit_code = 1
     retryable = True
     default_hint = "Start a worker (`vfx worker`) or check the broker connection."
+
+
+# How each runtime says "out of memory", lower-cased: torch (CUDA, MPS, host), ONNX Runtime
+# (its arena, the CUDA/cuDNN/cuBLAS providers, DirectML) and C++'s std::bad_alloc.
+_OOM_TYPES = frozenset({"OutOfMemoryError", "MemoryError"})
+_OOM_MESSAGES = (
+    "out of memory",
+    "outofmemory",
+    "failed to allocate memory",
+    "can't allocate memory",
+    "bad allocation",
+    "bad_alloc",
+    "cudaerrormemoryallocation",
+    "status_alloc_failed",
+)
+
+
+def insufficient_memory(error: BaseException, what: str) -> InsufficientMemory | None:
+    """The InsufficientMemory that `error` means, or None when it is not out-of-memory.
+
+    Matched by type name and message, so core imports neither torch nor onnxruntime."""
+    if isinstance(error, VfxError):
+        return error if isinstance(error, InsufficientMemory) else None
+    text = " ".join(str(error).split())
+    lowered = text.lower()
+    at = [lowered.find(m) for m in _OOM_MESSAGES if m in lowered]
+    if not at and not {cls.__name__ for cls in type(error).__mro__} & _OOM_TYPES:
+        return None
+    # ONNX Runtime puts the allocation failure at the end of a long line: quote around it.
+    start = max(0, min(at, default=0) - 60)
+    detail = ("..." if start else "") + (text[start : start + 200] or type(error).__name__)
+    return InsufficientMemory(f"{what}: out of memory ({detail})")
+
+
+@contextlib.contextmanager
+def typed_memory_errors(what: str) -> Iterator[None]:
+    """Re-raise a device or host out-of-memory error inside the block as InsufficientMemory,
+    which the job queue retries (with `what` saying which work ran out)."""
+    try:
+        yield
+    except Exception as exc:
+        mapped = insufficient_memory(exc, what)
+        if mapped is None or mapped is exc:
+            raise
+        raise mapped from exc
+
+
+def as_vfx_error(exc: BaseException) -> VfxError:
+    """The typed error to report for any exception: itself, or an internal error (a bug,
+    never retried) naming the exception."""
+    if isinstance(exc, VfxError):
+        return exc
+    return VfxError(f"internal error: {type(exc).__name__}: {exc}")

@@ -10,6 +10,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from vfxmocap.core.errors import Cancelled
+from vfxmocap.core.log import get_logger
+
+log = get_logger("progress")
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,9 @@ class Progress:
     """Counts work in named stages and emits throttled `ProgressEvent`s with an ETA.
 
     `min_interval_s` keeps a 1000 fps loop from flooding a socket; the first and the last
-    update of a stage are always emitted.
+    update of a stage are always emitted. A listener's errors never reach the work: the
+    first is logged, the rest dropped, and the listener keeps being called (a Redis blip
+    ends; progress resumes). Cancelling is the CancelToken's job, not a listener's.
     """
 
     def __init__(
@@ -66,6 +71,7 @@ class Progress:
         self.total: int | None = None
         self._started = clock()
         self._last_emit = float("-inf")
+        self._listener_failed = False
 
     def stage(self, name: str, total: int | None = None, message: str = "") -> None:
         """Start a new stage; `total` is None when the length is unknown (a live camera)."""
@@ -104,7 +110,7 @@ class Progress:
             elapsed = now - self._started
             if self.value > 0:
                 eta = max(0.0, elapsed / self.value * (self.total - self.value))
-        self._callback(
+        self._notify(
             ProgressEvent(
                 stage=self.stage_name,
                 value=self.value,
@@ -116,6 +122,22 @@ class Progress:
                 preview=preview,
             )
         )
+
+    def _notify(self, event: ProgressEvent) -> None:
+        """Hand `event` to the listener; its errors are logged once and dropped."""
+        assert self._callback is not None
+        try:
+            self._callback(event)
+        except Exception as exc:  # any listener bug or outage: the work goes on
+            if not self._listener_failed:
+                log.warning(
+                    "progress listener %s failed (%s: %s); its further errors are dropped",
+                    getattr(self._callback, "__qualname__", repr(self._callback)),
+                    type(exc).__name__,
+                    exc,
+                    exc_info=True,
+                )
+            self._listener_failed = True
 
 
 class CancelToken:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 from celery import Celery
 
-from vfxmocap.core.errors import VfxError
+from vfxmocap.core.errors import VfxError, as_vfx_error
 from vfxmocap.core.log import get_logger, job_id_var
 from vfxmocap.jobs.events import PREVIEW_INTERVAL_S
 
@@ -163,12 +163,11 @@ def run_job(
         outputs = {k: str(v) for k, v in result.outputs.items()}
         final("done", outputs=outputs, summary=result.summary)
         log.info("job %s: succeeded", job_id)
-    except VfxError as exc:
-        final("error", error=exc.to_dict(), retryable=exc.retryable)
-    except Exception as exc:  # a bug: reported as internal, with the traceback logged
-        log.exception("job %s failed with an internal error", job_id)
-        internal = VfxError(f"internal error: {type(exc).__name__}: {exc}")
-        final("error", error=internal.to_dict(), retryable=False)
+    except Exception as exc:  # typed errors as they are; a bug as internal, logged
+        if not isinstance(exc, VfxError):
+            log.exception("job %s failed with an internal error", job_id)
+        error = as_vfx_error(exc)
+        final("error", error=error.to_dict(), retryable=error.retryable)
     finally:
         job_id_var.reset(token)
         _Worker.busy = _Worker.attempt = ""
@@ -176,8 +175,8 @@ def run_job(
 
 
 def capabilities(device_kind: str, memory_gb: float) -> dict[str, Any]:
-    """What this worker can run: workflows whose device class fits and whose catalog
-    models are all ready here."""
+    """What this worker can run: workflows whose device class, memory and catalog models
+    fit here, and the models ready here (the server routes each job by them)."""
     from vfxmocap.models.store import ModelStore
     from vfxmocap.workflows import all_workflows
 
@@ -189,12 +188,10 @@ def capabilities(device_kind: str, memory_gb: float) -> dict[str, Any]:
                 ready.add(spec.name)
         except VfxError as exc:  # e.g. a built-in's package is missing: not ready
             log.debug("model %s not ready: %s", spec.name, exc.message)
+    # Workflows runnable with their default inputs; a job's own needs (an inswapper swap's
+    # models) are matched against `models` when it is routed and claimed.
     runnable = [
-        w.name
-        for w in all_workflows()
-        if set(w.resources.models) <= ready
-        and (w.resources.device != "gpu" or device_kind in ("cuda", "mps"))
-        and w.resources.memory_gb <= memory_gb
+        w.name for w in all_workflows() if w.resources.unmet(device_kind, memory_gb, ready) is None
     ]
     return {
         "device": device_kind,

@@ -3,7 +3,8 @@
 The job store stays the truth. A job routed to Celery is claimed from the store for one
 idle worker whose advertised capabilities fit it, and sent to that worker's own queue.
 Progress comes back on a Redis channel and ends on a Redis list; cancel goes out as a Redis
-key, then as a kill (`revoke(terminate=True)`) after the grace period. A worker whose
+key, then as a kill order after the grace period (the policy of jobs/supervisor.py, whose
+clock starts when the worker reports that it started). A worker whose
 advertisement expires is lost: its job is queued again (attempt + 1) or failed with a
 reason, and a late message from the old attempt is ignored.
 """
@@ -19,7 +20,7 @@ from typing import Any
 
 import redis
 
-from vfxmocap.core.errors import JobTimeout, WorkerUnavailable
+from vfxmocap.core.errors import WorkerUnavailable
 from vfxmocap.core.log import get_logger
 from vfxmocap.jobs.celery_app import (
     PREFIX,
@@ -32,14 +33,10 @@ from vfxmocap.jobs.celery_app import (
     queue_of,
     redis_client,
 )
-from vfxmocap.jobs.events import (
-    EventBus,
-    announce_failure,
-    job_event,
-    progress_event,
-    stored_progress,
-)
+from vfxmocap.jobs.events import EventBus, job_event, progress_event, stored_progress
 from vfxmocap.jobs.store import CELERY_DEVICE, Job, JobState, JobStore
+from vfxmocap.jobs.supervisor import Outcome, Watch, errored, lost, persist, record, succeeded
+from vfxmocap.workflows import Resources, device_classes
 
 log = get_logger("jobs.celery_backend")
 
@@ -50,9 +47,7 @@ class _Assignment:
     worker: str
     boot: str
     task_id: str
-    sent_at: float
-    timeout_s: float
-    cancel_at: float | None = None
+    watch: Watch
 
 
 class CeleryBackend:
@@ -106,12 +101,24 @@ class CeleryBackend:
             log.warning("Redis unavailable: %s", exc)
             return 0
 
-    def can_run(self, workflow: str) -> bool:
+    def unmet(self, workflow: str, needs: Resources) -> str | None:
+        """None when a live worker can run `workflow` with these needs (its models ready,
+        the memory, the device class), else why none can."""
+        cannot = f"no Celery worker can run {workflow}"
         try:
-            return any(workflow in w.get("workflows", ()) for w in self.workers())
+            workers = [w for w in self.workers() if workflow in w.get("workflows", ())]
         except redis.RedisError as exc:
             log.warning("Redis unavailable while routing: %s", exc)
-            return False
+            return cannot
+        if not workers:
+            return cannot
+        reasons = []
+        for worker in workers:
+            why = _unmet_on(worker, needs)
+            if why is None:
+                return None
+            reasons.append(f"{worker['name']} {why}")
+        return f"{cannot}: {'; '.join(reasons)}"
 
     def ping(self) -> dict[str, Any]:
         """Celery's own view of worker health (`inspect().ping()`)."""
@@ -144,20 +151,22 @@ class CeleryBackend:
             name = (job.worker or "").removeprefix("celery/")
             worker = live.get(name)
             if worker is not None and worker.get("busy") == job.id:
-                timeout = job.time_limit_s
-                started = time.monotonic() - (time.time() - (job.started_at or time.time()))
+                watch = Watch(job.time_limit_s, self.cancel_grace_s)
+                # The store holds when the worker reported its start: the clock goes on.
+                watch.started = time.monotonic() - (time.time() - (job.started_at or time.time()))
                 with self._lock:
                     self.assigned[name] = _Assignment(
-                        job, name, worker["boot"], f"{job.id}-{job.attempt}", started, timeout
+                        job, name, worker["boot"], f"{job.id}-{job.attempt}", watch
                     )
                 log.info("job %s: still running on %s, watched again", job.id, name)
             else:
-                lost = WorkerUnavailable(
-                    f"Celery worker {name} is no longer running the job",
-                    hint="The job was queued again automatically.",
-                )
                 self.redis.set(attempt_key(job.id), "revoked", ex=86400)
-                self._failed(job.id, lost.to_dict(), retryable=True)
+                record(
+                    self.store,
+                    self.bus,
+                    job.id,
+                    lost(f"Celery worker {name} is no longer running the job"),
+                )
 
     def stop(self) -> None:
         self._stop.set()
@@ -190,13 +199,20 @@ class CeleryBackend:
                 if worker.get("busy") or name in self.assigned:
                     continue
             job = self.store.claim(
-                f"celery/{name}", CELERY_DEVICE, limit=10**6, workflows=set(worker["workflows"])
+                f"celery/{name}",
+                CELERY_DEVICE,
+                limit=10**6,
+                workflows=set(worker["workflows"]),
+                scope=f"celery/{name}",
+                memory_gb=worker.get("memory_gb") or None,  # 0: not measured, not enforced
+                devices=device_classes(worker.get("device", "cpu")),
+                models=set(worker.get("models", ())),
             )
             if job is None:
                 continue
             task_id = f"{job.id}-{job.attempt}"
-            timeout = job.time_limit_s
-            assignment = _Assignment(job, name, worker["boot"], task_id, time.monotonic(), timeout)
+            watch = Watch(job.time_limit_s, self.cancel_grace_s)
+            assignment = _Assignment(job, name, worker["boot"], task_id, watch)
             with self._lock:
                 self.assigned[name] = assignment
             try:
@@ -208,9 +224,7 @@ class CeleryBackend:
                     task_id=task_id,
                 )
             except Exception as exc:  # not sent: the job goes back to the queue
-                self._release(assignment)
-                lost = WorkerUnavailable(f"the job could not be sent to Celery: {exc}")
-                self._failed(job.id, lost.to_dict(), retryable=True)
+                self._end(assignment, lost(f"the job could not be sent to Celery: {exc}"))
                 raise
             log.info("job %s -> celery worker %s (attempt %d)", job.id, name, job.attempt)
 
@@ -219,7 +233,8 @@ class CeleryBackend:
     def _current(self, message: dict[str, Any]) -> Job | None:
         """The job a worker's message is about, if that attempt is still the one running
         (a late message of an attempt given up on is ignored)."""
-        job = self.store.get(message["job_id"])
+        job_id = message["job_id"]
+        job = persist(lambda: self.store.get(job_id), f"job {job_id}: reading it")
         if (
             job is None
             or job.state != JobState.RUNNING
@@ -269,26 +284,24 @@ class CeleryBackend:
 
     def _record(self, job: Job, message: dict[str, Any]) -> None:
         job_id = job.id
+        assignment = self._assignment(job_id)
         if message["kind"] == "started":
-            self.store.heartbeat(job_id)
+            if assignment is not None:
+                assignment.watch.start()
+            self.store.mark_started(job_id)
             self.bus.publish(job_event("started", job_id, message=f"on {message['worker']}"))
             return
         if message["kind"] == "done":
-            self.store.succeed(job_id, message["outputs"], message["summary"])
-            self.bus.publish(job_event("succeeded", job_id))
-        elif message["error"].get("code") == "cancelled":
-            self.store.mark_cancelled(job_id)
-            self.bus.publish(job_event("cancelled", job_id))
+            outcome = succeeded(message["outputs"], message["summary"])
         else:
-            self._failed(job_id, message["error"], retryable=message["retryable"])
-        assignment = self._assignment(job_id)
+            outcome = errored(message["error"], message["retryable"])
+        record(self.store, self.bus, job_id, outcome)
         if assignment is not None:
             self._release(assignment)
 
-    def _failed(self, job_id: str, error: dict[str, Any], *, retryable: bool) -> None:
-        announce_failure(
-            self.bus, job_id, self.store.fail(job_id, error, retryable=retryable), error
-        )
+    def _end(self, assignment: _Assignment, outcome: Outcome) -> None:
+        record(self.store, self.bus, assignment.job.id, outcome)
+        self._release(assignment)
 
     def _events_loop(self) -> None:
         while not self._stop.is_set():
@@ -327,7 +340,7 @@ class CeleryBackend:
                 log.exception("cannot watch Celery jobs")
 
     def _watch(self, assignment: _Assignment, live: dict[str, str]) -> None:
-        job_id, now = assignment.job.id, time.monotonic()
+        job_id = assignment.job.id
         current = self.store.get(job_id)
         if (
             current is None
@@ -338,27 +351,16 @@ class CeleryBackend:
             return
         if live.get(assignment.worker) != assignment.boot:  # gone, or restarted since
             self._kill(assignment)
-            lost = WorkerUnavailable(
-                f"Celery worker {assignment.worker} stopped while running the job",
-                hint="The job was queued again automatically.",
-            )
-            self._failed(job_id, lost.to_dict(), retryable=True)
-            self._release(assignment)
+            why = f"Celery worker {assignment.worker} stopped while running the job"
+            self._end(assignment, lost(why))
             return
         self.store.heartbeat(job_id)
-        if assignment.cancel_at is None and self.store.cancel_requested(job_id):
-            assignment.cancel_at = now
+        if self.store.cancel_requested(job_id) and assignment.watch.cancel():
             self.redis.set(cancel_key(job_id), "1", ex=86400)
-        if assignment.cancel_at is not None and now - assignment.cancel_at > self.cancel_grace_s:
+        verdict = assignment.watch.verdict()
+        if verdict is not None:
             self._kill(assignment)
-            self.store.mark_cancelled(job_id)
-            self.bus.publish(job_event("cancelled", job_id))
-            self._release(assignment)
-        elif now - assignment.sent_at > assignment.timeout_s:
-            self._kill(assignment)
-            error = JobTimeout(f"the job ran longer than its limit of {assignment.timeout_s:.0f} s")
-            self._failed(job_id, error.to_dict(), retryable=False)
-            self._release(assignment)
+            self._end(assignment, verdict)
 
     def _kill(self, assignment: _Assignment) -> None:
         """Stop an attempt for good: its late messages are ignored, a redelivery of its
@@ -367,3 +369,9 @@ class CeleryBackend:
         order = f"{assignment.job.id}:{assignment.job.attempt}"  # never a later attempt
         self.redis.set(kill_key(assignment.worker), order, ex=60)
         self.app.control.revoke(assignment.task_id)
+
+
+def _unmet_on(worker: dict[str, Any], needs: Resources) -> str | None:
+    """Why this advertised worker cannot meet these needs (None: it can)."""
+    ready = worker.get("models", ())
+    return needs.unmet(worker.get("device", "cpu"), worker.get("memory_gb", 0.0), ready)

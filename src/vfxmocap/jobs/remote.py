@@ -2,27 +2,45 @@
 
 A job routed here is claimed from the local store and re-submitted there through the
 Python client: its input files are uploaded, its outputs downloaded into the job's own
-folder when it ends. Progress and cancel are relayed while it runs. An unreachable server
-fails the attempt as `worker_unavailable` (retried); the remote job's own error is kept.
+folder when it ends. Progress and cancel are relayed while it runs, under the policy of
+jobs/supervisor.py: the clock starts when the job runs there, a cancel it ignores past the
+grace period ends it here, and a poll that fails is retried, never re-submitted (the
+first copy may still run). A server unreachable at submit fails the attempt as
+`worker_unavailable` (retried); the remote job's own error is kept.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from vfxmocap.client import Client
-from vfxmocap.core.errors import JobTimeout, VfxError, WorkerUnavailable
+from vfxmocap.core.errors import VfxError
 from vfxmocap.core.log import get_logger
-from vfxmocap.jobs.events import EventBus, announce_failure, job_event, progress_event
+from vfxmocap.jobs.events import EventBus, job_event, progress_event
 from vfxmocap.jobs.store import REMOTE_DEVICE, Job, JobStore
-from vfxmocap.workflows import get_workflow
+from vfxmocap.jobs.supervisor import (
+    CANCELLED,
+    TRANSIENT,
+    Beat,
+    Outcome,
+    Watch,
+    errored,
+    failure,
+    lost,
+    persist,
+    record,
+    succeeded,
+)
+from vfxmocap.workflows import Workflow, get_workflow
 
 log = get_logger("jobs.remote")
 
 _CHECK_S = 10.0  # how long the remote's workflow list is trusted
+_UNREACHABLE: tuple[type[BaseException], ...] = (*TRANSIENT, VfxError)
 
 
 class RemoteBackend:
@@ -35,9 +53,11 @@ class RemoteBackend:
         jobs_dir: Path,
         bus: EventBus,
         slots: int = 2,
+        cancel_grace_s: float = 5.0,
     ) -> None:
         self.store, self.url, self.token = store, url.rstrip("/"), token
         self.jobs_dir, self.bus, self.slots = jobs_dir, bus, slots
+        self.cancel_grace_s = cancel_grace_s
         self._stop = threading.Event()
         self._wake = threading.Condition()
         self._threads = [
@@ -93,15 +113,18 @@ class RemoteBackend:
             beat = threading.Thread(target=self._heartbeat, args=(job.id, beating), daemon=True)
             beat.start()  # uploads and downloads of big files take minutes
             try:
-                self._run(job)
+                outcome = self._run(job)
             except VfxError as exc:
-                self._failed(job, exc.to_dict(), retryable=exc.retryable)
+                outcome = failure(exc)
             except Exception as exc:  # this thread must live on, the job must not hang
                 log.exception("job %s: the remote backend failed", job.id)
-                lost = WorkerUnavailable(f"forwarding to {self.url} failed: {exc}")
-                self._failed(job, lost.to_dict(), retryable=True)
+                outcome = lost(f"forwarding to {self.url} failed: {exc}")
             finally:
                 beating.set()
+            try:  # retried for minutes; after that recovery finds the job (no heartbeat)
+                record(self.store, self.bus, job.id, outcome)
+            except TRANSIENT:
+                log.exception("job %s: cannot record how it ended", job.id)
 
     def _heartbeat(self, job_id: str, done: threading.Event) -> None:
         while not done.wait(5.0):
@@ -110,57 +133,76 @@ class RemoteBackend:
             except Exception:  # the next beat may get through
                 log.exception("job %s: heartbeat failed", job_id)
 
-    def _run(self, job: Job) -> None:
+    def _run(self, job: Job) -> Outcome:
         flow = get_workflow(job.workflow)
-        placed = set(flow.place_outputs({}, Path()) if flow.place_outputs else ())
         self.bus.publish(job_event("started", job.id, message=f"on {self.url}"))
+        watch = Watch(job.time_limit_s, self.cancel_grace_s)
         with self.client() as client:
-            inputs: dict[str, Any] = {k: v for k, v in job.inputs.items() if k not in placed}
-            for field in flow.files:
-                value = inputs.get(field)
-                if isinstance(value, list):
-                    inputs[field] = [client.upload(v)["id"] for v in value]
-                elif value is not None:
-                    inputs[field] = client.upload(value)["id"]
+            inputs = self._upload(client, flow, job)
             remote = client.submit(
                 job.workflow, inputs, priority=job.priority, timeout_s=job.timeout_s
             )
-            final = self._follow(client, job, remote["id"])
-            if final["state"] == "succeeded":
-                folder = self.jobs_dir / job.id
-                folder.mkdir(parents=True, exist_ok=True)
-                outputs = {
-                    name: str(client.download(remote["id"], name, folder))
-                    for name in final["outputs"]
-                }
-                self.store.succeed(job.id, outputs, final.get("summary") or {}, final["progress"])
-                self.bus.publish(job_event("succeeded", job.id))
-            elif final["state"] == "cancelled":
-                self.store.mark_cancelled(job.id)
-                self.bus.publish(job_event("cancelled", job.id))
-            else:
+            final = self._follow(client, job, remote["id"], watch)
+            if isinstance(final, Outcome):
+                return final
+            if final["state"] == "cancelled":
+                return CANCELLED
+            if final["state"] != "succeeded":
                 error = final.get("error") or {"code": "internal", "message": "remote failure"}
-                self._failed(job, error, retryable=False)
+                return errored(error, retryable=False)  # it was retried there already
+            folder = self.jobs_dir / job.id
+            folder.mkdir(parents=True, exist_ok=True)
+            outputs = {
+                name: str(persist(partial(client.download, remote["id"], name, folder), name))
+                for name in final["outputs"]
+            }
+        return succeeded(outputs, final.get("summary") or {}, final["progress"])
 
-    def _follow(self, client: Client, job: Job, remote_id: str) -> dict[str, Any]:
-        """Relay progress and cancel until the remote job ends; enforce the time limit."""
-        cancelled = False
-        deadline = time.monotonic() + job.time_limit_s
+    def _upload(self, client: Client, flow: Workflow, job: Job) -> dict[str, Any]:
+        """The job's inputs for the remote server: its files uploaded, outputs left out."""
+        placed = set(flow.place_outputs({}, Path()) if flow.place_outputs else ())
+        inputs: dict[str, Any] = {k: v for k, v in job.inputs.items() if k not in placed}
+        for field in flow.files:
+            value = inputs.get(field)
+            if isinstance(value, list):
+                inputs[field] = [client.upload(v)["id"] for v in value]
+            elif value is not None:
+                inputs[field] = client.upload(value)["id"]
+        return inputs
+
+    def _follow(
+        self, client: Client, job: Job, remote_id: str, watch: Watch
+    ) -> dict[str, Any] | Outcome:
+        """Relay progress and cancel until the remote job ends (its final view), or the
+        policy ends it here (an Outcome): past its time limit, or its cancel grace."""
+        polls, checks, writes = Beat(0.25, max_s=10.0), Beat(1.0), Beat(0.25)
+        cancel_pending = False
         while True:
-            state = client.job(remote_id)
-            if state["state"] in ("succeeded", "failed", "cancelled"):
-                return state
-            if time.monotonic() > deadline:
-                client.cancel(remote_id)
-                raise JobTimeout("the job ran longer than its limit on the remote server")
-            self.store.report_progress(job.id, state.get("progress") or {})
-            self.bus.publish(progress_event(job.id, state.get("progress") or {}))
-            if not cancelled and self.store.cancel_requested(job.id):
-                client.cancel(remote_id)
-                cancelled = True
-            time.sleep(0.25)
+            view = polls.run(partial(client.job, remote_id), f"job {job.id}: polling {self.url}")
+            if view is not None and view["state"] in ("succeeded", "failed", "cancelled"):
+                return view
+            if view is not None:
+                self._relay(job, view, watch, writes)
+            if checks.due() and checks.run(partial(self.store.cancel_requested, job.id), "cancel"):
+                cancel_pending = watch.cancel() or cancel_pending
+            if cancel_pending:  # sent once it gets through
+                cancel_pending = polls.run(partial(client.cancel, remote_id), "cancel") is None
+            verdict = watch.verdict()
+            if verdict is not None:
+                self._cancel_quietly(client, remote_id)
+                return verdict
+            time.sleep(max(0.05, polls.next - time.monotonic()))
 
-    def _failed(self, job: Job, error: dict[str, Any], *, retryable: bool) -> None:
-        announce_failure(
-            self.bus, job.id, self.store.fail(job.id, error, retryable=retryable), error
-        )
+    def _relay(self, job: Job, view: dict[str, Any], watch: Watch, beat: Beat) -> None:
+        if view["state"] == "running" and watch.start():
+            beat.run(partial(self.store.mark_started, job.id), f"job {job.id}: start")
+        progress = view.get("progress") or {}
+        beat.run(partial(self.store.report_progress, job.id, progress), f"job {job.id}: progress")
+        self.bus.publish(progress_event(job.id, progress))
+
+    def _cancel_quietly(self, client: Client, remote_id: str) -> None:
+        """Stop the remote copy if the server can be reached (its own grace then applies)."""
+        try:
+            client.cancel(remote_id)
+        except _UNREACHABLE as exc:
+            log.warning("cannot cancel remote job %s: %s", remote_id, exc)

@@ -20,22 +20,34 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from functools import partial
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from vfxmocap.core.errors import Cancelled, JobTimeout, VfxError, WorkerUnavailable
+from vfxmocap.core.errors import VfxError, as_vfx_error
 from vfxmocap.core.log import get_logger, job_id_var
 from vfxmocap.device import device_kind
 from vfxmocap.jobs.events import (
     PREVIEW_INTERVAL_S,
     EventBus,
-    announce_failure,
     job_event,
     progress_event,
     stored_progress,
 )
 from vfxmocap.jobs.store import Job, JobState, JobStore
+from vfxmocap.jobs.supervisor import (
+    TRANSIENT,
+    Beat,
+    Outcome,
+    Watch,
+    errored,
+    lost,
+    record,
+    succeeded,
+)
+from vfxmocap.workflows import device_classes
 
 log = get_logger("jobs.runner")
 
@@ -68,34 +80,56 @@ def worker_main(conn: Connection, cancel: Any, device: str, log_level: str) -> N
             return  # the server is gone
         if message[0] == "stop":
             return
-        _, job_id, name, inputs, log_path = message
+        _, job_id, name, inputs, log_path, on_cpu = message
         token = job_id_var.set(job_id)
         handler = _job_log_handler(log_path)
 
         def send(event: ProgressEvent) -> None:
             conn.send(("progress", event.to_dict()))
 
+        conn.send(("started",))  # the job's clock starts here, not at dispatch
         try:
             log.info("job %s: %s started in worker %d", job_id, name, os.getpid())
             workflow = get_workflow(name)
             progress = Progress(send, job_id=job_id, preview_interval_s=PREVIEW_INTERVAL_S)
-            result = workflow(inputs, progress, CancelToken(cancel))
+            with _device_override("cpu" if on_cpu else None):
+                result = workflow(inputs, progress, CancelToken(cancel))
             outputs = {k: str(v) for k, v in result.outputs.items()}
             log.info("job %s: succeeded, outputs %s", job_id, ", ".join(outputs) or "none")
             conn.send(("done", outputs, result.summary))
-        except VfxError as exc:
-            log.info("job %s: %s: %s", job_id, exc.code, exc.message)
-            conn.send(("error", exc.to_dict(), exc.retryable))
-        except Exception as exc:  # a bug: reported as internal, with the traceback logged
-            log.exception("job %s failed with an internal error", job_id)
-            message_text = f"internal error: {type(exc).__name__}: {exc}"
-            internal = VfxError(message_text)
-            conn.send(("error", internal.to_dict(), False))
+        except Exception as exc:  # typed errors as they are; a bug as internal, logged
+            if isinstance(exc, VfxError):
+                log.info("job %s: %s: %s", job_id, exc.code, exc.message)
+            else:
+                log.exception("job %s failed with an internal error", job_id)
+            error = as_vfx_error(exc)
+            conn.send(("error", error.to_dict(), error.retryable))
         finally:
             job_id_var.reset(token)
             if handler is not None:
                 logging.getLogger("vfxmocap").removeHandler(handler)
                 handler.close()
+
+
+@contextlib.contextmanager
+def _device_override(device: str | None) -> Iterator[None]:
+    """Run one job on `device` (a "cpu" workflow in a GPU slot), then restore the slot's."""
+    if device is None or os.environ.get("VFX_DEVICE") == device:
+        yield
+        return
+    from vfxmocap.core.config import reload_settings
+
+    previous = os.environ.get("VFX_DEVICE")
+    os.environ["VFX_DEVICE"] = device
+    reload_settings()
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("VFX_DEVICE", None)
+        else:
+            os.environ["VFX_DEVICE"] = previous
+        reload_settings()
 
 
 def _die_with_parent() -> None:
@@ -132,6 +166,8 @@ class _Slot:
         self.conn: Connection | None = None
         self.cancel = self.ctx.Event()
         self.job: Job | None = None
+        self.writes = Beat(_PROGRESS_WRITE_S)  # the running job's progress rows
+        self.last_progress: dict[str, Any] | None = None
         self.thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
 
     # --- the process ---------------------------------------------------------------------
@@ -174,13 +210,7 @@ class _Slot:
         runner = self.runner
         while not runner.draining.is_set():
             try:
-                job = runner.store.claim(
-                    self.name,
-                    runner.pool,
-                    limit=runner.slots,
-                    workflows=runner.workflows,
-                    scope=f"{runner.instance}/",  # this machine's slots, not every machine's
-                )
+                job = runner.claim(self.name)
             except Exception:  # the store is down or locked: say so, wait, try again
                 log.exception("%s: cannot claim jobs; retrying in 2 s", self.name)
                 runner.draining.wait(2.0)
@@ -199,17 +229,10 @@ class _Slot:
                 self.job = None
 
     def _requeue_after_error(self, job: Job) -> None:
-        error = WorkerUnavailable(
-            "the job runner lost track of this job (see the server log)",
-            hint="It was queued again automatically.",
-        )
-        for _ in range(15):  # the store may be what failed: keep trying for a while
-            try:
-                self._failed(job, error.to_dict(), retryable=True)
-                return
-            except Exception:
-                log.exception("job %s: cannot record the failure yet", job.id)
-                time.sleep(2.0)
+        try:  # `record` retries the store for minutes: it may be what failed
+            self._end(job, lost("the job runner lost track of this job (see the server log)"))
+        except TRANSIENT:
+            log.exception("job %s: cannot record the failure; recovery will", job.id)
 
     def _execute(self, job: Job) -> None:
         runner = self.runner
@@ -218,37 +241,29 @@ class _Slot:
         assert self.conn is not None
         self.cancel.clear()
         runner.bus.publish(job_event("started", job.id, message=f"attempt {job.attempt}"))
-        timeout = job.time_limit_s
-        started = time.monotonic()
-        cancel_at: float | None = None
-        last_beat = started  # the claim wrote the first heartbeat
-        last_write = started  # a job shorter than one interval writes only its result
-        last_event: dict[str, Any] | None = None
+        watch = Watch(job.time_limit_s, runner.cancel_grace_s)
         try:
             log_path = str(runner.log_dir / job.id / "job.log") if runner.log_dir else None
-            self.conn.send(("run", job.id, job.workflow, job.inputs, log_path))
+            on_cpu = job.needs.device == "cpu"
+            self.conn.send(("run", job.id, job.workflow, job.inputs, log_path, on_cpu))
         except (OSError, BrokenPipeError):
-            self._lost(job, "the worker process could not be reached")
+            self._end(job, lost("the worker process could not be reached"), kill=True)
             return
+        self._follow(job, watch)
+
+    def _follow(self, job: Job, watch: Watch) -> None:
+        """Relay the worker's messages until the attempt ends; enforce cancel and the limit.
+        Store errors here are logged and retried: the job runs on through them."""
+        runner = self.runner
+        beat = Beat(_HEARTBEAT_S)
+        self.writes = Beat(_PROGRESS_WRITE_S)  # a job shorter than this writes only its result
+        self.last_progress = None
         while True:
-            now = time.monotonic()
-            if now - last_beat >= _HEARTBEAT_S:
-                last_beat = now
-                if runner.store.cancel_requested(job.id) and cancel_at is None:
-                    cancel_at = now
-                    self.cancel.set()  # the cooperative token: checked between frames
-                runner.store.heartbeat(job.id)
-            if cancel_at is not None and now - cancel_at > runner.cancel_grace_s:
-                log.warning(
-                    "job %s ignored cancel for %.0f s: killing its worker", job.id, now - cancel_at
-                )
-                self.kill()
-                self._finish_cancelled(job)
-                return
-            if now - started > timeout:
-                self.kill()
-                error = JobTimeout(f"the job ran longer than its limit of {timeout:.0f} s")
-                self._failed(job, error.to_dict(), retryable=False)
+            if beat.due():
+                beat.run(partial(self._beat, job, watch), f"job {job.id}: heartbeat")
+            verdict = watch.verdict()
+            if verdict is not None:
+                self._end(job, verdict, kill=True)
                 return
             if runner.hard_stop.is_set():
                 self.kill()
@@ -258,51 +273,46 @@ class _Slot:
                 )
                 return
             try:
-                ready = self.conn.poll(0.1)
-                message = self.conn.recv() if ready else None
+                message = self.conn.recv() if self.conn and self.conn.poll(0.1) else None
             except (EOFError, OSError):
-                self._lost(job, f"the worker process exited (code {self._exitcode()})")
+                why = f"the worker process exited (code {self._exitcode()})"
+                self._end(job, lost(why), kill=True)
                 return
-            if message is None:
-                continue
-            kind = message[0]
-            if kind == "progress":
-                event = message[1]
-                state = stored_progress(event)
-                if now - last_write >= _PROGRESS_WRITE_S:  # the last one goes with the result
-                    last_write = now
-                    runner.store.report_progress(job.id, state)
-                last_event = state
-                runner.bus.publish(progress_event(job.id, event))
-            elif kind == "done":
-                runner.store.succeed(job.id, message[1], message[2], last_event)
-                runner.bus.publish(job_event("succeeded", job.id))
+            if message is not None and self._handle(job, watch, message):
                 return
-            elif kind == "error":
-                error, retryable = message[1], message[2]
-                if error.get("code") == Cancelled.code:
-                    self._finish_cancelled(job)
-                else:
-                    self._failed(job, error, retryable=retryable)
-                return
+
+    def _handle(self, job: Job, watch: Watch, message: tuple[Any, ...]) -> bool:
+        """Act on one message of the worker; True when the attempt ended."""
+        store, kind = self.runner.store, message[0]
+        if kind == "started":
+            watch.start()
+            self.writes.run(partial(store.mark_started, job.id), f"job {job.id}: start")
+        elif kind == "progress":
+            self.last_progress = stored_progress(message[1])
+            if self.writes.due():  # the last one goes with the result
+                write = partial(store.report_progress, job.id, self.last_progress)
+                self.writes.run(write, f"job {job.id}: progress")
+            self.runner.bus.publish(progress_event(job.id, message[1]))
+        elif kind == "done":
+            self._end(job, succeeded(message[1], message[2], self.last_progress))
+        elif kind == "error":
+            self._end(job, errored(message[1], message[2]))
+        return kind in ("done", "error")
+
+    def _beat(self, job: Job, watch: Watch) -> None:
+        if self.runner.store.cancel_requested(job.id) and watch.cancel():
+            self.cancel.set()  # the cooperative token: checked between frames
+        self.runner.store.heartbeat(job.id)
 
     def _exitcode(self) -> Any:
         return self.proc.exitcode if self.proc is not None else None
 
-    def _lost(self, job: Job, why: str) -> None:
-        self.kill()
-        error = WorkerUnavailable(why, hint="The job was queued again automatically.")
-        self._failed(job, error.to_dict(), retryable=True)
-
-    def _failed(self, job: Job, error: dict[str, Any], *, retryable: bool) -> None:
-        state = self.runner.store.fail(job.id, error, retryable=retryable)
-        announce_failure(self.runner.bus, job.id, state, error)
+    def _end(self, job: Job, outcome: Outcome, *, kill: bool = False) -> None:
+        if kill:
+            self.kill()
+        state = record(self.runner.store, self.runner.bus, job.id, outcome)
         if state == JobState.QUEUED:
             self.runner.notify()
-
-    def _finish_cancelled(self, job: Job) -> None:
-        self.runner.store.mark_cancelled(job.id)
-        self.runner.bus.publish(job_event("cancelled", job.id))
 
 
 class LocalRunner:
@@ -319,8 +329,10 @@ class LocalRunner:
         log_level: str = "INFO",
         workflows: set[str] | None = None,
         log_dir: Path | None = None,
+        memory_gb: float = 0.0,
     ) -> None:
         self.store = store
+        self.memory_gb = memory_gb  # the device's memory budget; 0: not known, not enforced
         self.log_dir = log_dir
         self.slots = slots
         self.device = device  # what the workers' models run on, GPU index included
@@ -335,6 +347,18 @@ class LocalRunner:
         self.celery_watched = False
         self._work = threading.Condition()
         self._slots = [_Slot(self, i) for i in range(slots)]
+
+    def claim(self, worker: str) -> Job | None:
+        """A queued job for this machine's device that fits what is left of it."""
+        return self.store.claim(
+            worker,
+            self.pool,
+            limit=self.slots,
+            workflows=self.workflows,
+            scope=f"{self.instance}/",  # this machine's slots, not every machine's
+            memory_gb=self.memory_gb or None,
+            devices=device_classes(self.pool),
+        )
 
     def start(self) -> None:
         """Recover what a crash left running on this machine, then start the workers."""

@@ -28,8 +28,9 @@ from vfxmocap.jobs.store import (
     JobStore,
     new_job_id,
 )
+from vfxmocap.jobs.supervisor import TRANSIENT
 from vfxmocap.jobs.uploads import UploadStore
-from vfxmocap.workflows import Workflow, get_workflow
+from vfxmocap.workflows import Resources, Workflow, get_workflow, is_registered
 
 if TYPE_CHECKING:
     from vfxmocap.jobs.celery_backend import CeleryBackend
@@ -39,7 +40,14 @@ log = get_logger("jobs.service")
 
 
 class JobService:
-    def __init__(self, settings: Settings | None = None, *, device: str = "cpu") -> None:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        device: str = "cpu",
+        memory_gb: float | None = None,
+    ) -> None:
+        """`memory_gb`: what local jobs may need at once (default: the device's memory)."""
         self.settings = settings or get_settings()
         data = self.settings.data_dir
         data.mkdir(parents=True, exist_ok=True)
@@ -49,6 +57,7 @@ class JobService:
         self.uploads = UploadStore(data / "uploads", int(self.settings.upload_max_mb * 2**20))
         self.bus = EventBus()
         self.device = device_kind(device)  # the queue's pool; the runner keeps the index
+        self.memory_gb = _device_memory(device) if memory_gb is None else memory_gb
         self.runner = LocalRunner(
             self.store,
             slots=self.settings.workers,
@@ -57,6 +66,7 @@ class JobService:
             cancel_grace_s=self.settings.cancel_grace_s,
             log_level=self.settings.log_level,
             log_dir=self.jobs_dir,
+            memory_gb=self.memory_gb,
         )
         self.celery: CeleryBackend | None = None
         if self.settings.broker_url and "celery" in self.settings.backends:
@@ -79,6 +89,7 @@ class JobService:
                 self.settings.remote_token,
                 jobs_dir=self.jobs_dir,
                 bus=self.bus,
+                cancel_grace_s=self.settings.cancel_grace_s,
             )
         self._maintenance = threading.Event()
         self._thread: threading.Thread | None = None
@@ -104,15 +115,26 @@ class JobService:
         self.runner.stop(self.settings.shutdown_grace_s if grace_s is None else grace_s)
         self.store.dispose()
 
-    def _maintain(self) -> None:
-        """Every few seconds: recover jobs of lost workers; now and then: retention."""
+    def _maintain(self, every_s: float = 5.0) -> None:
+        """Every few seconds: recover jobs of lost workers; now and then: retention. A
+        failing round is logged and the next comes later (up to a minute): this thread
+        must outlive any store outage."""
         last_cleanup = 0.0
-        while not self._maintenance.wait(5.0):
-            self.runner.recover()
-            self._reroute_stranded()
-            if time.time() - last_cleanup > 3600:
-                last_cleanup = time.time()
-                self.cleanup()
+        wait = every_s
+        while not self._maintenance.wait(wait):
+            try:
+                self.runner.recover()
+                self._reroute_stranded()
+                if time.time() - last_cleanup > 3600:
+                    last_cleanup = time.time()
+                    self.cleanup()
+                wait = every_s
+            except TRANSIENT as exc:
+                wait = min(wait * 2, 60.0)
+                log.warning("maintenance failed (%s); next round in %.0f s", exc, wait)
+            except Exception:  # a bug: logged with its traceback, and the thread lives on
+                wait = min(wait * 2, 60.0)
+                log.exception("maintenance failed; next round in %.0f s", wait)
 
     # --- jobs ---------------------------------------------------------------------------
 
@@ -124,13 +146,16 @@ class JobService:
         priority: int = 0,
         timeout_s: float | None = None,
         max_attempts: int = 3,
+        wait: bool = True,
     ) -> Job:
         """Validate untrusted inputs into a queued job. Raises pydantic's ValidationError
-        (field messages) or `InputError` for an unknown upload id."""
+        (field messages) or `InputError` for an unknown upload id; with `wait=False`,
+        StoreBusy when the store's write lock is taken (nothing was queued)."""
         flow = get_workflow(workflow)
         job_id = new_job_id()
         resolved = flow.parse(self._resolve(flow, dict(inputs), self.jobs_dir / job_id))
-        device, backend, route = self.route(flow)
+        needs = flow.requirements(resolved)
+        device, backend, route = self.route(flow.name, needs)
         job = self.store.submit(
             workflow,
             resolved.model_dump(mode="json", by_alias=True),
@@ -141,6 +166,8 @@ class JobService:
             job_id=job_id,
             backend=backend,
             route=route,
+            needs=needs,
+            wait=wait,
         )
         self.bus.publish(job_event("queued", job.id, message=route))
         self._notify()
@@ -152,49 +179,77 @@ class JobService:
             if backend is not None:
                 backend.notify()
 
-    def route(self, flow: Workflow) -> tuple[str, str, str]:
+    def route(self, workflow: str, needs: Resources) -> tuple[str, str, str]:
         """(device column, backend, why): the first backend in the configured order with
-        a worker that can run this workflow."""
+        a worker that can run this workflow with these needs; `why` names the need that
+        passed over a backend."""
         passed: list[str] = []
         for backend in self.settings.backends:
             if backend == "celery":
                 if self.celery is None:
                     continue  # no broker configured: not a choice, nothing to explain
-                if self.celery.can_run(flow.name):
-                    return CELERY_DEVICE, "celery", _why("a Celery worker can run it", passed)
-                passed.append(f"no Celery worker can run {flow.name}")
+                unmet = self.celery.unmet(workflow, needs)
+                if unmet is None:
+                    return (
+                        CELERY_DEVICE,
+                        "celery",
+                        _why(_fitting("a Celery worker can run it", needs), passed),
+                    )
+                passed.append(unmet)
             elif backend == "local":
-                if self.settings.workers == 0:
-                    passed.append("no local workers")
-                elif flow.resources.device == "gpu" and self.device == "cpu":
-                    passed.append(f"{flow.name} needs a GPU and this server has none")
-                else:
-                    where = f"local workers ({self.runner.device})"
-                    return self.device, "local", _why(where, passed)
+                unmet = self._local_unmet(workflow, needs)
+                if unmet is None:
+                    choice = _fitting(f"local workers ({self.runner.device})", needs)
+                    return self.device, "local", _why(choice, passed)
+                passed.append(unmet)
             elif backend == "remote" and self.remote is not None:
-                if self.remote.can_run(flow.name):
+                if self.remote.can_run(workflow):
                     return REMOTE_DEVICE, "remote", _why(f"the server at {self.remote.url}", passed)
-                passed.append(f"the server at {self.remote.url} cannot run {flow.name} now")
+                passed.append(f"the server at {self.remote.url} cannot run {workflow} now")
         raise WorkerUnavailable(
-            f"no worker can run {flow.name}: {'; '.join(passed) or 'no backend configured'}",
+            f"no worker can run {workflow}: {'; '.join(passed) or 'no backend configured'}",
             hint="Start a worker that can (`vfx worker`), or change VFX_BACKENDS.",
         )
 
+    def _local_unmet(self, workflow: str, needs: Resources) -> str | None:
+        """Why this server's own workers cannot run it (None: they can). Their models are
+        not checked: a local job that lacks one fails with `model_not_found` and a hint."""
+        if self.settings.workers == 0:
+            return "no local workers"
+        if not is_registered(workflow):
+            return f"{workflow} is not loaded on this server"
+        unmet = needs.unmet(self.device, self.memory_gb, None)
+        where = f"local workers ({self.runner.device})"
+        return None if unmet is None else f"{where}: {workflow} {unmet}"
+
     def _reroute_stranded(self) -> None:
-        """Queued Celery jobs whose workers have all gone fall back to the next backend."""
+        """Queued Celery jobs whose workers have all gone fall back to the next backend;
+        one that no backend knows (its plugin is not loaded anywhere) fails, saying so."""
         if self.celery is None:
             return
         for job in self.store.queued_on(CELERY_DEVICE):
-            flow = get_workflow(job.workflow)
-            if self.celery.can_run(flow.name):
+            if self.celery.unmet(job.workflow, job.needs) is None:
                 continue
             try:
-                device, backend, route = self.route(flow)
-            except WorkerUnavailable:
-                continue  # nowhere better: it waits for a worker
+                device, backend, route = self.route(job.workflow, job.needs)
+            except WorkerUnavailable as exc:
+                if not is_registered(job.workflow):
+                    self._reject_unknown(job)
+                else:
+                    log.debug("job %s waits for a worker: %s", job.id, exc.message)
+                continue
             if self.store.reroute(job.id, device, backend, route):
                 log.info("job %s: no Celery worker left; rerouted to %s", job.id, backend)
                 self._notify()
+
+    def _reject_unknown(self, job: Job) -> None:
+        error = InvalidParams(
+            f"workflow {job.workflow!r} is not loaded on this server and no worker has it",
+            hint="Install its plugin (VFX_WORKFLOW_MODULES or its package), then retry the job.",
+        )
+        if self.store.reject(job.id, error.to_dict()):
+            log.warning("job %s failed: %s", job.id, error.message)
+            self.bus.publish(job_event("failed", job.id, message=error.message))
 
     def _resolve(self, flow: Workflow, data: dict[str, Any], job_dir: Path) -> dict[str, Any]:
         self.uploads.resolve(data, flow.files)
@@ -222,7 +277,7 @@ class JobService:
                 f"job {job_id} is {job.state.value}; only failed or cancelled jobs can be retried"
             )
         try:  # routed afresh: the backend it had may be gone (or a better one back)
-            self.store.reroute(job_id, *self.route(get_workflow(job.workflow)))
+            self.store.reroute(job_id, *self.route(job.workflow, job.needs))
         except WorkerUnavailable as exc:
             log.warning("job %s retried but no backend can run it now: %s", job_id, exc.message)
         self.bus.publish(job_event("queued", job_id, message="retried"))
@@ -280,6 +335,26 @@ class JobService:
 
 class JobStateConflict(InvalidParams):
     """The job is in a state that does not allow this (HTTP 409)."""
+
+
+def _fitting(choice: str, needs: Resources) -> str:
+    """The chosen backend, with the needs that narrowed the choice (models, memory, GPU)."""
+    named = [f"with {', '.join(needs.models)}"] if needs.models else []
+    named += [f"{needs.memory_gb:g} GB"] if needs.memory_gb >= 1 else []
+    named += ["on a GPU"] if needs.device == "gpu" else []
+    return f"{choice} ({', '.join(named)})" if named else choice
+
+
+def _device_memory(device: str) -> float:
+    """The memory of this server's device (0 when it cannot be measured)."""
+    from vfxmocap.core.errors import DeviceError
+    from vfxmocap.device import resolve_device
+
+    try:
+        return resolve_device(device).memory_gb
+    except DeviceError as exc:
+        log.warning("cannot measure the memory of %s: %s", device, exc.message)
+        return 0.0
 
 
 def _why(choice: str, passed: list[str]) -> str:

@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from enum import StrEnum
@@ -38,11 +38,13 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from vfxmocap.core.errors import InvalidParams
 from vfxmocap.core.log import get_logger
-from vfxmocap.workflows import get_workflow
+from vfxmocap.jobs.schema import migrate, version_table
+from vfxmocap.workflows import Resources, get_workflow, is_registered
 
 log = get_logger("jobs.store")
 
@@ -61,6 +63,11 @@ FINAL = {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}
 # carry their device class (cpu, cuda, mps).
 CELERY_DEVICE = "celery"
 REMOTE_DEVICE = "remote"
+_CANDIDATES = 64  # queued jobs a claim looks through for one whose models are ready
+
+
+class StoreBusy(Exception):
+    """A write that was asked not to wait found the store locked; retry off the loop."""
 
 
 class _Base(DeclarativeBase):
@@ -94,6 +101,13 @@ class JobRow(_Base):
     summary: Mapped[str | None] = mapped_column(Text, nullable=True)
     backend: Mapped[str | None] = mapped_column(String(32), nullable=True)
     route: Mapped[str | None] = mapped_column(Text, nullable=True)  # why that backend
+    # What the job's inputs need (Workflow.requirements); NULL in rows of older releases.
+    needs_device: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    needs_memory_gb: Mapped[float | None] = mapped_column(Float, nullable=True)
+    needs_models: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON list
+
+
+version_table(_Base.metadata)
 
 
 @dataclass(frozen=True)
@@ -120,17 +134,24 @@ class Job:
     summary: dict[str, Any] | None
     backend: str | None
     route: str | None
+    needs: Resources  # what its inputs need (the time limit is `time_limit_s`)
 
     @property
     def time_limit_s(self) -> float:
-        """The job's own time limit, or its workflow's default."""
+        """The job's own time limit, or its workflow's default (the general default when
+        its workflow is not loaded in this process: the worker that runs it may have it)."""
         if self.timeout_s is not None:
             return self.timeout_s
+        if not is_registered(self.workflow):
+            return Resources().timeout_s
         return get_workflow(self.workflow).resources.timeout_s
 
     def to_dict(self) -> dict[str, Any]:
         data = dict(self.__dict__)
         data["state"] = self.state.value
+        needs = self.needs
+        data["needs"] = {"device": needs.device, "memory_gb": needs.memory_gb}
+        data["needs"]["models"] = list(needs.models)
         return data
 
 
@@ -140,6 +161,15 @@ def new_job_id() -> str:
 
 def _load(text: str | None) -> Any:
     return json.loads(text) if text else None
+
+
+def _in_scope(scope: str) -> Any:
+    """Workers under a prefix ("host/pid/"), or exactly one ("celery/w1", not "celery/w10")."""
+    return JobRow.worker.startswith(scope) if scope.endswith("/") else JobRow.worker == scope
+
+
+def _models_ready(row: JobRow, ready: Collection[str] | None) -> bool:
+    return ready is None or all(m in ready for m in _load(row.needs_models) or ())
 
 
 def _job(row: JobRow) -> Job:
@@ -164,11 +194,17 @@ def _job(row: JobRow) -> Job:
         summary=_load(row.summary),
         backend=row.backend,
         route=row.route,
+        needs=Resources(
+            device=row.needs_device or "any",  # type: ignore[arg-type]
+            memory_gb=row.needs_memory_gb or 0.0,
+            models=tuple(_load(row.needs_models) or ()),
+        ),
     )
 
 
-def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+def _sqlite_engine(url: str, *, immediate: bool, busy_ms: int = 30000) -> Engine:
+    timeout = busy_ms / 1000
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": timeout})
 
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection: Any, _record: Any) -> None:
@@ -176,7 +212,7 @@ def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
         # No checkpoint inside a commit (its fsync held every writer, the API's included):
         # JobStore checkpoints from a thread of its own.
         cursor.execute("PRAGMA wal_autocheckpoint=0")
@@ -198,9 +234,12 @@ class JobStore:
             # Writes take SQLite's one write lock up front; reads run beside them (WAL).
             self.engine = _sqlite_engine(url, immediate=True)
             self.read_engine = _sqlite_engine(url, immediate=False)
+            # For writers that must not wait (the API's event loop): the lock or nothing.
+            self.nowait_engine: Engine | None = _sqlite_engine(url, immediate=True, busy_ms=0)
         else:
             self.engine = self.read_engine = create_engine(url, pool_pre_ping=True)
-        _Base.metadata.create_all(self.engine)
+            self.nowait_engine = None  # a network round trip: callers use a thread
+        migrate(self.engine, _Base.metadata)
         self._write_lock = threading.Lock() if url.startswith("sqlite") else nullcontext()
         self._closed = threading.Event()
         database = self.engine.url.database
@@ -220,6 +259,25 @@ class JobStore:
             session.begin(),
         ):
             yield session
+
+    @contextmanager
+    def _session_nowait(self) -> Iterator[Session]:
+        """A write transaction that starts at once or raises StoreBusy: for the event loop,
+        which must not sit in a lock another thread or process holds."""
+        lock = self._write_lock
+        if isinstance(lock, nullcontext) or self.nowait_engine is None:
+            raise StoreBusy("not SQLite: a network round trip")
+        if not lock.acquire(blocking=False):
+            raise StoreBusy("the job store is busy")
+        try:
+            with Session(self.nowait_engine, expire_on_commit=False) as session, session.begin():
+                yield session
+        except OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            raise StoreBusy("the job store is busy") from exc  # another process writes
+        finally:
+            lock.release()
 
     @contextmanager
     def _reading(self) -> Iterator[Session]:
@@ -258,7 +316,10 @@ class JobStore:
         job_id: str | None = None,
         backend: str | None = None,
         route: str | None = None,
+        needs: Resources | None = None,
+        wait: bool = True,
     ) -> Job:
+        """Queue a job. `wait=False`: raise StoreBusy rather than wait for the write lock."""
         row = JobRow(
             id=job_id or new_job_id(),
             workflow=workflow,
@@ -274,8 +335,11 @@ class JobStore:
             cancel_requested=False,
             backend=backend,
             route=route,
+            needs_device=needs.device if needs else None,
+            needs_memory_gb=needs.memory_gb if needs else None,
+            needs_models=json.dumps(list(needs.models)) if needs else None,
         )
-        with self._session() as session:
+        with self._session() if wait else self._session_nowait() as session:
             session.add(row)
         return _job(row)
 
@@ -342,26 +406,28 @@ class JobStore:
         limit: int = 1,
         workflows: set[str] | None = None,
         scope: str | None = None,
+        *,
+        memory_gb: float | None = None,
+        devices: Collection[str] | None = None,
+        models: Collection[str] | None = None,
     ) -> Job | None:
-        """Start the best queued job for `device`, if fewer than `limit` run there.
+        """Start the best queued job for `device` that fits, if fewer than `limit` run there.
 
-        `scope` (a worker-name prefix: one machine's slots) counts only that machine's
-        running jobs, so machines sharing a database each have their own device limit.
-        The count and the take happen in one write transaction (SQLite: BEGIN IMMEDIATE;
-        PostgreSQL: an advisory lock per scope), so two claims never share the last slot."""
+        `scope` (a worker-name prefix ending in "/": one machine's slots; else one worker's
+        name) counts only the running jobs there, so machines sharing a database each have
+        their own device limit.
+        A job fits when its needs do: its device class is in `devices`, its memory within
+        `memory_gb` less what the running jobs of the scope need, its models in `models`
+        (each None: not checked). A smaller job may start before a bigger one that does
+        not fit now. The count and the take happen in one write transaction (SQLite: BEGIN
+        IMMEDIATE; PostgreSQL: an advisory lock per scope), so two claims never share the
+        last slot or the last gigabytes."""
         now = time.time()
         with self._session() as session:
             if session.get_bind().dialect.name == "postgresql":
                 key = zlib.crc32(f"{scope or ''}|{device}".encode())
                 session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
-            counted = (
-                select(func.count())
-                .select_from(JobRow)
-                .where(JobRow.state == JobState.RUNNING.value, JobRow.device == device)
-            )
-            if scope is not None:
-                counted = counted.where(JobRow.worker.startswith(scope))
-            running = session.scalar(counted) or 0
+            running, used_gb = self._running(session, device, scope)
             if running >= limit:
                 return None
             query = (
@@ -372,11 +438,18 @@ class JobStore:
                     JobRow.not_before <= now,
                 )
                 .order_by(JobRow.priority.desc(), JobRow.created_at)
-                .limit(1)
+                .limit(_CANDIDATES)
             )
             if workflows is not None:
                 query = query.where(JobRow.workflow.in_(workflows))
-            row = session.scalars(query.with_for_update(skip_locked=True)).first()
+            if devices is not None:
+                query = query.where(func.coalesce(JobRow.needs_device, "any").in_(devices))
+            if memory_gb is not None:
+                query = query.where(
+                    func.coalesce(JobRow.needs_memory_gb, 0.0) <= memory_gb - used_gb
+                )
+            rows = session.scalars(query.with_for_update(skip_locked=True))
+            row = next((r for r in rows if _models_ready(r, models)), None)
             if row is None:
                 return None
             row.state = JobState.RUNNING.value
@@ -385,6 +458,32 @@ class JobStore:
             row.started_at = row.heartbeat_at = now
             row.backend = row.backend or "local"
             return _job(row)
+
+    @staticmethod
+    def _running(session: Session, device: str, scope: str | None) -> tuple[int, float]:
+        """How many jobs run on `device` (in `scope`), and the memory they need."""
+        counted = select(
+            func.count(), func.coalesce(func.sum(func.coalesce(JobRow.needs_memory_gb, 0.0)), 0.0)
+        ).where(JobRow.state == JobState.RUNNING.value, JobRow.device == device)
+        if scope is not None:
+            counted = counted.where(_in_scope(scope))
+        count, memory = session.execute(counted).one()
+        return int(count or 0), float(memory or 0.0)
+
+    def mark_started(self, job_id: str) -> bool:
+        """The worker reports that it started executing: the job's clock starts now."""
+        now = time.time()
+        return self._update(job_id, only={JobState.RUNNING}, started_at=now, heartbeat_at=now)
+
+    def reject(self, job_id: str, error: dict[str, Any]) -> bool:
+        """Fail a queued job that cannot run anywhere (e.g. its workflow is not loaded)."""
+        return self._update(
+            job_id,
+            only={JobState.QUEUED},
+            state=JobState.FAILED.value,
+            error=json.dumps(error),
+            finished_at=time.time(),
+        )
 
     def _update(self, job_id: str, *, only: set[JobState] | None = None, **values: Any) -> bool:
         query = update(JobRow).where(JobRow.id == job_id)

@@ -1,9 +1,12 @@
 """Decode -> process -> encode, overlapped in threads with bounded queues.
 
-Decoding runs in one thread, encoding in another, and processing in the caller's thread
-(models such as MediaPipe graphs keep per-thread state). Queues are bounded, so memory
+Decoding runs in one thread, encoding in another, and processing in the caller's thread,
+one frame at a time in order (stateful processors: trackers, filters; the sink may run
+models too, e.g. a matte, since a MediaPipe graph may be called from any thread as long as
+calls do not overlap). Queues are bounded, so memory
 stays flat however long the video is. The first error in any stage stops all three and
-is re-raised in the caller; cancellation is checked between frames.
+is re-raised in the caller; cancellation is checked between frames and while any stage
+waits, so a stalled source or sink cannot keep a cancelled job alive.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from vfxmocap.core.config import get_settings
+from vfxmocap.core.log import get_logger
 from vfxmocap.core.progress import CancelToken, Progress
 from vfxmocap.media.image import Frame, thumbnail_jpeg
 from vfxmocap.media.sources import FrameSource
@@ -25,16 +29,41 @@ from vfxmocap.media.video import VideoWriter
 T = TypeVar("T")
 U = TypeVar("U")
 
+log = get_logger("media.pipeline")
+
 _POLL_S = 0.05
+# How long a stopping stage may take to finish its current item before it is left behind:
+# a stalled camera or network write must not keep a failed or cancelled job alive.
+_GRACE_S = 10.0
 
 
 class _End:
     """Marks the end of a stream in a queue."""
 
 
-@dataclass
-class _Failed:
-    error: BaseException
+class _Control:
+    """What the stages of one run share: a stop flag, the first error, the cancel token."""
+
+    def __init__(self, cancel: CancelToken | None) -> None:
+        self.stop = threading.Event()
+        self.cancel = cancel
+        self.errors: list[BaseException] = []
+
+    def fail(self, error: BaseException) -> None:
+        """Record a stage's error (the first one wins) and stop every stage."""
+        self.errors.append(error)
+        self.stop.set()
+
+    @property
+    def halted(self) -> bool:
+        return self.stop.is_set() or (self.cancel is not None and self.cancel.cancelled)
+
+    def check(self) -> None:
+        """Raise the first stage error, or Cancelled once the job is cancelled."""
+        if self.errors:
+            raise self.errors[0]
+        if self.cancel is not None:
+            self.cancel.check()
 
 
 @dataclass(frozen=True)
@@ -51,14 +80,15 @@ class PipelineStats:
 
 
 class _Stage(Generic[T]):
-    """A bounded queue whose blocking put/get give up once the pipeline is stopping."""
+    """A bounded queue whose blocking put/get give up once the run is halted (stopped or
+    cancelled), so no stage waits forever on one that has died or stalled."""
 
-    def __init__(self, size: int, stop: threading.Event) -> None:
-        self._queue: queue.Queue[T | _End | _Failed] = queue.Queue(maxsize=size)
-        self._stop = stop
+    def __init__(self, size: int, control: _Control) -> None:
+        self._queue: queue.Queue[T | _End] = queue.Queue(maxsize=size)
+        self._control = control
 
-    def put(self, item: T | _End | _Failed) -> bool:
-        while not self._stop.is_set():
+    def put(self, item: T | _End) -> bool:
+        while not self._control.halted:
             try:
                 self._queue.put(item, timeout=_POLL_S)
                 return True
@@ -66,14 +96,27 @@ class _Stage(Generic[T]):
                 continue
         return False
 
-    def get(self) -> T | _End | _Failed:
-        while True:
-            if self._stop.is_set():
-                return _End()
+    def get(self) -> T | _End:
+        while not self._control.halted:
             try:
                 return self._queue.get(timeout=_POLL_S)
             except queue.Empty:
                 continue
+        return _End()
+
+
+def _wait_for(thread: threading.Thread, control: _Control) -> None:
+    """Wait for a stage that is finishing its work, giving up on an error or a cancel."""
+    while thread.is_alive():
+        thread.join(_POLL_S)
+        control.check()
+
+
+def _join(thread: threading.Thread) -> None:
+    """Let a stopping stage finish its current item; one stuck longer is left behind."""
+    thread.join(_GRACE_S)
+    if thread.is_alive():
+        log.warning("%s did not stop within %.0f s; leaving it behind", thread.name, _GRACE_S)
 
 
 def run_pipeline(
@@ -87,10 +130,9 @@ def run_pipeline(
 ) -> PipelineStats:
     """Feed `frames` through `process` into `sink`, in order, overlapping the three stages."""
     size = queue_size or get_settings().queue_size
-    stop = threading.Event()
-    inbox: _Stage[T] = _Stage(size, stop)
-    outbox: _Stage[U] = _Stage(size, stop)
-    sink_error: list[BaseException] = []
+    control = _Control(cancel)
+    inbox: _Stage[T] = _Stage(size, control)
+    outbox: _Stage[U] = _Stage(size, control)
 
     def read() -> None:
         try:
@@ -99,21 +141,16 @@ def run_pipeline(
                     return
             inbox.put(_End())
         except BaseException as exc:  # noqa: BLE001 -- re-raised in the caller's thread
-            inbox.put(_Failed(exc))
+            control.fail(exc)
 
     def write() -> None:
-        while True:
-            item = outbox.get()
-            if isinstance(item, _End):
-                return
-            try:
-                sink(item)  # type: ignore[arg-type]
-            except BaseException as exc:  # noqa: BLE001 -- re-raised in the caller's thread
-                sink_error.append(exc)
-                stop.set()
-                return
-            if progress is not None:
-                progress.advance()
+        try:
+            while not isinstance(item := outbox.get(), _End):
+                sink(item)
+                if progress is not None:
+                    progress.advance()
+        except BaseException as exc:  # noqa: BLE001 -- re-raised in the caller's thread
+            control.fail(exc)
 
     reader = threading.Thread(target=read, name="vfx-decode", daemon=True)
     writer = threading.Thread(target=write, name="vfx-encode", daemon=True)
@@ -128,29 +165,23 @@ def run_pipeline(
             item = inbox.get()
             t1 = time.perf_counter()
             wait_in += t1 - t0
-            if sink_error:
-                raise sink_error[0]
-            if isinstance(item, _Failed):
-                raise item.error
+            control.check()  # a halted get returns _End: this tells an error from the end
             if isinstance(item, _End):
                 break
-            if cancel is not None:
-                cancel.check()
             result = process(item)
             t2 = time.perf_counter()
             busy += t2 - t1
             if not outbox.put(result):
-                break
+                control.check()
             wait_out += time.perf_counter() - t2
             count += 1
         outbox.put(_End())
-        writer.join()
-        if sink_error:
-            raise sink_error[0]
+        _wait_for(writer, control)
+        control.check()
     finally:
-        stop.set()
-        reader.join()
-        writer.join()
+        control.stop.set()
+        _join(reader)
+        _join(writer)
     return PipelineStats(
         frames=count,
         seconds=time.perf_counter() - started,

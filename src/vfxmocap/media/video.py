@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from vfxmocap.core.config import get_settings
-from vfxmocap.core.errors import InvalidParams, MediaError
+from vfxmocap.core.errors import InputError, InvalidParams, MediaError
 from vfxmocap.core.files import AtomicFile
 from vfxmocap.core.log import get_logger
 from vfxmocap.media.image import Frame, check_pixels, image_limit
@@ -248,10 +248,7 @@ class VideoWriter:
         self._out = AtomicFile(self.path)
         self._stream: Any = None
         self._audio: _AudioCarry | None = None
-        # faststart puts the index first: the file streams over HTTP range requests.
-        self._container = av.open(
-            str(self._out.tmp), mode="w", format="mp4", options={"movflags": "+faststart"}
-        )
+        self._container = self._open_output()
         if audio_from:
             try:
                 self._audio = _AudioCarry(self._container, audio_from)
@@ -272,6 +269,23 @@ class VideoWriter:
             self.close()
         else:
             self.abort()
+
+    def _open_output(self) -> Any:
+        """The output container on the temporary file, which is removed if FFmpeg refuses it."""
+        try:
+            # faststart puts the index first: the file streams over HTTP range requests.
+            return av.open(
+                str(self._out.tmp), mode="w", format="mp4", options={"movflags": "+faststart"}
+            )
+        except (av.FFmpegError, OSError) as exc:
+            self._out.discard()
+            raise InputError(
+                f"cannot write {self.path}: {exc}",
+                hint="Choose an output in a folder you can write to, with free space.",
+            ) from exc
+        except BaseException:
+            self._out.discard()
+            raise
 
     def _open_stream(self, width: int, height: int) -> None:
         stream = self._container.add_stream("libx264", rate=self.rate)

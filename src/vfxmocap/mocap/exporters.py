@@ -1,13 +1,17 @@
 """Keypoint exports: JSON (documented, versioned), CSV (wide) and NPZ.
 
-JSON schema `vfxmocap.mocap/1`:
-    {"schema": "vfxmocap.mocap/1", "source": str, "fps": float, "size": [w, h],
+JSON schema `vfxmocap.mocap/2`:
+    {"schema": "vfxmocap.mocap/2", "source": str, "fps": float, "size": [w, h],
      "frames": N, "landmarks": [33 BlazePose names], "point_fields": [...], "filter": {...},
-     "meta": {...}, "data": [{"frame": i, "time": s, "present": bool,
-                              "pose": [[x_px, y_px, visibility, x_m, y_m, z_m, measured], ...]},
-                             ...]}
-World coordinates are metres, hip-centred, Y up, the performer facing +Z; `measured` is
-false where a value was interpolated or held (a limb out of frame).
+     "meta": {...}, "data": [{"frame": i, "time": s, "present": bool, "confidence": c,
+                              "reason": str (only where absent),
+                              "pose": [[x_px, y_px, visibility, x_m, y_m, z_m, measured,
+                                        confidence], ...]}, ...]}
+`frame` is the source's frame number and `time` its timestamp (a take of a longer clip keeps
+them). World coordinates are metres, hip-centred, Y up, the performer facing +Z; `measured`
+is false where a value was interpolated or held (a limb out of frame). A frame's confidence
+is its landmarks' mean visibility times their agreement with the person mask (0 where
+absent); a point's is its visibility where measured, 0 where filled.
 """
 
 from __future__ import annotations
@@ -25,8 +29,8 @@ from vfxmocap.core.files import atomic_path
 from vfxmocap.mocap.filters import Motion
 from vfxmocap.vision.pose import POSE_LANDMARKS
 
-SCHEMA = "vfxmocap.mocap/1"
-POINT_FIELDS = ["x_px", "y_px", "visibility", "x_m", "y_m", "z_m", "measured"]
+SCHEMA = "vfxmocap.mocap/2"
+POINT_FIELDS = ["x_px", "y_px", "visibility", "x_m", "y_m", "z_m", "measured", "confidence"]
 
 
 def _round(values: NDArray[Any], digits: int) -> list[Any]:
@@ -58,34 +62,50 @@ def to_json(
     }
     with atomic_path(path) as tmp, tmp.open("w") as fh:
         fh.write(json.dumps(head, separators=(",", ":"))[:-1] + ',"data":[')
+        joint_confidence = motion.joint_confidence
         for i, t in enumerate(motion.times):
             points = np.concatenate(
                 [motion.image[i], motion.visibility[i][:, None], motion.world[i]], axis=1
             )
             rows = [
-                [*_round(p[:2], 2), round(float(p[2]), 3), *_round(p[3:], 4), not held]
-                for p, held in zip(points, motion.held[i], strict=True)
+                [*_round(p[:2], 2), round(float(p[2]), 3), *_round(p[3:], 4), not held, conf]
+                for p, held, conf in zip(
+                    points, motion.held[i], _round(joint_confidence[i], 3), strict=True
+                )
             ]
-            frame = {
-                "frame": i,
+            frame: dict[str, Any] = {
+                "frame": int(motion.frame_index[i]),
                 "time": round(float(t), 5),
                 "present": bool(motion.present[i]),
-                "pose": rows,
+                "confidence": round(float(motion.confidence[i]), 3),
             }
+            if motion.reasons[i]:
+                frame["reason"] = motion.reasons[i]
+            frame["pose"] = rows
             fh.write(("," if i else "") + json.dumps(frame, separators=(",", ":")))
         fh.write("]}")
     return Path(path)
 
 
 def to_csv(motion: Motion, path: str | Path) -> Path:
-    header = ["frame", "time", "present"]
+    """One row a frame (source frame numbers); per landmark x, y, visibility, world x, y, z
+    and confidence."""
+    header = ["frame", "time", "present", "confidence", "reason"]
     for name in POSE_LANDMARKS:
-        header += [f"{name}_{f}" for f in ("x", "y", "visibility", "x_m", "y_m", "z_m")]
+        fields = ("x", "y", "visibility", "x_m", "y_m", "z_m", "confidence")
+        header += [f"{name}_{f}" for f in fields]
+    joint_confidence = motion.joint_confidence
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(header)
     for i, t in enumerate(motion.times):
-        row: list[Any] = [i, f"{t:.5f}", int(motion.present[i])]
+        row: list[Any] = [
+            int(motion.frame_index[i]),
+            f"{t:.5f}",
+            int(motion.present[i]),
+            f"{motion.confidence[i]:.3f}",
+            motion.reasons[i],
+        ]
         for j in range(len(POSE_LANDMARKS)):
             x, y = motion.image[i, j]
             wx, wy, wz = motion.world[i, j]
@@ -96,6 +116,7 @@ def to_csv(motion: Motion, path: str | Path) -> Path:
                 f"{wx:.4f}",
                 f"{wy:.4f}",
                 f"{wz:.4f}",
+                f"{joint_confidence[i, j]:.3f}",
             ]
         writer.writerow(row)
     with atomic_path(path) as tmp:
@@ -113,6 +134,10 @@ def to_npz(motion: Motion, path: str | Path, **extra: NDArray[Any]) -> Path:
             visibility=motion.visibility,
             held=motion.held,
             present=motion.present,
+            frame_index=motion.frame_index,
+            confidence=motion.confidence,
+            joint_confidence=motion.joint_confidence,
+            reason=np.array(motion.reasons),
             landmarks=np.array(POSE_LANDMARKS),
             **extra,
         )

@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -41,6 +41,37 @@ class Motion:
     visibility: Array  # (N, 33)
     held: NDArray[np.bool_]  # (N, 33): True where the value was not measured
     present: NDArray[np.bool_]  # (N,): the person was found in this frame
+    frame_index: NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
+    confidence: Array = field(default_factory=lambda: np.zeros(0))  # (N,) 0..1, 0 if absent
+    reasons: list[str] = field(default_factory=list)  # "" where present, else why absent
+
+    def __post_init__(self) -> None:
+        n = len(self.times)
+        if len(self.frame_index) != n:
+            self.frame_index = np.arange(n, dtype=np.int64)
+        if len(self.confidence) != n:
+            self.confidence = np.where(self.present, 1.0, 0.0)
+        if len(self.reasons) != n:
+            self.reasons = ["" if p else "not_detected" for p in self.present]
+
+    @property
+    def joint_confidence(self) -> Array:
+        """(N, 33): the landmark's visibility where measured, 0 where filled or held."""
+        result: Array = np.where(self.held, 0.0, self.visibility)
+        return result
+
+
+def concat(motions: list[Motion]) -> Motion:
+    """Takes one after another (each cleaned on its own: no filter runs across a cut)."""
+    arrays = {
+        name: np.concatenate([getattr(m, name) for m in motions])
+        for name in ("times", "image", "world", "visibility", "held", "present", "frame_index")
+    }
+    return Motion(
+        **arrays,
+        confidence=np.concatenate([m.confidence for m in motions]),
+        reasons=[r for m in motions for r in m.reasons],
+    )
 
 
 def fill_gaps(
@@ -105,4 +136,27 @@ def clean(take: Take, options: FilterOptions | None = None) -> Motion:
         height = max(1.0, float(np.nanmedian(np.ptp(image[:, :, 1], axis=1))))
         image = one_euro(image, times, opts.one_euro, height)
         world = one_euro(world, times, opts.one_euro, 1.7)
-    return Motion(times, image, world, vis, held, take.present)
+    present = take.present
+    return Motion(
+        times,
+        image,
+        world,
+        vis,
+        held,
+        present,
+        frame_index=take.frame_index if take.frame_index is not None else np.arange(len(times)),
+        confidence=_frame_confidence(take, vis, valid),
+        reasons=take.absent_reasons(),
+    )
+
+
+def _frame_confidence(take: Take, vis: Array, valid: NDArray[np.bool_]) -> Array:
+    """Mean visibility of the trusted landmarks times the skeleton's agreement with the
+    person mask (1 where no mask was computed); 0 where absent."""
+    trusted = np.where(valid, vis, np.nan)
+    with np.errstate(invalid="ignore"):
+        mean = np.nan_to_num(np.nanmean(np.where(valid.any(axis=1)[:, None], trusted, 0.0), 1))
+    agreement = take.agreement if take.agreement is not None else np.ones(take.frames)
+    agree = np.nan_to_num(np.clip(agreement.astype(np.float64), 0.0, 1.0), nan=1.0)
+    result: Array = np.where(take.present, mean * agree, 0.0)
+    return result

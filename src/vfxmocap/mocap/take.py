@@ -1,10 +1,15 @@
 """A take: one person's landmarks over a clip, held as arrays (small: 33 points a frame),
-captured by streaming frames through the pose tracker."""
+captured by streaming frames through the pose tracker.
+
+The capture pass also finds shot cuts (the tracker forgets its region at each, so no track
+crosses one) and scores each frame's skeleton against a person segmentation; `vet` then
+keeps only the frames where a person is really there, and `split` cuts the clip into takes.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -15,14 +20,17 @@ from vfxmocap.media.image import Frame, thumbnail_jpeg
 from vfxmocap.media.pipeline import run_pipeline
 from vfxmocap.media.sources import FrameSource
 from vfxmocap.mocap import openpose
+from vfxmocap.mocap.cuts import CutDetector
+from vfxmocap.mocap.presence import PresenceOptions, judge, mask_agreement
 from vfxmocap.vision.pose import NUM_FACE, NUM_HAND, NUM_POSE, PoseFrame, PoseTracker
+from vfxmocap.vision.segmentation import PersonSegmenter
 
 Array = NDArray[np.float32]
 
 
 @dataclass
 class Take:
-    times: NDArray[np.float64]  # seconds from the first frame (container timestamps)
+    times: NDArray[np.float64]  # seconds from the source's first frame (container timestamps)
     image: Array  # (N, 33, 3) pixels x, y and visibility; NaN where not found
     world: Array  # (N, 33, 3) metres, hip-centred, Y up, person facing +Z
     size: tuple[int, int]  # width, height
@@ -32,6 +40,20 @@ class Take:
     right_hand: Array | None = None
     face: Array | None = None  # (N, 478, 3)
     meta: dict[str, Any] = field(default_factory=dict)
+    frame_index: NDArray[np.int64] | None = None  # (N,) the source's frame numbers
+    agreement: Array | None = None  # (N,) skeleton on the person mask, 0..1 (NaN: no pose)
+    cuts: list[int] = field(default_factory=list)  # source frames that start a new shot
+    reasons: list[str] | None = None  # per frame: "" present, else why absent (after vet)
+    repaired: NDArray[np.bool_] | None = None  # (N,) frames whose skeleton was repaired
+
+    def __post_init__(self) -> None:
+        n = len(self.times)
+        if self.frame_index is None:
+            self.frame_index = np.arange(n, dtype=np.int64)
+        if self.agreement is None:
+            self.agreement = np.full(n, np.nan, np.float32)
+        if self.repaired is None:
+            self.repaired = np.zeros(n, bool)
 
     @property
     def frames(self) -> int:
@@ -43,6 +65,18 @@ class Take:
         result: NDArray[np.bool_] = np.isfinite(self.image[:, :, 0]).any(axis=1)
         return result
 
+    @property
+    def frame_range(self) -> tuple[int, int]:
+        """First and last source frame (inclusive)."""
+        assert self.frame_index is not None
+        return int(self.frame_index[0]), int(self.frame_index[-1])
+
+    def absent_reasons(self) -> list[str]:
+        """Why each frame is absent ("" where present), also before `vet`."""
+        if self.reasons is not None:
+            return self.reasons
+        return ["" if p else "not_detected" for p in self.present]
+
 
 def capture(
     source: FrameSource,
@@ -51,16 +85,30 @@ def capture(
     progress: Progress | None = None,
     cancel: CancelToken | None = None,
     on_frame: Callable[[Frame, PoseFrame], None] | None = None,
+    segmenter: PersonSegmenter | None = None,
+    cuts: CutDetector | None = None,
 ) -> Take:
     """Track every frame of `source`, decoding in a thread ahead of the tracker.
-    `on_frame(frame, pose)` runs in the writer thread, for per-frame outputs (a matte)."""
+    `on_frame(frame, pose)` runs in the writer thread, for per-frame outputs (a matte); the
+    pose carries the person mask it was checked against."""
     times: list[float] = []
     frames: list[PoseFrame] = []
+    agreement: list[float] = []
+    cut_frames: list[int] = []
     size = [0, 0]
+    own_segmenter = segmenter is None
+    seg = segmenter or PersonSegmenter()
+    detector = cuts or CutDetector()
 
-    def track(item: tuple[float, Frame]) -> tuple[float, Frame, PoseFrame]:
-        t, frame = item
-        return t, frame, tracker(frame)
+    def track(item: tuple[int, tuple[float, Frame]]) -> tuple[float, Frame, PoseFrame]:
+        index, (t, frame) = item
+        if detector(frame):
+            cut_frames.append(index)
+            tracker.reset()  # never carry a track across a cut
+        pose = tracker(frame)
+        pose.person_mask = seg(frame)
+        agreement.append(mask_agreement(pose.image, pose.person_mask))
+        return t, frame, pose
 
     def collect(item: tuple[float, Frame, PoseFrame]) -> None:
         t, frame, pose = item
@@ -74,8 +122,15 @@ def capture(
 
     if progress is not None:
         progress.stage("track", source.frame_count)
-    run_pipeline(source.timed(), track, collect, progress=progress, cancel=cancel)
-    return _stack(times, frames, (size[0], size[1]), source, tracker.holistic)
+    try:
+        run_pipeline(enumerate(source.timed()), track, collect, progress=progress, cancel=cancel)
+    finally:
+        if own_segmenter:
+            seg.close()
+    take = _stack(times, frames, (size[0], size[1]), source, tracker.holistic)
+    take.agreement = np.array(agreement[: take.frames], np.float32)
+    take.cuts = cut_frames
+    return take
 
 
 def _compact(pose: PoseFrame, holistic: bool) -> PoseFrame:
@@ -113,3 +168,87 @@ def _stack(
         take.right_hand = np.stack([f.right_hand for f in frames])  # type: ignore[misc]
         take.face = np.stack([f.face for f in frames])  # type: ignore[misc]
     return take
+
+
+def shots(take: Take) -> list[tuple[int, int]]:
+    """Row ranges [start, stop) of the take's shots, split at its cuts."""
+    assert take.frame_index is not None
+    starts = [0] + [int(np.searchsorted(take.frame_index, c)) for c in take.cuts]
+    bounds = sorted({s for s in starts if 0 <= s < take.frames})
+    return list(zip(bounds, [*bounds[1:], take.frames], strict=True))
+
+
+def vet(take: Take, options: PresenceOptions | None = None) -> Take:
+    """The take with every frame where no person is really there made absent (NaN), each
+    with its reason; judged shot by shot, so one shot's body never vouches for another's."""
+    assert take.agreement is not None
+    reasons: list[str] = []
+    for start, stop in shots(take):
+        rows = slice(start, stop)
+        reasons += judge(take.image[rows], take.world[rows], take.agreement[rows], options)
+    absent = np.array([bool(r) for r in reasons], bool)
+    out = replace(take, image=take.image.copy(), world=take.world.copy(), reasons=reasons)
+    out.image[absent] = np.nan
+    out.world[absent] = np.nan
+    for name in ("left_hand", "right_hand", "face"):
+        part = getattr(take, name)
+        if part is not None:
+            part = part.copy()
+            part[absent] = np.nan
+            setattr(out, name, part)
+    return out
+
+
+def sliced(take: Take, start: int, stop: int) -> Take:
+    """Rows [start, stop) as a take of their own (source frame numbers and times kept)."""
+    rows = slice(start, stop)
+
+    def part(a: Any) -> Any:
+        return None if a is None else a[rows]
+
+    assert take.frame_index is not None
+    first, last = int(take.frame_index[start]), int(take.frame_index[stop - 1])
+    return replace(
+        take,
+        times=take.times[rows],
+        image=take.image[rows],
+        world=take.world[rows],
+        left_hand=part(take.left_hand),
+        right_hand=part(take.right_hand),
+        face=part(take.face),
+        meta=dict(take.meta),
+        frame_index=take.frame_index[rows],
+        agreement=part(take.agreement),
+        cuts=[c for c in take.cuts if first < c <= last],
+        reasons=part(take.reasons),
+        repaired=part(take.repaired),
+    )
+
+
+def split(take: Take) -> list[Take]:
+    """One take per shot."""
+    return [sliced(take, start, stop) for start, stop in shots(take)]
+
+
+def joined(takes: list[Take]) -> Take:
+    """Takes one after another as one (for --merge-takes); source frame numbers kept."""
+    first = takes[0]
+
+    def cat(name: str) -> Any:
+        parts = [getattr(t, name) for t in takes]
+        return None if any(p is None for p in parts) else np.concatenate(parts)
+
+    return replace(
+        first,
+        times=cat("times"),
+        image=cat("image"),
+        world=cat("world"),
+        left_hand=cat("left_hand"),
+        right_hand=cat("right_hand"),
+        face=cat("face"),
+        frame_index=cat("frame_index"),
+        agreement=cat("agreement"),
+        cuts=[c for t in takes[1:] for c in [t.frame_range[0]]],
+        reasons=[r for t in takes for r in t.absent_reasons()],
+        repaired=cat("repaired"),
+    )

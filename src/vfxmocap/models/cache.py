@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -30,6 +31,9 @@ class ModelCache:
     def __init__(self, budget_gb: float) -> None:
         self.budget_gb = budget_gb
         self._entries: OrderedDict[Hashable, _Entry] = OrderedDict()
+        # Keys being loaded now: a second miss waits for that load instead of repeating it
+        # (two streams starting together must not load a 500 MB model twice).
+        self._loading: dict[Hashable, Future[Any]] = {}
         self._lock = threading.Lock()
         self.hits = self.misses = self.evictions = 0
 
@@ -38,26 +42,52 @@ class ModelCache:
         return sum(e.size_gb for e in self._entries.values())
 
     def get(self, key: Hashable, load: Callable[[], T], size_gb: float) -> T:
-        """The cached value for `key`, or `load()` it (evicting LRU entries to fit)."""
+        """The cached value for `key`, or `load()` it once (evicting LRU entries to fit);
+        misses on other keys load meanwhile, in their own threads."""
+        while True:
+            with self._lock:
+                entry = self._entries.get(key)
+                if entry is not None:
+                    self._entries.move_to_end(key)
+                    self.hits += 1
+                    value: T = entry.value
+                    return value
+                pending = self._loading.get(key)
+                if pending is None:
+                    self.misses += 1
+                    self._loading[key] = Future()
+                    break
+            if pending.exception() is None:  # waits for the thread that loads it
+                with self._lock:
+                    self.hits += 1
+                waited: T = pending.result()
+                return waited
+            # That load failed: this caller tries itself, and gets its own error if any.
+        return self._load(key, load, size_gb)
+
+    def _load(self, key: Hashable, load: Callable[[], T], size_gb: float) -> T:
+        """Load `key` (outside the lock: it takes seconds) and hand it to the waiters."""
+        try:
+            loaded = load()
+        except BaseException as exc:
+            with self._lock:
+                self._loading.pop(key).set_exception(exc)
+            raise
         with self._lock:
-            entry = self._entries.get(key)
-            if entry is not None:
-                self._entries.move_to_end(key)
-                self.hits += 1
-                value: T = entry.value
-                return value
-        self.misses += 1
-        loaded = load()  # outside the lock: loading a model takes seconds
-        with self._lock:
-            if size_gb > self.budget_gb:
-                log.info("%s (%.2f GB) exceeds the model cache budget; not kept", key, size_gb)
-                return loaded
-            while self._entries and self.used_gb + size_gb > self.budget_gb:
-                old, _ = self._entries.popitem(last=False)
-                self.evictions += 1
-                log.info("model cache: evicted %s", old)
-            self._entries[key] = _Entry(loaded, size_gb)
+            self._keep(key, loaded, size_gb)
+            self._loading.pop(key).set_result(loaded)
         return loaded
+
+    def _keep(self, key: Hashable, value: Any, size_gb: float) -> None:
+        """Store `value` under `key`, evicting the least recently used to fit the budget."""
+        if size_gb > self.budget_gb:
+            log.info("%s (%.2f GB) exceeds the model cache budget; not kept", key, size_gb)
+            return
+        while self._entries and self.used_gb + size_gb > self.budget_gb:
+            old, _ = self._entries.popitem(last=False)
+            self.evictions += 1
+            log.info("model cache: evicted %s", old)
+        self._entries[key] = _Entry(value, size_gb)
 
     def cached(self) -> list[Hashable]:
         """Keys of the models kept, least recently used first."""

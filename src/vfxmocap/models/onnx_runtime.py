@@ -11,7 +11,13 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from vfxmocap.core.errors import DeviceError, ModelMissing
+from vfxmocap.core.errors import (
+    DeviceError,
+    ModelMissing,
+    VfxError,
+    insufficient_memory,
+    typed_memory_errors,
+)
 from vfxmocap.device import onnx_provider_options
 from vfxmocap.models.cache import model_cache
 
@@ -50,18 +56,66 @@ def session(path: Path, device: str | None = None) -> Any:
     return model_cache().get(key, lambda: _load(path, providers), size_gb)
 
 
-def _load(path: Path, providers: list[tuple[str, dict[str, Any]]]) -> Any:
+_Providers = list[tuple[str, dict[str, Any]]]  # (provider name, its options: the GPU index)
+
+
+class OnnxSession:
+    """An ONNX Runtime session whose `run` reports a device out of memory as
+    InsufficientMemory (retryable), for every model and engine that runs one."""
+
+    def __init__(self, inner: Any, path: Path) -> None:
+        self.inner = inner
+        self.path = path
+
+    def get_inputs(self) -> Any:
+        return self.inner.get_inputs()
+
+    def get_outputs(self) -> Any:
+        return self.inner.get_outputs()
+
+    def get_providers(self) -> list[str]:
+        providers: list[str] = self.inner.get_providers()
+        return providers
+
+    def run(self, output_names: list[str] | None, feeds: dict[str, Any]) -> list[Any]:
+        with typed_memory_errors(f"running {self.path.name} on {self.get_providers()[0]}"):
+            outputs: list[Any] = self.inner.run(output_names, feeds)
+        return outputs
+
+
+def _load(path: Path, providers: _Providers) -> OnnxSession:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
     try:
-        return ort.InferenceSession(str(path), sess_options=options, providers=providers)
-    except Exception as exc:
-        raise ModelMissing(
-            f"{path}: not a loadable ONNX model ({exc})",
+        inner = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    except Exception as exc:  # onnxruntime's errors share no base class but Exception
+        raise _load_error(path, providers, exc) from exc
+    return OnnxSession(inner, Path(path))
+
+
+# onnxruntime's errors for a file that is not a usable model; its loader also prefixes
+# every parse or graph failure with "Load model from <path> failed".
+_BAD_MODEL_TYPES = frozenset({"InvalidProtobuf", "InvalidGraph", "NoModel", "NoSuchFile"})
+
+
+def _load_error(path: Path, providers: _Providers, error: Exception) -> VfxError:
+    """What a failed session start means: the device's memory, the file, or the device."""
+    oom = insufficient_memory(error, f"{path}: loading the model")
+    if oom is not None:
+        return oom
+    if type(error).__name__ in _BAD_MODEL_TYPES or "load model from" in str(error).lower():
+        return ModelMissing(
+            f"{path}: not a loadable ONNX model ({error})",
             hint="Delete the file and pull the model again.",
-        ) from exc
+        )
+    names = ", ".join(name for name, _ in providers)
+    return DeviceError(
+        f"{path}: onnxruntime could not start the model on {names} ({error})",
+        hint="Run `vfx doctor` to check the device and its runtime libraries "
+        "(CUDA, cuDNN, onnxruntime-gpu), or run on the CPU: `vfx --device cpu ...`.",
+    )
 
 
 # --- a minimal protobuf reader: just enough to find an ONNX initializer -------------------

@@ -69,6 +69,7 @@ class PoseFrame:
     left_hand: NDArray[np.float32] | None = None  # (21, 3) pixels (x, y) and relative z
     right_hand: NDArray[np.float32] | None = None
     face: NDArray[np.float32] | None = None  # (478, 3) pixels
+    person_mask: NDArray[np.float32] | None = None  # (H, W) in [0, 1], when one was computed
 
     @property
     def present(self) -> bool:
@@ -116,6 +117,10 @@ class PoseTracker:
 
     def close(self) -> None:
         self._model.close()
+
+    def reset(self) -> None:
+        """Forget the tracked region (at a shot cut): the next frame runs the detector."""
+        self._model.reset()
 
     def __call__(self, frame: Frame) -> PoseFrame:
         h, w = frame.shape[:2]

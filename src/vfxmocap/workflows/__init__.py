@@ -6,8 +6,10 @@ from vfxmocap.workflows.registry import (
     Workflow,
     WorkflowResult,
     all_workflows,
+    device_classes,
     get_live,
     get_workflow,
+    is_registered,
     register,
 )
 
@@ -17,7 +19,9 @@ __all__ = [
     "Workflow",
     "WorkflowResult",
     "all_workflows",
+    "device_classes",
     "get_live",
     "get_workflow",
+    "is_registered",
     "register",
 ]

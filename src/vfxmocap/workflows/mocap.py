@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, Field
 
 from vfxmocap.core.errors import InputError, InvalidParams
+from vfxmocap.core.files import atomic_path
 from vfxmocap.core.progress import CancelToken, Progress
 from vfxmocap.media.image import Frame, read_image, write_image
 from vfxmocap.media.pipeline import run_pipeline
@@ -20,14 +22,14 @@ from vfxmocap.media.sources import FrameSource, ImageSource, open_source
 from vfxmocap.media.video import VideoWriter
 from vfxmocap.mocap import blendshapes, exporters, openpose
 from vfxmocap.mocap.bvh import animate, write_bvh
-from vfxmocap.mocap.filters import FilterOptions, Motion, clean
+from vfxmocap.mocap.filters import FilterOptions, Motion, clean, concat
 from vfxmocap.mocap.live import LivePose
 from vfxmocap.mocap.matte import MatteMode, composite, cover, soft_mask
-from vfxmocap.mocap.take import Take, capture
+from vfxmocap.mocap.plausible import repair
+from vfxmocap.mocap.take import Take, capture, joined, split, vet
 from vfxmocap.samples import sample_path
 from vfxmocap.vision.faces import MediaPipeFaceAnalyzer
 from vfxmocap.vision.pose import PoseFrame, PoseTracker
-from vfxmocap.vision.segmentation import PersonSegmenter
 from vfxmocap.workflows.registry import LiveSpec, Resources, Workflow, WorkflowResult, register
 
 
@@ -46,6 +48,12 @@ class MocapInputs(BaseModel):
     holistic: bool = Field(False, description="Track hands and face too.")
     filter: FilterOptions = Field(default_factory=FilterOptions)
     max_frames: int | None = Field(None, ge=1, description="Stop a camera after N frames.")
+    take: int | None = Field(
+        None, ge=1, description="Only this take (takes are split at shot cuts, from 1)."
+    )
+    merge_takes: bool = Field(
+        False, description="One set of outputs over the whole clip instead of one per take."
+    )
 
     model_config = {"populate_by_name": True}
 
@@ -55,7 +63,6 @@ class _Matte:
 
     def __init__(self, inputs: MocapInputs, source: FrameSource) -> None:
         self.mode = inputs.matte
-        self.segmenter = PersonSegmenter()
         self.background = read_image(inputs.matte_background) if inputs.matte_background else None
         self.dir = inputs.output_dir / "matte"
         self.writer: VideoWriter | None = None
@@ -70,8 +77,8 @@ class _Matte:
             raise InvalidParams(f"{self.dir} is not empty; choose another --output-dir")
 
     def __call__(self, frame: Frame, pose: PoseFrame) -> None:
-        del pose
-        alpha = soft_mask(self.segmenter(frame))
+        assert pose.person_mask is not None  # the capture segments every frame
+        alpha = soft_mask(pose.person_mask)
         background = None
         if self.mode == "image" and self.background is not None:
             background = cover(self.background, (frame.shape[1], frame.shape[0]))
@@ -83,7 +90,6 @@ class _Matte:
         self.count += 1
 
     def finish(self, ok: bool) -> Path | None:
-        self.segmenter.close()
         if self.writer is not None:
             if ok:
                 return self.writer.close()
@@ -169,13 +175,15 @@ class _LivePreview:
 def _preview(
     inputs: MocapInputs, motion: Motion, fps: float, path: Path, cancel: CancelToken
 ) -> Path:
-    """Draw the cleaned motion over a second read of the input, stopping at the last frame
-    that was tracked."""
+    """Draw the cleaned motion over a second read of the input: the frames the motion covers
+    (every take's, or the one chosen), up to the last one tracked."""
+    rows = {int(f): i for i, f in enumerate(motion.frame_index)}
     with (
         open_source(inputs.input) as source,
         VideoWriter(path, fps=fps, audio_from=source.audio_path) as writer,
     ):
-        frames = enumerate(itertools.islice(source, len(motion.times)))
+        last = int(motion.frame_index[-1]) + 1
+        frames = ((rows[i], f) for i, f in enumerate(itertools.islice(source, last)) if i in rows)
         run_pipeline(
             frames,
             lambda item: _draw_preview(item[1], _coco(motion, item[0])),
@@ -226,7 +234,41 @@ def _run(
     cancel: CancelToken,
     written: _Written,
 ) -> WorkflowResult:
-    out_dir = inputs.output_dir
+    raw, meta, live_preview = _track(inputs, holistic, progress, cancel, written)
+    progress.stage("export", None)
+    takes = [repair(t) for t in split(vet(raw))]
+    sets = _output_sets(inputs, takes)
+    chosen = [i for rows in sets.values() for i in rows]
+    if not any(takes[i].present.any() for i in chosen):
+        raise InputError(
+            f"{inputs.input}: no person found in any frame"
+            + (f" of take {inputs.take}" if inputs.take else ""),
+            hint="Use footage where the performer's body is visible.",
+        )
+    meta = {**meta, "cuts": raw.cuts, "detections_rejected": _rejected(raw, takes)}
+    motions = [clean(t, inputs.filter) for t in takes]
+    if inputs.face_csv:  # checked before anything is written
+        _check_face(inputs, [takes[i] for i in chosen])
+    files: dict[int, dict[str, Path]] = {}
+    for name, rows in sets.items():
+        group, group_motion = joined([takes[i] for i in rows]), concat([motions[i] for i in rows])
+        written_now = _export(inputs, name, group, group_motion, meta, cancel, written)
+        files.update({i: written_now for i in rows})
+    listed = [inputs.take - 1] if inputs.take else range(len(takes))
+    quality = [_quality(takes[i], motions[i], i + 1, files.get(i, {})) for i in listed]
+    written.add("takes", _write_takes(inputs, raw, quality))
+    if inputs.preview and live_preview is None:
+        shown = concat(motions if inputs.take is None else [motions[inputs.take - 1]])
+        out = inputs.output_dir / "preview.mp4"
+        written.add("preview", _preview(inputs, shown, raw.fps, out, cancel))
+    return WorkflowResult(dict(written.paths), _summary(raw, quality, written))
+
+
+def _track(
+    inputs: MocapInputs, holistic: bool, progress: Progress, cancel: CancelToken, written: _Written
+) -> tuple[Take, dict[str, Any], _LivePreview | None]:
+    """The capture pass: every frame tracked, segmented and checked for cuts, with the
+    per-frame outputs (matte, a camera's preview) written as frames arrive."""
     with open_source(inputs.input) as source:
         if inputs.max_frames is not None:
             source.frame_count = min(source.frame_count or inputs.max_frames, inputs.max_frames)
@@ -239,7 +281,7 @@ def _run(
             matte = _Matte(inputs, source) if inputs.matte else None
             hook: Any = matte
             if inputs.preview and source.live:
-                live_preview = _LivePreview(out_dir / "preview.mp4", source.fps, matte)
+                live_preview = _LivePreview(inputs.output_dir / "preview.mp4", source.fps, matte)
                 hook = live_preview
             people = _People(hook)
             take = capture(
@@ -249,11 +291,6 @@ def _run(
                 cancel=cancel,
                 on_frame=people,
             )
-            if not take.present.any():
-                raise InputError(
-                    f"{inputs.input}: no person found in any frame",
-                    hint="Use footage where the performer's body is visible.",
-                )
             ok = True
         finally:
             tracker.close()
@@ -265,21 +302,68 @@ def _run(
                     written.add("preview", live_preview.writer.close())
                 else:
                     live_preview.writer.abort()
-    progress.stage("export", None)
-    motion = clean(take, inputs.filter)
-    face = None
-    if inputs.face_csv:  # checked before anything else is written
-        assert take.face is not None
-        shapes, rotations, found = blendshapes.face_capture(take.face, take.times)
-        if not found.any():
-            raise InputError(
-                f"{inputs.input}: no face found for face capture",
-                hint="Use footage where the performer's face is visible, or drop --face-csv.",
+    return take, meta, live_preview
+
+
+def _output_sets(inputs: MocapInputs, takes: list[Take]) -> dict[str, list[int]]:
+    """Which takes (by index) go into which set of outputs: "" is the output folder itself;
+    per take, takes without a person get no files (takes.json still lists them)."""
+    if inputs.take is not None:
+        if inputs.take > len(takes):
+            raise InvalidParams(
+                f"--take {inputs.take}: {inputs.input} has {len(takes)} take(s)",
+                hint="Takes are split at shot cuts; see takes.json for their frame ranges.",
             )
-        face = shapes, rotations
-    meta = {**meta, "frames_without_person": int((~take.present).sum())}
+        return {"": [inputs.take - 1]}
+    if inputs.merge_takes or len(takes) == 1:
+        return {"": list(range(len(takes)))}
+    return {f"take{i + 1:02d}": [i] for i, t in enumerate(takes) if t.present.any()}
+
+
+def _rejected(raw: Take, takes: list[Take]) -> dict[str, int]:
+    """Frames where the tracker fitted a skeleton that the checks turned down, by reason."""
+    reasons = [r for t in takes for r in t.absent_reasons()]
+    counts: dict[str, int] = {}
+    for found, reason in zip(raw.present, reasons, strict=True):
+        if found and reason:
+            counts[reason] = counts.get(reason, 0) + 1
+    return counts
+
+
+def _check_face(inputs: MocapInputs, takes: list[Take]) -> None:
+    found = False
+    for take in takes:
+        assert take.face is not None
+        found = found or bool(blendshapes.face_capture(take.face, take.times)[2].any())
+    if not found:
+        raise InputError(
+            f"{inputs.input}: no face found for face capture",
+            hint="Use footage where the performer's face is visible, or drop --face-csv.",
+        )
+
+
+def _export(
+    inputs: MocapInputs,
+    name: str,
+    take: Take,
+    motion: Motion,
+    meta: dict[str, Any],
+    cancel: CancelToken,
+    written: _Written,
+) -> dict[str, Path]:
+    """One set of outputs (one take, or all merged) into `name`/ under the output folder."""
+    out_dir = inputs.output_dir / name
+    key = (lambda output: f"{name}_{output}") if name else (lambda output: output)
+    files: dict[str, Path] = {}
+
+    def add(output: str, path: Path) -> None:
+        files[output] = path
+        written.add(key(output), path)
+
+    first, last = take.frame_range
     if inputs.json_:
-        written.add(
+        take_meta = {**meta, "frames": [first, last]}
+        add(
             "json",
             exporters.to_json(
                 motion,
@@ -287,44 +371,96 @@ def _run(
                 source=take.source,
                 size=take.size,
                 fps=take.fps,
-                meta=meta,
+                meta=take_meta,
                 filter_options=inputs.filter.model_dump(),
             ),
         )
     if inputs.csv:
-        written.add("csv", exporters.to_csv(motion, out_dir / "pose.csv"))
+        add("csv", exporters.to_csv(motion, out_dir / "pose.csv"))
     if inputs.npz:
-        extra = {
-            k: v
-            for k, v in (
-                ("left_hand", take.left_hand),
-                ("right_hand", take.right_hand),
-                ("face", take.face),
-            )
-            if v is not None
-        }
-        written.add("npz", exporters.to_npz(motion, out_dir / "pose.npz", **extra))
-    summary: dict[str, Any] = {
-        "frames": take.frames,
-        "frames_with_person": int(take.present.sum()),
-        "points_not_measured": int(motion.held[take.present].sum()),
-    }
+        parts = (
+            ("left_hand", take.left_hand),
+            ("right_hand", take.right_hand),
+            ("face", take.face),
+        )
+        extra = {k: v for k, v in parts if v is not None}
+        add("npz", exporters.to_npz(motion, out_dir / "pose.npz", **extra))
     if inputs.bvh:
-        animation = animate(motion)
-        written.add("bvh", write_bvh(animation, out_dir / "motion.bvh"))
-        summary["foot_contacts"] = int(animation.contacts.any(axis=1).sum())
-    if face is not None:
-        written.add(
+        add("bvh", write_bvh(animate(motion), out_dir / "motion.bvh"))
+    if inputs.face_csv:
+        assert take.face is not None
+        shapes, rotations, _ = blendshapes.face_capture(take.face, take.times)
+        path = out_dir / "face_livelink.csv"
+        add(
             "face_csv",
-            blendshapes.write_live_link_csv(
-                out_dir / "face_livelink.csv", take.times, take.fps, *face
-            ),
+            blendshapes.write_live_link_csv(path, take.times, take.fps, shapes, rotations),
         )
     if inputs.pose_video:
-        written.add("pose_video", _pose_video(take, motion, out_dir / "pose_openpose.mp4", cancel))
-    if inputs.preview and live_preview is None:
-        written.add("preview", _preview(inputs, motion, take.fps, out_dir / "preview.mp4", cancel))
-    return WorkflowResult(dict(written.paths), summary)
+        add("pose_video", _pose_video(take, motion, out_dir / "pose_openpose.mp4", cancel))
+    return files
+
+
+def _quality(take: Take, motion: Motion, number: int, files: dict[str, Path]) -> dict[str, Any]:
+    """One take's entry in takes.json and the summary: range, coverage, repairs, jitter."""
+    first, last = take.frame_range
+    present = take.present
+    assert take.repaired is not None
+    return {
+        "take": number,
+        "first_frame": first,
+        "last_frame": last,
+        "frames": take.frames,
+        "start_s": round(float(take.times[0]), 4),
+        "duration_s": round(float(take.frames / take.fps), 4),
+        "frames_with_person": int(present.sum()),
+        "coverage": round(float(present.mean()), 4),
+        "frames_repaired": int(take.repaired.sum()),
+        "mean_confidence": round(float(motion.confidence[present].mean()), 3)
+        if present.any()
+        else 0.0,
+        "jitter_px": _jitter(motion),
+        "points_not_measured": int(motion.held[present].sum()),
+        "files": {k: str(v) for k, v in files.items()},
+    }
+
+
+def _jitter(motion: Motion) -> float:
+    """Mean frame-to-frame acceleration of the measured points after cleaning, in pixels:
+    what is left of the tracker's shake."""
+    measured = ~motion.held
+    steady = measured[2:] & measured[1:-1] & measured[:-2]
+    if not steady.any():
+        return 0.0
+    accel = np.linalg.norm(motion.image[2:] - 2 * motion.image[1:-1] + motion.image[:-2], axis=2)
+    return round(float(accel[steady].mean()), 3)
+
+
+def _write_takes(inputs: MocapInputs, raw: Take, quality: list[dict[str, Any]]) -> Path:
+    doc = {
+        "source": raw.source,
+        "fps": raw.fps,
+        "frames": raw.frames,
+        "cuts": raw.cuts,
+        "layout": "merged" if inputs.merge_takes else ("one take" if inputs.take else "per take"),
+        "takes": quality,
+    }
+    path = inputs.output_dir / "takes.json"
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(doc, indent=1))
+    return path
+
+
+def _summary(raw: Take, quality: list[dict[str, Any]], written: _Written) -> dict[str, Any]:
+    keep = ("take", "first_frame", "last_frame", "coverage", "frames_repaired", "jitter_px")
+    summary: dict[str, Any] = {
+        "frames": raw.frames,
+        "frames_with_person": sum(q["frames_with_person"] for q in quality),
+        "takes_found": len(raw.cuts) + 1,
+        "takes": [{k: q[k] for k in keep} for q in quality],
+        "frames_repaired": sum(q["frames_repaired"] for q in quality),
+        "points_not_measured": sum(q["points_not_measured"] for q in quality),
+    }
+    return summary
 
 
 def _limited(source: FrameSource, max_frames: int | None) -> FrameSource:
@@ -354,7 +490,17 @@ MOCAP = register(
         summary="Track a performer in a video, image or camera; export BVH, keypoints, Live "
         "Link Face CSV, an OpenPose control video and mattes.",
         inputs=MocapInputs,
-        outputs=("bvh", "json", "csv", "npz", "face_csv", "pose_video", "matte", "preview"),
+        outputs=(
+            "bvh",
+            "json",
+            "csv",
+            "npz",
+            "face_csv",
+            "pose_video",
+            "matte",
+            "preview",
+            "takes",
+        ),
         run=run,
         resources=Resources(
             device="cpu", memory_gb=0.8, models=("mediapipe-pose", "mediapipe-selfie-segmentation")

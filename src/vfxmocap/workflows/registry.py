@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -45,6 +46,26 @@ class Resources:
     memory_gb: float = 0.5
     models: tuple[str, ...] = ()  # catalog names
     timeout_s: float = 3600.0  # a job's default time limit
+    extras: tuple[str, ...] = ()  # pip extras whose modules it imports ("gen")
+
+    def unmet(self, kind: str, memory_gb: float, ready: Collection[str] | None) -> str | None:
+        """Why a worker (device kind, memory, ready models; None: not known) cannot run
+        this, or None when it can. Memory 0 means the worker could not measure it."""
+        if self.device not in device_classes(kind):
+            return f"needs a GPU (the worker has {kind})"
+        missing = [m for m in self.models if ready is not None and m not in ready]
+        if missing:
+            return f"needs model(s) {', '.join(missing)}"
+        if memory_gb > 0 and self.memory_gb > memory_gb:
+            return f"needs {self.memory_gb:g} GB of memory (has {memory_gb:g} GB)"
+        return None
+
+
+def device_classes(kind: str) -> frozenset[str]:
+    """The `Resources.device` values a worker of this device kind (cpu, cuda, mps) runs:
+    an accelerator runs every class (a "cpu" job runs there on its CPU), a CPU not "gpu"."""
+    accelerated = kind.partition(":")[0] in ("cuda", "mps")  # "cuda:1" is a cuda worker
+    return frozenset({"any", "cpu", "gpu"} if accelerated else {"any", "cpu"})
 
 
 @dataclass(frozen=True)
@@ -82,12 +103,21 @@ class Workflow:
     # given the (resolved) inputs. The API sets these; clients cannot.
     place_outputs: Callable[[dict[str, Any], Path], dict[str, Any]] | None = None
     live: LiveSpec | None = None
+    # What given inputs need (e.g. the models their options use), when that differs from
+    # the static `resources`; called with parsed inputs.
+    requires: Callable[[Any], Resources] | None = None
 
     def parse(self, data: dict[str, Any] | BaseModel) -> BaseModel:
         """Validate raw inputs (CLI flags, JSON) into this workflow's input model."""
         if isinstance(data, self.inputs):
             return data
         return self.inputs.model_validate(data)
+
+    def requirements(self, inputs: dict[str, Any] | BaseModel) -> Resources:
+        """What running these inputs needs: routing and scheduling read this."""
+        if self.requires is None:
+            return self.resources
+        return self.requires(self.parse(inputs))
 
     def __call__(
         self,
@@ -96,10 +126,41 @@ class Workflow:
         cancel: CancelToken | None = None,
     ) -> WorkflowResult:
         parsed = self.parse(inputs)
+        self._spare_inputs(parsed)
         try:
             return self.run(parsed, progress or Progress(), cancel or CancelToken())
         except ModuleNotFoundError as exc:  # an optional dependency: say which extra
             raise (missing_extra(exc) or exc) from None
+
+    def _spare_inputs(self, parsed: BaseModel) -> None:
+        """Refuse an output path that is one of the inputs (the same file, a symlink or a
+        hard link to it): writing it would destroy the input."""
+        sources = [Path(p) for p in _paths(parsed, self.files) if Path(p).is_file()]
+        outputs = [
+            Path(value)
+            for name in type(parsed).model_fields
+            if isinstance(value := getattr(parsed, name), Path) and value.exists()
+        ]
+        for output in outputs:
+            for source in sources:
+                if os.path.samefile(output, source):
+                    raise InvalidParams(
+                        f"the output {output} is the input {source}: writing it would destroy"
+                        " the input",
+                        hint="Choose another output path.",
+                    )
+
+
+def _paths(parsed: BaseModel, fields: tuple[str, ...]) -> list[str]:
+    """The file paths named by these input fields (a path, or a list of paths)."""
+    found: list[str] = []
+    for name in fields:
+        value = getattr(parsed, name, None)
+        if isinstance(value, str | Path):
+            found.append(str(value))
+        elif isinstance(value, list):
+            found += [str(v) for v in value if isinstance(v, str | Path)]
+    return found
 
 
 _REGISTRY: dict[str, Workflow] = {}
@@ -141,6 +202,12 @@ def _load_builtins() -> None:
 def all_workflows() -> list[Workflow]:
     _load_builtins()
     return list(_REGISTRY.values())
+
+
+def is_registered(name: str) -> bool:
+    """Whether this process can run `name` (built-ins and loaded plugins)."""
+    _load_builtins()
+    return name in _REGISTRY
 
 
 def get_workflow(name: str) -> Workflow:

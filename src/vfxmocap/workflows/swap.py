@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -57,10 +58,7 @@ def run(inputs: SwapInputs, progress: Progress, cancel: CancelToken) -> Workflow
             raise InvalidParams("a video or sequence target needs a .mp4 output")
         processor = FaceSwapProcessor()
         progress.stage("analyse sources", len(inputs.sources))
-        setup = SwapSetup(
-            sources=inputs.sources, references=inputs.references, options=inputs.options, live=False
-        )
-        state = processor.prepare(setup)
+        state = processor.prepare(_setup(inputs))
         progress.advance(len(inputs.sources))
         try:
             if image_target:
@@ -94,6 +92,22 @@ def demo(out_dir: Path) -> SwapInputs:
     )
 
 
+RESOURCES = Resources(
+    device="any", memory_gb=1.0, models=("mediapipe-face-detection", "mediapipe-face-mesh")
+)
+
+
+def _setup(inputs: SwapInputs) -> SwapSetup:
+    return SwapSetup(
+        sources=inputs.sources, references=inputs.references, options=inputs.options, live=False
+    )
+
+
+def requirements(inputs: SwapInputs) -> Resources:
+    """The models these options use (an inswapper or --enhance swap needs their weights)."""
+    return replace(RESOURCES, models=FaceSwapProcessor().models(_setup(inputs)))
+
+
 SWAP = register(
     Workflow(
         name="swap",
@@ -101,9 +115,8 @@ SWAP = register(
         inputs=SwapInputs,
         outputs=("output",),
         run=run,
-        resources=Resources(
-            device="any", memory_gb=1.0, models=("mediapipe-face-detection", "mediapipe-face-mesh")
-        ),
+        resources=RESOURCES,
+        requires=requirements,
         demo=demo,
         files=("sources", "target", "references"),
         place_outputs=place_outputs,

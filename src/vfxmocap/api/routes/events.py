@@ -7,6 +7,7 @@ import asyncio
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from vfxmocap.api.security import websocket_allowed
+from vfxmocap.api.stream import receive_message
 from vfxmocap.core.log import get_logger
 from vfxmocap.jobs.events import FINAL_TYPES, AsyncListener, job_event
 from vfxmocap.jobs.service import JobService
@@ -62,8 +63,12 @@ def router(service: JobService) -> APIRouter:
 
 
 async def _until_disconnect(websocket: WebSocket) -> None:
+    """Read until the client leaves (text is ignored: keep-alives); binary is refused."""
     try:
         while True:
-            await websocket.receive_text()
+            if (await receive_message(websocket)).get("bytes") is not None:
+                reason = "this socket sends job events; it takes no binary messages"
+                await websocket.close(code=1003, reason=reason)
+                return
     except (WebSocketDisconnect, RuntimeError):
         return

@@ -15,7 +15,7 @@ from vfxmocap.api.errors import NotFound
 from vfxmocap.api.security import upload_too_large
 from vfxmocap.core.errors import InputError, InvalidParams
 from vfxmocap.jobs.service import JobService
-from vfxmocap.jobs.store import Job, JobState
+from vfxmocap.jobs.store import Job, JobState, StoreBusy
 from vfxmocap.workflows import get_workflow
 
 _UPLOAD_CHUNK = 1 << 20
@@ -89,9 +89,16 @@ def router(service: JobService) -> APIRouter:
             timeout_s=request.timeout_s,
             max_attempts=request.max_attempts,
         )
-        # Routing to Celery or a remote server asks them over the network: not on the loop.
+        # The fast path runs on the loop (a thread hop costs more than the write), but only
+        # when the write can start at once: a lock held by another thread or process, or
+        # routing that asks Celery or a remote server over the network, goes to a thread.
         remote = service.celery is not None or service.remote is not None
-        job = await asyncio.to_thread(submit_job) if remote else submit_job()
+        try:
+            if remote:
+                raise StoreBusy("routing asks the network")
+            job = submit_job(wait=False)
+        except StoreBusy:
+            job = await asyncio.to_thread(submit_job)
         body = {"id": job.id, "state": job.state.value, "position": service.store.position(job.id)}
         return JSONResponse(body, status_code=202)  # plain JSON: no encoder walk per request
 

@@ -25,7 +25,13 @@ def router(service: JobService) -> APIRouter:
 
     @api.get("/workflows")
     def workflows() -> list[dict[str, Any]]:
-        """Every workflow with its input schema, outputs, resource needs and live stream."""
+        """Every workflow with its input schema, outputs, resource needs, live stream, and
+        whether this server's workers can run it (what is missing, and the fix)."""
+        from vfxmocap.device import resolve_device
+        from vfxmocap.models.store import ModelStore
+        from vfxmocap.workflows.readiness import readiness
+
+        device, store = resolve_device(workers_device), ModelStore()
         return [
             {
                 "name": w.name,
@@ -38,8 +44,10 @@ def router(service: JobService) -> APIRouter:
                     "memory_gb": w.resources.memory_gb,
                     "models": list(w.resources.models),
                     "timeout_s": w.resources.timeout_s,
+                    "extras": list(w.resources.extras),
                 },
                 "live": None if w.live is None else _live(w.live),
+                "here": readiness(w, device, store),
             }
             for w in all_workflows()
         ]
@@ -111,7 +119,7 @@ def router(service: JobService) -> APIRouter:
             body["celery_ping"] = service.celery.ping()
         return body
 
-    @api.get("/healthz")
+    @api.api_route("/healthz", methods=["GET", "HEAD"])
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 

@@ -8,6 +8,7 @@ stream and a video file are processed the same way.
 
 from __future__ import annotations
 
+from contextlib import ExitStack, closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -40,7 +41,9 @@ log = get_logger("face_swap")
 
 class SwapOptions(BaseModel):
     engine: Literal["geometric", "inswapper"] = "geometric"
-    faces: str = Field("all", description="all, largest, 0,2, map:SRC=TGT,... or reference.")
+    faces: str = Field(
+        "all", max_length=256, description="all, largest, 0,2, map:SRC=TGT,... or reference."
+    )
     source_face: int = Field(0, ge=0, description="Which face of a multi-face source image.")
     shape: float = Field(
         0.5,
@@ -166,11 +169,13 @@ class FaceSwapProcessor:
     def prepare(self, setup: SwapSetup) -> SwapState:
         """Analyse sources (and reference faces) before touching any target."""
         selection = _selection(setup)
-        # Live frames come from a webcam: faces are large, and the 2x2 tile pass for small
-        # faces in group shots would cost a frame's budget.
-        analyzer = MediaPipeFaceAnalyzer(tiles=not setup.live)
         options = setup.options
-        try:
+        # A bad source or a missing --enhance model must not leave MediaPipe graphs running
+        # in a long-lived worker: what was built is closed unless the state takes it.
+        with ExitStack() as built:
+            # Live frames come from a webcam: faces are large, and the 2x2 tile pass for
+            # small faces in group shots would cost a frame's budget.
+            analyzer = built.enter_context(closing(MediaPipeFaceAnalyzer(tiles=not setup.live)))
             engine = load_engine(options)
             prepared = [
                 engine.prepare(*_first_face(analyzer, p, options.source_face, "source"))
@@ -181,9 +186,13 @@ class FaceSwapProcessor:
                 embedder.embed(*_first_face(analyzer, p, 0, "reference")) for p in setup.references
             ]
             choices = TrackChoices(selection, len(prepared), embedder.embed, refs)
-        except BaseException:
-            analyzer.close()  # a bad source image must not leave MediaPipe graphs running
-            raise
+            enhancer = FaceEnhancer.from_store() if options.enhance else None
+            segmenter: PersonSegmenter | None = None
+            hands: HandTracker | None = None
+            if options.occlusion:
+                segmenter = built.enter_context(closing(PersonSegmenter()))
+                hands = built.enter_context(closing(HandTracker(static=not setup.live)))
+            built.pop_all()
         return SwapState(
             options=options,
             engine=engine,
@@ -191,9 +200,9 @@ class FaceSwapProcessor:
             analyzer=analyzer,
             tracker=FaceTracker(analyzer, options.tracking),
             choices=choices,
-            enhancer=FaceEnhancer.from_store() if options.enhance else None,
-            segmenter=PersonSegmenter() if options.occlusion else None,
-            hands=HandTracker(static=not setup.live) if options.occlusion else None,
+            enhancer=enhancer,
+            segmenter=segmenter,
+            hands=hands,
         )
 
     def process(self, frame: Frame, state: SwapState, t: float | None = None) -> Frame:
