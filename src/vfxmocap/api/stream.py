@@ -145,7 +145,7 @@ def add_stream_routes(app: FastAPI, settings: Settings) -> None:
         address = websocket.client.host if websocket.client else "unknown"
         refusal = slots.take(address)
         if refusal is not None:
-            await _refuse(websocket, ProtocolMisuse(1013, refusal))  # 1013: try again later
+            await _refuse(websocket, StreamRefusal(1013, refusal))  # 1013: try again later
             return
         # One thread per connection: its processor sees one frame at a time, in order, and
         # never blocks the event loop or another stream.
@@ -157,7 +157,7 @@ def add_stream_routes(app: FastAPI, settings: Settings) -> None:
             running = await loop.run_in_executor(pool, _open, spec, config, app)
             await websocket.send_json({"type": "ready", "stream": name})
             await _serve(websocket, running, pool, loop)
-        except (ValidationError, VfxError, ProtocolMisuse) as exc:
+        except (ValidationError, VfxError, StreamRefusal) as exc:
             await _refuse(websocket, exc)
         except WebSocketDisconnect:
             log.debug("stream %s: client left", name)
@@ -169,7 +169,7 @@ def add_stream_routes(app: FastAPI, settings: Settings) -> None:
             await asyncio.to_thread(_return_memory)
 
 
-class ProtocolMisuse(Exception):
+class StreamRefusal(Exception):
     """A message of the wrong kind, or one too many streams: answered with an error and a
     close code, never a traceback (1003: wrong data type, 1007: unparsable payload, 1008:
     policy, 1013: try again later)."""
@@ -189,7 +189,7 @@ async def receive_message(
     try:
         message = await asyncio.wait_for(websocket.receive(), timeout=timeout)
     except TimeoutError:
-        raise ProtocolMisuse(1008, f"nothing received within {timeout:.0f} s") from None
+        raise StreamRefusal(1008, f"nothing received within {timeout:.0f} s") from None
     if message["type"] == "websocket.disconnect":
         raise WebSocketDisconnect(message.get("code", 1000))
     return message
@@ -199,19 +199,19 @@ async def _settings(websocket: WebSocket) -> Any:
     message = await receive_message(websocket, SETTINGS_TIMEOUT_S)
     text = message.get("text")
     if text is None:
-        raise ProtocolMisuse(1003, "send the stream settings as a JSON text message first")
+        raise StreamRefusal(1003, "send the stream settings as a JSON text message first")
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ProtocolMisuse(1007, f"the settings are not JSON: {exc.msg}") from None
+        raise StreamRefusal(1007, f"the settings are not JSON: {exc.msg}") from None
 
 
-async def _refuse(websocket: WebSocket, exc: ValidationError | VfxError | ProtocolMisuse) -> None:
+async def _refuse(websocket: WebSocket, exc: ValidationError | VfxError | StreamRefusal) -> None:
     """Tell the client what was wrong, then close with the matching code."""
     if isinstance(exc, ValidationError):
         message, code = _first_error(exc), 1008
     else:
-        message, code = exc.message, exc.code if isinstance(exc, ProtocolMisuse) else 1008
+        message, code = exc.message, exc.code if isinstance(exc, StreamRefusal) else 1008
     with contextlib.suppress(WebSocketDisconnect, RuntimeError):
         await websocket.send_json({"type": "error", "message": message})
         await websocket.close(code=code, reason=message[:120])
@@ -242,7 +242,7 @@ async def _serve(
         while True:
             data = (await receive_message(websocket)).get("bytes")
             if data is None:
-                raise ProtocolMisuse(1003, "frames must be binary messages (JPEG or WebP)")
+                raise StreamRefusal(1003, "frames must be binary messages (JPEG or WebP)")
             counters.received += 1
             counters.window_in += 1
             if newest:
