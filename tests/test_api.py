@@ -264,6 +264,18 @@ def test_retry_and_delete(server: TestClient) -> None:
     server.post(f"/api/jobs/{running}/cancel")
 
 
+def test_deleting_a_queued_job_ends_its_followers(tmp_path: Path) -> None:
+    """A follower of a job that is deleted while queued hears it and the socket closes."""
+    with _bare_app(tmp_path) as client:  # no runner started: the job stays queued
+        job_id = submit(client, "probe", input=upload(client, sample_path("carphone")))
+        with client.websocket_connect(f"{WS}/api/ws?job_id={job_id}") as ws:
+            assert ws.receive_json()["state"] == "queued"
+            assert client.delete(f"/api/jobs/{job_id}").status_code == 204
+            assert ws.receive_json()["type"] == "deleted"
+            with pytest.raises(WebSocketDisconnect):
+                ws.receive_json()
+
+
 # --- bad input and security ----------------------------------------------------------------
 
 

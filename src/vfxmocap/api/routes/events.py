@@ -21,7 +21,7 @@ def router(service: JobService) -> APIRouter:
 
     @api.websocket("/ws")
     async def events(websocket: WebSocket, job_id: str | None = None) -> None:
-        """Job events as JSON: queued, started, progress, succeeded, failed, cancelled.
+        """Job events as JSON: queued, started, progress, succeeded, failed, cancelled, deleted.
         `?job_id=` follows one job: its state now, its events, then the socket closes
         after its end."""
         if not await websocket_allowed(websocket, settings.api_token, settings.cors_origins):
