@@ -216,6 +216,16 @@ def test_serve_with_a_broken_install_says_how_to_repair_it(tmp_path: Path) -> No
     assert_one_line_error(result, 4, "uvicorn is missing", "pip install --force-reinstall")
 
 
+@pytest.mark.parametrize(
+    ("option", "value", "bound"),
+    [("--workers", "-1", "greater than or equal to 0"), ("--port", "99999", "65535")],
+)
+def test_serve_refuses_out_of_range_options(option: str, value: str, bound: str) -> None:
+    """Checked like VFX_WORKERS / VFX_PORT: no server with no workers, or on another port."""
+    result = run_vfx("serve", option, value, timeout=60)
+    assert_one_line_error(result, 2, f"{option} {value}", bound)
+
+
 def test_a_workflow_needing_a_missing_extra_fails_with_missing_extra(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

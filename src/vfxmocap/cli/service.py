@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import typer
+from pydantic import ValidationError
 
 from vfxmocap.cli.app import app, jobs_app
 from vfxmocap.cli.common import (
@@ -48,7 +49,11 @@ def serve(
 
     options = (("host", host), ("port", port), ("workers", workers))
     overrides = {k: v for k, v in options if v is not None}  # --workers 0 is a choice
-    settings = get_settings().model_copy(update=overrides)
+    try:
+        settings = get_settings().updated(**overrides)
+    except ValidationError as exc:
+        bad = (f"--{e['loc'][0]} {e['input']}: {e['msg']}" for e in exc.errors())
+        raise InvalidParams(f"vfx serve: {'; '.join(bad)}") from None
     check_bind(settings.host, settings.api_token)
     device = resolve_device()  # before any worker starts: a GPU this machine lacks stops here
     service = JobService(settings, device=device.spec)  # the exact GPU, not just "cuda"
