@@ -21,6 +21,7 @@ from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
 from vfxmocap.api.app import create_app
+from vfxmocap.api.errors import public_text
 from vfxmocap.api.security import RateLimiter, check_bind
 from vfxmocap.core.config import Settings, reload_settings
 from vfxmocap.core.errors import InvalidParams
@@ -346,6 +347,21 @@ def test_validation_errors_are_422_with_fields(server: TestClient) -> None:
         "/api/jobs", content=b"{not json", headers={"content-type": "application/json"}
     )
     assert bad_body.status_code == 422 and "Traceback" not in bad_body.text
+
+
+def test_errors_name_the_clients_file_not_a_server_path(server: TestClient) -> None:
+    video = upload(server, sample_path("carphone"), name="my clip.mp4")
+    job = wait(server, submit(server, "swap", sources=[video], target=video))  # not a face
+    data_dir = str(server.app.state.service.settings.data_dir)  # type: ignore[attr-defined]
+    assert job["error"]["message"] == "my clip.mp4: not an image that can be decoded"
+    with server.websocket_connect(f"{WS}/api/stream/swap") as ws:
+        ws.send_text(json.dumps({"sources": [video]}))
+        refused = ws.receive_json()
+    assert refused["message"] == "my clip.mp4: not an image that can be decoded"
+    service = server.app.state.service  # type: ignore[attr-defined]
+    in_job = f"{service.jobs_dir}/{'0' * 32}/swapped.mp4: cannot write"
+    assert public_text(service, in_job) == "swapped.mp4: cannot write"
+    assert data_dir not in str(job) + str(refused)
 
 
 def test_workflows_models_system(server: TestClient) -> None:

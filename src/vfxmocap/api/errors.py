@@ -13,7 +13,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from vfxmocap.api.security import error_response
 from vfxmocap.core.errors import InputError, VfxError
 from vfxmocap.core.log import get_logger
-from vfxmocap.jobs.service import JobStateConflict
+from vfxmocap.jobs.service import JobService, JobStateConflict
+from vfxmocap.jobs.uploads import path_pattern
 
 log = get_logger("api")
 
@@ -29,6 +30,20 @@ STATUS = {
 }
 
 
+def public_text(service: JobService, text: str) -> str:
+    """A message fit for a client: uploads named as the client named them, files in a
+    job's folder by their name alone; no server path."""
+    job_folder = path_pattern(service.jobs_dir, r"[0-9a-f]{32}[/\\]")
+    return service.uploads.scrub(job_folder.sub("", text))
+
+
+def public_error(service: JobService, error: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A job's stored error, its message and hint made `public_text`."""
+    if not error:
+        return error
+    return {k: public_text(service, v) if isinstance(v, str) else v for k, v in error.items()}
+
+
 class NotFound(InputError):
     """A job, output, upload or model that does not exist (HTTP 404)."""
 
@@ -42,7 +57,9 @@ def add_error_handlers(app: FastAPI) -> None:
             status = 409
         else:
             status = STATUS.get(exc.code, 500)
-        return error_response(status, exc.code, exc.message, exc.hint)
+        service = request.app.state.service
+        message, hint = (public_text(service, text) for text in (exc.message, exc.hint))
+        return error_response(status, exc.code, message, hint)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -3,6 +3,7 @@ a client sends ever becomes a filesystem path."""
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import shutil
@@ -43,6 +44,13 @@ def sniff(path: Path) -> tuple[str, str]:
         fmt = ""  # not an image: try it as a video next
     info = probe(path)  # raises MediaError for anything that is not a playable video
     return "video", _VIDEO_EXT.get(info.container, ".mp4")
+
+
+@functools.lru_cache(maxsize=16)
+def path_pattern(folder: Path, rest: str) -> re.Pattern[str]:
+    """A regex for `folder/<rest>` as messages may spell it (as given, or resolved)."""
+    spellings = sorted({str(folder), str(folder.resolve())}, key=len, reverse=True)
+    return re.compile(f"(?:{'|'.join(map(re.escape, spellings))})[/\\\\]{rest}")
 
 
 class UploadStore:
@@ -100,6 +108,20 @@ class UploadStore:
             raise InputError(f"upload {upload_id} does not exist", hint="Upload the file again.")
         meta = json.loads(meta_file.read_text())
         return self.root / f"{upload_id}{meta['suffix']}"
+
+    def client_name(self, upload_id: str) -> str:
+        """The file name the client uploaded under this id ("upload" when it sent none)."""
+        try:
+            meta = json.loads((self.root / f"{upload_id}.json").read_text())
+        except (OSError, ValueError):
+            return "upload"
+        return str(meta.get("filename") or "upload")
+
+    def scrub(self, text: str) -> str:
+        """`text` with each upload's server path replaced by the client's file name."""
+        return path_pattern(self.root, r"\.?(?P<id>[0-9a-f]{32})(?:\.\w+)*").sub(
+            lambda m: self.client_name(m["id"]), text
+        )
 
     def id_of(self, path: str) -> str | None:
         """The upload id behind a path `path()` gave, or None for any other file."""

@@ -11,7 +11,7 @@ from fastapi import APIRouter, File, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, Field
 
-from vfxmocap.api.errors import NotFound
+from vfxmocap.api.errors import NotFound, public_error
 from vfxmocap.api.security import upload_too_large
 from vfxmocap.core.errors import InputError, InvalidParams
 from vfxmocap.jobs.service import JobService
@@ -31,6 +31,7 @@ class JobRequest(BaseModel):
 
 def job_view(service: JobService, job: Job, position: int | None = None) -> dict[str, Any]:
     data = job.to_dict()
+    data["error"] = public_error(service, job.error)
     data["inputs"] = public_inputs(service, job)
     data["outputs"] = sorted(job.outputs or {})
     progress = job.progress or {}
