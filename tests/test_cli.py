@@ -97,6 +97,10 @@ def test_every_bad_input_exits_3_with_one_line_and_no_output(tmp_path: Path, bad
         assert list(out_dir.iterdir()) == [], f"{label}: partial output left behind"
 
 
+def test_probe_of_a_file_cut_after_its_index_exits_3(faststart_cut: Path) -> None:
+    assert_one_line_error(vfx("probe", str(faststart_cut)), 3, "truncated")
+
+
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     result = vfx("--debug", "probe", str(tmp_path / "gone.mp4"))
     assert result.returncode == 3 and "Traceback" in result.stderr

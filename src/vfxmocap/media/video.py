@@ -121,6 +121,7 @@ def probe(path: str | Path) -> VideoInfo:
     try:
         stream = _video_stream(container, path)
         first = _first_frame(container, stream, path)
+        _check_complete(container, path)
         rotation = round(first.rotation or 0) % 360
         rate = Fraction(stream.average_rate or stream.guessed_rate or 0)
         if rate <= 0:
@@ -151,6 +152,27 @@ def probe(path: str | Path) -> VideoInfo:
         )
     finally:
         container.close()
+
+
+_CUT_HINT = "The file was cut short (an interrupted copy or recording); use a full copy."
+
+
+def _check_complete(container: Any, path: str | Path) -> None:
+    """A file cut after its index (MP4 with +faststart) opens and plays its first frames;
+    the index says where each stream's last packet ends, so a cut shows without decoding."""
+    size = Path(path).stat().st_size
+    for stream in container.streams:
+        entries = getattr(stream, "index_entries", None)  # PyAV >= 14; none for some formats
+        if not entries:
+            continue
+        last = entries[len(entries) - 1]
+        if last.pos >= 0 and last.pos + last.size > size:
+            raise MediaError(
+                path,
+                f"truncated: its index lists data up to byte {last.pos + last.size}, "
+                f"the file ends at {size}",
+                hint=_CUT_HINT,
+            )
 
 
 def _first_frame(container: Any, stream: Any, path: str | Path) -> Any:
@@ -206,7 +228,7 @@ class VideoReader:
             raise MediaError(
                 self.path,
                 f"truncated: its index lists {self._indexed} frames, only {count} could be read",
-                hint="The file was cut short (an interrupted copy or recording); use a full copy.",
+                hint=_CUT_HINT,
             )
 
 
