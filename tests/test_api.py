@@ -113,6 +113,11 @@ def test_outputs_support_range_requests(server: TestClient) -> None:
     part = server.get(f"/api/jobs/{job['id']}/outputs/video", headers={"Range": "bytes=100-199"})
     assert part.status_code == 206 and part.content == whole.content[100:200]
     assert part.headers["content-range"] == f"bytes 100-199/{len(whole.content)}"
+    url = f"/api/jobs/{job['id']}/outputs/video"
+    for header, status in [("bytes=abc", 400), ("items=1-2", 400), ("bytes=99999999-", 416)]:
+        refused = server.get(url, headers={"Range": header})
+        assert refused.status_code == status and refused.json()["error"]["hint"], header
+    assert refused.headers["content-range"] == f"bytes */{len(whole.content)}"
 
 
 def test_progress_and_log_are_readable_over_http(server: TestClient) -> None:
@@ -740,6 +745,25 @@ def test_every_refusal_has_the_one_error_shape(tmp_path: Path) -> None:
         wrong = client.put("/api/healthz")
         assert wrong.status_code == 405 and "error" in wrong.json()
         assert client.head("/api/healthz").status_code == 200
+        json_body = {"content-type": "application/json"}
+        for body in (b"{not json", b"[" * 50_000 + b"]" * 50_000):  # unparsable, too deep
+            refused = client.post("/api/jobs", content=body, headers=json_body)
+            assert refused.status_code == 400 and refused.json()["error"]["code"] == "input_error"
+        image = sample_path("astronaut").read_bytes()
+        long_name = client.post("/api/uploads", files={"file": ("a" * 300 + ".png", image)})
+        assert long_name.status_code == 400 and "at most 255" in _message(long_name)
+        parts = b'--x\r\nContent-Disposition: form-data; name="f"\r\n\r\nv\r\n' * 1001
+        many = client.post(
+            "/api/uploads",
+            content=parts + b"--x--\r\n",
+            headers={"content-type": "multipart/form-data; boundary=x"},
+        )
+        assert many.status_code == 400 and "Too many fields" in _message(many)
+
+
+def _message(response: Any) -> str:
+    message: str = response.json()["error"]["message"]
+    return message
 
 
 def test_error_messages_never_echo_unbounded_input() -> None:

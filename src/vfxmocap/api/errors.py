@@ -18,6 +18,9 @@ from vfxmocap.jobs.uploads import path_pattern
 
 log = get_logger("api")
 
+ROUTES_HINT = "See /api/docs for the routes and their methods."
+BODY_HINT = "Send a well-formed body: JSON for jobs, one multipart/form-data file for uploads."
+
 STATUS = {
     "input_error": 400,
     "invalid_params": 422,
@@ -65,13 +68,18 @@ def add_error_handlers(app: FastAPI) -> None:
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         """Starlette's own refusals (unknown route, wrong method) in the one error shape."""
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "input_error")
-        hint = "See /api/docs for the routes and their methods."
+        hint = ROUTES_HINT if exc.status_code in (404, 405) else BODY_HINT  # 400: unparsable
         headers = dict(exc.headers) if exc.headers else None
         return error_response(exc.status_code, code, str(exc.detail), hint, headers)
 
     @app.exception_handler(RequestValidationError)
     async def request_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return validation_response(exc.errors())
+        errors = exc.errors()
+        broken = next((e for e in errors if e.get("type") == "json_invalid"), None)
+        if broken is not None:  # not a field to fix: the body as a whole does not parse
+            reason = broken.get("ctx", {}).get("error") or broken.get("msg", "")
+            return error_response(400, "input_error", f"the body is not JSON: {reason}", BODY_HINT)
+        return validation_response(errors)
 
     @app.exception_handler(ValidationError)
     async def inputs_invalid(request: Request, exc: ValidationError) -> JSONResponse:

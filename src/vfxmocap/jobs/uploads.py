@@ -17,6 +17,7 @@ from vfxmocap.core.errors import InputError, MediaError
 from vfxmocap.media.video import probe
 
 _ID = re.compile(r"[0-9a-f]{32}")
+MAX_NAME = 255  # characters of an uploaded file's name (NAME_MAX on most file systems)
 # Containers we accept as video, by what PyAV reports (content, not the name).
 _VIDEO_EXT = {"mov,mp4,m4a,3gp,3g2,mj2": ".mp4", "matroska,webm": ".mkv", "avi": ".avi"}
 # MPO: what PIL calls many phones' JPEGs (a JPEG with a second, depth or preview image).
@@ -69,6 +70,12 @@ class UploadStore:
     def commit(self, upload_id: str, part: Path, filename: str | None) -> dict[str, Any]:
         """Check what the streamed bytes are, then keep them under the id."""
         shown = Path(filename or "upload").name
+        if len(shown) > MAX_NAME:  # no file system keeps it, and every error would quote it
+            part.unlink(missing_ok=True)
+            raise InputError(
+                f"the file name is {len(shown)} characters long; at most {MAX_NAME}",
+                hint="Rename the file and upload it again.",
+            )
         try:
             size = part.stat().st_size
             if size == 0:
