@@ -101,6 +101,21 @@ def test_probe_of_a_file_cut_after_its_index_exits_3(faststart_cut: Path) -> Non
     assert_one_line_error(vfx("probe", str(faststart_cut)), 3, "truncated")
 
 
+def test_user_paths_print_literally(tmp_path: Path, carphone: Path) -> None:
+    """No emoji codes, markup or terminal escapes from a file name: `a:thumbs_up:b.mp4`
+    prints as itself, ESC as \\x1b."""
+    (tmp_path / "a:thumbs_up:b.mp4").write_bytes(carphone.read_bytes())
+    output = "o[bold]x:smile:\x1b[31m.mp4"
+    result = vfx("transcode", "a:thumbs_up:b.mp4", output, "--max-height", "72", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "video: o[bold]x:smile:\\x1b[31m.mp4" in result.stdout
+    missing = vfx("mocap", "--camera", "-1", "--max-frames", "1", cwd=tmp_path)
+    assert_one_line_error(missing, 3, "camera:-1: ")
+    escaped = vfx("probe", "gone:thumbs_up:\x1b]0;title\x07.mp4", cwd=tmp_path)
+    assert_one_line_error(escaped, 3, "gone:thumbs_up:\\x1b]0;title\\x07.mp4: file not found")
+    assert "\x1b" not in result.stdout + missing.stderr + escaped.stderr
+
+
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     result = vfx("--debug", "probe", str(tmp_path / "gone.mp4"))
     assert result.returncode == 3 and "Traceback" in result.stderr

@@ -19,6 +19,7 @@ from vfxmocap.cli.common import (
     err,
     guarded,
     listify,
+    literal,
     out,
     parse_sets,
     print_json,
@@ -139,7 +140,7 @@ def _job_line(job: dict[str, Any]) -> str:
     progress = f" {percent:.0f}%" if percent is not None and job["state"] == "running" else ""
     error = job.get("error") or {}
     reason = f" — {error.get('message')}" if job["state"] == "failed" and error else ""
-    return f"{job['id']}  {job['workflow']:<10} {job['state']}{progress}{reason}"
+    return literal(f"{job['id']}  {job['workflow']:<10} {job['state']}{progress}{reason}")
 
 
 @app.command()
@@ -185,7 +186,7 @@ def submit(
     else:
         out.print(_job_line(final))
         for name, path in saved.items():
-            out.print(f"  {name}: {path}")
+            out.print(literal(f"  {name}: {path}"), soft_wrap=True)
     if final["state"] == "failed":
         error = final.get("error") or {}
         raise VfxError(error.get("message", "the job failed"), hint=error.get("hint"))

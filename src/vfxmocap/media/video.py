@@ -54,6 +54,11 @@ class VideoInfo:
         return data
 
 
+def _file_name(path: str | Path) -> str:
+    """The path as FFmpeg reads a file: absolute, so `a:b.mp4` is not protocol `a`."""
+    return str(Path(path).absolute())
+
+
 def _open(path: str | Path) -> Any:
     """Open a container for reading, mapping every FFmpeg failure to a MediaError."""
     path = Path(path)
@@ -64,7 +69,7 @@ def _open(path: str | Path) -> Any:
     if path.stat().st_size == 0:
         raise MediaError(path, "empty file")
     try:
-        return av.open(str(path), mode="r")
+        return av.open(_file_name(path), mode="r")
     except av.error.EOFError as exc:
         raise MediaError(path, "contains no video frames (the file ends before the first)") from exc
     except av.FFmpegError as exc:
@@ -295,7 +300,7 @@ class VideoWriter:
         try:
             # faststart puts the index first: the file streams over HTTP range requests.
             return av.open(
-                str(self._out.tmp), mode="w", format="mp4", options={"movflags": "+faststart"}
+                _file_name(self._out.tmp), "w", format="mp4", options={"movflags": "+faststart"}
             )
         except (av.FFmpegError, OSError) as exc:
             self._out.discard()
