@@ -18,7 +18,7 @@ import numpy as np
 
 from vfxmocap.core.config import get_settings
 from vfxmocap.core.errors import InputError, InvalidParams, MediaError
-from vfxmocap.core.files import AtomicFile
+from vfxmocap.core.files import AtomicFile, regular_file
 from vfxmocap.core.log import get_logger
 from vfxmocap.media.image import Frame
 
@@ -61,13 +61,7 @@ def _file_name(path: str | Path) -> str:
 
 def _open(path: str | Path) -> Any:
     """Open a container for reading, mapping every FFmpeg failure to a MediaError."""
-    path = Path(path)
-    if not path.exists():
-        raise MediaError(path, "file not found")
-    if path.is_dir():
-        raise MediaError(path, "is a directory, not a video")
-    if path.stat().st_size == 0:
-        raise MediaError(path, "empty file")
+    path = regular_file(path, "a video")
     try:
         return av.open(_file_name(path), mode="r")
     except av.error.EOFError as exc:
