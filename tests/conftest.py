@@ -114,6 +114,25 @@ def _faststart_copy(source: Path, target: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def faststart_cut(tmp_path_factory: pytest.TempPathFactory, carphone: Path) -> Path:
+    """carphone remuxed with its index first (`+faststart`), then cut at 70%: the index
+    still lists all 120 frames, the data for the last ones is gone."""
+    full = tmp_path_factory.mktemp("cut") / "faststart.mp4"
+    with (
+        av.open(str(carphone)) as source,
+        av.open(str(full), "w", options={"movflags": "+faststart"}) as target,
+    ):
+        video = target.add_stream_from_template(source.streams.video[0])
+        for packet in source.demux(source.streams.video[0]):
+            if packet.dts is not None:  # the demuxer's final flush packet carries nothing
+                packet.stream = video
+                target.mux(packet)
+    cut = full.with_name("faststart_cut.mp4")
+    cut.write_bytes(full.read_bytes()[: int(full.stat().st_size * 0.7)])
+    return cut
+
+
+@pytest.fixture(scope="session")
 def bad_media(tmp_path_factory: pytest.TempPathFactory, carphone: Path, carphone_frames):
     """Every kind of unusable video a user can hand us: label -> (path, reason in the error)."""
     tmp = tmp_path_factory.mktemp("bad")

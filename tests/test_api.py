@@ -22,6 +22,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from tests.bombs import bomb_png, peak_rss_mb, reset_peak_rss
 from vfxmocap.api.app import create_app
+from vfxmocap.api.errors import public_text
 from vfxmocap.api.security import RateLimiter, check_bind
 from vfxmocap.core.config import Settings, reload_settings
 from vfxmocap.core.errors import InvalidParams
@@ -115,6 +116,11 @@ def test_outputs_support_range_requests(server: TestClient) -> None:
     part = server.get(f"/api/jobs/{job['id']}/outputs/video", headers={"Range": "bytes=100-199"})
     assert part.status_code == 206 and part.content == whole.content[100:200]
     assert part.headers["content-range"] == f"bytes 100-199/{len(whole.content)}"
+    url = f"/api/jobs/{job['id']}/outputs/video"
+    for header, status in [("bytes=abc", 400), ("items=1-2", 400), ("bytes=99999999-", 416)]:
+        refused = server.get(url, headers={"Range": header})
+        assert refused.status_code == status and refused.json()["error"]["hint"], header
+    assert refused.headers["content-range"] == f"bytes */{len(whole.content)}"
 
 
 def test_progress_and_log_are_readable_over_http(server: TestClient) -> None:
@@ -267,6 +273,18 @@ def test_retry_and_delete(server: TestClient) -> None:
     server.post(f"/api/jobs/{running}/cancel")
 
 
+def test_deleting_a_queued_job_ends_its_followers(tmp_path: Path) -> None:
+    """A follower of a job that is deleted while queued hears it and the socket closes."""
+    with _bare_app(tmp_path) as client:  # no runner started: the job stays queued
+        job_id = submit(client, "probe", input=upload(client, sample_path("carphone")))
+        with client.websocket_connect(f"{WS}/api/ws?job_id={job_id}") as ws:
+            assert ws.receive_json()["state"] == "queued"
+            assert client.delete(f"/api/jobs/{job_id}").status_code == 204
+            assert ws.receive_json()["type"] == "deleted"
+            with pytest.raises(WebSocketDisconnect):
+                ws.receive_json()
+
+
 # --- bad input and security ----------------------------------------------------------------
 
 
@@ -333,10 +351,21 @@ def test_validation_errors_are_422_with_fields(server: TestClient) -> None:
     assert {"inputs.input", "inputs.max_height"} <= fields
     unknown = server.post("/api/jobs", json={"workflow": "nope", "inputs": {}})
     assert unknown.status_code == 422 and "Known workflows" in unknown.json()["error"]["hint"]
-    bad_body = server.post(
-        "/api/jobs", content=b"{not json", headers={"content-type": "application/json"}
-    )
-    assert bad_body.status_code == 422 and "Traceback" not in bad_body.text
+
+
+def test_errors_name_the_clients_file_not_a_server_path(server: TestClient) -> None:
+    video = upload(server, sample_path("carphone"), name="my clip.mp4")
+    job = wait(server, submit(server, "swap", sources=[video], target=video))  # not a face
+    data_dir = str(server.app.state.service.settings.data_dir)  # type: ignore[attr-defined]
+    assert job["error"]["message"] == "my clip.mp4: not an image that can be decoded"
+    with server.websocket_connect(f"{WS}/api/stream/swap") as ws:
+        ws.send_text(json.dumps({"sources": [video]}))
+        refused = ws.receive_json()
+    assert refused["message"] == "my clip.mp4: not an image that can be decoded"
+    service = server.app.state.service  # type: ignore[attr-defined]
+    in_job = f"{service.jobs_dir}/{'0' * 32}/swapped.mp4: cannot write"
+    assert public_text(service, in_job) == "swapped.mp4: cannot write"
+    assert data_dir not in str(job) + str(refused)
 
 
 def test_workflows_models_system(server: TestClient) -> None:
@@ -780,6 +809,25 @@ def test_every_refusal_has_the_one_error_shape(tmp_path: Path) -> None:
         wrong = client.put("/api/healthz")
         assert wrong.status_code == 405 and "error" in wrong.json()
         assert client.head("/api/healthz").status_code == 200
+        json_body = {"content-type": "application/json"}
+        for body in (b"{not json", b"[" * 50_000 + b"]" * 50_000):  # unparsable, too deep
+            refused = client.post("/api/jobs", content=body, headers=json_body)
+            assert refused.status_code == 400 and refused.json()["error"]["code"] == "input_error"
+        image = sample_path("astronaut").read_bytes()
+        long_name = client.post("/api/uploads", files={"file": ("a" * 300 + ".png", image)})
+        assert long_name.status_code == 400 and "at most 255" in _message(long_name)
+        parts = b'--x\r\nContent-Disposition: form-data; name="f"\r\n\r\nv\r\n' * 1001
+        many = client.post(
+            "/api/uploads",
+            content=parts + b"--x--\r\n",
+            headers={"content-type": "multipart/form-data; boundary=x"},
+        )
+        assert many.status_code == 400 and "Too many fields" in _message(many)
+
+
+def _message(response: Any) -> str:
+    message: str = response.json()["error"]["message"]
+    return message
 
 
 def test_error_messages_never_echo_unbounded_input() -> None:

@@ -97,6 +97,25 @@ def test_every_bad_input_exits_3_with_one_line_and_no_output(tmp_path: Path, bad
         assert list(out_dir.iterdir()) == [], f"{label}: partial output left behind"
 
 
+def test_probe_of_a_file_cut_after_its_index_exits_3(faststart_cut: Path) -> None:
+    assert_one_line_error(vfx("probe", str(faststart_cut)), 3, "truncated")
+
+
+def test_user_paths_print_literally(tmp_path: Path, carphone: Path) -> None:
+    """No emoji codes, markup or terminal escapes from a file name: `a:thumbs_up:b.mp4`
+    prints as itself, ESC as \\x1b."""
+    (tmp_path / "a:thumbs_up:b.mp4").write_bytes(carphone.read_bytes())
+    output = "o[bold]x:smile:\x1b[31m.mp4"
+    result = vfx("transcode", "a:thumbs_up:b.mp4", output, "--max-height", "72", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "video: o[bold]x:smile:\\x1b[31m.mp4" in result.stdout
+    missing = vfx("mocap", "--camera", "-1", "--max-frames", "1", cwd=tmp_path)
+    assert_one_line_error(missing, 3, "camera:-1: ")
+    escaped = vfx("probe", "gone:thumbs_up:\x1b]0;title\x07.mp4", cwd=tmp_path)
+    assert_one_line_error(escaped, 3, "gone:thumbs_up:\\x1b]0;title\\x07.mp4: file not found")
+    assert "\x1b" not in result.stdout + missing.stderr + escaped.stderr
+
+
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     result = vfx("--debug", "probe", str(tmp_path / "gone.mp4"))
     assert result.returncode == 3 and "Traceback" in result.stderr
@@ -214,6 +233,16 @@ def test_worker_without_the_distributed_extra_says_which_extra(tmp_path: Path) -
 def test_serve_with_a_broken_install_says_how_to_repair_it(tmp_path: Path) -> None:
     result = vfx("serve", "--port", "1", env=_without(tmp_path, "uvicorn"))
     assert_one_line_error(result, 4, "uvicorn is missing", "pip install --force-reinstall")
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "bound"),
+    [("--workers", "-1", "greater than or equal to 0"), ("--port", "99999", "65535")],
+)
+def test_serve_refuses_out_of_range_options(option: str, value: str, bound: str) -> None:
+    """Checked like VFX_WORKERS / VFX_PORT: no server with no workers, or on another port."""
+    result = run_vfx("serve", option, value, timeout=60)
+    assert_one_line_error(result, 2, f"{option} {value}", bound)
 
 
 def test_a_workflow_needing_a_missing_extra_fails_with_missing_extra(

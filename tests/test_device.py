@@ -709,3 +709,19 @@ def test_real_machine_cpu_request(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "AzureExecutionProvider" not in available_onnx_providers()
     assert available_onnx_providers()[-1] == CPU
     assert torch_device("cpu") == torch.device("cpu")
+
+
+def test_onnx_runtime_keeps_its_files_in_the_models_dir(tmp_path: Path) -> None:
+    """ONNX Runtime's import writes a telemetry device id and event store under the XDG
+    cache (~/.cache): with vfx they land in VFX_MODELS_DIR, and nothing in HOME."""
+    from tests.conftest import run_vfx
+
+    home, models = tmp_path / "home", tmp_path / "models"
+    home.mkdir()
+    env = {"HOME": str(home), "VFX_MODELS_DIR": str(models)}
+    ci = ("CI", "TF_BUILD", "GITHUB_ACTIONS", "GITLAB_CI", "JENKINS_URL")  # ORT writes none
+    result = run_vfx("doctor", "--json", env=env, drop=("XDG_CACHE_HOME", *ci), timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert not (home / ".cache" / "Microsoft").exists()
+    written = list((models / ".onnxruntime").rglob("*"))
+    assert all(p.is_dir() or p.name in ("deviceid", "onnxruntime.db") for p in written)

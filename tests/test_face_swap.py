@@ -135,6 +135,16 @@ def test_a_mapping_to_a_missing_source_fails_before_any_target(t1, astronaut: Pa
         swap_still(t1, [str(astronaut)], faces="map:1=0")
 
 
+@pytest.mark.parametrize(
+    "spec", ["99999999999999999999999", "0,256", "map:300=0", "map:0=id:99999999999"]
+)
+def test_face_indices_past_any_real_face_are_invalid(t1, astronaut: Path, spec: str) -> None:
+    """Not a swap that quietly finds "no face": the spec itself is out of range."""
+    with pytest.raises(InvalidParams, match="out of range") as info:
+        swap_still(t1, [str(astronaut)], faces=spec)
+    assert info.value.exit_code == 2
+
+
 def test_source_face_picked_from_a_group(analyzer, t1, tmp_path: Path, astronaut: Path) -> None:
     group = tmp_path / "group.png"
     write_image(group, t1)

@@ -7,10 +7,12 @@ import json
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import run_vfx
 from tests.servers import ServerProcess
 from vfxmocap.client import Client
-from vfxmocap.core.errors import WorkerUnavailable
+from vfxmocap.core.errors import InputError, WorkerUnavailable
 from vfxmocap.samples import sample_path
 
 
@@ -105,6 +107,18 @@ def test_cli_submit_wait_download_and_jobs(tmp_path: Path) -> None:
         assert bad.returncode == 3 and "file not found" in bad.stderr
         failed = run_vfx("submit", "sleep", "-s", "fail=input", "--wait", *args)
         assert failed.returncode == 1 and "wrong on purpose" in failed.stderr
+
+
+def test_job_ids_that_are_not_ids_are_input_errors(tmp_path: Path) -> None:
+    """`../../etc` never becomes another URL; an unknown id is the user's mistake (exit 3)."""
+    with ServerProcess(tmp_path / "data") as server:
+        for job_id, says in [("../../etc", "is not a job id"), ("0" * 32, "does not exist")]:
+            result = run_vfx("jobs", "show", job_id, "--server", server.url)
+            lines = result.stderr.strip().splitlines()
+            assert result.returncode == 3 and len(lines) == 1 and says in lines[0], result.stderr
+            assert "report it" not in result.stderr
+        with server.client() as client, pytest.raises(InputError, match="not a job id"):
+            client.cancel("../jobs")
 
 
 def test_serve_refuses_a_public_bind_without_a_token() -> None:

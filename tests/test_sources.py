@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from vfxmocap.media.sources import (
     ImageSource,
     IteratorSource,
     VideoSource,
+    media_info,
     open_source,
     resolve_sequence,
 )
@@ -112,3 +114,15 @@ def test_missing_camera_is_an_input_error() -> None:
 def test_video_source_carries_audio_path(video_with_audio: Path, carphone: Path) -> None:
     assert open_source(video_with_audio).audio_path == video_with_audio
     assert open_source(carphone).audio_path is None
+
+
+@pytest.mark.timeout(30)  # reading a FIFO with no writer would block forever
+@pytest.mark.parametrize("name", ["/dev/zero", "pipe.mp4", "pipe.png"])
+def test_devices_and_pipes_are_not_media_files(tmp_path: Path, name: str) -> None:
+    path = Path(name) if name.startswith("/") else tmp_path / name
+    if not path.exists():
+        os.mkfifo(path)
+    for opener in (media_info, open_source):
+        with pytest.raises(MediaError, match="not a regular file \\(a device or a pipe\\)") as info:
+            opener(str(path))
+        assert "on disk" in info.value.hint

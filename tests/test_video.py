@@ -13,7 +13,9 @@ import pytest
 from tests.conftest import encode_test_video
 from vfxmocap.core.config import reload_settings
 from vfxmocap.core.errors import InputError, InvalidParams, MediaError, MediaTooLarge
+from vfxmocap.core.progress import CancelToken, Progress
 from vfxmocap.media.video import VideoReader, VideoWriter, probe
+from vfxmocap.workflows import get_workflow
 
 
 def test_probe_carphone(carphone: Path) -> None:
@@ -159,9 +161,14 @@ def test_bad_input_is_a_media_error_naming_file_and_reason(bad_media, label: str
     assert info.value.exit_code == 3
 
 
-def test_truncated_with_index_first_still_probes(bad_media) -> None:
-    """The header promises every frame; only reading finds the cut."""
-    assert probe(bad_media["truncated, index first"][0]).frame_count == 120
+def test_a_file_cut_after_its_index_does_not_probe(faststart_cut: Path) -> None:
+    """The index promises 120 frames and the first ones decode; probe still finds the cut."""
+    with pytest.raises(MediaError, match="truncated: its index lists data up to byte") as info:
+        probe(faststart_cut)
+    assert info.value.exit_code == 3
+    flow = get_workflow("probe")
+    with pytest.raises(MediaError, match="truncated"):
+        flow(flow.parse({"input": str(faststart_cut)}), Progress(), CancelToken())
 
 
 def test_audio_only_file_has_no_video_stream(tmp_path: Path) -> None:

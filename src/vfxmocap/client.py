@@ -12,10 +12,12 @@ errors the CLI reports (`InputError`, `InvalidParams`, ...).
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -45,6 +47,8 @@ _ERRORS: dict[str, type[VfxError]] = {
         WorkerUnavailable,
     )
 }
+# The API's own refusals of a route or an id that does not exist: the caller's input.
+_ERRORS.update(not_found=InputError, method_not_allowed=InputError)
 FINAL_STATES = {"succeeded", "failed", "cancelled"}
 
 
@@ -115,7 +119,7 @@ class Client:
         return self.submit(workflow, inputs, **kwargs)
 
     def job(self, job_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._request("GET", f"/jobs/{job_id}")
+        result: dict[str, Any] = self._request("GET", _job_path(job_id))
         return result
 
     def jobs(
@@ -132,18 +136,18 @@ class Client:
         return result
 
     def cancel(self, job_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._request("POST", f"/jobs/{job_id}/cancel")
+        result: dict[str, Any] = self._request("POST", _job_path(job_id, "cancel"))
         return result
 
     def retry(self, job_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._request("POST", f"/jobs/{job_id}/retry")
+        result: dict[str, Any] = self._request("POST", _job_path(job_id, "retry"))
         return result
 
     def delete(self, job_id: str) -> None:
-        self._request("DELETE", f"/jobs/{job_id}")
+        self._request("DELETE", _job_path(job_id))
 
     def log(self, job_id: str) -> str:
-        return self._send("GET", f"/jobs/{job_id}/log").text
+        return self._send("GET", _job_path(job_id, "log")).text
 
     def wait(
         self,
@@ -169,7 +173,7 @@ class Client:
         """Stream one output to `dest` (a file, or a folder to put it in), atomically."""
         dest = Path(dest)
         try:
-            with self.http.stream("GET", f"/api/jobs/{job_id}/outputs/{name}") as response:
+            with self.http.stream("GET", f"/api{_job_path(job_id, 'outputs', name)}") as response:
                 if response.status_code >= 400:
                     response.read()
                     raise _error(response)
@@ -214,6 +218,19 @@ class Client:
     def queue(self) -> dict[str, Any]:
         result: dict[str, Any] = self._request("GET", "/queue")
         return result
+
+
+_JOB_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def _job_path(job_id: str, *rest: str) -> str:
+    """`/jobs/<id>/...` for a well-formed id only: `../../etc` must not become another URL."""
+    if not _JOB_ID.fullmatch(job_id):
+        raise InputError(
+            f"{job_id[:100]!r} is not a job id",
+            hint="A job id is 32 hex characters; `vfx jobs list` shows them.",
+        )
+    return "/".join(("/jobs", job_id, *(quote(part, safe="") for part in rest)))
 
 
 def _error(response: httpx.Response) -> VfxError:

@@ -6,11 +6,14 @@ machine that has neither. Everything else calls `resolve_device()` / `onnx_provi
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import platform
 import re
 import shutil
+import sys
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -92,7 +95,39 @@ def _torch() -> ModuleType | None:
 
 
 def _onnxruntime() -> ModuleType | None:
-    return _import_optional("onnxruntime")
+    """ONNX Runtime, its telemetry events off. Its import writes a device id and an event
+    store under $XDG_CACHE_HOME (else ~/.cache)/Microsoft/DeveloperTools: that variable,
+    read then, points into the models dir for the import only, so VFX_MODELS_DIR holds it."""
+    if "onnxruntime" not in sys.modules:
+        with _environment(XDG_CACHE_HOME=str(get_settings().models_dir / ".onnxruntime")):
+            _import_optional("onnxruntime")
+    ort = sys.modules.get("onnxruntime")
+    if ort is not None and hasattr(ort, "disable_telemetry_events"):
+        ort.disable_telemetry_events()
+    return ort
+
+
+def onnxruntime_module() -> ModuleType:
+    """ONNX Runtime imported as above, for whoever builds sessions."""
+    ort = _onnxruntime()
+    if ort is None:
+        raise ModuleNotFoundError("No module named 'onnxruntime'", name="onnxruntime")
+    return ort
+
+
+@contextlib.contextmanager
+def _environment(**values: str) -> Iterator[None]:
+    """These environment variables set for the block, then restored."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, old in saved.items():
+            if old is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = old
 
 
 def _system_memory_gb() -> float:

@@ -37,6 +37,7 @@ import numpy as np
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
+from vfxmocap.api.errors import public_text
 from vfxmocap.api.security import websocket_allowed
 from vfxmocap.core.config import Settings
 from vfxmocap.core.errors import InvalidParams, VfxError
@@ -212,6 +213,7 @@ async def _refuse(websocket: WebSocket, exc: ValidationError | VfxError | Stream
         message, code = _first_error(exc), 1008
     else:
         message, code = exc.message, exc.code if isinstance(exc, StreamRefusal) else 1008
+    message = public_text(websocket.app.state.service, message)
     with contextlib.suppress(WebSocketDisconnect, RuntimeError):
         await websocket.send_json({"type": "error", "message": message})
         await websocket.close(code=code, reason=message[:120])
@@ -270,7 +272,8 @@ async def _serve(
             try:
                 encoded = await loop.run_in_executor(pool, work, data)
             except VfxError as exc:  # an undecodable frame: say so, keep the stream
-                await websocket.send_json({"type": "error", "message": exc.message})
+                message = public_text(websocket.app.state.service, exc.message)
+                await websocket.send_json({"type": "error", "message": message})
                 continue
             await websocket.send_bytes(encoded)
             counters.processed += 1

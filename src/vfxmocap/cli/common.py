@@ -23,8 +23,11 @@ from vfxmocap.core.extras import missing_extra
 from vfxmocap.core.progress import CancelToken, Progress, ProgressEvent
 from vfxmocap.workflows.registry import WorkflowResult
 
-out = Console()
-err = Console(stderr=True)
+# emoji=False: a path like `a:thumbs_up:b.mp4` (or `camera:-1`) is text, not an emoji code.
+out = Console(emoji=False)
+err = Console(stderr=True, emoji=False)
+# C0 (ESC, BEL, newline ...), DEL and C1 controls: shown as \x1b, never sent to the terminal.
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
 state = {"debug": False}
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -82,6 +85,12 @@ def guarded(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def literal(text: object) -> str:
+    """User text (a path, a name, a server's message) for rich to print as it is: markup
+    escaped, control characters made visible."""
+    return escape(str(text).translate(_CONTROLS))
+
+
 def validation_summary(exc: ValidationError) -> str:
     return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
 
@@ -90,7 +99,7 @@ def report_error(message: str, hint: str) -> None:
     if state["debug"]:
         traceback.print_exc()
     # One line: the message, then what to do about it.
-    line = f"[red]error:[/] {escape(message)}" + (f" [dim]— {escape(hint)}[/]" if hint else "")
+    line = f"[red]error:[/] {literal(message)}" + (f" [dim]— {literal(hint)}[/]" if hint else "")
     err.print(line, highlight=False, soft_wrap=True)
 
 
@@ -145,15 +154,15 @@ def report(result: WorkflowResult, as_json: bool, prefix: str = "") -> None:
         print_json(result_dict(result))
         return
     for key, path in result.outputs.items():
-        out.print(f"{prefix}{key}: {path}", soft_wrap=True)
+        out.print(literal(f"{prefix}{key}: {path}"), soft_wrap=True)
     if result.summary:
         warning = result.summary.get("warning")
         facts = " · ".join(
             f"{k.replace('_', ' ')} {v}" for k, v in result.summary.items() if k != "warning"
         )
-        out.print(f"[dim]{escape(facts)}[/]", soft_wrap=True)
+        out.print(f"[dim]{literal(facts)}[/]", soft_wrap=True)
         if warning:
-            err.print(f"[yellow]warning:[/] {escape(str(warning))}", soft_wrap=True)
+            err.print(f"[yellow]warning:[/] {literal(warning)}", soft_wrap=True)
 
 
 def given(**values: Any) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import typer
+from pydantic import ValidationError
 
 from vfxmocap.cli.app import app, jobs_app
 from vfxmocap.cli.common import (
@@ -18,6 +19,7 @@ from vfxmocap.cli.common import (
     err,
     guarded,
     listify,
+    literal,
     out,
     parse_sets,
     print_json,
@@ -48,7 +50,11 @@ def serve(
 
     options = (("host", host), ("port", port), ("workers", workers))
     overrides = {k: v for k, v in options if v is not None}  # --workers 0 is a choice
-    settings = get_settings().model_copy(update=overrides)
+    try:
+        settings = get_settings().updated(**overrides)
+    except ValidationError as exc:
+        bad = (f"--{e['loc'][0]} {e['input']}: {e['msg']}" for e in exc.errors())
+        raise InvalidParams(f"vfx serve: {'; '.join(bad)}") from None
     check_bind(settings.host, settings.api_token)
     device = resolve_device()  # before any worker starts: a GPU this machine lacks stops here
     service = JobService(settings, device=device.spec)  # the exact GPU, not just "cuda"
@@ -116,7 +122,7 @@ def _job_line(job: dict[str, Any]) -> str:
     progress = f" {percent:.0f}%" if percent is not None and job["state"] == "running" else ""
     error = job.get("error") or {}
     reason = f" — {error.get('message')}" if job["state"] == "failed" and error else ""
-    return f"{job['id']}  {job['workflow']:<10} {job['state']}{progress}{reason}"
+    return literal(f"{job['id']}  {job['workflow']:<10} {job['state']}{progress}{reason}")
 
 
 @app.command()
@@ -162,7 +168,7 @@ def submit(
     else:
         out.print(_job_line(final))
         for name, path in saved.items():
-            out.print(f"  {name}: {path}")
+            out.print(literal(f"  {name}: {path}"), soft_wrap=True)
     if final["state"] == "failed":
         error = final.get("error") or {}
         raise VfxError(error.get("message", "the job failed"), hint=error.get("hint"))

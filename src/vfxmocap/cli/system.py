@@ -8,12 +8,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from vfxmocap import __version__
 from vfxmocap.cli.app import app, config_app, models_app
-from vfxmocap.cli.common import JsonOpt, guarded, out, print_json, progress_bar
+from vfxmocap.cli.common import JsonOpt, guarded, literal, out, print_json, progress_bar
 from vfxmocap.core.config import config_file_path, get_settings
 
 # --- doctor -------------------------------------------------------------------------------
@@ -96,12 +95,12 @@ def doctor(as_json: JsonOpt = False) -> None:
         colour = "green" if row["ready"] else "red"
         table.add_row(spec.name, spec.task, f"[{colour}]{row['readiness']}[/]")
     out.print(table)
-    out.print(f"[bold]Models dir[/]  {store.root}")
+    out.print(f"[bold]Models dir[/]  {literal(store.root)}", soft_wrap=True)
     for row in workflows:
         state = "[green]ready[/]" if row["ready"] else "[red]cannot run here[/]"
         out.print(f"[bold]{row['name']}[/]  {state}", soft_wrap=True)
         for gap in row["missing"]:
-            out.print(f"  needs {escape(gap['what'])} — {escape(gap['fix'])}", soft_wrap=True)
+            out.print(f"  needs {literal(gap['what'])} — {literal(gap['fix'])}", soft_wrap=True)
     out.print(
         "[bold]Codecs[/]  "
         + ", ".join(f"{k} {'ok' if v else 'MISSING'}" for k, v in codecs.items())
@@ -189,7 +188,8 @@ def models_verify(
     else:
         for r in results:
             detail = ", ".join(r.missing + r.corrupt)
-            out.print(f"{r.name}: {r.readiness.value}" + (f" ({detail})" if detail else ""))
+            line = f"{r.name}: {r.readiness.value}" + (f" ({detail})" if detail else "")
+            out.print(literal(line), soft_wrap=True)
     if names and not all(r.readiness.value == "verified" for r in results):
         raise typer.Exit(4)
 
@@ -212,7 +212,7 @@ def models_pull(
         print_json([r.to_dict() for r in results])
     else:
         for r in results:
-            out.print(f"{r.name}: {r.readiness.value} in {r.directory}")
+            out.print(literal(f"{r.name}: {r.readiness.value} in {r.directory}"), soft_wrap=True)
 
 
 @models_app.command("path")
@@ -222,7 +222,8 @@ def models_path(name: Annotated[str | None, typer.Argument()] = None) -> None:
     from vfxmocap.models.store import ModelStore
 
     store = ModelStore()
-    out.print(str(store.directory(store.catalog.get(name)) if name else store.root), soft_wrap=True)
+    folder = store.directory(store.catalog.get(name)) if name else store.root
+    out.print(literal(folder), soft_wrap=True)
 
 
 # --- config -------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from vfxmocap.cli.common import (
     given,
     guarded,
     listify,
+    literal,
     out,
     parse_sets,
     print_json,
@@ -246,7 +247,7 @@ def live(
         print_json(result)
         return
     if target:
-        out.print(f"output: {target}", soft_wrap=True)
+        out.print(literal(f"output: {target}"), soft_wrap=True)
     out.print(
         f"[dim]frames {stats.frames} · {stats.fps:.1f} fps · latency p50 "
         f"{stats.latency_p50_ms:.1f} ms · p95 {stats.latency_p95_ms:.1f} ms[/]"

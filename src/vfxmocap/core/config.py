@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import platformdirs
 from pydantic import Field
@@ -137,6 +137,10 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Extra modules that register workflows (plugins), imported at start.",
     )
+
+    def updated(self, **values: Any) -> Settings:
+        """A copy with these values, checked like every other source (model_copy checks none)."""
+        return Settings.model_validate({**self.model_dump(), **values})
 
     @property
     def job_database_url(self) -> str:

@@ -4,11 +4,35 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from vfxmocap.core.errors import InputError
+from vfxmocap.core.errors import InputError, MediaError
+
+
+def regular_file(path: str | Path, kind: str) -> Path:
+    """`path` when it is a regular file with bytes in it; else a `MediaError` saying what it
+    is. Checked by stat alone: reading a FIFO would block, /dev/zero would never end."""
+    path = Path(path)
+    try:
+        mode, size = (info := path.stat()).st_mode, info.st_size
+    except FileNotFoundError:
+        raise MediaError(path, "file not found") from None
+    except OSError as exc:
+        raise MediaError(path, f"cannot be read ({exc.strerror})") from None
+    if stat.S_ISDIR(mode):
+        raise MediaError(path, f"is a directory, not {kind}")
+    if not stat.S_ISREG(mode):
+        raise MediaError(
+            path,
+            "not a regular file (a device or a pipe)",
+            hint=f"Give {kind} file on disk; a camera is --camera N.",
+        )
+    if size == 0:
+        raise MediaError(path, "empty file")
+    return path
 
 
 def _umask() -> int:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 Event = dict[str, Any]
-FINAL_TYPES = {"succeeded", "failed", "cancelled"}
+FINAL_TYPES = {"succeeded", "failed", "cancelled", "deleted"}  # no event follows these
 
 
 def job_event(kind: str, job_id: str, **fields: Any) -> Event:

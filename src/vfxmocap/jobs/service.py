@@ -291,6 +291,7 @@ class JobService:
                 f"job {job_id} is {job.state.value}; cancel it before deleting it"
             )
         shutil.rmtree(self.jobs_dir / job_id, ignore_errors=True)
+        self.bus.publish(job_event("deleted", job_id))  # a follower's end, as for a job's end
 
     def output(self, job_id: str, name: str) -> Path:
         """The file of one named output of a finished job."""

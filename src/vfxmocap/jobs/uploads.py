@@ -3,6 +3,7 @@ a client sends ever becomes a filesystem path."""
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import shutil
@@ -15,6 +16,7 @@ from vfxmocap.media.image import check_pixels, image_header, image_limit
 from vfxmocap.media.video import probe
 
 _ID = re.compile(r"[0-9a-f]{32}")
+MAX_NAME = 255  # characters of an uploaded file's name (NAME_MAX on most file systems)
 # Containers we accept as video, by what PyAV reports (content, not the name).
 _VIDEO_EXT = {"mov,mp4,m4a,3gp,3g2,mj2": ".mp4", "matroska,webm": ".mkv", "avi": ".avi"}
 # By Pillow's format name (MPO: many phones' JPEGs); the keys are media.image's DECODABLE_FORMATS.
@@ -39,6 +41,13 @@ def sniff(path: Path) -> tuple[str, str]:
     return "video", _VIDEO_EXT.get(info.container, ".mp4")
 
 
+@functools.lru_cache(maxsize=16)
+def path_pattern(folder: Path, rest: str) -> re.Pattern[str]:
+    """A regex for `folder/<rest>` as messages may spell it (as given, or resolved)."""
+    spellings = sorted({str(folder), str(folder.resolve())}, key=len, reverse=True)
+    return re.compile(f"(?:{'|'.join(map(re.escape, spellings))})[/\\\\]{rest}")
+
+
 class UploadStore:
     """Files in `root/<id><suffix>` with a JSON sidecar (original name, kind, size)."""
 
@@ -55,6 +64,12 @@ class UploadStore:
     def commit(self, upload_id: str, part: Path, filename: str | None) -> dict[str, Any]:
         """Check what the streamed bytes are, then keep them under the id."""
         shown = Path(filename or "upload").name
+        if len(shown) > MAX_NAME:  # no file system keeps it, and every error would quote it
+            part.unlink(missing_ok=True)
+            raise InputError(
+                f"the file name is {len(shown)} characters long; at most {MAX_NAME}",
+                hint="Rename the file and upload it again.",
+            )
         try:
             size = part.stat().st_size
             if size == 0:
@@ -97,6 +112,20 @@ class UploadStore:
             raise InputError(f"upload {upload_id} does not exist", hint="Upload the file again.")
         meta = json.loads(meta_file.read_text())
         return self.root / f"{upload_id}{meta['suffix']}"
+
+    def client_name(self, upload_id: str) -> str:
+        """The file name the client uploaded under this id ("upload" when it sent none)."""
+        try:
+            meta = json.loads((self.root / f"{upload_id}.json").read_text())
+        except (OSError, ValueError):
+            return "upload"
+        return str(meta.get("filename") or "upload")
+
+    def scrub(self, text: str) -> str:
+        """`text` with each upload's server path replaced by the client's file name."""
+        return path_pattern(self.root, r"\.?(?P<id>[0-9a-f]{32})(?:\.\w+)*").sub(
+            lambda m: self.client_name(m["id"]), text
+        )
 
     def id_of(self, path: str) -> str | None:
         """The upload id behind a path `path()` gave, or None for any other file."""

@@ -15,7 +15,7 @@ from PIL import Image, UnidentifiedImageError
 
 from vfxmocap.core.config import get_settings
 from vfxmocap.core.errors import InvalidParams, MediaError, MediaTooLarge
-from vfxmocap.core.files import atomic_path
+from vfxmocap.core.files import atomic_path, regular_file
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 WRITABLE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
@@ -121,13 +121,7 @@ def is_image_path(path: str | Path) -> bool:
 
 def read_image(path: str | Path, *, keep_alpha: bool = False) -> Frame:
     """Read an image file as RGB (or RGBA with `keep_alpha`) uint8, upright per EXIF."""
-    path = Path(path)
-    if not path.exists():
-        raise MediaError(path, "file not found")
-    if path.is_dir():
-        raise MediaError(path, "is a directory, not an image")
-    if path.is_file() and path.stat().st_size == 0:
-        raise MediaError(path, "empty file")
+    path = regular_file(path, "an image")
     _checked_header(path, path, image_limit())  # before reading: a bomb's file may be big too
     return decode_image(path.read_bytes(), source=str(path), keep_alpha=keep_alpha)
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from vfxmocap.core.config import get_settings
 from vfxmocap.core.errors import InputError, InvalidParams, MediaError
-from vfxmocap.core.files import AtomicFile
+from vfxmocap.core.files import AtomicFile, regular_file
 from vfxmocap.core.log import get_logger
 from vfxmocap.media.image import Frame, check_pixels, image_limit
 
@@ -54,17 +54,16 @@ class VideoInfo:
         return data
 
 
+def _file_name(path: str | Path) -> str:
+    """The path as FFmpeg reads a file: absolute, so `a:b.mp4` is not protocol `a`."""
+    return str(Path(path).absolute())
+
+
 def _open(path: str | Path) -> Any:
     """Open a container for reading, mapping every FFmpeg failure to a MediaError."""
-    path = Path(path)
-    if not path.exists():
-        raise MediaError(path, "file not found")
-    if path.is_dir():
-        raise MediaError(path, "is a directory, not a video")
-    if path.stat().st_size == 0:
-        raise MediaError(path, "empty file")
+    path = regular_file(path, "a video")
     try:
-        return av.open(str(path), mode="r")
+        return av.open(_file_name(path), mode="r")
     except av.error.EOFError as exc:
         raise MediaError(path, "contains no video frames (the file ends before the first)") from exc
     except av.FFmpegError as exc:
@@ -123,6 +122,7 @@ def probe(path: str | Path) -> VideoInfo:
     try:
         stream = _video_stream(container, path)
         first = _first_frame(container, stream, path)
+        _check_complete(container, path)
         rotation = round(first.rotation or 0) % 360
         rate = Fraction(stream.average_rate or stream.guessed_rate or 0)
         if rate <= 0:
@@ -153,6 +153,27 @@ def probe(path: str | Path) -> VideoInfo:
         )
     finally:
         container.close()
+
+
+_CUT_HINT = "The file was cut short (an interrupted copy or recording); use a full copy."
+
+
+def _check_complete(container: Any, path: str | Path) -> None:
+    """A file cut after its index (MP4 with +faststart) opens and plays its first frames;
+    the index says where each stream's last packet ends, so a cut shows without decoding."""
+    size = Path(path).stat().st_size
+    for stream in container.streams:
+        entries = getattr(stream, "index_entries", None)  # PyAV >= 14; none for some formats
+        if not entries:
+            continue
+        last = entries[len(entries) - 1]
+        if last.pos >= 0 and last.pos + last.size > size:
+            raise MediaError(
+                path,
+                f"truncated: its index lists data up to byte {last.pos + last.size}, "
+                f"the file ends at {size}",
+                hint=_CUT_HINT,
+            )
 
 
 def _first_frame(container: Any, stream: Any, path: str | Path) -> Any:
@@ -208,7 +229,7 @@ class VideoReader:
             raise MediaError(
                 self.path,
                 f"truncated: its index lists {self._indexed} frames, only {count} could be read",
-                hint="The file was cut short (an interrupted copy or recording); use a full copy.",
+                hint=_CUT_HINT,
             )
 
 
@@ -275,7 +296,7 @@ class VideoWriter:
         try:
             # faststart puts the index first: the file streams over HTTP range requests.
             return av.open(
-                str(self._out.tmp), mode="w", format="mp4", options={"movflags": "+faststart"}
+                _file_name(self._out.tmp), "w", format="mp4", options={"movflags": "+faststart"}
             )
         except (av.FFmpegError, OSError) as exc:
             self._out.discard()

@@ -18,7 +18,7 @@ from vfxmocap.core.errors import (
     insufficient_memory,
     typed_memory_errors,
 )
-from vfxmocap.device import onnx_provider_options
+from vfxmocap.device import onnx_provider_options, onnxruntime_module
 from vfxmocap.models.cache import model_cache
 
 # TensorProto.DataType -> numpy
@@ -84,7 +84,7 @@ class OnnxSession:
 
 
 def _load(path: Path, providers: _Providers) -> OnnxSession:
-    import onnxruntime as ort
+    ort = onnxruntime_module()
 
     options = ort.SessionOptions()
     options.log_severity_level = 3

@@ -6,6 +6,7 @@ import asyncio
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
+from vfxmocap.api.errors import public_text
 from vfxmocap.api.security import websocket_allowed
 from vfxmocap.api.stream import receive_message
 from vfxmocap.core.log import get_logger
@@ -21,7 +22,7 @@ def router(service: JobService) -> APIRouter:
 
     @api.websocket("/ws")
     async def events(websocket: WebSocket, job_id: str | None = None) -> None:
-        """Job events as JSON: queued, started, progress, succeeded, failed, cancelled.
+        """Job events as JSON: queued, started, progress, succeeded, failed, cancelled, deleted.
         `?job_id=` follows one job: its state now, its events, then the socket closes
         after its end."""
         if not await websocket_allowed(websocket, settings.api_token, settings.cors_origins):
@@ -49,6 +50,8 @@ def router(service: JobService) -> APIRouter:
                     break
                 event = getter.result()
                 if job_id is None or event["job_id"] == job_id:
+                    if event.get("message"):  # a failure's message may name server files
+                        event = {**event, "message": public_text(service, event["message"])}
                     await websocket.send_json(event)
                     if job_id is not None and event["type"] in FINAL_TYPES:
                         await websocket.close()

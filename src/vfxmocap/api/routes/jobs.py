@@ -10,9 +10,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, Field
+from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 
-from vfxmocap.api.errors import NotFound
-from vfxmocap.api.security import upload_too_large
+from vfxmocap.api.errors import NotFound, public_error
+from vfxmocap.api.security import error_response, upload_too_large
 from vfxmocap.core.errors import InputError, InvalidParams
 from vfxmocap.jobs.service import JobService
 from vfxmocap.jobs.store import Job, JobState, StoreBusy
@@ -31,6 +32,7 @@ class JobRequest(BaseModel):
 
 def job_view(service: JobService, job: Job, position: int | None = None) -> dict[str, Any]:
     data = job.to_dict()
+    data["error"] = public_error(service, job.error)
     data["inputs"] = public_inputs(service, job)
     data["outputs"] = sorted(job.outputs or {})
     progress = job.progress or {}
@@ -61,6 +63,24 @@ def public_inputs(service: JobService, job: Job) -> dict[str, Any]:
         elif isinstance(value, str):
             inputs[name] = service.uploads.id_of(value)
     return inputs
+
+
+def range_refusal(header: str | None, path: Path) -> JSONResponse | None:
+    """A bad `Range` in the one error shape (Starlette would answer it in plain text)."""
+    if header is None:
+        return None
+    hint = "Ask for bytes=START-END within the file (GET without Range for all of it)."
+    size = path.stat().st_size
+    try:
+        FileResponse._parse_range_header(header, size)
+    except MalformedRangeHeader as exc:
+        message = f"bad Range {header[:100]!r}: {exc.content}"
+        return error_response(400, "input_error", message, hint)
+    except RangeNotSatisfiable:
+        message = f"the range {header[:100]!r} is outside the file ({size} bytes)"
+        headers = {"Content-Range": f"bytes */{size}"}
+        return error_response(416, "range_not_satisfiable", message, hint, headers)
+    return None
 
 
 class _TooLarge(Exception):
@@ -141,15 +161,17 @@ def router(service: JobService) -> APIRouter:
         service.delete(job_id)
         return Response(status_code=204)
 
-    @api.get("/jobs/{job_id}/outputs/{name}")
-    def output(job_id: str, name: str) -> FileResponse:
+    @api.get("/jobs/{job_id}/outputs/{name}", response_model=None)
+    def output(request: Request, job_id: str, name: str) -> FileResponse | JSONResponse:
         """The file, streamed; HTTP range requests work (video players seek)."""
         get_job(job_id)
         try:
             path = service.output(job_id, name)
         except InputError as exc:
             raise NotFound(exc.message, hint=exc.hint) from None
-        return FileResponse(path, filename=path.name)
+        return range_refusal(request.headers.get("range"), path) or FileResponse(
+            path, filename=path.name
+        )
 
     @api.get("/jobs/{job_id}/log", response_class=PlainTextResponse)
     def job_log(job_id: str) -> str:

@@ -14,6 +14,8 @@ from vfxmocap.vision.faces import Face
 from vfxmocap.vision.identity import Embedding, similarity
 
 _MAP_ITEM = re.compile(r"(\d+)=(id:)?(\d+)")
+MAX_INDEX = 255  # a face's rank or a source's index: far more faces than any frame holds
+MAX_TRACK_ID = 2**31 - 1  # track ids count up over a stream; this outlasts any of them
 
 
 @dataclass(frozen=True)
@@ -38,14 +40,28 @@ def parse_selection(text: str) -> Selection:
                     f"bad face mapping {item!r}",
                     hint="Use map:SRC=TGT pairs, e.g. map:0=1,1=0 or map:0=id:3 (track ID).",
                 )
-            pairs.append((int(match.group(1)), int(match.group(3)), bool(match.group(2))))
+            by_id = bool(match.group(2))
+            target = _bounded(match.group(3), MAX_TRACK_ID if by_id else MAX_INDEX, "target")
+            pairs.append((_bounded(match.group(1), MAX_INDEX, "source"), target, by_id))
         return Selection("map", pairs=tuple(pairs))
     if re.fullmatch(r"\d+(,\d+)*", value):
-        return Selection("indices", indices=tuple(int(i) for i in value.split(",")))
+        indices = tuple(_bounded(i, MAX_INDEX, "face") for i in value.split(","))
+        return Selection("indices", indices=indices)
     raise InvalidParams(
         f"bad --faces value {text!r}",
         hint="Use all, largest, target indices like 0,2, map:SRC=TGT,... or reference.",
     )
+
+
+def _bounded(digits: str, limit: int, what: str) -> int:
+    """A face index or track id from the spec, refused when past any real one."""
+    number = int(digits)
+    if number > limit:
+        raise InvalidParams(
+            f"--faces: {what} {digits[:20]}{'…' if len(digits) > 20 else ''} is out of range",
+            hint=f"Face and source indices go up to {MAX_INDEX}, track ids to {MAX_TRACK_ID}.",
+        )
+    return number
 
 
 @dataclass(frozen=True)
