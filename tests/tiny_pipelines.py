@@ -96,7 +96,7 @@ def wan_t2v() -> Any:
 
 def wan_i2v() -> Any:
     from diffusers import FlowMatchEulerDiscreteScheduler, WanImageToVideoPipeline
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
 
     torch.manual_seed(0)
     vision = CLIPVisionConfig(
@@ -109,7 +109,7 @@ def wan_i2v() -> Any:
         scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0),
         text_encoder=_umt5(),
         tokenizer=tokenizer(),
-        image_encoder=CLIPVisionModelWithProjection(vision).eval(),
+        image_encoder=CLIPVisionModel(vision).eval(),
         image_processor=CLIPImageProcessor(crop_size=32, size=32),
     )
 

@@ -45,11 +45,12 @@ class ModelRef:
     revision: str | None = None  # the Hub commit of a cached snapshot
 
 
-def resolve(model: str, store: ModelStore | None = None) -> ModelRef:
-    """Find `model` here, or raise ModelMissing saying what to place where."""
+def resolve(model: str, store: ModelStore | None = None, *, files: bool = True) -> ModelRef:
+    """Find `model` here, or raise ModelMissing saying what to place where. `files=False`
+    accepts a catalog model that is not downloaded yet (its entry says enough to plan)."""
     store = store or ModelStore()
     if model in store.catalog.names():
-        return _from_catalog(model, store)
+        return _from_catalog(model, store, files)
     folder = Path(model).expanduser()
     if folder.exists():
         return _from_folder(model, folder, None)
@@ -62,7 +63,7 @@ def resolve(model: str, store: ModelStore | None = None) -> ModelRef:
     )
 
 
-def _from_catalog(name: str, store: ModelStore) -> ModelRef:
+def _from_catalog(name: str, store: ModelStore, files: bool) -> ModelRef:
     """The store's folder of a catalog model, else its repo in the Hugging Face cache."""
     spec = store.catalog.get(name)
     folder = store.directory(spec)
@@ -70,7 +71,11 @@ def _from_catalog(name: str, store: ModelStore) -> ModelRef:
         try:
             folder = _hub_snapshot(spec.source.repo, spec.source.revision)
         except ModelMissing:
-            store.require(name)  # raises, saying where the store wants the repo
+            if files or spec.pipeline is None:
+                store.require(name)  # raises, saying where the store wants the repo
+                raise
+            family = family_of(spec.pipeline, name)
+            return ModelRef(name, folder, spec.pipeline, family, catalog_figures(spec), 0.0, spec)
     return _from_folder(name, folder, spec)
 
 
@@ -202,7 +207,7 @@ def _load_pipeline(path: Path, class_name: str, plan: Plan) -> Any:
     dtypes = {"default": getattr(torch, plan.dtype), "vae": getattr(torch, plan.vae_dtype)}
     log.info("loading %s from %s (%s)", class_name, path, plan.describe())
     pipe = getattr(diffusers, class_name).from_pretrained(
-        path, torch_dtype=dtypes, local_files_only=True
+        path, dtype=dtypes, local_files_only=True
     )
     _place(pipe, plan)
     pipe.set_progress_bar_config(disable=True)

@@ -62,6 +62,7 @@ class ModelSpec(BaseModel):
     # Diffusers pipelines: peak accelerator GB per offload tier (none, model, group,
     # sequential) in half precision at the family's reference size; the planner reads them.
     offload_gb: dict[str, float] = Field(default_factory=dict)
+    pipeline: str | None = None  # diffusers: model_index.json's `_class_name`
 
     @model_validator(mode="after")
     def _has_files(self) -> ModelSpec:

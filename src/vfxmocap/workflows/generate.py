@@ -23,11 +23,10 @@ from vfxmocap.core.files import atomic_path
 from vfxmocap.core.log import get_logger
 from vfxmocap.core.progress import CancelToken, Progress
 from vfxmocap.generation.families import Family, Request
-from vfxmocap.generation.loader import ModelRef, catalog_figures, configure_vae, load, resolve
+from vfxmocap.generation.loader import ModelRef, configure_vae, load, resolve
 from vfxmocap.generation.planner import Plan, plan
 from vfxmocap.media.image import read_image
 from vfxmocap.media.video import VideoWriter
-from vfxmocap.models.store import ModelStore
 from vfxmocap.workflows.registry import Resources, Workflow, WorkflowResult, register
 
 log = get_logger("workflows.generate")
@@ -94,7 +93,7 @@ def run(inputs: GenerateInputs, progress: Progress, cancel: CancelToken) -> Work
     from vfxmocap.device import resolve_device
 
     started = time.perf_counter()
-    ref = resolve(inputs.model)
+    ref = resolve(inputs.model, files=not inputs.plan_only)
     class_name = _class_for(inputs, ref)
     conformed = ref.family.conform(request_for(inputs, ref.family, None))
     for note in conformed.notes:
@@ -102,12 +101,11 @@ def run(inputs: GenerateInputs, progress: Progress, cancel: CancelToken) -> Work
     request = conformed.request
     pixels = request.width * request.height * request.frames
     placed = plan(resolve_device(), ref.figures, ref.family, pixels)
-    summary = _summary(ref, class_name, request, placed, conformed.notes)
     if inputs.plan_only:
-        return WorkflowResult({}, summary)
+        return WorkflowResult({}, _summary(ref, class_name, request, placed, conformed.notes))
     request = replace(request, image=_first_frame(inputs, request.width, request.height))
     with typed_memory_errors(f"generate with {inputs.model}"):
-        return _generate(inputs, ref, class_name, request, placed, summary, progress, cancel)
+        return _generate(inputs, ref, class_name, request, placed, conformed.notes, progress, cancel)
 
 
 def _generate(
@@ -116,7 +114,7 @@ def _generate(
     class_name: str,
     request: Request,
     placed: Plan,
-    summary: dict[str, Any],
+    notes: list[str],
     progress: Progress,
     cancel: CancelToken,
 ) -> WorkflowResult:
@@ -138,7 +136,8 @@ def _generate(
         "encode_s": round(time.perf_counter() - encode_started, 4),
     }
     sidecar = inputs.output.with_suffix(".json")
-    _write_sidecar(sidecar, inputs, ref, request, placed, fps, timings, summary["notes"])
+    _write_sidecar(sidecar, inputs, ref, request, placed, fps, timings, notes)
+    summary = _summary(ref, class_name, request, placed, notes)
     return WorkflowResult({"video": inputs.output, "metadata": sidecar}, {**summary, **timings})
 
 
@@ -163,7 +162,7 @@ def _summary(
         "steps": request.steps,
         "seed": request.seed,
         "plan": placed.describe(),
-        "notes": notes,
+        **({"rounded": "; ".join(notes)} if notes else {}),
     }
 
 
@@ -219,18 +218,14 @@ def requirements(inputs: GenerateInputs) -> Resources:
     """The model's memory (its least offload tier) and, for a catalog model, the model
     itself, so routing sends the job only to a worker that has it and can hold it. A folder
     or repo id not on this machine (it may be on a worker's) keeps the defaults."""
-    store = ModelStore()
-    if inputs.model in store.catalog.names():
-        spec = store.catalog.get(inputs.model)
-        return _needing(catalog_figures(spec).least_gb, (spec.name,))
     try:
-        return _needing(resolve(inputs.model, store).figures.least_gb, ())
+        ref = resolve(inputs.model, files=False)
     except (ModelMissing, InvalidParams):
         return RESOURCES
-
-
-def _needing(memory_gb: float, models: tuple[str, ...]) -> Resources:
-    return replace(RESOURCES, memory_gb=max(RESOURCES.memory_gb, memory_gb), models=models)
+    models = (ref.spec.name,) if ref.spec is not None else ()
+    return replace(
+        RESOURCES, memory_gb=max(RESOURCES.memory_gb, ref.figures.least_gb), models=models
+    )
 
 
 def place_outputs(inputs: dict[str, Any], job_dir: Path) -> dict[str, Any]:
