@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import cv2
 import numpy as np
 
 from vfxmocap.core.errors import DeviceError
@@ -67,7 +68,9 @@ def _step_callback(
         last = step + 1 == request.steps
         if progress.wants_preview() and (step % PREVIEW_EVERY == 0 or last):
             latents = family.video_latents(tensors["latents"], pipe, request)
-            progress.preview(thumbnail_jpeg(latent_preview(latents)))
+            size = (request.width, request.height)
+            image = cv2.resize(latent_preview(latents), size, interpolation=cv2.INTER_LINEAR)
+            progress.preview(thumbnail_jpeg(image))
         if last:
             marks["denoised"] = time.perf_counter()
             progress.stage("decode", 1, message="VAE decode")
