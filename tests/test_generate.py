@@ -96,8 +96,13 @@ def test_ltx_text_and_image_to_video_from_one_checkpoint(
     assert (probe(text.outputs["video"]).frame_count, text.summary["size"]) == (9, "64x64")
     assert "frames 12 -> 9: LTX-Video needs 8k+1 frames" in text.summary["rounded"]
     image = generate(
-        tiny["ltx"], tmp_path / "i.mp4", prompt=PROMPT, image=str(astronaut), frames=9,
-        width=64, height=64,
+        tiny["ltx"],
+        tmp_path / "i.mp4",
+        prompt=PROMPT,
+        image=str(astronaut),
+        frames=9,
+        width=64,
+        height=64,
     )
     assert image.summary["pipeline"] == "LTXImageToVideoPipeline"
     assert probe(image.outputs["video"]).frame_count == 9
@@ -109,16 +114,16 @@ def test_wan_image_to_video_needs_its_image(
     out = tmp_path / "i2v.mp4"
     result = generate(tiny["wan-i2v"], out, image=str(astronaut), frames=5, width=32, height=32)
     assert probe(out).frame_count == 5 and result.summary["pipeline"] == "WanImageToVideoPipeline"
-    with pytest.raises(InvalidParams, match="image: .* needs an image"):
+    with pytest.raises(InvalidParams, match=r"image: .* needs an image"):
         generate(tiny["wan-i2v"], tmp_path / "x.mp4", prompt=PROMPT)
 
 
 def test_conditioning_a_model_cannot_take_is_invalid_and_names_the_field(
     tiny: dict[str, Path], tmp_path: Path, astronaut: Path
 ) -> None:
-    with pytest.raises(InvalidParams, match="^prompt: a text-to-video model needs a prompt"):
+    with pytest.raises(InvalidParams, match=r"^prompt: a text-to-video model needs a prompt"):
         generate(tiny["wan-t2v"], tmp_path / "x.mp4")
-    with pytest.raises(InvalidParams, match="^image: .* text-to-video and takes no image"):
+    with pytest.raises(InvalidParams, match=r"^image: .* text-to-video and takes no image"):
         generate(tiny["wan-t2v"], tmp_path / "x.mp4", prompt=PROMPT, image=str(astronaut))
     assert not list(tmp_path.iterdir())
 
@@ -127,7 +132,12 @@ def test_progress_counts_every_step_then_the_decode_and_sends_latent_previews(
     tiny: dict[str, Path], tmp_path: Path
 ) -> None:
     result = generate(
-        tiny["wan-t2v"], tmp_path / "p.mp4", prompt=PROMPT, frames=5, width=32, height=32,
+        tiny["wan-t2v"],
+        tmp_path / "p.mp4",
+        prompt=PROMPT,
+        frames=5,
+        width=32,
+        height=32,
         steps=4,
     )
     steps = [e.value for e in result.events if e.stage == "denoise" and e.preview is None]
@@ -154,8 +164,15 @@ def test_cancel_between_steps_stops_at_once_and_writes_nothing(
 
     with pytest.raises(Cancelled):
         get_workflow("generate")(
-            {"model": str(tiny["wan-t2v"]), "prompt": PROMPT, "frames": 5, "width": 32,
-             "height": 32, "steps": 6, "output": tmp_path / "c.mp4"},
+            {
+                "model": str(tiny["wan-t2v"]),
+                "prompt": PROMPT,
+                "frames": 5,
+                "width": 32,
+                "height": 32,
+                "steps": 6,
+                "output": tmp_path / "c.mp4",
+            },
             Progress(listen, min_interval_s=0.0),
             token,
         )
@@ -194,11 +211,11 @@ def test_missing_models_say_what_to_place_where(tiny: dict[str, Path], tmp_path:
     with pytest.raises(ModelMissing, match="not in the local Hugging Face cache"):
         generate("nobody/no-such-model", tmp_path / "x.mp4", prompt=PROMPT)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ModelMissing, match="no model_index.json"):
+    with pytest.raises(ModelMissing, match=r"no model_index.json"):
         generate(tmp_path / "empty", tmp_path / "x.mp4", prompt=PROMPT)
     broken = shutil.copytree(tiny["wan-t2v"], tmp_path / "broken")
     shutil.rmtree(broken / "vae")
-    with pytest.raises(ModelMissing, match="lacks the component folder.s. vae"):
+    with pytest.raises(ModelMissing, match=r"lacks the component folder.s. vae"):
         generate(broken, tmp_path / "x.mp4", prompt=PROMPT)
 
 
@@ -222,7 +239,11 @@ def test_a_hub_repo_in_the_local_cache_is_used_without_a_download(
 def test_requirements_give_routing_the_models_memory() -> None:
     flow = get_workflow("generate")
     catalog = flow.requirements({"model": "wan2.1-i2v-14b-480p", "output": "x.mp4"})
-    assert (catalog.memory_gb, catalog.models, catalog.extras) == (6.0, ("wan2.1-i2v-14b-480p",), ("gen",))
+    assert (catalog.memory_gb, catalog.models, catalog.extras) == (
+        6.0,
+        ("wan2.1-i2v-14b-480p",),
+        ("gen",),
+    )
     elsewhere = flow.requirements({"model": "/on/the/worker/only", "output": "x.mp4"})
     assert elsewhere.models == () and elsewhere.memory_gb == 1.0
 
@@ -238,8 +259,17 @@ def test_importing_the_workflow_imports_neither_torch_nor_diffusers() -> None:
 
 def test_cli_plan_only_prints_the_plan(tiny: dict[str, Path], tmp_path: Path) -> None:
     result = run_vfx(
-        "generate", "--model", tiny["wan-t2v"], "--prompt", PROMPT, "--frames", "10",
-        "--output", tmp_path / "x.mp4", "--plan-only", timeout=120,
+        "generate",
+        "--model",
+        tiny["wan-t2v"],
+        "--prompt",
+        PROMPT,
+        "--frames",
+        "10",
+        "--output",
+        tmp_path / "x.mp4",
+        "--plan-only",
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     assert "offload none" in result.stdout and "frames 10 -> 9" in result.stdout
@@ -264,8 +294,15 @@ def test_a_generate_job_through_the_api(tiny: dict[str, Path], server: Any) -> N
     from tests.test_api import submit, wait
 
     job_id = submit(
-        server, "generate", model=str(tiny["wan-t2v"]), prompt=PROMPT, frames=5, width=32,
-        height=32, steps=2, seed=3,
+        server,
+        "generate",
+        model=str(tiny["wan-t2v"]),
+        prompt=PROMPT,
+        frames=5,
+        width=32,
+        height=32,
+        steps=2,
+        seed=3,
     )
     job = wait(server, job_id, timeout=180)
     assert job["state"] == "succeeded", job

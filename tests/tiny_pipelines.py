@@ -65,7 +65,10 @@ def _wan_vae() -> Any:
 
     # Temporal 4x and spatial 8x compression, as the real Wan 2.1 VAE.
     return AutoencoderKLWan(
-        base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+        base_dim=3,
+        z_dim=16,
+        dim_mult=[1, 1, 1, 1],
+        num_res_blocks=1,
         temperal_downsample=[False, True, True],
     )
 
@@ -74,10 +77,19 @@ def _wan_transformer(in_channels: int, image_dim: int | None) -> Any:
     from diffusers import WanTransformer3DModel
 
     return WanTransformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12,
-        in_channels=in_channels, out_channels=16, text_dim=32, freq_dim=256, ffn_dim=32,
-        num_layers=2, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
-        rope_max_seq_len=32, image_dim=image_dim,
+        patch_size=(1, 2, 2),
+        num_attention_heads=2,
+        attention_head_dim=12,
+        in_channels=in_channels,
+        out_channels=16,
+        text_dim=32,
+        freq_dim=256,
+        ffn_dim=32,
+        num_layers=2,
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
+        rope_max_seq_len=32,
+        image_dim=image_dim,
     )
 
 
@@ -100,8 +112,13 @@ def wan_i2v() -> Any:
 
     torch.manual_seed(0)
     vision = CLIPVisionConfig(
-        hidden_size=4, projection_dim=4, num_hidden_layers=2, num_attention_heads=2,
-        image_size=32, intermediate_size=16, patch_size=1,
+        hidden_size=4,
+        projection_dim=4,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=32,
+        intermediate_size=16,
+        patch_size=1,
     )
     return WanImageToVideoPipeline(
         transformer=_wan_transformer(36, 4),
@@ -124,20 +141,35 @@ def ltx() -> Any:
 
     torch.manual_seed(0)
     transformer = LTXVideoTransformer3DModel(
-        in_channels=128, out_channels=128, patch_size=1, patch_size_t=1, num_attention_heads=2,
-        attention_head_dim=8, cross_attention_dim=16, num_layers=1, caption_channels=32,
+        in_channels=128,
+        out_channels=128,
+        patch_size=1,
+        patch_size_t=1,
+        num_attention_heads=2,
+        attention_head_dim=8,
+        cross_attention_dim=16,
+        num_layers=1,
+        caption_channels=32,
     )
     # Temporal 8x and spatial 32x compression into 128 channels, as the real LTX-Video VAE.
     vae = AutoencoderKLLTXVideo(
-        in_channels=3, out_channels=3, latent_channels=128,
-        block_out_channels=(8, 8, 8, 8), decoder_block_out_channels=(8, 8, 8, 8),
-        layers_per_block=(1, 1, 1, 1, 1), decoder_layers_per_block=(1, 1, 1, 1, 1),
+        in_channels=3,
+        out_channels=3,
+        latent_channels=128,
+        block_out_channels=(8, 8, 8, 8),
+        decoder_block_out_channels=(8, 8, 8, 8),
+        layers_per_block=(1, 1, 1, 1, 1),
+        decoder_layers_per_block=(1, 1, 1, 1, 1),
         spatio_temporal_scaling=(True, True, True, False),
         decoder_spatio_temporal_scaling=(True, True, True, False),
         decoder_inject_noise=(False, False, False, False, False),
-        upsample_residual=(False, False, False, False), upsample_factor=(1, 1, 1, 1),
-        timestep_conditioning=False, patch_size=4, patch_size_t=1,
-        encoder_causal=True, decoder_causal=False,
+        upsample_residual=(False, False, False, False),
+        upsample_factor=(1, 1, 1, 1),
+        timestep_conditioning=False,
+        patch_size=4,
+        patch_size_t=1,
+        encoder_causal=True,
+        decoder_causal=False,
     )
     vae.use_framewise_encoding = False
     vae.use_framewise_decoding = False

@@ -76,7 +76,9 @@ class Family:
                     f"{side} {value} -> {sides[side]}: {self.label} needs multiples of "
                     f"{self.side_multiple}"
                 )
-        return Conformed(replace(request, frames=frames, **sides), notes)
+        return Conformed(
+            replace(request, frames=frames, width=sides["width"], height=sides["height"]), notes
+        )
 
     def mode_of(self, class_name: str) -> Mode:
         return self.classes[class_name]

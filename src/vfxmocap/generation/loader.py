@@ -203,12 +203,10 @@ def _load_pipeline(path: Path, class_name: str, plan: Plan) -> Any:
     import transformers
 
     diffusers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     dtypes = {"default": getattr(torch, plan.dtype), "vae": getattr(torch, plan.vae_dtype)}
     log.info("loading %s from %s (%s)", class_name, path, plan.describe())
-    pipe = getattr(diffusers, class_name).from_pretrained(
-        path, dtype=dtypes, local_files_only=True
-    )
+    pipe = getattr(diffusers, class_name).from_pretrained(path, dtype=dtypes, local_files_only=True)
     _place(pipe, plan)
     pipe.set_progress_bar_config(disable=True)
     return pipe

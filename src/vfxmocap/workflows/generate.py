@@ -92,7 +92,6 @@ def _first_frame(inputs: GenerateInputs, width: int, height: int) -> Any:
 def run(inputs: GenerateInputs, progress: Progress, cancel: CancelToken) -> WorkflowResult:
     from vfxmocap.device import resolve_device
 
-    started = time.perf_counter()
     ref = resolve(inputs.model, files=not inputs.plan_only)
     class_name = _class_for(inputs, ref)
     conformed = ref.family.conform(request_for(inputs, ref.family, None))
@@ -105,7 +104,9 @@ def run(inputs: GenerateInputs, progress: Progress, cancel: CancelToken) -> Work
         return WorkflowResult({}, _summary(ref, class_name, request, placed, conformed.notes))
     request = replace(request, image=_first_frame(inputs, request.width, request.height))
     with typed_memory_errors(f"generate with {inputs.model}"):
-        return _generate(inputs, ref, class_name, request, placed, conformed.notes, progress, cancel)
+        return _generate(
+            inputs, ref, class_name, request, placed, conformed.notes, progress, cancel
+        )
 
 
 def _generate(
@@ -120,6 +121,7 @@ def _generate(
 ) -> WorkflowResult:
     from vfxmocap.generation.render import render
 
+    started = time.perf_counter()
     progress.stage("load model", 1)
     loaded = load(ref, class_name, placed)
     progress.advance(1, message="warm" if not loaded.cold else "loaded")
@@ -134,6 +136,7 @@ def _generate(
         "warm": not loaded.cold,
         **rendered.timings,
         "encode_s": round(time.perf_counter() - encode_started, 4),
+        "total_s": round(time.perf_counter() - started, 4),
     }
     sidecar = inputs.output.with_suffix(".json")
     _write_sidecar(sidecar, inputs, ref, request, placed, fps, timings, notes)
