@@ -25,14 +25,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' tiny pipelines
 
-from tests.tiny_pipelines import build  # noqa: E402
-from vfxmocap.core.progress import CancelToken, Progress  # noqa: E402
-from vfxmocap.device import resolve_device  # noqa: E402
-from vfxmocap.generation.families import Request  # noqa: E402
-from vfxmocap.generation.loader import load, resolve  # noqa: E402
-from vfxmocap.generation.planner import plan  # noqa: E402
-from vfxmocap.generation.render import render  # noqa: E402
-from vfxmocap.models.cache import model_cache  # noqa: E402
+from tests.tiny_pipelines import build
+from vfxmocap.core.progress import CancelToken, Progress
+from vfxmocap.device import resolve_device
+from vfxmocap.generation.families import Request
+from vfxmocap.generation.loader import load, resolve
+from vfxmocap.generation.planner import plan
+from vfxmocap.generation.render import render
+from vfxmocap.models.cache import model_cache
 
 # (tiny pipeline, frames, side): LTX's 32x spatial VAE needs a larger side than Wan's 16.
 CASES = (("wan-t2v", 17, 64), ("ltx", 17, 128))
@@ -87,8 +87,14 @@ def measure(name: str, frames: int, side: int, steps: int, repeats: int) -> dict
         folder = build(name, Path(tmp) / name)
         ref = resolve(str(folder))
         request = Request(
-            prompt="a red cat runs in the snow", negative="", frames=frames, width=side,
-            height=side, steps=steps, guidance=ref.family.defaults["guidance"], seed=42,
+            prompt="a red cat runs in the snow",
+            negative="",
+            frames=frames,
+            width=side,
+            height=side,
+            steps=steps,
+            guidance=ref.family.defaults["guidance"],
+            seed=42,
         )
         bare_call, bare_frames = bare(folder, request, ref.class_name)
         our_call, our_frames, loads = ours(folder, request)

@@ -10,6 +10,7 @@ model offload against 33 GB without.
 from __future__ import annotations
 
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -155,3 +156,33 @@ def test_estimates_from_weights_rank_the_tiers() -> None:
     tiers = [estimate.gb[t] for t in Offload]
     assert tiers == sorted(tiers, reverse=True) and estimate.least_gb == tiers[-1]
     assert estimate.source == "estimated from the weights"
+
+
+@pytest.mark.parametrize(
+    ("tier", "call"),
+    [
+        (Offload.NONE, "to"),
+        (Offload.MODEL, "enable_model_cpu_offload"),
+        (Offload.GROUP, "enable_group_offload"),
+        (Offload.SEQUENTIAL, "enable_sequential_cpu_offload"),
+    ],
+)
+def test_each_tier_installs_its_diffusers_switch_on_the_plans_device(
+    machine, tier: Offload, call: str
+) -> None:
+    """No GPU here: a recording stand-in for the pipeline shows which switch each tier uses."""
+    from dataclasses import replace
+
+    from vfxmocap.generation.loader import _place
+
+    calls: list[tuple[str, Any]] = []
+
+    class Recorder:
+        def __getattr__(self, name: str) -> Any:
+            return lambda *args, **kwargs: calls.append((name, kwargs.get("device", args)))
+
+    gpu_plan = plan(machine("cuda", 80), figures("wan2.1-t2v-1.3b"), Wan())
+    _place(Recorder(), replace(gpu_plan, offload=tier))
+    assert [name for name, _ in calls] == [call]
+    if tier in (Offload.MODEL, Offload.SEQUENTIAL):
+        assert calls[0][1] == "cuda:0"
