@@ -43,6 +43,7 @@ bench: $(VENV)/.test
 	$(BIN)/python bench/swap.py
 	$(BIN)/python bench/mocap.py
 	$(BIN)/python bench/api.py
+	$(BIN)/python bench/generate.py
 
 # Judges swap quality with models outside the pipeline (dlib); not needed for anything else.
 bench-quality: $(VENV)/.test

@@ -68,9 +68,16 @@ class DeviceReport:
     onnx_providers: list[str]
     requested: str
     index: int | None = None  # the CUDA ordinal; MPS and CPU have none
+    # Native bfloat16 arithmetic: CUDA compute capability 8.0 (Ampere) and later.
+    bf16: bool = False
     torch_version: str | None = None
     onnxruntime_version: str | None = None
     warnings: list[str] = field(default_factory=list)
+
+    @property
+    def usable_memory_gb(self) -> float:
+        """What one process may allocate on it: Metal caps a process below unified memory."""
+        return self.memory_gb * (_MPS_USABLE_FRACTION if self.kind == "mps" else 1.0)
 
     @property
     def spec(self) -> str:
@@ -298,6 +305,7 @@ def resolve_device(requested: str | None = None) -> DeviceReport:
         )
 
     name, memory_gb, torch_device = _cpu_name(), _system_memory_gb(), "cpu"
+    bf16 = False
     if kind == "cuda":
         count = int(torch.cuda.device_count()) if torch is not None else _nvidia_gpu_count()
         index = _checked_cuda_index(request, index, count)
@@ -305,6 +313,7 @@ def resolve_device(requested: str | None = None) -> DeviceReport:
         if torch is not None:
             props = torch.cuda.get_device_properties(index)
             name, memory_gb = str(props.name), round(props.total_memory / 1024**3, 1)
+            bf16 = int(getattr(props, "major", 0)) >= 8
         else:
             name, memory_gb = f"NVIDIA GPU {index} (via onnxruntime)", 0.0
     elif kind == "mps":
@@ -323,6 +332,7 @@ def resolve_device(requested: str | None = None) -> DeviceReport:
         onnx_providers=providers,
         requested=request,
         index=index,
+        bf16=bf16,
         torch_version=getattr(torch, "__version__", None) if torch else None,
         onnxruntime_version=getattr(ort, "__version__", None) if ort else None,
         warnings=_advice(kind, torch, providers),

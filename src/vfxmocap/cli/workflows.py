@@ -367,6 +367,48 @@ def mocap(
     report(run_workflow("mocap", inputs, quiet=as_json), as_json)
 
 
+@app.command()
+@guarded
+def generate(
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="Catalog name, cached Hub repo id, or folder.")
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output .mp4 (+ .json).")],
+    prompt: Annotated[str | None, typer.Option("--prompt", "-p", help="What to show.")] = None,
+    negative: Annotated[str | None, typer.Option(help="What to avoid.")] = None,
+    image: Annotated[str | None, typer.Option(help="First frame (image-to-video).")] = None,
+    frames: Annotated[int | None, typer.Option(help="Frames (rounded to the family's).")] = None,
+    width: Annotated[int | None, typer.Option(help="Width in pixels.")] = None,
+    height: Annotated[int | None, typer.Option(help="Height in pixels.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Denoising steps.")] = None,
+    guidance: Annotated[float | None, typer.Option(help="Guidance scale.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed (the same seed, the same frames).")] = None,
+    fps: Annotated[float | None, typer.Option(help="Frame rate of the MP4.")] = None,
+    plan_only: Annotated[
+        bool, typer.Option("--plan-only", help="Print the memory plan and stop.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Generate a video with a diffusers model (Wan 2.1, LTX-Video). Options not given take
+    the model family's defaults (`vfx workflows generate`)."""
+    inputs = given(
+        model=model,
+        output=output,
+        prompt=prompt,
+        negative=negative,
+        image=image,
+        frames=frames,
+        width=width,
+        height=height,
+        steps=steps,
+        guidance=guidance,
+        seed=seed,
+        fps=fps,
+        plan_only=plan_only or None,
+    )
+    report(run_workflow("generate", inputs, quiet=as_json), as_json)
+
+
 def _mask_option(text: str) -> dict[str, Any]:
     if text in ("oval", "hull"):
         return {"kind": text}

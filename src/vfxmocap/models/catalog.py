@@ -56,7 +56,13 @@ class ModelSpec(BaseModel):
     source: ModelSource
     files: list[ModelFile] = Field(default_factory=list)
     snapshot: bool = False  # a whole Hugging Face repo (diffusers pipelines)
+    # The repo files a snapshot needs (glob patterns); None: all of them.
+    snapshot_patterns: list[str] | None = None
     memory_gb: float = Field(ge=0)
+    # Diffusers pipelines: peak accelerator GB per offload tier (none, model, group,
+    # sequential) in half precision at the family's reference size; the planner reads them.
+    offload_gb: dict[str, float] = Field(default_factory=dict)
+    pipeline: str | None = None  # diffusers: model_index.json's `_class_name`
 
     @model_validator(mode="after")
     def _has_files(self) -> ModelSpec:

@@ -308,6 +308,7 @@ class ModelStore:
                 repo_id=str(spec.source.repo),
                 revision=spec.source.revision,
                 local_dir=self.directory(spec),
+                allow_patterns=spec.snapshot_patterns,
             )
         except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as exc:
             raise ModelMissing(

@@ -24,6 +24,7 @@ BUILTIN_MODULES = (
     "vfxmocap.workflows.transcode",
     "vfxmocap.workflows.swap",
     "vfxmocap.workflows.mocap",
+    "vfxmocap.workflows.generate",
 )
 
 

@@ -1,0 +1,245 @@
+"""Find a diffusers model and load its pipeline: a catalog name, a Hub repo id already in the
+local Hugging Face cache, or a local diffusers folder (`model_index.json` + components).
+
+Nothing is downloaded at run time (`vfx models pull` does that); what is missing is a
+`ModelMissing` that says which files to place where. The family comes from
+`model_index.json`'s `_class_name`. Loaded pipelines stay in the one model cache.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+import time
+from dataclasses import dataclass
+from math import prod
+from pathlib import Path
+from typing import Any
+
+from vfxmocap.core.errors import DeviceError, ModelMissing
+from vfxmocap.core.log import get_logger
+from vfxmocap.generation.families import Family, family_of
+from vfxmocap.generation.planner import MemoryFigures, Offload, Plan
+from vfxmocap.models.cache import model_cache
+from vfxmocap.models.catalog import ModelSpec
+from vfxmocap.models.store import ModelStore
+
+log = get_logger("generation.loader")
+
+_REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+_WEIGHTS = (".safetensors", ".bin", ".pt", ".pth")
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A diffusers model found on this machine."""
+
+    model: str  # as the user named it
+    path: Path  # the folder with model_index.json
+    class_name: str  # model_index.json's `_class_name`
+    family: Family
+    figures: MemoryFigures
+    weights_gb: float  # the weights in half precision: what the model cache counts
+    spec: ModelSpec | None = None  # its catalog entry, if any
+    revision: str | None = None  # the Hub commit of a cached snapshot
+
+
+def resolve(model: str, store: ModelStore | None = None, *, files: bool = True) -> ModelRef:
+    """Find `model` here, or raise ModelMissing saying what to place where. `files=False`
+    accepts a catalog model that is not downloaded yet (its entry says enough to plan)."""
+    store = store or ModelStore()
+    if model in store.catalog.names():
+        return _from_catalog(model, store, files)
+    folder = Path(model).expanduser()
+    if folder.exists():
+        return _from_folder(model, folder, None)
+    if _REPO_ID.match(model):
+        return _from_folder(model, _hub_snapshot(model, None), None)
+    names = [s.name for s in store.catalog if s.backend == "diffusers"]
+    raise ModelMissing(
+        f"model: {model!r} is neither a catalog model, a folder, nor a Hub repo id",
+        hint=f"Catalog video models: {', '.join(names)}; or a diffusers folder.",
+    )
+
+
+def _from_catalog(name: str, store: ModelStore, files: bool) -> ModelRef:
+    """The store's folder of a catalog model, else its repo in the Hugging Face cache."""
+    spec = store.catalog.get(name)
+    folder = store.directory(spec)
+    if not (folder / "model_index.json").is_file() and spec.source.repo:
+        try:
+            folder = _hub_snapshot(spec.source.repo, spec.source.revision)
+        except ModelMissing:
+            if files or spec.pipeline is None:
+                store.require(name)  # raises, saying where the store wants the repo
+                raise
+            family = family_of(spec.pipeline, name)
+            return ModelRef(name, folder, spec.pipeline, family, catalog_figures(spec), 0.0, spec)
+    return _from_folder(name, folder, spec)
+
+
+def catalog_figures(spec: ModelSpec) -> MemoryFigures:
+    """A catalog model's figures per offload tier; one `memory_gb` serves every tier when the
+    entry gives no breakdown."""
+    tiers = spec.offload_gb or {tier.value: spec.memory_gb for tier in Offload}
+    return MemoryFigures.from_tiers(tiers, "catalog")
+
+
+def _hub_snapshot(repo: str, revision: str | None) -> Path:
+    """A repo's snapshot folder in the local Hugging Face cache, never fetched."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo, revision=revision, local_files_only=True))
+    except (LocalEntryNotFoundError, HFValidationError, FileNotFoundError) as exc:
+        raise ModelMissing(
+            f"model: {repo!r} is not in the local Hugging Face cache (and no such folder); "
+            "vfxmocap never downloads at run time",
+            hint=f"Fetch it once (`hf download {repo}`), or pass a diffusers folder.",
+        ) from exc
+
+
+def _from_folder(model: str, folder: Path, spec: ModelSpec | None) -> ModelRef:
+    index = _read_index(folder)
+    class_name = str(index.get("_class_name", ""))
+    family = family_of(class_name, str(folder))
+    missing = [name for name in _components(index) if not _has_files(folder / name)]
+    if missing:
+        raise ModelMissing(
+            f"model {model!r}: {folder} lacks the component folder(s) "
+            f"{', '.join(missing)} that model_index.json lists",
+            hint=f"Place each component's files (config and weights) in {folder}/<component>/.",
+        )
+    weights = {name: _weights_gb(folder / name) for name in _components(index)}
+    figures = catalog_figures(spec) if spec is not None else MemoryFigures.from_weights(weights)
+    revision = folder.name if folder.parent.name == "snapshots" else None
+    return ModelRef(
+        model, folder, class_name, family, figures, round(sum(weights.values()), 4), spec, revision
+    )
+
+
+def _read_index(folder: Path) -> dict[str, Any]:
+    path = folder / "model_index.json"
+    try:
+        data = json.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        raise ModelMissing(
+            f"model: {folder} has no model_index.json: not a diffusers folder",
+            hint="Place a diffusers pipeline there (save_pretrained layout: model_index.json "
+            "and one folder per component: transformer, vae, text_encoder, tokenizer, scheduler).",
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise ModelMissing(f"model: {path} cannot be read: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ModelMissing(f"model: {path} is not a diffusers model index")
+    return data
+
+
+def _components(index: dict[str, Any]) -> list[str]:
+    """Components model_index.json lists with a library and class (None: left out)."""
+    return [
+        key
+        for key, value in index.items()
+        if not key.startswith("_") and isinstance(value, list) and None not in value
+    ]
+
+
+def _has_files(folder: Path) -> bool:
+    return folder.is_dir() and any(p.is_file() for p in folder.iterdir())
+
+
+def _weights_gb(folder: Path) -> float:
+    """A component's parameters in half-precision GB: safetensors headers give the element
+    counts; other weight files count as float32."""
+    total = 0.0
+    for path in folder.rglob("*"):
+        if path.suffix == ".safetensors":
+            total += 2 * _safetensors_elements(path)
+        elif path.suffix in _WEIGHTS:
+            total += path.stat().st_size / 2
+    return total / 1e9
+
+
+def _safetensors_elements(path: Path) -> int:
+    """Elements in a safetensors file, from its JSON header alone (no tensor is read)."""
+    with path.open("rb") as fh:
+        (length,) = struct.unpack("<Q", fh.read(8))
+        header = json.loads(fh.read(length))
+    return sum(prod(t["shape"]) for k, t in header.items() if k != "__metadata__")
+
+
+# --- loading -----------------------------------------------------------------------------
+
+
+@dataclass
+class Loaded:
+    """A pipeline ready to run, and whether this call loaded it (False: it was warm)."""
+
+    pipe: Any
+    cold: bool
+    seconds: float
+
+
+def load(ref: ModelRef, class_name: str, plan: Plan) -> Loaded:
+    """The pipeline for `ref` as `class_name`, placed as `plan` says; from the model cache
+    when an earlier job loaded it the same way."""
+    key = ("diffusers", str(ref.path.resolve()), class_name, *plan.key())
+    started = time.perf_counter()
+    loads: list[bool] = []
+
+    def build() -> Any:
+        loads.append(True)
+        return _load_pipeline(ref.path, class_name, plan)
+
+    pipe = model_cache().get(key, build, ref.weights_gb)
+    return Loaded(pipe, bool(loads), time.perf_counter() - started)
+
+
+def _load_pipeline(path: Path, class_name: str, plan: Plan) -> Any:
+    import diffusers
+    import torch
+    import transformers
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    dtypes = {"default": getattr(torch, plan.dtype), "vae": getattr(torch, plan.vae_dtype)}
+    log.info("loading %s from %s (%s)", class_name, path, plan.describe())
+    pipe = getattr(diffusers, class_name).from_pretrained(path, dtype=dtypes, local_files_only=True)
+    _place(pipe, plan)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _place(pipe: Any, plan: Plan) -> None:
+    """Move the pipeline to its device, or install the plan's offload hooks."""
+    import torch
+
+    if plan.offload is Offload.NONE:
+        pipe.to(plan.device)
+        return
+    if plan.device == "cpu":  # diffusers raises a bare RuntimeError for this
+        raise DeviceError(
+            f"offload {plan.offload.value} needs an accelerator; this plan runs on the CPU"
+        )
+    if plan.offload is Offload.MODEL:
+        pipe.enable_model_cpu_offload(device=plan.device)
+    elif plan.offload is Offload.GROUP:
+        pipe.enable_group_offload(
+            onload_device=torch.device(plan.device),
+            offload_type="block_level",
+            num_blocks_per_group=1,
+            use_stream=plan.device.startswith("cuda"),
+        )
+    else:
+        pipe.enable_sequential_cpu_offload(device=plan.device)
+
+
+def configure_vae(pipe: Any, plan: Plan) -> None:
+    """Tiling and slicing per run: a warm pipeline may serve a plan that wants them off."""
+    vae = pipe.vae
+    for switch, wanted in (("tiling", plan.vae_tiling), ("slicing", plan.vae_slicing)):
+        method = getattr(vae, f"{'enable' if wanted else 'disable'}_{switch}", None)
+        if method is not None:
+            method()

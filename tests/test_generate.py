@@ -1,0 +1,312 @@
+"""`generate` on tiny random-weight diffusers pipelines (Wan 2.1 T2V / I2V, LTX-Video).
+
+The pipelines are built once per session from small configs (tests/tiny_pipelines.py),
+saved with `save_pretrained` and loaded back through our loader, as a user's folder would
+be. Their weights are random: the tests check frame counts, sizes, seeds, rounding, cancel,
+progress, warm loads and errors, not picture quality.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.conftest import require, run_vfx
+from vfxmocap.core.errors import Cancelled, InvalidParams, ModelMissing
+from vfxmocap.core.progress import CancelToken, Progress, ProgressEvent
+from vfxmocap.media.image import decode_image
+from vfxmocap.media.video import VideoReader, probe
+from vfxmocap.models.cache import model_cache
+from vfxmocap.workflows import get_workflow
+
+PROMPT = "a red cat runs in the snow"
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Every tiny pipeline as a diffusers folder, built once."""
+    torch = require("torch")
+    require("diffusers")
+    from tests.tiny_pipelines import build_all
+
+    torch.set_num_threads(1)  # two shared cores: threads only add overhead at this size
+    return build_all(tmp_path_factory.mktemp("tiny_pipelines"))
+
+
+def generate(model: Path | str, output: Path, **inputs: Any) -> Any:
+    events: list[ProgressEvent] = []
+    progress = Progress(events.append, min_interval_s=0.0, preview_interval_s=0.0)
+    cancel = inputs.pop("cancel", CancelToken())
+    result = get_workflow("generate")(
+        {"model": str(model), "output": output, "steps": 2, "seed": 7, **inputs},
+        progress,
+        cancel,
+    )
+    result.events = events
+    return result
+
+
+def frames_of(path: Path) -> list[np.ndarray]:
+    with VideoReader(path) as reader:
+        return list(reader)
+
+
+def test_wan_text_to_video_rounds_frames_and_sides_and_says_so(
+    tiny: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "wan.mp4"
+    result = generate(tiny["wan-t2v"], out, prompt=PROMPT, frames=10, width=35, height=32)
+    info = probe(out)
+    assert (info.frame_count, info.width, info.height, info.fps) == (9, 32, 32, 16.0)
+    assert result.summary["rounded"] == (
+        "frames 10 -> 9: Wan needs 4k+1 frames; width 35 -> 32: Wan needs multiples of 16"
+    )
+    sidecar = json.loads(result.outputs["metadata"].read_text())
+    assert sidecar["prompt"] == PROMPT and sidecar["seed"] == 7 and sidecar["steps"] == 2
+    assert sidecar["pipeline"] == "WanPipeline" and sidecar["model"] == str(tiny["wan-t2v"])
+    assert sidecar["plan"]["device"] == "cpu" and sidecar["plan"]["dtype"] == "float32"
+    assert set(sidecar["timings"]) >= {"load_s", "denoise_s", "decode_s", "encode_s"}
+    assert sidecar["versions"]["diffusers"] == "0.42.1"
+
+
+def test_the_same_seed_gives_the_same_frames_and_another_seed_others(
+    tiny: dict[str, Path], tmp_path: Path
+) -> None:
+    size = {"prompt": PROMPT, "frames": 5, "width": 32, "height": 32}
+    first = generate(tiny["wan-t2v"], tmp_path / "a.mp4", **size)
+    again = generate(tiny["wan-t2v"], tmp_path / "b.mp4", **size)
+    other = generate(tiny["wan-t2v"], tmp_path / "c.mp4", **{**size, "seed": 8})
+    a, b, c = (frames_of(r.outputs["video"]) for r in (first, again, other))
+    assert len(a) == 5 and all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    assert not all(np.array_equal(x, z) for x, z in zip(a, c, strict=True))
+
+
+def test_ltx_text_and_image_to_video_from_one_checkpoint(
+    tiny: dict[str, Path], tmp_path: Path, astronaut: Path
+) -> None:
+    text = generate(tiny["ltx"], tmp_path / "t.mp4", prompt=PROMPT, frames=12, width=64, height=70)
+    assert (probe(text.outputs["video"]).frame_count, text.summary["size"]) == (9, "64x64")
+    assert "frames 12 -> 9: LTX-Video needs 8k+1 frames" in text.summary["rounded"]
+    image = generate(
+        tiny["ltx"],
+        tmp_path / "i.mp4",
+        prompt=PROMPT,
+        image=str(astronaut),
+        frames=9,
+        width=64,
+        height=64,
+    )
+    assert image.summary["pipeline"] == "LTXImageToVideoPipeline"
+    assert probe(image.outputs["video"]).frame_count == 9
+
+
+def test_wan_image_to_video_needs_its_image(
+    tiny: dict[str, Path], tmp_path: Path, astronaut: Path
+) -> None:
+    out = tmp_path / "i2v.mp4"
+    result = generate(tiny["wan-i2v"], out, image=str(astronaut), frames=5, width=32, height=32)
+    assert probe(out).frame_count == 5 and result.summary["pipeline"] == "WanImageToVideoPipeline"
+    with pytest.raises(InvalidParams, match=r"image: .* needs an image"):
+        generate(tiny["wan-i2v"], tmp_path / "x.mp4", prompt=PROMPT)
+
+
+def test_conditioning_a_model_cannot_take_is_invalid_and_names_the_field(
+    tiny: dict[str, Path], tmp_path: Path, astronaut: Path
+) -> None:
+    with pytest.raises(InvalidParams, match=r"^prompt: a text-to-video model needs a prompt"):
+        generate(tiny["wan-t2v"], tmp_path / "x.mp4")
+    with pytest.raises(InvalidParams, match=r"^image: .* text-to-video and takes no image"):
+        generate(tiny["wan-t2v"], tmp_path / "x.mp4", prompt=PROMPT, image=str(astronaut))
+    assert not list(tmp_path.iterdir())
+
+
+def test_progress_counts_every_step_then_the_decode_and_sends_latent_previews(
+    tiny: dict[str, Path], tmp_path: Path
+) -> None:
+    result = generate(
+        tiny["wan-t2v"],
+        tmp_path / "p.mp4",
+        prompt=PROMPT,
+        frames=5,
+        width=32,
+        height=32,
+        steps=4,
+    )
+    steps = [e.value for e in result.events if e.stage == "denoise" and e.preview is None]
+    assert steps == [0, 1, 2, 3, 4]
+    stages = list(dict.fromkeys(e.stage for e in result.events))
+    assert stages == ["load model", "denoise", "decode", "encode"]
+    decode = [e for e in result.events if e.stage == "decode"]
+    assert decode[-1].value == decode[-1].max == 1 and decode[-1].percent == 100.0
+    previews = [e.preview for e in result.events if e.preview is not None]
+    assert len(previews) == 3  # steps 0, 2 and the last
+    assert decode_image(previews[0]).shape == (32, 32, 3)  # the 4x4 latent, at video size
+
+
+def test_cancel_between_steps_stops_at_once_and_writes_nothing(
+    tiny: dict[str, Path], tmp_path: Path
+) -> None:
+    token = CancelToken()
+    events: list[ProgressEvent] = []
+
+    def listen(event: ProgressEvent) -> None:
+        events.append(event)
+        if event.stage == "denoise" and event.value == 1:
+            token.cancel()
+
+    with pytest.raises(Cancelled):
+        get_workflow("generate")(
+            {
+                "model": str(tiny["wan-t2v"]),
+                "prompt": PROMPT,
+                "frames": 5,
+                "width": 32,
+                "height": 32,
+                "steps": 6,
+                "output": tmp_path / "c.mp4",
+            },
+            Progress(listen, min_interval_s=0.0),
+            token,
+        )
+    assert max(e.value for e in events if e.stage == "denoise") == 1
+    assert "decode" not in {e.stage for e in events}
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_second_job_on_the_same_model_finds_it_warm(
+    tiny: dict[str, Path], tmp_path: Path
+) -> None:
+    model_cache().clear()
+    size = {"prompt": PROMPT, "frames": 5, "width": 32, "height": 32}
+    cold = generate(tiny["ltx"], tmp_path / "1.mp4", **{**size, "width": 64, "height": 64})
+    warm = generate(tiny["ltx"], tmp_path / "2.mp4", **{**size, "width": 64, "height": 64})
+    assert (cold.summary["warm"], warm.summary["warm"]) == (False, True)
+    assert warm.summary["load_s"] < cold.summary["load_s"]
+    keys = [k for k in model_cache().cached() if str(tiny["ltx"].resolve()) in k]
+    assert len(keys) == 1 and "float32" in keys[0]
+
+
+def test_plan_only_plans_and_writes_nothing(tiny: dict[str, Path], tmp_path: Path) -> None:
+    result = generate(tiny["wan-t2v"], tmp_path / "x.mp4", prompt=PROMPT, plan_only=True)
+    assert result.outputs == {}
+    assert result.summary["plan"].startswith("cpu: float32 (VAE float32), offload none")
+    assert result.summary["size"] == "832x480" and result.summary["frames"] == 81  # defaults
+    assert not list(tmp_path.iterdir())
+
+
+def test_missing_models_say_what_to_place_where(tiny: dict[str, Path], tmp_path: Path) -> None:
+    with pytest.raises(ModelMissing, match="neither a catalog model, a folder, nor a Hub repo"):
+        generate(tmp_path / "nowhere", tmp_path / "x.mp4", prompt=PROMPT)
+    with pytest.raises(ModelMissing, match="not downloaded: fetch the Hugging Face repo") as got:
+        generate("wan2.1-t2v-1.3b", tmp_path / "x.mp4", prompt=PROMPT)
+    assert "models/wan2.1-t2v-1.3b" in got.value.message
+    with pytest.raises(ModelMissing, match="not in the local Hugging Face cache"):
+        generate("nobody/no-such-model", tmp_path / "x.mp4", prompt=PROMPT)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelMissing, match=r"no model_index.json"):
+        generate(tmp_path / "empty", tmp_path / "x.mp4", prompt=PROMPT)
+    broken = shutil.copytree(tiny["wan-t2v"], tmp_path / "broken")
+    shutil.rmtree(broken / "vae")
+    with pytest.raises(ModelMissing, match=r"lacks the component folder.s. vae"):
+        generate(broken, tmp_path / "x.mp4", prompt=PROMPT)
+
+
+def test_a_hub_repo_in_the_local_cache_is_used_without_a_download(
+    tiny: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from huggingface_hub import constants
+
+    repo = tmp_path / "hub" / "models--tiny-org--wan-t2v"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    shutil.copytree(tiny["wan-t2v"], repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a download attempt would fail loudly
+    out = tmp_path / "hub.mp4"
+    result = generate("tiny-org/wan-t2v", out, prompt=PROMPT, frames=5, width=32, height=32)
+    assert json.loads(result.outputs["metadata"].read_text())["revision"] == commit
+
+
+def test_requirements_give_routing_the_models_memory() -> None:
+    flow = get_workflow("generate")
+    catalog = flow.requirements({"model": "wan2.1-i2v-14b-480p", "output": "x.mp4"})
+    assert (catalog.memory_gb, catalog.models, catalog.extras) == (
+        6.0,
+        ("wan2.1-i2v-14b-480p",),
+        ("gen",),
+    )
+    elsewhere = flow.requirements({"model": "/on/the/worker/only", "output": "x.mp4"})
+    assert elsewhere.models == () and elsewhere.memory_gb == 1.0
+
+
+def test_importing_the_workflow_imports_neither_torch_nor_diffusers() -> None:
+    code = (
+        "import sys, vfxmocap.workflows.generate; from vfxmocap.workflows import all_workflows;"
+        "all_workflows(); print('torch' in sys.modules, 'diffusers' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["False", "False"]
+
+
+def test_cli_plan_only_prints_the_plan(tiny: dict[str, Path], tmp_path: Path) -> None:
+    result = run_vfx(
+        "generate",
+        "--model",
+        tiny["wan-t2v"],
+        "--prompt",
+        PROMPT,
+        "--frames",
+        "10",
+        "--output",
+        tmp_path / "x.mp4",
+        "--plan-only",
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "offload none" in result.stdout and "frames 10 -> 9" in result.stdout
+    assert not (tmp_path / "x.mp4").exists()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The API with one spawned worker process, as `vfx serve` runs it."""
+    from fastapi.testclient import TestClient
+
+    from vfxmocap.api.app import create_app
+    from vfxmocap.core.config import Settings
+    from vfxmocap.jobs.service import JobService
+
+    service = JobService(Settings(data_dir=tmp_path_factory.mktemp("gen_server"), workers=1))
+    with TestClient(create_app(service), base_url="http://127.0.0.1:8420") as client:
+        yield client
+
+
+def test_a_generate_job_through_the_api(tiny: dict[str, Path], server: Any) -> None:
+    from tests.test_api import submit, wait
+
+    job_id = submit(
+        server,
+        "generate",
+        model=str(tiny["wan-t2v"]),
+        prompt=PROMPT,
+        frames=5,
+        width=32,
+        height=32,
+        steps=2,
+        seed=3,
+    )
+    job = wait(server, job_id, timeout=180)
+    assert job["state"] == "succeeded", job
+    video = server.get(f"/api/jobs/{job_id}/outputs/video")
+    assert video.status_code == 200 and len(video.content) > 0
+    meta = server.get(f"/api/jobs/{job_id}/outputs/metadata").json()
+    assert (meta["frames"], meta["seed"], meta["width"]) == (5, 3, 32)
