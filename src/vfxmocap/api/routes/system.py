@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import SQLAlchemyError
 
 from vfxmocap import __version__
@@ -119,9 +119,13 @@ def router(service: JobService) -> APIRouter:
             body["celery_ping"] = service.celery.ping()
         return body
 
-    @api.api_route("/healthz", methods=["GET", "HEAD"])
+    @api.get("/healthz")
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+    @api.head("/healthz", include_in_schema=False)  # load balancers' probes
+    def healthz_head() -> Response:
+        return Response(status_code=200)
 
     @api.get("/readyz")
     def readyz() -> JSONResponse:
