@@ -338,3 +338,15 @@ def test_readiness_names_every_gap_with_its_fix(monkeypatch: pytest.MonkeyPatch)
     assert found["model"].fix.startswith(
         "vfx models pull inswapper-128 (offline: place its files in"
     )
+
+
+def test_the_cli_starts_without_opencv_torch_or_mediapipe() -> None:
+    """`vfx jobs list` or `vfx --help` must not pay for the vision stack (cv2 alone ~0.5 s)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, vfxmocap.cli; print(sorted({'cv2', 'torch', 'mediapipe'} & set(sys.modules)))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

@@ -7,11 +7,12 @@ another and `close(state)` releases it. So one processor object can serve many s
 
 from __future__ import annotations
 
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel
 
-from vfxmocap.media.image import Frame
+if TYPE_CHECKING:  # the contract is imported by the CLI at start: no OpenCV on that path
+    from vfxmocap.media.image import Frame
 
 OptionsT = TypeVar("OptionsT", bound=BaseModel)
 StateT = TypeVar("StateT")
