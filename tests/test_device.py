@@ -527,7 +527,7 @@ def test_a_worker_process_gets_the_gpu_index(
 
     assert done.state.value == "succeeded", done.error
     assert done.summary == {"VFX_DEVICE": "cuda:1", "settings": "cuda:1"}
-    assert done.device == "cuda" and done.route == "local workers (cuda:1)"
+    assert done.queue == "cuda" and done.route == "local workers (cuda:1)"
 
 
 def _finished(service: Any, job_id: str, timeout: float = 60.0) -> Any:

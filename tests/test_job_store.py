@@ -53,18 +53,18 @@ def test_higher_priority_first_then_oldest(store: JobStore) -> None:
 
 def test_limit_per_device(store: JobStore) -> None:
     for _ in range(3):
-        store.submit("w", {}, device="cuda:0")
-    store.submit("w", {}, device="cpu")
-    assert store.claim("a", device="cuda:0", limit=1) is not None
-    assert store.claim("b", device="cuda:0", limit=1) is None  # the GPU's slot is taken
-    assert store.claim("c", device="cpu", limit=1) is not None  # another device is free
+        store.submit("w", {}, queue="cuda:0")
+    store.submit("w", {}, queue="cpu")
+    assert store.claim("a", queue="cuda:0", limit=1) is not None
+    assert store.claim("b", queue="cuda:0", limit=1) is None  # the GPU's slot is taken
+    assert store.claim("c", queue="cpu", limit=1) is not None  # another device is free
 
 
 def _claim_many(url: str, device: str, out: multiprocessing.Queue, start: Barrier) -> None:  # type: ignore[type-arg]
     store = JobStore(url)
     store.stats()  # connected before the race starts
     start.wait(60)  # all at once: a real race, not six processes starting in turn
-    got = [store.claim(f"worker-{os.getpid()}", device=device, limit=2) for _ in range(5)]
+    got = [store.claim(f"worker-{os.getpid()}", queue=device, limit=2) for _ in range(5)]
     out.put(sum(job is not None for job in got))
 
 
@@ -72,7 +72,7 @@ def test_limit_holds_across_processes(store: JobStore) -> None:
     """Six processes race for a device with two slots: exactly two jobs start."""
     url = store.url
     for _ in range(20):
-        store.submit("w", {}, device="cuda:0")
+        store.submit("w", {}, queue="cuda:0")
     ctx = multiprocessing.get_context("spawn")
     results: multiprocessing.Queue = ctx.Queue()  # type: ignore[type-arg]
     start = ctx.Barrier(6)
@@ -210,7 +210,7 @@ def test_a_cancelled_job_whose_worker_dies_ends_cancelled(store: JobStore) -> No
 
 def test_each_machine_has_its_own_device_limit(store: JobStore) -> None:
     for _ in range(3):
-        store.submit("w", {}, device="cuda")
+        store.submit("w", {}, queue="cuda")
     a = store.claim("hostA/1/slot0", "cuda", limit=1, scope="hostA/1/")
     b = store.claim("hostB/7/slot0", "cuda", limit=1, scope="hostB/7/")
     assert a is not None and b is not None  # one GPU each, one job each
@@ -281,7 +281,7 @@ def test_claims_respect_the_memory_budget_and_device_class(store: JobStore) -> N
     assert took is not None and took.id == small.id
     assert store.claim("a/2", limit=3, memory_gb=8.0) is None
     assert store.position(second.id) == 0  # it waits for memory, first in line
-    gpu = store.submit("w", {}, device="cpu2", needs=Resources(device="gpu"))
+    gpu = store.submit("w", {}, queue="cpu2", needs=Resources(device="gpu"))
     cpu_only = device_classes("cpu")
     assert store.claim("c/0", "cpu2", limit=3, devices=cpu_only) is None
     assert store.claim("g/0", "cpu2", limit=3, devices=device_classes("cuda")).id == gpu.id  # type: ignore[union-attr]

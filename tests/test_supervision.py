@@ -25,7 +25,7 @@ from vfxmocap.jobs.events import EventBus
 from vfxmocap.jobs.remote import RemoteBackend
 from vfxmocap.jobs.runner import LocalRunner, _device_override
 from vfxmocap.jobs.service import JobService
-from vfxmocap.jobs.store import CELERY_DEVICE, REMOTE_DEVICE, JobState, JobStore
+from vfxmocap.jobs.store import CELERY_QUEUE, REMOTE_QUEUE, JobState, JobStore
 from vfxmocap.samples import sample_path
 from vfxmocap.workflows import Resources, get_workflow
 
@@ -78,8 +78,8 @@ def test_maintenance_survives_a_store_error(
 def test_a_queued_job_of_an_unloaded_workflow_fails_clearly(service: JobService) -> None:
     """A Celery-routed job whose plugin is gone everywhere: it fails, saying so, and the
     other stranded jobs are still rerouted."""
-    ghost = service.store.submit("ghost", {}, device=CELERY_DEVICE, backend="celery")
-    sleep = service.store.submit("sleep", {}, device=CELERY_DEVICE, backend="celery")
+    ghost = service.store.submit("ghost", {}, queue=CELERY_QUEUE, backend="celery")
+    sleep = service.store.submit("sleep", {}, queue=CELERY_QUEUE, backend="celery")
     service.celery = SimpleNamespace(  # type: ignore[assignment]
         unmet=lambda workflow, needs: f"no Celery worker can run {workflow}", notify=lambda: None
     )
@@ -239,8 +239,8 @@ def test_a_failed_poll_is_retried_not_resubmitted(tmp_path: Path, plugin: None) 
     done = {"state": "succeeded", "outputs": {}, "summary": {"slept_s": 1}, "progress": {}}
     fake = _FakeRemote([running, down, down, running, done])
     backend = _remote(tmp_path, fake)
-    job = backend.store.submit("sleep", {"seconds": 1}, device=REMOTE_DEVICE)
-    claimed = backend.store.claim("remote/0", REMOTE_DEVICE)
+    job = backend.store.submit("sleep", {"seconds": 1}, queue=REMOTE_QUEUE)
+    claimed = backend.store.claim("remote/0", REMOTE_QUEUE)
     assert claimed is not None
     outcome = _bounded(lambda: backend._run(claimed), 30)
     assert outcome == supervisor.succeeded({}, {"slept_s": 1}, {})
@@ -252,8 +252,8 @@ def test_a_failed_poll_is_retried_not_resubmitted(tmp_path: Path, plugin: None) 
 def test_a_remote_job_ignoring_cancel_ends_after_the_grace(tmp_path: Path, plugin: None) -> None:
     fake = _FakeRemote([{"state": "running", "progress": {}}])  # cancel never takes effect
     backend = _remote(tmp_path, fake, grace_s=0.5)
-    job = backend.store.submit("sleep", {"seconds": 60}, device=REMOTE_DEVICE)
-    claimed = backend.store.claim("remote/0", REMOTE_DEVICE)
+    job = backend.store.submit("sleep", {"seconds": 60}, queue=REMOTE_QUEUE)
+    claimed = backend.store.claim("remote/0", REMOTE_QUEUE)
     assert claimed is not None
     backend.store.cancel(job.id)
     started = time.monotonic()

@@ -34,7 +34,7 @@ from vfxmocap.jobs.celery_app import (
     redis_client,
 )
 from vfxmocap.jobs.events import EventBus, job_event, progress_event, stored_progress
-from vfxmocap.jobs.store import CELERY_DEVICE, Job, JobState, JobStore
+from vfxmocap.jobs.store import CELERY_QUEUE, Job, JobState, JobStore
 from vfxmocap.jobs.supervisor import Outcome, Watch, errored, lost, persist, record, succeeded
 from vfxmocap.workflows import Resources, device_classes
 
@@ -200,7 +200,7 @@ class CeleryBackend:
                     continue
             job = self.store.claim(
                 f"celery/{name}",
-                CELERY_DEVICE,
+                CELERY_QUEUE,
                 limit=10**6,
                 workflows=set(worker["workflows"]),
                 scope=f"celery/{name}",

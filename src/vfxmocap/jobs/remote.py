@@ -21,7 +21,7 @@ from vfxmocap.client import Client
 from vfxmocap.core.errors import VfxError
 from vfxmocap.core.log import get_logger
 from vfxmocap.jobs.events import EventBus, job_event, progress_event
-from vfxmocap.jobs.store import REMOTE_DEVICE, Job, JobStore
+from vfxmocap.jobs.store import REMOTE_QUEUE, Job, JobStore
 from vfxmocap.jobs.supervisor import (
     CANCELLED,
     TRANSIENT,
@@ -100,7 +100,7 @@ class RemoteBackend:
         name = f"remote/{index}/{self.url}"
         while not self._stop.is_set():
             try:
-                job = self.store.claim(name, REMOTE_DEVICE, limit=self.slots)
+                job = self.store.claim(name, REMOTE_QUEUE, limit=self.slots)
             except Exception:  # the store is down: wait and try again
                 log.exception("remote backend: cannot claim jobs")
                 self._stop.wait(2.0)

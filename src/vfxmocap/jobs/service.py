@@ -20,9 +20,9 @@ from vfxmocap.device import device_kind
 from vfxmocap.jobs.events import EventBus, job_event
 from vfxmocap.jobs.runner import LocalRunner
 from vfxmocap.jobs.store import (
-    CELERY_DEVICE,
+    CELERY_QUEUE,
     FINAL,
-    REMOTE_DEVICE,
+    REMOTE_QUEUE,
     Job,
     JobState,
     JobStore,
@@ -155,12 +155,12 @@ class JobService:
         job_id = new_job_id()
         resolved = flow.parse(self._resolve(flow, dict(inputs), self.jobs_dir / job_id))
         needs = flow.requirements(resolved)
-        device, backend, route = self.route(flow.name, needs)
+        queue, backend, route = self.route(flow.name, needs)
         job = self.store.submit(
             workflow,
             resolved.model_dump(mode="json", by_alias=True),
             priority=priority,
-            device=device,
+            queue=queue,
             max_attempts=max_attempts,
             timeout_s=timeout_s or flow.resources.timeout_s,
             job_id=job_id,
@@ -180,7 +180,7 @@ class JobService:
                 backend.notify()
 
     def route(self, workflow: str, needs: Resources) -> tuple[str, str, str]:
-        """(device column, backend, why): the first backend in the configured order with
+        """(queue, backend, why): the first backend in the configured order with
         a worker that can run this workflow with these needs; `why` names the need that
         passed over a backend."""
         passed: list[str] = []
@@ -191,7 +191,7 @@ class JobService:
                 unmet = self.celery.unmet(workflow, needs)
                 if unmet is None:
                     return (
-                        CELERY_DEVICE,
+                        CELERY_QUEUE,
                         "celery",
                         _why(_fitting("a Celery worker can run it", needs), passed),
                     )
@@ -204,7 +204,7 @@ class JobService:
                 passed.append(unmet)
             elif backend == "remote" and self.remote is not None:
                 if self.remote.can_run(workflow):
-                    return REMOTE_DEVICE, "remote", _why(f"the server at {self.remote.url}", passed)
+                    return REMOTE_QUEUE, "remote", _why(f"the server at {self.remote.url}", passed)
                 passed.append(f"the server at {self.remote.url} cannot run {workflow} now")
         raise WorkerUnavailable(
             f"no worker can run {workflow}: {'; '.join(passed) or 'no backend configured'}",
@@ -227,18 +227,18 @@ class JobService:
         one that no backend knows (its plugin is not loaded anywhere) fails, saying so."""
         if self.celery is None:
             return
-        for job in self.store.queued_on(CELERY_DEVICE):
+        for job in self.store.queued_on(CELERY_QUEUE):
             if self.celery.unmet(job.workflow, job.needs) is None:
                 continue
             try:
-                device, backend, route = self.route(job.workflow, job.needs)
+                queue, backend, route = self.route(job.workflow, job.needs)
             except WorkerUnavailable as exc:
                 if not is_registered(job.workflow):
                     self._reject_unknown(job)
                 else:
                     log.debug("job %s waits for a worker: %s", job.id, exc.message)
                 continue
-            if self.store.reroute(job.id, device, backend, route):
+            if self.store.reroute(job.id, queue, backend, route):
                 log.info("job %s: no Celery worker left; rerouted to %s", job.id, backend)
                 self._notify()
 

@@ -59,10 +59,10 @@ class JobState(StrEnum):
 
 FINAL = {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}
 
-# The device column of jobs routed to the Celery fleet or to another server; local jobs
-# carry their device class (cpu, cuda, mps).
-CELERY_DEVICE = "celery"
-REMOTE_DEVICE = "remote"
+# The queue of jobs routed to the Celery fleet or to another server; local jobs wait in the
+# queue of their device class (cpu, cuda, mps).
+CELERY_QUEUE = "celery"
+REMOTE_QUEUE = "remote"
 _CANDIDATES = 64  # queued jobs a claim looks through for one whose models are ready
 
 
@@ -84,7 +84,9 @@ class JobRow(_Base):
     inputs: Mapped[str] = mapped_column(Text)
     priority: Mapped[int] = mapped_column(Integer, default=0)
     state: Mapped[str] = mapped_column(String(16), index=True)
-    device: Mapped[str] = mapped_column(String(32), default="cpu")
+    # The queue a job waits in: a local device class, or CELERY_QUEUE / REMOTE_QUEUE. The
+    # database column keeps the name of the first release ("device").
+    queue: Mapped[str] = mapped_column("device", String(32), default="cpu")
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     max_attempts: Mapped[int] = mapped_column(Integer, default=3)
     timeout_s: Mapped[float | None] = mapped_column(Float, nullable=True)
@@ -119,7 +121,7 @@ class Job:
     inputs: dict[str, Any]
     priority: int
     state: JobState
-    device: str
+    queue: str
     attempt: int
     max_attempts: int
     timeout_s: float | None
@@ -179,7 +181,7 @@ def _job(row: JobRow) -> Job:
         inputs=_load(row.inputs),
         priority=row.priority,
         state=JobState(row.state),
-        device=row.device,
+        queue=row.queue,
         attempt=row.attempt,
         max_attempts=row.max_attempts,
         timeout_s=row.timeout_s,
@@ -310,7 +312,7 @@ class JobStore:
         inputs: dict[str, Any],
         *,
         priority: int = 0,
-        device: str = "cpu",
+        queue: str = "cpu",
         max_attempts: int = 3,
         timeout_s: float | None = None,
         job_id: str | None = None,
@@ -326,7 +328,7 @@ class JobStore:
             inputs=json.dumps(inputs, default=str),
             priority=priority,
             state=JobState.QUEUED.value,
-            device=device,
+            queue=queue,
             attempt=0,
             max_attempts=max_attempts,
             timeout_s=timeout_s,
@@ -349,7 +351,7 @@ class JobStore:
             return _job(row) if row is not None else None
 
     def position(self, job_id: str) -> int | None:
-        """Queued jobs that run before this one (same device), or None when not queued."""
+        """Queued jobs that run before this one (same queue), or None when not queued."""
         with self._reading() as session:
             row = session.get(JobRow, job_id)
             if row is None or row.state != JobState.QUEUED:
@@ -359,7 +361,7 @@ class JobStore:
                 .select_from(JobRow)
                 .where(
                     JobRow.state == JobState.QUEUED.value,
-                    JobRow.device == row.device,
+                    JobRow.queue == row.queue,
                     (JobRow.priority > row.priority)
                     | ((JobRow.priority == row.priority) & (JobRow.created_at < row.created_at)),
                 )
@@ -402,7 +404,7 @@ class JobStore:
     def claim(
         self,
         worker: str,
-        device: str = "cpu",
+        queue: str = "cpu",
         limit: int = 1,
         workflows: set[str] | None = None,
         scope: str | None = None,
@@ -411,7 +413,7 @@ class JobStore:
         devices: Collection[str] | None = None,
         models: Collection[str] | None = None,
     ) -> Job | None:
-        """Start the best queued job for `device` that fits, if fewer than `limit` run there.
+        """Start the best queued job of `queue` that fits, if fewer than `limit` run there.
 
         `scope` (a worker-name prefix ending in "/": one machine's slots; else one worker's
         name) counts only the running jobs there, so machines sharing a database each have
@@ -425,16 +427,16 @@ class JobStore:
         now = time.time()
         with self._session() as session:
             if session.get_bind().dialect.name == "postgresql":
-                key = zlib.crc32(f"{scope or ''}|{device}".encode())
+                key = zlib.crc32(f"{scope or ''}|{queue}".encode())
                 session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
-            running, used_gb = self._running(session, device, scope)
+            running, used_gb = self._running(session, queue, scope)
             if running >= limit:
                 return None
             query = (
                 select(JobRow)
                 .where(
                     JobRow.state == JobState.QUEUED.value,
-                    JobRow.device == device,
+                    JobRow.queue == queue,
                     JobRow.not_before <= now,
                 )
                 .order_by(JobRow.priority.desc(), JobRow.created_at)
@@ -460,11 +462,11 @@ class JobStore:
             return _job(row)
 
     @staticmethod
-    def _running(session: Session, device: str, scope: str | None) -> tuple[int, float]:
-        """How many jobs run on `device` (in `scope`), and the memory they need."""
+    def _running(session: Session, queue: str, scope: str | None) -> tuple[int, float]:
+        """How many jobs of `queue` run (in `scope`), and the memory they need."""
         counted = select(
             func.count(), func.coalesce(func.sum(func.coalesce(JobRow.needs_memory_gb, 0.0)), 0.0)
-        ).where(JobRow.state == JobState.RUNNING.value, JobRow.device == device)
+        ).where(JobRow.state == JobState.RUNNING.value, JobRow.queue == queue)
         if scope is not None:
             counted = counted.where(_in_scope(scope))
         count, memory = session.execute(counted).one()
@@ -492,16 +494,16 @@ class JobStore:
         with self._session() as session:
             return bool(session.execute(query.values(**values)).rowcount)  # type: ignore[attr-defined]
 
-    def reroute(self, job_id: str, device: str, backend: str, route: str) -> bool:
+    def reroute(self, job_id: str, queue: str, backend: str, route: str) -> bool:
         """Send a queued job to another backend (its first choice has no worker left)."""
         return self._update(
-            job_id, only={JobState.QUEUED}, device=device, backend=backend, route=route
+            job_id, only={JobState.QUEUED}, queue=queue, backend=backend, route=route
         )
 
-    def queued_on(self, device: str) -> builtins.list[Job]:
+    def queued_on(self, queue: str) -> builtins.list[Job]:
         with self._reading() as session:
             rows = session.scalars(
-                select(JobRow).where(JobRow.state == JobState.QUEUED.value, JobRow.device == device)
+                select(JobRow).where(JobRow.state == JobState.QUEUED.value, JobRow.queue == queue)
             ).all()
             return [_job(r) for r in rows]
 
