@@ -20,7 +20,7 @@ from vfxmocap.media.image import Frame
 from vfxmocap.processors.face_swap.blend import BlendMode, blend, match_color
 from vfxmocap.processors.face_swap.masks import MaskOptions, face_mask, face_size, soft_edge
 from vfxmocap.processors.face_swap.shape import transfer_shape
-from vfxmocap.processors.face_swap.warp import warp_face
+from vfxmocap.processors.face_swap.warp import warp_backdrop, warp_face
 from vfxmocap.vision.faces import Face
 from vfxmocap.vision.segmentation import skin_outliers
 
@@ -74,25 +74,37 @@ def target_roi(face: Face, shape: tuple[int, ...]) -> tuple[int, int, int, int] 
     return x0, y0, x1, y1
 
 
+@dataclass
+class Rendered:
+    """An engine's swapped face for one ROI: the patch, the pixels it covers, the landmarks
+    of the face as drawn (frame pixels), and optionally the ROI of the frame warped to fit
+    that face's outline (the backdrop it is blended over)."""
+
+    patch: Frame
+    coverage: NDArray[np.uint8]
+    landmarks: NDArray[np.float32]
+    backdrop: Frame | None = None
+
+
 def paste(
     frame: Frame,
-    patch: Frame,
-    coverage: NDArray[np.uint8],
-    target: Face,
+    rendered: Rendered,
     roi: tuple[int, int, int, int],
     opts: PasteOptions,
     keep_out: NDArray[np.float32] | None = None,
 ) -> None:
-    """Blend `patch` (the ROI's size) into `frame` in place, inside the target's face mask.
+    """Blend the rendered patch (the ROI's size) into `frame` in place, inside the face mask
+    of its landmarks.
 
     `keep_out` (frame-sized, 1 = occluder) removes pixels where something covers the face.
     """
     x0, y0, x1, y1 = roi
-    local = target.landmarks - np.array([x0, y0, 0], np.float32)
-    region = frame[y0:y1, x0:x1]
+    local = rendered.landmarks - np.array([x0, y0, 0], np.float32)
+    region = frame[y0:y1, x0:x1] if rendered.backdrop is None else rendered.backdrop
+    patch = rendered.patch
     shape = (region.shape[0], region.shape[1])
     mask = face_mask(shape, local, opts.mask)
-    np.minimum(mask, coverage, out=mask)
+    np.minimum(mask, rendered.coverage, out=mask)
     if opts.occlusion:
         skin = face_mask(shape, local, SKIN)
         covered = skin_outliers(region, skin)
@@ -114,15 +126,15 @@ class SwapEngine(Protocol):
 
     def render(
         self, frame: Frame, target: Face, source: SourceFace, roi: tuple[int, int, int, int]
-    ) -> tuple[Frame, NDArray[np.uint8]]:
-        """The swapped face for `roi`, and the mask of pixels it covers."""
+    ) -> Rendered:
+        """The swapped face for `roi`."""
         ...
 
 
 class GeometricEngine:
     """Dense mesh warp of the source texture: identity from the source's real pixels and,
-    with `shape` > 0, its facial proportions; pose and expression from the target's
-    landmarks. No model files needed."""
+    with `shape` > 0, its face shape (outline, jaw, features), the frame around the face
+    warped to follow; pose and expression from the target's landmarks. No model files."""
 
     name = "geometric"
 
@@ -134,10 +146,12 @@ class GeometricEngine:
 
     def render(
         self, frame: Frame, target: Face, source: SourceFace, roi: tuple[int, int, int, int]
-    ) -> tuple[Frame, NDArray[np.uint8]]:
+    ) -> Rendered:
         points = source.face.landmarks[:, :2]
         mesh = transfer_shape(target.landmarks, source.face.landmarks, self.shape)
-        return warp_face(source.image, points, mesh, roi)
+        patch, coverage = warp_face(source.image, points, mesh, roi)
+        backdrop = warp_backdrop(frame, target.landmarks, mesh, roi) if self.shape > 0 else None
+        return Rendered(patch, coverage, mesh, backdrop)
 
 
 def swap_face(
@@ -152,6 +166,5 @@ def swap_face(
     roi = target_roi(target, frame.shape)
     if roi is None:
         return False
-    patch, coverage = engine.render(frame, target, source, roi)
-    paste(frame, patch, coverage, target, roi, opts, keep_out)
+    paste(frame, engine.render(frame, target, source, roi), roi, opts, keep_out)
     return True
