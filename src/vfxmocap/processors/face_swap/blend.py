@@ -15,30 +15,43 @@ Mask = NDArray[np.uint8]
 
 
 def match_color(patch: Frame, target: Frame, mask: Mask) -> Frame:
-    """Reinhard transfer in LAB: give the warped face the target skin's mean and contrast,
-    so lighting and white balance match. Statistics come from the masked pixels only."""
+    """Give the warped face the target skin's colour and lighting level, keeping the source's
+    own shading and detail: means match fully (white balance, tone), the contrast of the
+    low frequencies only within bounds, and the high frequencies stay the source's. Reinhard
+    on all pixels would squash the source's texture to a softer target's contrast."""
     ys, xs = np.nonzero(mask > 127)
     if len(xs) < 16:
         return patch
     step = max(1, len(xs) // 4000)  # statistics from a few thousand pixels are plenty
     ys, xs = ys[::step], xs[::step]
-    d_mean, d_std = _lab_stats(target[ys, xs])
-    src = cv2.cvtColor(patch, cv2.COLOR_RGB2LAB)
-    s_mean, s_std = _lab_stats(src[ys, xs], lab=True)
-    gain = np.clip(d_std / s_std, 0.5, 2.0)  # a bounded gain keeps noise from exploding
-    # lab * gain + offset per channel, as one saturating uint8 pass
-    matrix = np.zeros((3, 4), np.float32)
-    matrix[:, :3] = np.diag(gain)
-    matrix[:, 3] = d_mean - s_mean * gain
-    result: Frame = cv2.cvtColor(cv2.transform(src, matrix), cv2.COLOR_LAB2RGB)
+    src = _lab(patch)
+    low_src, low_dst = _low_pass(src), _low_pass(_lab(target))
+    s_mean, s_std = _stats(low_src[ys, xs])
+    d_mean, d_std = _stats(low_dst[ys, xs])
+    gain = np.clip(d_std / s_std, 0.8, 1.25)  # lighting contrast, never the source's shading
+    lab = src + (d_mean - s_mean) + (gain - 1.0) * (low_src - s_mean)
+    rgb = cv2.cvtColor(lab, cv2.COLOR_LAB2RGB) * 255.0
+    result: Frame = cv2.convertScaleAbs(rgb)  # rounds and saturates to uint8
     return result
 
 
-def _lab_stats(
-    pixels: NDArray[np.uint8], lab: bool = False
-) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-    values = pixels if lab else cv2.cvtColor(pixels[:, None, :], cv2.COLOR_RGB2LAB)[:, 0]
-    values = values.astype(np.float32)
+def _lab(image: Frame) -> NDArray[np.float32]:
+    lab: NDArray[np.float32] = cv2.cvtColor(image.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
+    return lab
+
+
+def _low_pass(image: NDArray[np.float32], factor: int = 8) -> NDArray[np.float32]:
+    """A heavy blur (shading, not texture), cheaply: down, blur, up."""
+    h, w = image.shape[:2]
+    small = cv2.resize(
+        image, (max(1, w // factor), max(1, h // factor)), interpolation=cv2.INTER_AREA
+    )
+    small = cv2.GaussianBlur(small, (0, 0), 1.0)
+    low: NDArray[np.float32] = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+    return low
+
+
+def _stats(values: NDArray[np.float32]) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
     return values.mean(axis=0), values.std(axis=0) + 1e-3
 
 
