@@ -18,13 +18,20 @@ from pydantic import BaseModel, Field
 from vfxmocap.core.errors import InputError
 from vfxmocap.media.image import Frame
 from vfxmocap.processors.face_swap.blend import BlendMode, blend, match_color
-from vfxmocap.processors.face_swap.masks import MaskOptions, face_mask, face_size, soft_edge
+from vfxmocap.processors.face_swap.masks import (
+    MaskOptions,
+    face_mask,
+    face_size,
+    mouth_hole,
+    soft_edge,
+)
 from vfxmocap.processors.face_swap.shape import transfer_shape
 from vfxmocap.processors.face_swap.warp import warp_backdrop, warp_face
 from vfxmocap.vision.faces import Face
 from vfxmocap.vision.segmentation import skin_outliers
 
 _ROI_MARGIN = 0.25  # of the face box, around the target face
+_HOLE_BLUR = 0.015  # feather, in face widths, where the patch ends inside the mask
 # The skin a colour model is learnt from: face without eyes, brows and lips.
 SKIN = MaskOptions(kind="regions", regions=["skin"], blur=0.0)
 
@@ -104,14 +111,20 @@ def paste(
     patch = rendered.patch
     shape = (region.shape[0], region.shape[1])
     mask = face_mask(shape, local, opts.mask)
-    np.minimum(mask, rendered.coverage, out=mask)
     if opts.occlusion:
         skin = face_mask(shape, local, SKIN)
         covered = skin_outliers(region, skin)
         mask[covered > 0.5] = 0
+    # what the patch covers, less the mouth opening: a narrow fade there, so the lips are
+    # the source's right up to the target's teeth or lip line
+    drawn = rendered.coverage.copy()
+    hole = mouth_hole(shape, local, opts.mask)
+    if hole is not None:
+        drawn[hole > 0] = 0
+    size = face_size(local)
     if opts.color_match:
-        patch = match_color(patch, region, mask)
-    alpha = soft_edge(mask, opts.mask.blur, face_size(local))
+        patch = match_color(patch, region, np.minimum(mask, drawn))
+    alpha = soft_edge(mask, opts.mask.blur, size) * soft_edge(drawn, _HOLE_BLUR, size)
     if keep_out is not None:
         alpha *= 1.0 - keep_out[y0:y1, x0:x1]
     if opts.opacity < 1.0:

@@ -29,7 +29,6 @@ from vfxmocap.vision.landmarks import (
     RIGHT_EYE,
     RIGHT_EYE_INNER,
     RIGHT_EYE_OUTER,
-    UPPER_LIP_INNER,
 )
 
 Points = NDArray[np.float32]
@@ -41,11 +40,12 @@ _LEFT_IRIS = list(range(473, 478))
 _ALIGN = [RIGHT_EYE_OUTER, RIGHT_EYE_INNER, LEFT_EYE_OUTER, LEFT_EYE_INNER]
 _ALIGN += [168, 6, 197, 195, 5, NOSE_TIP, 98, 327]
 _LIPS = sorted(set(LIPS_OUTER + LIPS_INNER))
-# (part whose shape is expression, its two corners): moved as a whole onto the source's corners
+# (part whose shape is expression, its two corners, how far its size may follow the source's):
+# eye corners do not move with expression, mouth corners do (a smile widens, an "o" narrows)
 _EXPRESSION_PARTS = (
-    (RIGHT_EYE + _RIGHT_IRIS, [RIGHT_EYE_OUTER, RIGHT_EYE_INNER]),
-    (LEFT_EYE + _LEFT_IRIS, [LEFT_EYE_OUTER, LEFT_EYE_INNER]),
-    (_LIPS, [MOUTH_RIGHT, MOUTH_LEFT]),
+    (RIGHT_EYE + _RIGHT_IRIS, [RIGHT_EYE_OUTER, RIGHT_EYE_INNER], 1.0),
+    (LEFT_EYE + _LEFT_IRIS, [LEFT_EYE_OUTER, LEFT_EYE_INNER], 1.0),
+    (_LIPS, [MOUTH_RIGHT, MOUTH_LEFT], 0.15),
 )
 _SPREAD = 0.12  # of the eye-corner distance: how far skin follows a part's displacement
 
@@ -56,26 +56,29 @@ def _apply(matrix: Vectors, points: Vectors) -> Vectors:
     return moved
 
 
-def _two_point(src: Vectors, dst: Vectors) -> Vectors:
-    """The similarity taking two points exactly onto two others (as complex z -> a z + b)."""
+def _two_point(src: Vectors, dst: Vectors, limit: float) -> Vectors:
+    """The similarity taking the midpoint of two points onto that of two others, rotating
+    and scaling as they do, the scale kept within 1 +- `limit` (1 for eye corners)."""
     zs = src[:, 0] + 1j * src[:, 1]
     zd = dst[:, 0] + 1j * dst[:, 1]
     a = (zd[1] - zd[0]) / (zs[1] - zs[0]) if zs[1] != zs[0] else 1.0 + 0j
-    b = zd[0] - a * zs[0]
+    a *= np.clip(abs(a), 1 - limit, 1 + limit) / max(abs(a), 1e-9)
+    b = zd.mean() - a * zs.mean()
     return np.array([[a.real, -a.imag, b.real], [a.imag, a.real, b.imag]])
 
 
 def posed_source(target: Points, source: Points) -> Vectors:
-    """The source mesh turned, scaled and moved into the target's head pose (image x, y)."""
+    """The source mesh turned, scaled and moved into the target's head pose (x, y, z)."""
     s3 = source[:, :3].astype(np.float64)
     t3 = target[:, :3].astype(np.float64)
-    return _apply(similarity_transform(s3[_ALIGN], t3[_ALIGN]), s3)[:, :2]
+    return _apply(similarity_transform(s3[_ALIGN], t3[_ALIGN]), s3)
 
 
-def _jaw_drop(t: Vectors, s: Vectors, out: Vectors) -> Vectors:
-    """Lower-face points moved by how much wider the target opens its mouth than the source,
-    fully at the chin, fading to nothing at the mouth corners' line."""
-    gap = (out[LOWER_LIP_INNER] - out[UPPER_LIP_INNER]) - (s[LOWER_LIP_INNER] - s[UPPER_LIP_INNER])
+def _jaw_drop(s: Vectors, out: Vectors) -> Vectors:
+    """Lower-face points moved as the lower lip was (the jaw opens with the target's mouth,
+    the chin keeps the source's length below the lip), fully at the chin, fading to nothing
+    at the mouth corners' line."""
+    gap = out[LOWER_LIP_INNER] - s[LOWER_LIP_INNER]
     corners = (s[MOUTH_RIGHT] + s[MOUTH_LEFT]) / 2
     down = s[152] - corners
     depth = (s - corners) @ down / max(float(down @ down), 1e-9)
@@ -102,16 +105,19 @@ def transfer_shape(target: Points, source: Points, weight: float) -> Points:
     if weight <= 0:
         return target
     t = target[:, :2].astype(np.float64)
-    s = posed_source(target, source)
+    posed = posed_source(target, source)
+    s = posed[:, :2]
     shift = np.zeros_like(t)
     moved: list[int] = []
-    for part, corners in _EXPRESSION_PARTS:
-        placed = _apply(_two_point(t[corners], s[corners]), t[part])
+    for part, corners, limit in _EXPRESSION_PARTS:
+        placed = _apply(_two_point(t[corners], s[corners], limit), t[part])
         shift[part] = placed - s[part]
         moved += part
     shift = _spread(shift, moved, s, _SPREAD * float(np.linalg.norm(s[263] - s[33])))
     shape = s + shift
-    shape += _jaw_drop(t, s, shape)
+    shape += _jaw_drop(s, shape)
     morphed = target.copy()
     morphed[:, :2] = t + weight * (shape - t)
+    # depth follows too: culling and draw order must see the face that is drawn
+    morphed[:, 2] += weight * (posed[:, 2] - target[:, 2])
     return morphed
