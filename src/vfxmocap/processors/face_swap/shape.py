@@ -40,12 +40,15 @@ _LEFT_IRIS = list(range(473, 478))
 _ALIGN = [RIGHT_EYE_OUTER, RIGHT_EYE_INNER, LEFT_EYE_OUTER, LEFT_EYE_INNER]
 _ALIGN += [168, 6, 197, 195, 5, NOSE_TIP, 98, 327]
 _LIPS = sorted(set(LIPS_OUTER + LIPS_INNER))
-# (part whose shape is expression, its two corners, how far its size may follow the source's):
-# eye corners do not move with expression, mouth corners do (a smile widens, an "o" narrows)
+_UPPER_LIP_TOP = 0
+# (part whose shape is expression, its two corners, how far its size may follow the source's,
+# the point that places it or None for the corners' midpoint): eye corners do not move with
+# expression; mouth corners do (a smile widens and lifts them, an "o" narrows them), so the
+# mouth is placed by the top of the upper lip, which stays under the nose
 _EXPRESSION_PARTS = (
-    (RIGHT_EYE + _RIGHT_IRIS, [RIGHT_EYE_OUTER, RIGHT_EYE_INNER], 1.0),
-    (LEFT_EYE + _LEFT_IRIS, [LEFT_EYE_OUTER, LEFT_EYE_INNER], 1.0),
-    (_LIPS, [MOUTH_RIGHT, MOUTH_LEFT], 0.15),
+    (RIGHT_EYE + _RIGHT_IRIS, [RIGHT_EYE_OUTER, RIGHT_EYE_INNER], 1.0, None),
+    (LEFT_EYE + _LEFT_IRIS, [LEFT_EYE_OUTER, LEFT_EYE_INNER], 1.0, None),
+    (_LIPS, [MOUTH_RIGHT, MOUTH_LEFT], 0.05, _UPPER_LIP_TOP),
 )
 _SPREAD = 0.12  # of the eye-corner distance: how far skin follows a part's displacement
 
@@ -56,14 +59,17 @@ def _apply(matrix: Vectors, points: Vectors) -> Vectors:
     return moved
 
 
-def _two_point(src: Vectors, dst: Vectors, limit: float) -> Vectors:
-    """The similarity taking the midpoint of two points onto that of two others, rotating
-    and scaling as they do, the scale kept within 1 +- `limit` (1 for eye corners)."""
+def _two_point(
+    src: Vectors, dst: Vectors, limit: float, anchor: tuple[Vectors, Vectors]
+) -> Vectors:
+    """The similarity rotating and scaling as two points to two others (the scale within
+    1 +- `limit`) that takes the anchor point of src onto that of dst."""
     zs = src[:, 0] + 1j * src[:, 1]
     zd = dst[:, 0] + 1j * dst[:, 1]
     a = (zd[1] - zd[0]) / (zs[1] - zs[0]) if zs[1] != zs[0] else 1.0 + 0j
     a *= np.clip(abs(a), 1 - limit, 1 + limit) / max(abs(a), 1e-9)
-    b = zd.mean() - a * zs.mean()
+    (xs, ys), (xd, yd) = anchor
+    b = (xd + 1j * yd) - a * (xs + 1j * ys)
     return np.array([[a.real, -a.imag, b.real], [a.imag, a.real, b.imag]])
 
 
@@ -109,8 +115,9 @@ def transfer_shape(target: Points, source: Points, weight: float) -> Points:
     s = posed[:, :2]
     shift = np.zeros_like(t)
     moved: list[int] = []
-    for part, corners, limit in _EXPRESSION_PARTS:
-        placed = _apply(_two_point(t[corners], s[corners], limit), t[part])
+    for part, corners, limit, at in _EXPRESSION_PARTS:
+        anchor = (t[at], s[at]) if at is not None else (t[corners].mean(0), s[corners].mean(0))
+        placed = _apply(_two_point(t[corners], s[corners], limit, anchor), t[part])
         shift[part] = placed - s[part]
         moved += part
     shift = _spread(shift, moved, s, _SPREAD * float(np.linalg.norm(s[263] - s[33])))
