@@ -525,7 +525,9 @@ def test_the_target_keeps_its_expression(
     target = analyzer.analyze(frame)[0].landmarks
     out, _ = swap_still(frame, [str(astronaut)])
     after = analyzer.analyze(out)[0].landmarks
-    assert abs(mouth_openness(after) - mouth_openness(target)) < 0.04
+    # closed stays closed (the smile's teeth do not open it), open keeps most of its opening
+    opening = mouth_openness(target)
+    assert abs(mouth_openness(after) - opening) < 0.03 + 0.25 * opening
     assert abs(smile(after) - smile(target)) < 0.05
     assert eye_openness(after) == pytest.approx(eye_openness(target), abs=0.05)
 

@@ -106,7 +106,7 @@ def mouth_hole(
     mouth = np.zeros(shape, np.uint8)
     _poly(mouth, lm[LIPS_INNER])
     if mouth_openness(landmarks) > opts.mouth_open_threshold:
-        radius = max(1, int(0.01 * face_size(landmarks)))
+        radius = max(1, int(0.03 * face_size(landmarks)))
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
         return cv2.dilate(mouth, kernel)
     return mouth
