@@ -195,8 +195,9 @@ def test_mouth_mask_keeps_an_open_mouth(analyzer, carphone_frames, astronaut: Pa
     inner = np.zeros(frame.shape[:2], np.uint8)
     cv2.fillPoly(inner, [face.landmarks[LIPS_INNER, :2].astype(np.int32)], 255)
     inner = cv2.erode(inner, np.ones((3, 3), np.uint8)) > 0
-    plain, _ = swap_still(frame, [str(astronaut)], mask={"mouth_mask": False})
-    kept, _ = swap_still(frame, [str(astronaut)])  # on by default
+    # shape 0: the face keeps the target's geometry, so its mouth opening stays where it was
+    plain, _ = swap_still(frame, [str(astronaut)], mask={"mouth_mask": False}, shape=0.0)
+    kept, _ = swap_still(frame, [str(astronaut)], shape=0.0)  # on by default
     diff = lambda img: float(np.abs(img[inner].astype(int) - frame[inner]).mean())  # noqa: E731
     assert diff(kept) < 3 < diff(plain)
 

@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 
 from vfxmocap.core.errors import InputError
 from vfxmocap.media.image import Frame
-from vfxmocap.processors.face_swap.blend import BlendMode, blend, match_color
+from vfxmocap.processors.face_swap.blend import BlendMode, alpha_blend, blend, match_color
 from vfxmocap.processors.face_swap.masks import (
     MaskOptions,
     face_mask,
@@ -103,18 +103,17 @@ def paste(
     """Blend the rendered patch (the ROI's size) into `frame` in place, inside the face mask
     of its landmarks.
 
-    `keep_out` (frame-sized, 1 = occluder) removes pixels where something covers the face.
+    `keep_out` (frame-sized, 1 = occluder) keeps the frame's pixels where something covers
+    the face.
     """
     x0, y0, x1, y1 = roi
     local = rendered.landmarks - np.array([x0, y0, 0], np.float32)
-    region = frame[y0:y1, x0:x1] if rendered.backdrop is None else rendered.backdrop
-    patch = rendered.patch
+    original = frame[y0:y1, x0:x1]
+    # a new outline only makes sense when the whole face is pasted, not only its eyes
+    whole = opts.mask.kind != "regions" or "skin" in (opts.mask.regions or ["skin"])
+    region = original if rendered.backdrop is None or not whole else rendered.backdrop
     shape = (region.shape[0], region.shape[1])
     mask = face_mask(shape, local, opts.mask)
-    if opts.occlusion:
-        skin = face_mask(shape, local, SKIN)
-        covered = skin_outliers(region, skin)
-        mask[covered > 0.5] = 0
     # what the patch covers, less the mouth opening: a narrow fade there, so the lips are
     # the source's right up to the target's teeth or lip line
     drawn = rendered.coverage.copy()
@@ -122,14 +121,30 @@ def paste(
     if hole is not None:
         drawn[hole > 0] = 0
     size = face_size(local)
+    patch = rendered.patch
     if opts.color_match:
         patch = match_color(patch, region, np.minimum(mask, drawn))
     alpha = soft_edge(mask, opts.mask.blur, size) * soft_edge(drawn, _HOLE_BLUR, size)
-    if keep_out is not None:
-        alpha *= 1.0 - keep_out[y0:y1, x0:x1]
+    result = blend(patch, region, alpha, opts.blend)
+    kept = _kept(original, local, opts, None if keep_out is None else keep_out[y0:y1, x0:x1])
+    frame[y0:y1, x0:x1] = result if kept is None else alpha_blend(original, result, kept)
+
+
+def _kept(
+    original: Frame,
+    local: NDArray[np.float32],
+    opts: PasteOptions,
+    keep_out: NDArray[np.float32] | None,
+) -> NDArray[np.float32] | None:
+    """Where (1) the frame stays as it was, over the swap and its warped backdrop alike:
+    occluders in front of the face, and all of it as opacity goes to 0."""
+    kept = np.zeros(original.shape[:2], np.float32) if keep_out is None else keep_out.copy()
+    if opts.occlusion:
+        skin = face_mask((original.shape[0], original.shape[1]), local, SKIN)
+        np.maximum(kept, (skin_outliers(original, skin) > 0.5).astype(np.float32), out=kept)
     if opts.opacity < 1.0:
-        alpha *= opts.opacity
-    frame[y0:y1, x0:x1] = blend(patch, region, alpha, opts.blend)
+        kept = 1.0 - opts.opacity * (1.0 - kept)
+    return kept if kept.any() else None
 
 
 class SwapEngine(Protocol):

@@ -108,7 +108,7 @@ def mouth_hole(
     if mouth_openness(landmarks) > opts.mouth_open_threshold:
         radius = max(1, int(0.03 * face_size(landmarks)))
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-        return cv2.dilate(mouth, kernel)
+        mouth = cv2.dilate(mouth, kernel)
     return mouth
 
 
