@@ -19,35 +19,29 @@ def match_color(patch: Frame, target: Frame, mask: Mask) -> Frame:
     own shading and detail: means match fully (white balance, tone), the contrast of the
     low frequencies only within bounds, and the high frequencies stay the source's. Reinhard
     on all pixels would squash the source's texture to a softer target's contrast."""
-    ys, xs = np.nonzero(mask > 127)
-    if len(xs) < 16:
+    src = cv2.cvtColor(patch, cv2.COLOR_RGB2LAB)
+    # the correction is smooth, so it is worked out on images 8x smaller
+    low_src, low_dst = _low_pass(src), _low_pass(cv2.cvtColor(target, cv2.COLOR_RGB2LAB))
+    small = cv2.resize(mask, (low_src.shape[1], low_src.shape[0]), interpolation=cv2.INTER_AREA)
+    inside = small > 127
+    if inside.sum() < 4:
         return patch
-    step = max(1, len(xs) // 4000)  # statistics from a few thousand pixels are plenty
-    ys, xs = ys[::step], xs[::step]
-    src = _lab(patch)
-    low_src, low_dst = _low_pass(src), _low_pass(_lab(target))
-    s_mean, s_std = _stats(low_src[ys, xs])
-    d_mean, d_std = _stats(low_dst[ys, xs])
+    s_mean, s_std = _stats(low_src[inside])
+    d_mean, d_std = _stats(low_dst[inside])
     gain = np.clip(d_std / s_std, 0.8, 1.25)  # lighting contrast, never the source's shading
-    lab = src + (d_mean - s_mean) + (gain - 1.0) * (low_src - s_mean)
-    rgb = cv2.cvtColor(lab, cv2.COLOR_LAB2RGB) * 255.0
-    result: Frame = cv2.convertScaleAbs(rgb)  # rounds and saturates to uint8
+    shift = (d_mean - s_mean) + (gain - 1.0) * (low_src - s_mean)
+    full = cv2.resize(shift, (patch.shape[1], patch.shape[0]), interpolation=cv2.INTER_LINEAR)
+    lab = cv2.convertScaleAbs(cv2.add(src, full, dtype=cv2.CV_32F))  # rounds and saturates
+    result: Frame = cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
     return result
 
 
-def _lab(image: Frame) -> NDArray[np.float32]:
-    lab: NDArray[np.float32] = cv2.cvtColor(image.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
-    return lab
-
-
-def _low_pass(image: NDArray[np.float32], factor: int = 8) -> NDArray[np.float32]:
-    """A heavy blur (shading, not texture), cheaply: down, blur, up."""
+def _low_pass(image: Frame, factor: int = 8) -> NDArray[np.float32]:
+    """The shading, not the texture: an image 8x smaller, blurred (float, its own size)."""
     h, w = image.shape[:2]
-    small = cv2.resize(
-        image, (max(1, w // factor), max(1, h // factor)), interpolation=cv2.INTER_AREA
-    )
-    small = cv2.GaussianBlur(small, (0, 0), 1.0)
-    low: NDArray[np.float32] = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+    size = (max(1, w // factor), max(1, h // factor))
+    small = cv2.resize(image, size, interpolation=cv2.INTER_AREA).astype(np.float32)
+    low: NDArray[np.float32] = cv2.GaussianBlur(small, (0, 0), 1.0)
     return low
 
 
@@ -126,8 +120,7 @@ def blend(patch: Frame, target: Frame, alpha: NDArray[np.float32], mode: BlendMo
     if mode == "multiband":
         out = multiband(patch, target, alpha)
         # coarse levels spread a little into the mask's holes (an open mouth): keep those exact
-        untouched = alpha <= 0
-        out[untouched] = target[untouched]
+        np.copyto(out, target, where=(alpha <= 0)[..., None])
         return out
     if mode == "poisson":
         cloned = poisson(patch, target, np.where(alpha > 0.5, 255, 0).astype(np.uint8))
