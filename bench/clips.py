@@ -40,6 +40,12 @@ def talking_heads(width: int, height: int, grid: int = 1) -> list[Frame]:
     return out
 
 
+def close_up(width: int, height: int) -> list[Frame]:
+    """carphone stretched to fill a width x height frame: a larger face, as in a close-up."""
+    size = (width, height)
+    return [cv2.resize(f, size, interpolation=cv2.INTER_CUBIC) for f in carphone_frames()]
+
+
 def write_clip(path: Path, frames: list[Frame], count: int) -> Path:
     with VideoWriter(path, fps=Fraction(30000, 1001), crf=20) as writer:
         for frame in ping_pong(frames, count):

@@ -49,21 +49,23 @@ def arcface_template(size: int) -> NDArray[np.float64]:
 
 def similarity_transform(src: NDArray[np.floating[Any]], dst: NDArray[np.floating[Any]]) -> Matrix:
     """Least-squares rotation + uniform scale + translation taking src to dst (Umeyama 1991),
-    as skimage's SimilarityTransform.estimate, which the reference implementations use."""
+    as skimage's SimilarityTransform.estimate, which the reference implementations use.
+    Points of any dimension n give an n x (n + 1) matrix (2x3 for image points)."""
     src = np.asarray(src, np.float64)
     dst = np.asarray(dst, np.float64)
+    n = src.shape[1]
     mu_s, mu_d = src.mean(axis=0), dst.mean(axis=0)
     s, d = src - mu_s, dst - mu_d
     cov = d.T @ s / len(src)
     u, sigma, vt = np.linalg.svd(cov)
-    sign = np.eye(2)
+    sign = np.eye(n)
     if np.linalg.det(u) * np.linalg.det(vt) < 0:
-        sign[1, 1] = -1
+        sign[-1, -1] = -1
     rotation = u @ sign @ vt
     scale = np.trace(np.diag(sigma) @ sign) / s.var(axis=0).sum()
-    matrix = np.zeros((2, 3))
-    matrix[:, :2] = scale * rotation
-    matrix[:, 2] = mu_d - scale * rotation @ mu_s
+    matrix = np.zeros((n, n + 1))
+    matrix[:, :n] = scale * rotation
+    matrix[:, n] = mu_d - scale * rotation @ mu_s
     return matrix
 
 

@@ -15,30 +15,37 @@ Mask = NDArray[np.uint8]
 
 
 def match_color(patch: Frame, target: Frame, mask: Mask) -> Frame:
-    """Reinhard transfer in LAB: give the warped face the target skin's mean and contrast,
-    so lighting and white balance match. Statistics come from the masked pixels only."""
-    ys, xs = np.nonzero(mask > 127)
-    if len(xs) < 16:
-        return patch
-    step = max(1, len(xs) // 4000)  # statistics from a few thousand pixels are plenty
-    ys, xs = ys[::step], xs[::step]
-    d_mean, d_std = _lab_stats(target[ys, xs])
+    """Give the warped face the target skin's colour and lighting level, keeping the source's
+    own shading and detail: means match fully (white balance, tone), the contrast of the
+    low frequencies only within bounds, and the high frequencies stay the source's. Reinhard
+    on all pixels would squash the source's texture to a softer target's contrast."""
     src = cv2.cvtColor(patch, cv2.COLOR_RGB2LAB)
-    s_mean, s_std = _lab_stats(src[ys, xs], lab=True)
-    gain = np.clip(d_std / s_std, 0.5, 2.0)  # a bounded gain keeps noise from exploding
-    # lab * gain + offset per channel, as one saturating uint8 pass
-    matrix = np.zeros((3, 4), np.float32)
-    matrix[:, :3] = np.diag(gain)
-    matrix[:, 3] = d_mean - s_mean * gain
-    result: Frame = cv2.cvtColor(cv2.transform(src, matrix), cv2.COLOR_LAB2RGB)
+    # the correction is smooth, so it is worked out on images 8x smaller
+    low_src, low_dst = _low_pass(src), _low_pass(cv2.cvtColor(target, cv2.COLOR_RGB2LAB))
+    small = cv2.resize(mask, (low_src.shape[1], low_src.shape[0]), interpolation=cv2.INTER_AREA)
+    inside = small > 127
+    if inside.sum() < 4:
+        return patch
+    s_mean, s_std = _stats(low_src[inside])
+    d_mean, d_std = _stats(low_dst[inside])
+    gain = np.clip(d_std / s_std, 0.8, 1.25)  # lighting contrast, never the source's shading
+    shift = (d_mean - s_mean) + (gain - 1.0) * (low_src - s_mean)
+    full = cv2.resize(shift, (patch.shape[1], patch.shape[0]), interpolation=cv2.INTER_LINEAR)
+    lab = cv2.convertScaleAbs(cv2.add(src, full, dtype=cv2.CV_32F))  # rounds and saturates
+    result: Frame = cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
     return result
 
 
-def _lab_stats(
-    pixels: NDArray[np.uint8], lab: bool = False
-) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-    values = pixels if lab else cv2.cvtColor(pixels[:, None, :], cv2.COLOR_RGB2LAB)[:, 0]
-    values = values.astype(np.float32)
+def _low_pass(image: Frame, factor: int = 8) -> NDArray[np.float32]:
+    """The shading, not the texture: an image 8x smaller, blurred (float, its own size)."""
+    h, w = image.shape[:2]
+    size = (max(1, w // factor), max(1, h // factor))
+    small = cv2.resize(image, size, interpolation=cv2.INTER_AREA).astype(np.float32)
+    low: NDArray[np.float32] = cv2.GaussianBlur(small, (0, 0), 1.0)
+    return low
+
+
+def _stats(values: NDArray[np.float32]) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
     return values.mean(axis=0), values.std(axis=0) + 1e-3
 
 
@@ -113,8 +120,7 @@ def blend(patch: Frame, target: Frame, alpha: NDArray[np.float32], mode: BlendMo
     if mode == "multiband":
         out = multiband(patch, target, alpha)
         # coarse levels spread a little into the mask's holes (an open mouth): keep those exact
-        untouched = alpha <= 0
-        out[untouched] = target[untouched]
+        np.copyto(out, target, where=(alpha <= 0)[..., None])
         return out
     if mode == "poisson":
         cloned = poisson(patch, target, np.where(alpha > 0.5, 255, 0).astype(np.uint8))

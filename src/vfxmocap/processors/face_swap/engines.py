@@ -17,14 +17,21 @@ from pydantic import BaseModel, Field
 
 from vfxmocap.core.errors import InputError
 from vfxmocap.media.image import Frame
-from vfxmocap.processors.face_swap.blend import BlendMode, blend, match_color
-from vfxmocap.processors.face_swap.masks import MaskOptions, face_mask, face_size, soft_edge
+from vfxmocap.processors.face_swap.blend import BlendMode, alpha_blend, blend, match_color
+from vfxmocap.processors.face_swap.masks import (
+    MaskOptions,
+    face_mask,
+    face_size,
+    mouth_hole,
+    soft_edge,
+)
 from vfxmocap.processors.face_swap.shape import transfer_shape
-from vfxmocap.processors.face_swap.warp import warp_face
+from vfxmocap.processors.face_swap.warp import warp_backdrop, warp_face
 from vfxmocap.vision.faces import Face
 from vfxmocap.vision.segmentation import skin_outliers
 
 _ROI_MARGIN = 0.25  # of the face box, around the target face
+_HOLE_BLUR = 0.04  # feather, in face widths, where the patch ends inside the mask
 # The skin a colour model is learnt from: face without eyes, brows and lips.
 SKIN = MaskOptions(kind="regions", regions=["skin"], blur=0.0)
 
@@ -74,37 +81,70 @@ def target_roi(face: Face, shape: tuple[int, ...]) -> tuple[int, int, int, int] 
     return x0, y0, x1, y1
 
 
+@dataclass
+class Rendered:
+    """An engine's swapped face for one ROI: the patch, the pixels it covers, the landmarks
+    of the face as drawn (frame pixels), and optionally the ROI of the frame warped to fit
+    that face's outline (the backdrop it is blended over)."""
+
+    patch: Frame
+    coverage: NDArray[np.uint8]
+    landmarks: NDArray[np.float32]
+    backdrop: Frame | None = None
+
+
 def paste(
     frame: Frame,
-    patch: Frame,
-    coverage: NDArray[np.uint8],
-    target: Face,
+    rendered: Rendered,
     roi: tuple[int, int, int, int],
     opts: PasteOptions,
     keep_out: NDArray[np.float32] | None = None,
 ) -> None:
-    """Blend `patch` (the ROI's size) into `frame` in place, inside the target's face mask.
+    """Blend the rendered patch (the ROI's size) into `frame` in place, inside the face mask
+    of its landmarks.
 
-    `keep_out` (frame-sized, 1 = occluder) removes pixels where something covers the face.
+    `keep_out` (frame-sized, 1 = occluder) keeps the frame's pixels where something covers
+    the face.
     """
     x0, y0, x1, y1 = roi
-    local = target.landmarks - np.array([x0, y0, 0], np.float32)
-    region = frame[y0:y1, x0:x1]
+    local = rendered.landmarks - np.array([x0, y0, 0], np.float32)
+    original = frame[y0:y1, x0:x1]
+    # a new outline only makes sense when the whole face is pasted, not only its eyes
+    whole = opts.mask.kind != "regions" or "skin" in (opts.mask.regions or ["skin"])
+    region = original if rendered.backdrop is None or not whole else rendered.backdrop
     shape = (region.shape[0], region.shape[1])
     mask = face_mask(shape, local, opts.mask)
-    np.minimum(mask, coverage, out=mask)
-    if opts.occlusion:
-        skin = face_mask(shape, local, SKIN)
-        covered = skin_outliers(region, skin)
-        mask[covered > 0.5] = 0
+    # what the patch covers, less the mouth opening: a narrow fade there, so the lips are
+    # the source's right up to the target's teeth or lip line
+    drawn = rendered.coverage.copy()
+    hole = mouth_hole(shape, local, opts.mask)
+    if hole is not None:
+        drawn[hole > 0] = 0
+    size = face_size(local)
+    patch = rendered.patch
     if opts.color_match:
-        patch = match_color(patch, region, mask)
-    alpha = soft_edge(mask, opts.mask.blur, face_size(local))
-    if keep_out is not None:
-        alpha *= 1.0 - keep_out[y0:y1, x0:x1]
+        patch = match_color(patch, region, np.minimum(mask, drawn))
+    alpha = soft_edge(mask, opts.mask.blur, size) * soft_edge(drawn, _HOLE_BLUR, size)
+    result = blend(patch, region, alpha, opts.blend)
+    kept = _kept(original, local, opts, None if keep_out is None else keep_out[y0:y1, x0:x1])
+    frame[y0:y1, x0:x1] = result if kept is None else alpha_blend(original, result, kept)
+
+
+def _kept(
+    original: Frame,
+    local: NDArray[np.float32],
+    opts: PasteOptions,
+    keep_out: NDArray[np.float32] | None,
+) -> NDArray[np.float32] | None:
+    """Where (1) the frame stays as it was, over the swap and its warped backdrop alike:
+    occluders in front of the face, and all of it as opacity goes to 0."""
+    kept = np.zeros(original.shape[:2], np.float32) if keep_out is None else keep_out.copy()
+    if opts.occlusion:
+        skin = face_mask((original.shape[0], original.shape[1]), local, SKIN)
+        np.maximum(kept, (skin_outliers(original, skin) > 0.5).astype(np.float32), out=kept)
     if opts.opacity < 1.0:
-        alpha *= opts.opacity
-    frame[y0:y1, x0:x1] = blend(patch, region, alpha, opts.blend)
+        kept = 1.0 - opts.opacity * (1.0 - kept)
+    return kept if kept.any() else None
 
 
 class SwapEngine(Protocol):
@@ -114,15 +154,15 @@ class SwapEngine(Protocol):
 
     def render(
         self, frame: Frame, target: Face, source: SourceFace, roi: tuple[int, int, int, int]
-    ) -> tuple[Frame, NDArray[np.uint8]]:
-        """The swapped face for `roi`, and the mask of pixels it covers."""
+    ) -> Rendered:
+        """The swapped face for `roi`."""
         ...
 
 
 class GeometricEngine:
     """Dense mesh warp of the source texture: identity from the source's real pixels and,
-    with `shape` > 0, its facial proportions; pose and expression from the target's
-    landmarks. No model files needed."""
+    with `shape` > 0, its face shape (outline, jaw, features), the frame around the face
+    warped to follow; pose and expression from the target's landmarks. No model files."""
 
     name = "geometric"
 
@@ -134,10 +174,12 @@ class GeometricEngine:
 
     def render(
         self, frame: Frame, target: Face, source: SourceFace, roi: tuple[int, int, int, int]
-    ) -> tuple[Frame, NDArray[np.uint8]]:
+    ) -> Rendered:
         points = source.face.landmarks[:, :2]
         mesh = transfer_shape(target.landmarks, source.face.landmarks, self.shape)
-        return warp_face(source.image, points, mesh, roi)
+        patch, coverage = warp_face(source.image, points, mesh, roi)
+        backdrop = warp_backdrop(frame, target.landmarks, mesh, roi) if self.shape > 0 else None
+        return Rendered(patch, coverage, mesh, backdrop)
 
 
 def swap_face(
@@ -152,6 +194,5 @@ def swap_face(
     roi = target_roi(target, frame.shape)
     if roi is None:
         return False
-    patch, coverage = engine.render(frame, target, source, roi)
-    paste(frame, patch, coverage, target, roi, opts, keep_out)
+    paste(frame, engine.render(frame, target, source, roi), roi, opts, keep_out)
     return True

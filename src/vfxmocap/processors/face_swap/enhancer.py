@@ -16,7 +16,7 @@ from vfxmocap.media.image import Frame
 from vfxmocap.models.onnx_runtime import session
 from vfxmocap.models.store import ModelStore
 from vfxmocap.processors.face_swap.align import FFHQ, align, warp_back
-from vfxmocap.processors.face_swap.engines import PasteOptions, paste, target_roi
+from vfxmocap.processors.face_swap.engines import PasteOptions, Rendered, paste, target_roi
 from vfxmocap.vision.faces import Face
 
 ENHANCERS = ("gfpgan-1.4", "codeformer")
@@ -57,6 +57,6 @@ class FaceEnhancer:
         if roi is None:
             return False
         crop, matrix = align(frame, face.kps5, FFHQ * self.size, self.size)
-        patch, cover = warp_back(self.restore(crop), matrix, roi)
-        paste(frame, patch, cover, face, roi, opts.model_copy(update={"color_match": False}))
+        restored = Rendered(*warp_back(self.restore(crop), matrix, roi), face.landmarks)
+        paste(frame, restored, roi, opts.model_copy(update={"color_match": False}))
         return True

@@ -19,7 +19,7 @@ from vfxmocap.media.image import Frame
 from vfxmocap.models.onnx_runtime import read_initializer, session
 from vfxmocap.models.store import ModelStore
 from vfxmocap.processors.face_swap.align import align, arcface_template, warp_back
-from vfxmocap.processors.face_swap.engines import SourceFace, prepare_source
+from vfxmocap.processors.face_swap.engines import Rendered, SourceFace, prepare_source
 from vfxmocap.vision.faces import Face
 
 SWAPPER = "inswapper-128"
@@ -71,11 +71,11 @@ class InswapperEngine:
 
     def render(
         self, frame: Frame, target: Face, source: SourceFace, roi: tuple[int, int, int, int]
-    ) -> tuple[Frame, NDArray[np.uint8]]:
+    ) -> Rendered:
         crop, matrix = align(frame, target.kps5, arcface_template(self.size), self.size)
         blob = (crop.astype(np.float32) / 255.0).transpose(2, 0, 1)[None]  # RGB in [0, 1]
         out = self.session.run(
             None, {self.target_input: blob, self.source_input: source.extra["latent"]}
         )[0][0]
         fake = np.clip(out.transpose(1, 2, 0) * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return warp_back(fake, matrix, roi)
+        return Rendered(*warp_back(fake, matrix, roi), target.landmarks)

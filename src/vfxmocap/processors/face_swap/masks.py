@@ -35,7 +35,9 @@ class MaskOptions(BaseModel):
     regions: list[Region] = Field(default_factory=list)
     blur: float = Field(0.08, ge=0, le=0.5, description="Feather width, in face widths.")
     padding: float = Field(0.0, ge=-0.3, le=0.3, description="Grow (+) or shrink (-) the mask.")
-    mouth_mask: bool = Field(True, description="Keep the target's open mouth (speech).")
+    mouth_mask: bool = Field(
+        True, description="Keep the target's mouth opening, open or closed (speech, expression)."
+    )
     mouth_open_threshold: float = Field(0.12, ge=0, le=1)
     forehead: float = Field(0.35, ge=0, le=1, description="Share of the forehead kept (oval).")
 
@@ -89,13 +91,25 @@ def face_mask(shape: tuple[int, int], landmarks: NDArray[np.float32], opts: Mask
         radius = max(1, int(abs(opts.padding) * size))
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
         mask = cv2.dilate(mask, kernel) if opts.padding > 0 else cv2.erode(mask, kernel)
-    if opts.mouth_mask and mouth_openness(landmarks) > opts.mouth_open_threshold:
-        mouth = np.zeros(shape, np.uint8)
-        _poly(mouth, lm[LIPS_INNER])
-        radius = max(1, int(0.03 * size))
-        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-        mask[cv2.dilate(mouth, kernel) > 0] = 0
     return mask
+
+
+def mouth_hole(
+    shape: tuple[int, int], landmarks: NDArray[np.float32], opts: MaskOptions
+) -> Mask | None:
+    """255 inside the mouth opening, which keeps the target's (teeth, tongue, a closed lip
+    line): the inner lips, grown a little when the mouth is open; None with `mouth_mask` off
+    (the source's mouth is drawn, teeth and all)."""
+    if not opts.mouth_mask:
+        return None
+    lm = landmarks[:, :2].astype(np.float32)
+    mouth = np.zeros(shape, np.uint8)
+    _poly(mouth, lm[LIPS_INNER])
+    if mouth_openness(landmarks) > opts.mouth_open_threshold:
+        radius = max(1, int(0.03 * face_size(landmarks)))
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+        mouth = cv2.dilate(mouth, kernel)
+    return mouth
 
 
 def face_size(landmarks: NDArray[np.floating[Any]]) -> float:

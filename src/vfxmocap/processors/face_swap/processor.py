@@ -49,8 +49,8 @@ class SwapOptions(BaseModel):
         0.5,
         ge=0,
         le=1,
-        description="Geometric engine: how far the source's facial "
-        "proportions (eyes, nose, mouth, brows) replace the target's.",
+        description="Geometric engine: how far the source's face shape (outline, jaw, "
+        "cheeks, nose, where its eyes, brows and mouth sit) replaces the target's.",
     )
     mask: MaskOptions = Field(default_factory=MaskOptions)
     blend: Literal["multiband", "poisson", "feather"] = "multiband"

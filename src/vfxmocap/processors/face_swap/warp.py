@@ -1,23 +1,27 @@
-"""Dense piecewise-affine warp of a source face onto a target face's mesh.
+"""Dense piecewise-affine warps: a source face onto a target mesh, and the frame around it.
 
-Target triangles are rasterised into an index map, nearest last (painter's order by depth)
-and those turned away from the camera are skipped, so a turned head shows only its visible
-side. Each pixel then maps through its triangle's affine transform back into the source,
-and one `cv2.remap` samples the source texture.
+Target triangles are rasterised into an index map, nearest last (painter's order by depth);
+those turned away from the camera are drawn first, under the rest, so a turned head shows
+its visible side while thin folded triangles (the sides of the nose) leave no holes. Each
+pixel then maps through its triangle's affine transform back into the source, and one
+`cv2.remap` samples the source texture.
 """
 
 from __future__ import annotations
+
+from functools import cache
 
 import cv2
 import numpy as np
 from numpy.typing import NDArray
 
 from vfxmocap.media.image import Frame
-from vfxmocap.vision.landmarks import face_axes, triangles
+from vfxmocap.vision.landmarks import FACE_OVAL, face_axes, triangles
 
 Points = NDArray[np.float32]
 _SUBPIXEL = 4  # fixed-point bits for cv2.fillConvexPoly
 _MAX_WORK_SIDE = 256  # maps are computed at most at this size, then upscaled (they are smooth)
+_RING = 1.45  # the frame is warped out to this many times the face outline, then left alone
 
 
 def _affines(
@@ -52,7 +56,8 @@ def _affines(
 def visible_triangles(
     landmarks: NDArray[np.float32],
 ) -> tuple[NDArray[np.int32], NDArray[np.int32]]:
-    """Triangles facing the camera, ordered far to near; returns (indices, triangles).
+    """Triangles in drawing order: those turned away first, then those facing the camera far
+    to near; returns (indices, triangles).
 
     Back-face culling by winding: a triangle faces the camera when it winds the same way in
     the image as on the face seen from the front (the mesh turned frontal by its own head
@@ -67,7 +72,7 @@ def visible_triangles(
     facing = (image_area * np.sign(frontal_area) > 0) & (np.abs(frontal_area) > 1e-9)
     depth = landmarks[tris, 2].mean(axis=1)
     order = np.argsort(-depth)  # far (large MediaPipe z) first
-    keep = order[facing[order]]
+    keep = np.concatenate([order[~facing[order]], order[facing[order]]])  # hidden ones under
     return keep.astype(np.int32), tris[keep]
 
 
@@ -77,6 +82,57 @@ def _signed_areas(xy: NDArray[np.float64], tris: NDArray[np.int32]) -> NDArray[n
         b[:, 1] - a[:, 1]
     )
     return area
+
+
+def _maps(
+    source_points: Points,
+    target_points: Points,
+    tris: NDArray[np.int32],
+    roi: tuple[int, int, int, int],
+) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.uint8]]:
+    """Per ROI pixel, where to sample the source (x and y maps), and 255 where a triangle
+    covers it; elsewhere the maps are the identity (of target pixels, shifted by the ROI)."""
+    x0, y0, x1, y1 = roi
+    width, height = x1 - x0, y1 - y0
+    scale = min(1.0, _MAX_WORK_SIDE / max(width, height))
+    work_w, work_h = max(1, round(width * scale)), max(1, round(height * scale))
+    # work pixel centres as cv2.resize places them: w = (u + 0.5) * scale - 0.5
+    target_xy = (target_points[:, :2] - np.array([x0, y0], np.float32) + 0.5) * scale - 0.5
+    matrices, ok = _affines(target_xy, source_points[:, :2], tris)
+    index = np.full((work_h, work_w), len(tris), np.int32)
+    polygons = np.round(target_xy * (1 << _SUBPIXEL)).astype(np.int32)[tris]  # (n, 3, 2)
+    fill = cv2.fillConvexPoly
+    for i in np.flatnonzero(ok).tolist():
+        fill(index, polygons[i], i, cv2.LINE_8, _SUBPIXEL)
+    # the last row is the identity: a work pixel maps to its ROI pixel in frame coordinates
+    shift = 0.5 / scale - 0.5
+    identity = np.array([[1 / scale, 0], [0, 1 / scale], [x0 + shift, y0 + shift]], np.float64)
+    coef = np.concatenate([matrices, identity[None]]).reshape(-1, 6).astype(np.float32)[index]
+    ys, xs = np.mgrid[0:work_h, 0:work_w].astype(np.float32)
+    map_x = coef[..., 0] * xs + coef[..., 2] * ys + coef[..., 4]
+    map_y = coef[..., 1] * xs + coef[..., 3] * ys + coef[..., 5]
+    mask: NDArray[np.uint8] = np.where(index < len(tris), 255, 0).astype(np.uint8)
+    if scale < 1.0:  # the maps are smooth: interpolate them to full size
+        map_x = cv2.resize(map_x, (width, height), interpolation=cv2.INTER_LINEAR)
+        map_y = cv2.resize(map_y, (width, height), interpolation=cv2.INTER_LINEAR)
+        mask = cv2.resize(mask, (width, height), interpolation=cv2.INTER_LINEAR)
+    return map_x, map_y, mask
+
+
+def _area_filtered(image: Frame, points: Points, shrink: float) -> tuple[Frame, Points]:
+    """The source shrunk with area filtering when the target face is much smaller, so the
+    remap samples it near 1:1 instead of aliasing its detail into noise."""
+    if shrink > 0.8:
+        return image, points
+    h, w = image.shape[:2]
+    size = (max(1, round(w * shrink)), max(1, round(h * shrink)))
+    small: Frame = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    factor = np.array([size[0] / w, size[1] / h], np.float32)
+    return small, (points[:, :2] * factor).astype(np.float32)
+
+
+def _span(points: Points) -> float:
+    return float(np.ptp(points[:, 0]) + np.ptp(points[:, 1]))
 
 
 def warp_face(
@@ -90,34 +146,58 @@ def warp_face(
     Returns the warped RGB patch and its coverage mask (255 where the mesh covers), both of
     the ROI's size.
     """
-    x0, y0, x1, y1 = roi
-    width, height = x1 - x0, y1 - y0
-    scale = min(1.0, _MAX_WORK_SIDE / max(width, height))
-    work_w, work_h = max(1, round(width * scale)), max(1, round(height * scale))
-
-    keep, tris = visible_triangles(target_landmarks)
-    target_xy = (target_landmarks[:, :2] - np.array([x0, y0], np.float32)) * scale
-    matrices, ok = _affines(target_xy, source_points, tris)
-
-    index = np.full((work_h, work_w), -1, np.int32)
-    polygons = np.round(target_xy * (1 << _SUBPIXEL)).astype(np.int32)[tris]  # (n, 3, 2)
-    fill = cv2.fillConvexPoly
-    for i in np.flatnonzero(ok).tolist():
-        fill(index, polygons[i], i, cv2.LINE_8, _SUBPIXEL)
-    del keep
-
-    covered = index >= 0
-    coef = matrices.reshape(len(tris), 6).astype(np.float32)[np.maximum(index, 0)]  # (h, w, 6)
-    ys, xs = np.mgrid[0:work_h, 0:work_w].astype(np.float32)
-    map_x = coef[..., 0] * xs + coef[..., 2] * ys + coef[..., 4]
-    map_y = coef[..., 1] * xs + coef[..., 3] * ys + coef[..., 5]
-    mask: NDArray[np.uint8] = np.where(covered, 255, 0).astype(np.uint8)
-    if scale < 1.0:
-        # Interpolate maps at full size; pixel centres shift by half a work pixel.
-        map_x = cv2.resize(map_x, (width, height), interpolation=cv2.INTER_LINEAR)
-        map_y = cv2.resize(map_y, (width, height), interpolation=cv2.INTER_LINEAR)
-        mask = cv2.resize(mask, (width, height), interpolation=cv2.INTER_LINEAR)
-    warped: Frame = cv2.remap(
-        source_image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
-    )
+    _, tris = visible_triangles(target_landmarks)
+    shrink = _span(target_landmarks) / max(_span(source_points), 1.0)
+    image, points = _area_filtered(source_image, source_points, shrink)
+    map_x, map_y, mask = _maps(points, target_landmarks, tris, roi)
+    warped: Frame = cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    h, w = image.shape[:2]
+    # a mesh reaching past the source image's edge (a tight crop) would draw reflected junk
+    outside = (map_x < 0) | (map_y < 0) | (map_x > w - 1) | (map_y > h - 1)
+    mask[outside] = 0
     return warped, mask
+
+
+def _ring(outline: Points, roi: tuple[int, int, int, int]) -> Points:
+    """Points `_RING` times as far from the face centre as its outline, kept inside the ROI."""
+    centre = outline.mean(axis=0)
+    ring = centre + _RING * (outline - centre)
+    x0, y0, x1, y1 = roi
+    clipped: Points = np.clip(ring, [x0, y0], [x1 - 1, y1 - 1]).astype(np.float32)
+    return clipped
+
+
+@cache
+def _strip(n: int, offset: int) -> NDArray[np.int32]:
+    """Triangles between a closed loop of n points (0..n-1) and its ring (offset..offset+n-1)."""
+    i = np.arange(n)
+    j = (i + 1) % n
+    inner = np.stack([i, j, offset + i], axis=1)
+    outer = np.stack([j, offset + j, offset + i], axis=1)
+    strip: NDArray[np.int32] = np.concatenate([inner, outer]).astype(np.int32)
+    return strip
+
+
+def warp_backdrop(
+    frame: Frame,
+    original: NDArray[np.float32],
+    moved: NDArray[np.float32],
+    roi: tuple[int, int, int, int],
+) -> Frame:
+    """The frame's ROI warped so the face, hair and background edge follow the face mesh
+    from `original` to `moved` landmarks (frame pixels), fading to no change at a ring
+    around the face; what the swapped face does not cover still fits its new outline."""
+    outline = np.array(FACE_OVAL)
+    ring = _ring(original[outline, :2], roi)
+    _, face_tris = visible_triangles(moved)
+    # ring points are stacked after the landmarks: vertex n + k of the strip is ring point k
+    loop = np.concatenate([outline, len(original) + np.arange(len(outline))])
+    tris = np.concatenate([loop[_strip(len(outline), len(outline))], face_tris])
+    src = np.concatenate([original[:, :2], ring])
+    dst = np.concatenate([moved[:, :2], ring])
+    map_x, map_y, cover = _maps(src, dst, tris, roi)
+    warped: Frame = cv2.remap(frame, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    x0, y0, x1, y1 = roi
+    untouched = cover == 0  # outside the ring: exactly the frame, not a resampled copy
+    warped[untouched] = frame[y0:y1, x0:x1][untouched]
+    return warped
