@@ -148,11 +148,12 @@ def _silence_fd2() -> None:
 
 def _restore_fd2() -> None:
     global _replaced
-    if _kept_stream is not None and sys.stderr is _kept_stream:
+    if _kept_stream is not None:
         _kept_stream.flush()
+    os.dup2(_kept_fd, 2)  # first: a write through sys.stderr in between must not be lost
+    if _kept_stream is not None and sys.stderr is _kept_stream:
         sys.stderr = _replaced  # unless someone else has replaced it meanwhile
     _replaced = None
-    os.dup2(_kept_fd, 2)
 
 
 def _writes_to_fd2(stream: TextIO | None) -> bool:
@@ -213,5 +214,7 @@ def _pass_on(read_fd: int, terminal_fd: int) -> None:
 def _stop_filtering(terminal_fd: int) -> None:
     """At exit: fd 2 back to the terminal (the pipe's end closes), what is left passed on."""
     os.dup2(terminal_fd, 2)
+    if _kept_fd >= 0:  # the silencer's copy of fd 2 holds the pipe open too: let it go
+        os.dup2(terminal_fd, _kept_fd)
     for thread in _filtering:
         thread.join(timeout=1.0)
