@@ -340,6 +340,10 @@ def mocap(
         bool | None,
         typer.Option("--merge-takes/--per-take", help="One set of outputs for the whole clip."),
     ] = None,
+    person: Annotated[
+        str | None,
+        typer.Option(help="Whom to follow: largest, center, left, right, or N (N-th from the left)."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Motion capture to BVH, keypoints, Live Link Face CSV, control video and mattes.
@@ -363,6 +367,7 @@ def mocap(
         max_frames=max_frames,
         take=take,
         merge_takes=merge_takes,
+        person=person,
     )
     report(run_workflow("mocap", inputs, quiet=as_json), as_json)
 

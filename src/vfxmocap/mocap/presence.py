@@ -99,13 +99,14 @@ def judge(
 ) -> list[str]:
     """One reason per frame of one shot: "" where a person is present, else why not."""
     opts = options or PresenceOptions()
-    reasons = [_single_frame_reason(image[i], agreement[i], opts) for i in range(len(image))]
+    reasons = [frame_reason(image[i], agreement[i], opts) for i in range(len(image))]
     _check_proportions(world, reasons, opts)
     _drop_short_runs(reasons, opts.min_run)
     return reasons
 
 
-def _single_frame_reason(image: Array, agreement: float, opts: PresenceOptions) -> str:
+def frame_reason(image: Array, agreement: float, opts: PresenceOptions) -> str:
+    """The checks one frame can pass on its own: "" for a person, else why not."""
     if not np.isfinite(image[:, 0]).any():
         return "not_detected"
     if float(np.nanmean(image[CORE, 2])) < opts.min_visibility:

@@ -21,6 +21,7 @@ from vfxmocap.media.pipeline import run_pipeline
 from vfxmocap.media.sources import FrameSource
 from vfxmocap.mocap import openpose
 from vfxmocap.mocap.cuts import CutDetector
+from vfxmocap.mocap.follow import Followed, Follower, PersonChoice
 from vfxmocap.mocap.presence import PresenceOptions, judge, mask_agreement
 from vfxmocap.vision.pose import NUM_FACE, NUM_HAND, NUM_POSE, PoseFrame, PoseTracker
 from vfxmocap.vision.segmentation import PersonSegmenter
@@ -45,6 +46,8 @@ class Take:
     cuts: list[int] = field(default_factory=list)  # source frames that start a new shot
     reasons: list[str] | None = None  # per frame: "" present, else why absent (after vet)
     repaired: NDArray[np.bool_] | None = None  # (N,) frames whose skeleton was repaired
+    other_person: NDArray[np.bool_] | None = None  # (N,) someone else's skeleton dropped
+    followed: list[Followed] = field(default_factory=list)  # who each shot follows
 
     def __post_init__(self) -> None:
         n = len(self.times)
@@ -54,6 +57,8 @@ class Take:
             self.agreement = np.full(n, np.nan, np.float32)
         if self.repaired is None:
             self.repaired = np.zeros(n, bool)
+        if self.other_person is None:
+            self.other_person = np.zeros(n, bool)
 
     @property
     def frames(self) -> int:
@@ -87,27 +92,33 @@ def capture(
     on_frame: Callable[[Frame, PoseFrame], None] | None = None,
     segmenter: PersonSegmenter | None = None,
     cuts: CutDetector | None = None,
+    person: PersonChoice = "largest",
 ) -> Take:
-    """Track every frame of `source`, decoding in a thread ahead of the tracker.
+    """Track every frame of `source`, decoding in a thread ahead of the tracker, following
+    one person per shot (`person` says whom, at the shot's first frame with a person).
     `on_frame(frame, pose)` runs in the writer thread, for per-frame outputs (a matte); the
     pose carries the person mask it was checked against."""
     times: list[float] = []
     frames: list[PoseFrame] = []
     agreement: list[float] = []
+    others: list[bool] = []
     cut_frames: list[int] = []
     size = [0, 0]
     own_segmenter = segmenter is None
     seg = segmenter or PersonSegmenter()
     detector = cuts or CutDetector()
+    follower = Follower(tracker, person)
 
     def track(item: tuple[int, tuple[float, Frame]]) -> tuple[float, Frame, PoseFrame]:
         index, (t, frame) = item
         if detector(frame):
             cut_frames.append(index)
-            tracker.reset()  # never carry a track across a cut
-        pose = tracker(frame)
-        pose.person_mask = seg(frame)
-        agreement.append(mask_agreement(pose.image, pose.person_mask))
+            follower.cut()  # never carry a track across a cut
+        mask = seg(frame)
+        pose = follower(frame, mask, index)
+        pose.person_mask = mask
+        agreement.append(mask_agreement(pose.image, mask))
+        others.append(follower.other_person)
         return t, frame, pose
 
     def collect(item: tuple[float, Frame, PoseFrame]) -> None:
@@ -125,11 +136,14 @@ def capture(
     try:
         run_pipeline(enumerate(source.timed()), track, collect, progress=progress, cancel=cancel)
     finally:
+        follower.close()
         if own_segmenter:
             seg.close()
     take = _stack(times, frames, (size[0], size[1]), source, tracker.holistic)
     take.agreement = np.array(agreement[: take.frames], np.float32)
+    take.other_person = np.array(others[: take.frames], bool)
     take.cuts = cut_frames
+    take.followed = follower.takes
     return take
 
 
@@ -182,10 +196,13 @@ def vet(take: Take, options: PresenceOptions | None = None) -> Take:
     """The take with every frame where no person is really there made absent (NaN), each
     with its reason; judged shot by shot, so one shot's body never vouches for another's."""
     assert take.agreement is not None
+    assert take.other_person is not None
     reasons: list[str] = []
     for start, stop in shots(take):
         rows = slice(start, stop)
         reasons += judge(take.image[rows], take.world[rows], take.agreement[rows], options)
+    for i in np.flatnonzero(take.other_person):
+        reasons[i] = reasons[i] if reasons[i] != "not_detected" else "other_person"
     absent = np.array([bool(r) for r in reasons], bool)
     out = replace(take, image=take.image.copy(), world=take.world.copy(), reasons=reasons)
     out.image[absent] = np.nan
@@ -222,12 +239,17 @@ def sliced(take: Take, start: int, stop: int) -> Take:
         cuts=[c for c in take.cuts if first < c <= last],
         reasons=part(take.reasons),
         repaired=part(take.repaired),
+        other_person=part(take.other_person),
     )
 
 
 def split(take: Take) -> list[Take]:
-    """One take per shot."""
-    return [sliced(take, start, stop) for start, stop in shots(take)]
+    """One take per shot, each with whom it follows."""
+    takes = [sliced(take, start, stop) for start, stop in shots(take)]
+    if len(take.followed) == len(takes):
+        for part, followed in zip(takes, take.followed, strict=True):
+            part.followed = [followed]
+    return takes
 
 
 def joined(takes: list[Take]) -> Take:
@@ -251,4 +273,6 @@ def joined(takes: list[Take]) -> Take:
         cuts=[c for t in takes[1:] for c in [t.frame_range[0]]],
         reasons=[r for t in takes for r in t.absent_reasons()],
         repaired=cat("repaired"),
+        other_person=cat("other_person"),
+        followed=[f for t in takes for f in t.followed],
     )

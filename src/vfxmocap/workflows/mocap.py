@@ -23,12 +23,12 @@ from vfxmocap.media.video import VideoWriter
 from vfxmocap.mocap import blendshapes, exporters, openpose
 from vfxmocap.mocap.bvh import animate, write_bvh
 from vfxmocap.mocap.filters import FilterOptions, Motion, clean, concat
+from vfxmocap.mocap.follow import PersonChoice
 from vfxmocap.mocap.live import LivePose
 from vfxmocap.mocap.matte import MatteMode, composite, cover, soft_mask
 from vfxmocap.mocap.plausible import repair
 from vfxmocap.mocap.take import Take, capture, joined, split, vet
 from vfxmocap.samples import sample_path
-from vfxmocap.vision.faces import MediaPipeFaceAnalyzer
 from vfxmocap.vision.pose import PoseFrame, PoseTracker
 from vfxmocap.workflows.registry import LiveSpec, Resources, Workflow, WorkflowResult, register
 
@@ -53,6 +53,12 @@ class MocapInputs(BaseModel):
     )
     merge_takes: bool = Field(
         False, description="One set of outputs over the whole clip instead of one per take."
+    )
+    person: PersonChoice = Field(
+        "largest",
+        description="Whom to follow when several people are in view, chosen at each take's "
+        "first frame with a person: largest, center, left, right, or N (the N-th from the "
+        "left, from 1).",
     )
 
     model_config = {"populate_by_name": True}
@@ -99,41 +105,6 @@ class _Matte:
             for png in self.dir.glob("*.png"):
                 png.unlink()
         return self.dir if ok else None
-
-
-class _People:
-    """Counts faces now and then: MediaPipe Pose follows one person, and the output says so
-    when several were in view."""
-
-    every = 25
-
-    def __init__(self, then: Any) -> None:
-        self.analyzer = MediaPipeFaceAnalyzer(tiles=False)
-        self.then = then
-        self.frame = 0
-        self.most = 0
-        self.crowded: list[int] = []
-
-    def __call__(self, frame: Frame, pose: PoseFrame) -> None:
-        if self.frame % self.every == 0:
-            count = len(self.analyzer.detect(frame))
-            self.most = max(self.most, count)
-            if count > 1:
-                self.crowded.append(self.frame)
-        self.frame += 1
-        if self.then is not None:
-            self.then(frame, pose)
-
-    def meta(self) -> dict[str, Any]:
-        self.analyzer.close()
-        if self.most > 1:
-            return {
-                "people": f"up to {self.most} people in view (faces counted every "
-                f"{self.every} frames, e.g. frames {self.crowded[:5]}); the most "
-                "prominent person is followed",
-                "several_people": True,
-            }
-        return {"people": "one person in view", "several_people": False}
 
 
 def _draw_preview(frame: Frame, coco: NDArray[np.float64]) -> Frame:
@@ -261,7 +232,7 @@ def _run(
         shown = concat(motions if inputs.take is None else [motions[inputs.take - 1]])
         out = inputs.output_dir / "preview.mp4"
         written.add("preview", _preview(inputs, shown, raw.fps, out, cancel))
-    return WorkflowResult(dict(written.paths), _summary(raw, quality, written))
+    return WorkflowResult(dict(written.paths), _summary(raw, meta, quality, written))
 
 
 def _track(
@@ -274,7 +245,7 @@ def _track(
             source.frame_count = min(source.frame_count or inputs.max_frames, inputs.max_frames)
         still = isinstance(source, ImageSource)
         live_preview = None
-        matte = people = None
+        matte = None
         tracker = PoseTracker(holistic=holistic, static=still)
         ok = False
         try:
@@ -283,18 +254,17 @@ def _track(
             if inputs.preview and source.live:
                 live_preview = _LivePreview(inputs.output_dir / "preview.mp4", source.fps, matte)
                 hook = live_preview
-            people = _People(hook)
             take = capture(
                 _limited(source, inputs.max_frames),
                 tracker,
                 progress=progress,
                 cancel=cancel,
-                on_frame=people,
+                on_frame=hook,
+                person=inputs.person,
             )
             ok = True
         finally:
             tracker.close()
-            meta = people.meta() if people is not None else {}  # also releases its detector
             if matte is not None:
                 written.add("matte", matte.finish(ok))
             if live_preview is not None:
@@ -302,7 +272,20 @@ def _track(
                     written.add("preview", live_preview.writer.close())
                 else:
                     live_preview.writer.abort()
-    return take, meta, live_preview
+    return take, _people(take), live_preview
+
+
+def _people(take: Take) -> dict[str, Any]:
+    """Who is followed, per take, when several people were in view (for the JSON's meta)."""
+    most = max((f.people_in_view for f in take.followed), default=0)
+    crowded = [
+        f"take {i + 1}: {f.describe()}" for i, f in enumerate(take.followed) if f.people_in_view > 1
+    ]
+    if crowded:
+        text = f"up to {most} people in view; followed " + "; ".join(crowded)
+    else:
+        text = "one person in view" if most else "nobody in view"
+    return {"people": text, "several_people": most > 1}
 
 
 def _output_sets(inputs: MocapInputs, takes: list[Take]) -> dict[str, list[int]]:
@@ -420,6 +403,7 @@ def _quality(take: Take, motion: Motion, number: int, files: dict[str, Path]) ->
         else 0.0,
         "jitter_px": _jitter(motion),
         "points_not_measured": int(motion.held[present].sum()),
+        "person": take.followed[0].as_dict() if take.followed else None,
         "files": {k: str(v) for k, v in files.items()},
     }
 
@@ -450,13 +434,19 @@ def _write_takes(inputs: MocapInputs, raw: Take, quality: list[dict[str, Any]]) 
     return path
 
 
-def _summary(raw: Take, quality: list[dict[str, Any]], written: _Written) -> dict[str, Any]:
+def _summary(
+    raw: Take, people: dict[str, Any], quality: list[dict[str, Any]], written: _Written
+) -> dict[str, Any]:
     keep = ("take", "first_frame", "last_frame", "coverage", "frames_repaired", "jitter_px")
     summary: dict[str, Any] = {
         "frames": raw.frames,
+        "people": people["people"],
         "frames_with_person": sum(q["frames_with_person"] for q in quality),
         "takes_found": len(raw.cuts) + 1,
-        "takes": [{k: q[k] for k in keep} for q in quality],
+        "takes": [
+            {**{k: q[k] for k in keep}, "person": (q["person"] or {}).get("description")}
+            for q in quality
+        ],
         "frames_repaired": sum(q["frames_repaired"] for q in quality),
         "points_not_measured": sum(q["points_not_measured"] for q in quality),
     }
