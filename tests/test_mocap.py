@@ -620,7 +620,7 @@ def test_a_person_who_appears_later_is_not_followed() -> None:
 def test_person_not_in_view_follows_nobody(two_people) -> None:
     take, _ = _follow(two_people[:10], 3)
     assert take.followed[0].index is None and not take.present.any()
-    assert "person 3 not in view (2 seen)" == take.followed[0].describe()
+    assert take.followed[0].describe() == "person 3 not in view (2 seen)"
 
 
 def test_cli_says_who_is_followed(two_people, tmp_path: Path) -> None:
@@ -646,9 +646,7 @@ def test_camera_capture_still_works(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     real = cv2.VideoCapture
     clip = str(sample_path("carphone"))
     monkeypatch.setattr(cv2, "VideoCapture", lambda index: real(clip if index == 0 else index))
-    result = MOCAP(
-        {"input": "camera:0", "output_dir": tmp_path, "max_frames": 24, "preview": True}
-    )
+    result = MOCAP({"input": "camera:0", "output_dir": tmp_path, "max_frames": 24, "preview": True})
     doc = json.loads(result.outputs["json"].read_text())
     assert doc["source"] == "camera:0" and doc["frames"] == 24
     assert all(f["present"] for f in doc["data"])

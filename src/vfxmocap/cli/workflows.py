@@ -342,7 +342,9 @@ def mocap(
     ] = None,
     person: Annotated[
         str | None,
-        typer.Option(help="Whom to follow: largest, center, left, right, or N (N-th from the left)."),
+        typer.Option(
+            help="Whom to follow: largest, center, left, right, or N (N-th from the left)."
+        ),
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:

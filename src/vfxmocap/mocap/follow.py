@@ -241,8 +241,8 @@ class Follower:
         hidden = [b for b in track.others if _overlap(b, track.box) < 0.3]
         if hidden:
             crop = crop.copy()
-            for box in hidden:
-                _black_out(crop, (box[0] - x0, box[1] - y0, box[2] - x0, box[3] - y0))
+            for other in hidden:
+                _black_out(crop, (other[0] - x0, other[1] - y0, other[2] - x0, other[3] - y0))
         pose = self.tracker(np.ascontiguousarray(crop))
         pose.image[:, 0] += x0
         pose.image[:, 1] += y0
