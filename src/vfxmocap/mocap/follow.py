@@ -162,6 +162,17 @@ class _Track:
     others: list[Box] = field(default_factory=list)
 
 
+def _rescaled(window: tuple[int, int, int, int], last: tuple[int, int, int, int] | None) -> bool:
+    """A crop of another size: the tracker's region, kept in the crop's normalised
+    coordinates, would be scaled. A shift of a same-sized crop only moves it by about the
+    person's change of speed, which the landmark model takes up."""
+    if last is None:
+        return True
+    sizes = np.array([window[2] - window[0], window[3] - window[1]], np.float64)
+    before = np.array([last[2] - last[0], last[3] - last[1]], np.float64)
+    return bool((np.abs(sizes / np.maximum(before, 1.0) - 1.0) > 0.25).any())
+
+
 class Follower:
     """Stateful over a clip: call `cut()` where a take starts, then once per frame in order.
     `other_person` says whether the last frame dropped someone else's skeleton."""
@@ -233,9 +244,9 @@ class Follower:
         track = self._track
         assert track.box is not None
         window = self._window(frame.shape[1], frame.shape[0])
-        if window != track.used:  # the tracker's region is in the old crop's coordinates
-            self.tracker.reset()
-            track.used = window
+        if _rescaled(window, track.used):  # the tracker's region would be far off; it
+            self.tracker.lose()  # runs its detector next (a graph restart costs far more)
+        track.used = window
         x0, y0, x1, y1 = window
         crop = frame[y0:y1, x0:x1]
         hidden = [b for b in track.others if _overlap(b, track.box) < 0.3]
@@ -253,7 +264,7 @@ class Follower:
         if not self._continuous(box):
             track.others.append(box)  # someone else: hidden from now on, looked for again
             track.lost += 1
-            self.tracker.reset()
+            self.tracker.lose()
             self.other_person = True
             return empty_frame()
         track.box, track.lost = box, 0

@@ -122,6 +122,11 @@ class PoseTracker:
         """Forget the tracked region (at a shot cut): the next frame runs the detector."""
         self._model.reset()
 
+    def lose(self) -> None:
+        """Drop the tracked region without restarting the graph (a restart costs several
+        frames): after a frame with nobody in it, the next frame runs the detector."""
+        self._model.process(np.zeros((64, 64, 3), np.uint8))
+
     def __call__(self, frame: Frame) -> PoseFrame:
         h, w = frame.shape[:2]
         if self._quiet_runs > 0:
