@@ -111,19 +111,20 @@ def _black_out(frame: Frame, box: Box, grow: float = 0.2) -> None:
 def find_people(
     frame: Frame,
     mask: NDArray[np.float32] | None,
-    detector: PoseTracker,
+    tracker: PoseTracker,
     options: PresenceOptions | None = None,
 ) -> list[Person]:
-    """Everyone in view, sorted left to right: the detector finds the most prominent person,
-    who is blacked out before it looks again. Skeletons that fail the presence checks
-    (visibility, the person mask) are blacked out too but not counted."""
+    """Everyone in view, sorted left to right: the tracker's detector finds the most
+    prominent person, who is blacked out before it looks again. Skeletons that fail the
+    presence checks (visibility, the person mask) are blacked out too but not counted."""
     opts = options or PresenceOptions()
     size = (frame.shape[1], frame.shape[0])
     work = frame.copy()
     people: list[Person] = []
     seen: list[Box] = []
     for _ in range(MAX_PEOPLE):
-        pose = detector(work)
+        tracker.lose()  # detect, do not track the last one found
+        pose = tracker(work)
         box = person_box(pose.image, size)
         if box is None or any(_overlap(box, s) > 0.8 for s in seen):
             break
@@ -188,13 +189,8 @@ class Follower:
         self.options = options or PresenceOptions()
         self.takes: list[Followed] = []
         self.other_person = False
-        self._detector: PoseTracker | None = None
         self._track = _Track()
         self.cut()
-
-    def close(self) -> None:
-        if self._detector is not None:
-            self._detector.close()
 
     def cut(self) -> None:
         """A new take: forget the person followed and choose again."""
@@ -220,9 +216,7 @@ class Follower:
         if not self._valid(pose, mask):
             return pose  # a phantom or nothing: the presence checks turn it down
         size = (frame.shape[1], frame.shape[0])
-        if self._detector is None:
-            self._detector = PoseTracker(static=True)
-        people = find_people(frame, mask, self._detector, self.options)
+        people = find_people(frame, mask, self.tracker, self.options)
         own = person_box(pose.image, size)
         if not people and own is not None:
             people = [Person(pose, own)]

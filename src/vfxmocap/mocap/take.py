@@ -136,7 +136,6 @@ def capture(
     try:
         run_pipeline(enumerate(source.timed()), track, collect, progress=progress, cancel=cancel)
     finally:
-        follower.close()
         if own_segmenter:
             seg.close()
     take = _stack(times, frames, (size[0], size[1]), source, tracker.holistic)
