@@ -190,11 +190,11 @@ class Follower:
         self.takes: list[Followed] = []
         self.other_person = False
         self._track = _Track()
-        self.cut()
+        self.takes.append(Followed(str(self.choice)))
 
     def cut(self) -> None:
         """A new take: forget the person followed and choose again."""
-        self.tracker.reset()
+        self.tracker.lose()
         self._track = _Track()
         self.takes.append(Followed(str(self.choice)))
 
