@@ -867,3 +867,75 @@ def test_a_store_locked_by_another_process_does_not_freeze_the_api(tmp_path: Pat
         poster.join(timeout=30)
     assert answered_in < 0.5, f"the event loop was blocked for {answered_in:.2f} s"
     assert submitted == [202]  # queued once the lock was free
+
+
+def _data_url_image(url: str) -> np.ndarray:
+    assert url.startswith("data:image/jpeg;base64,")
+    return decode_image(base64.b64decode(url.split(",", 1)[1]))
+
+
+def test_preview_swaps_one_chosen_frame_of_the_target(server: TestClient) -> None:
+    source = upload(server, sample_path("astronaut"))
+    target = upload(server, sample_path("carphone"))
+    inputs = {"sources": [source], "target": target}
+    response = server.post("/api/preview", json={"workflow": "swap", "inputs": inputs, "frame": 60})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["frame"], body["frames"]) == (60, 120)
+    before, after = _data_url_image(body["before"]), _data_url_image(body["after"])
+    frames = list(VideoReader(sample_path("carphone")))
+    # The frame asked for, not the first: closer to frame 60 than to frame 0.
+    assert np.abs(before.astype(int) - frames[60]).mean() < np.abs(before.astype(int) - frames[0]).mean()
+    changed = np.abs(after.astype(int) - before.astype(int)).max(axis=2) > 40
+    assert 0.01 < changed.mean() < 0.5  # the face changed, not the whole frame
+    # Past the end: the last frame.
+    late = server.post("/api/preview", json={"workflow": "swap", "inputs": inputs, "frame": 999})
+    assert late.json()["frame"] == 119
+
+
+def test_preview_serves_a_plugins_processor_without_special_cases(server: TestClient) -> None:
+    stamp, target = upload(server, sample_path("astronaut")), upload(server, sample_path("coffee"))
+    inputs = {"image": stamp, "target": target, "size": 40}
+    body = server.post("/api/preview", json={"workflow": "stamp", "inputs": inputs}).json()
+    before, after = _data_url_image(body["before"]), _data_url_image(body["after"])
+    assert body["frames"] == 1
+    corner = np.abs(after[:40, :40].astype(int) - before[:40, :40].astype(int)).mean()
+    rest = np.abs(after[60:, 60:].astype(int) - before[60:, 60:].astype(int)).mean()
+    assert corner > 20 and rest < 3
+
+
+def test_preview_refusals_are_typed(server: TestClient) -> None:
+    none = server.post("/api/preview", json={"workflow": "sleep", "inputs": {}})
+    assert none.status_code == 422 and "no frame preview" in none.json()["error"]["message"]
+    target = upload(server, sample_path("carphone"))
+    inputs = {"sources": [upload(server, sample_path("astronaut"))], "target": target}
+    slow = server.post(
+        "/api/preview",
+        json={"workflow": "swap", "inputs": inputs, "frame": 119, "time_limit_s": 0.001},
+    )
+    assert slow.status_code == 504 and slow.json()["error"]["code"] == "timeout"
+    bad = server.post("/api/preview", json={"workflow": "swap", "inputs": {"target": target}})
+    assert bad.status_code == 422
+
+
+def test_the_studio_is_served_at_the_root(server: TestClient) -> None:
+    page = server.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert 'type="importmap"' in page.text
+    for asset in ("app.js", "vfxmocap.js", "vendor/preact.mjs", "vendor/htm.mjs"):
+        response = server.get(f"/studio/{asset}")
+        assert response.status_code == 200, asset
+        assert response.headers["content-type"].startswith("text/javascript")
+    assert server.get("/studio/../app.py").status_code == 404
+    assert server.get("/studio/%2e%2e/app.py").status_code == 404
+    assert server.get("/api/nothing").json()["error"]["code"] == "not_found"
+
+
+def test_the_studio_needs_no_token_but_the_api_does(tmp_path: Path) -> None:
+    service = JobService(Settings(data_dir=tmp_path, workers=1, api_token="s3cret-token"))
+    with TestClient(create_app(service, start=False), base_url="http://127.0.0.1:8420") as client:
+        assert client.get("/").status_code == 200
+        assert client.get("/studio/app.js").status_code == 200
+        assert client.get("/api/system").status_code == 401
+        headers = {"Authorization": "Bearer s3cret-token"}
+        assert client.get("/api/system", headers=headers).status_code == 200

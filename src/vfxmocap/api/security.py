@@ -18,6 +18,15 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from vfxmocap.core.errors import InvalidParams
 
 
+PUBLIC_PREFIX = "/studio/"  # the studio's static files
+
+
+def is_public(path: str) -> bool:
+    """The studio's page and files: served without the token (they hold no data; the page
+    asks for the token and sends it with each API call)."""
+    return path == "/" or path.startswith(PUBLIC_PREFIX)
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -177,7 +186,7 @@ class GuardMiddleware:
                 hint = "Use http://127.0.0.1, or set VFX_API_TOKEN to serve other machines."
                 await error_response(403, "forbidden", why, hint)(scope, receive, send)
                 return
-        elif scope["method"] != "OPTIONS":
+        elif scope["method"] != "OPTIONS" and not is_public(scope["path"]):
             refusal = self._authenticate(scope, headers)
             if refusal is not None:
                 await refusal(scope, receive, send)

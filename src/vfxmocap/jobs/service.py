@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel
+
 from vfxmocap.core.config import Settings, get_settings
 from vfxmocap.core.errors import InputError, InvalidParams, WorkerUnavailable
 from vfxmocap.core.log import get_logger
@@ -153,7 +155,7 @@ class JobService:
         StoreBusy when the store's write lock is taken (nothing was queued)."""
         flow = get_workflow(workflow)
         job_id = new_job_id()
-        resolved = flow.parse(self._resolve(flow, dict(inputs), self.jobs_dir / job_id))
+        resolved = self.parse_inputs(flow, inputs, self.jobs_dir / job_id)
         needs = flow.requirements(resolved)
         queue, backend, route = self.route(flow.name, needs)
         job = self.store.submit(
@@ -251,11 +253,13 @@ class JobService:
             log.warning("job %s failed: %s", job.id, error.message)
             self.bus.publish(job_event("failed", job.id, message=error.message))
 
-    def _resolve(self, flow: Workflow, data: dict[str, Any], job_dir: Path) -> dict[str, Any]:
-        self.uploads.resolve(data, flow.files)
+    def parse_inputs(self, flow: Workflow, inputs: dict[str, Any], job_dir: Path) -> BaseModel:
+        """A client's inputs as the workflow runs them: upload ids made paths, the outputs
+        placed in `job_dir`. Raises pydantic's ValidationError or `InputError`."""
+        data = self.uploads.resolve(dict(inputs), flow.files)
         if flow.place_outputs is not None:
             data.update(flow.place_outputs(data, job_dir))
-        return data
+        return flow.parse(data)
 
     def get(self, job_id: str) -> Job:
         job = self.store.get(job_id) if _is_id(job_id) else None

@@ -77,6 +77,11 @@ class LiveSpec:
     processor: FrameProcessor[Any, Any]  # stateless; its options model is the stream's settings
     # Settings fields that name files (a path, or a list of paths): upload ids over the API.
     files: tuple[str, ...] = ()
+    # The workflow's input field whose frames the processor turns (a preview reads one).
+    frames: str | None = None
+    # The processor's options from the workflow's parsed inputs, as its render sets them up
+    # (default: the inputs' fields of the same names).
+    setup: Callable[[Any], BaseModel] | None = None
 
     @property
     def settings(self) -> type[BaseModel]:
