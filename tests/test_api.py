@@ -375,6 +375,7 @@ def test_workflows_models_system(server: TestClient) -> None:
     assert "target" in flows["swap"]["inputs"]["properties"]
     assert flows["mocap"]["live"]["name"] == "pose" and flows["transcode"]["live"] is None
     assert flows["stamp"]["live"]["files"] == ["image"]
+    assert flows["stamp"]["live"]["frames"] == "target" and flows["swap"]["live"]["frames"] == "target"
     assert "sources" in flows["swap"]["live"]["settings"]["properties"]
     models = {m["name"]: m for m in server.get("/api/models").json()}
     assert models["mediapipe-pose"]["ready"] and not models["inswapper-128"]["ready"]

@@ -157,9 +157,11 @@ def _public(status: Any) -> dict[str, Any]:
 
 
 def _live(spec: LiveSpec) -> dict[str, Any]:
-    """A live stream as a client opens it: `WS /api/stream/{name}`, settings first."""
+    """A live stream as a client opens it: `WS /api/stream/{name}`, settings first;
+    `frames` names the input a preview (`POST /api/preview`) reads a frame of, or is null."""
     return {
         "name": spec.name,
         "settings": spec.settings.model_json_schema(),
         "files": list(spec.files),
+        "frames": spec.frames,
     }
