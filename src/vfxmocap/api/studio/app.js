@@ -144,10 +144,10 @@ function Preview({ workflow, inputs, call }) {
   const [shot, setShot] = useState(null);
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState(null);
-  const run = async () => {
+  const run = async (at = frame) => {
     setBusy(true); setError(null);
     try {
-      const result = await client.preview(workflow.name, inputs, { frame });
+      const result = await client.preview(workflow.name, inputs, { frame: at });
       setShot(result); setFrames(result.frames);
     } catch (err) {
       if (err instanceof VfxError && err.status === 401) call(() => Promise.reject(err));
@@ -160,10 +160,11 @@ function Preview({ workflow, inputs, call }) {
     <div class="slider">
       <label for="preview-frame">Frame</label>
       <input id="preview-frame" type="range" min="0" max=${Math.max(0, frames - 1)} value=${frame}
-        onInput=${(e) => setFrame(parseInt(e.target.value, 10))} onChange=${run} />
+        onInput=${(e) => setFrame(parseInt(e.target.value, 10))}
+        onChange=${(e) => run(parseInt(e.target.value, 10))} />
       <output for="preview-frame">${frame}${frames > 1 ? ` / ${frames - 1}` : ""}</output>
     </div>
-    <button type="button" onClick=${run} disabled=${busy}>${busy ? "Previewing…" : "Preview frame"}</button>
+    <button type="button" onClick=${() => run()} disabled=${busy}>${busy ? "Previewing…" : "Preview frame"}</button>
     <${ErrorBox} error=${error} />
     ${shot && html`<div class="before-after">
       <figure><img id="preview-before" src=${shot.before} alt="before" /><figcaption>before</figcaption></figure>
@@ -407,4 +408,6 @@ function LivePlaceholder({ workflows }) {
     <code>client.stream(name, settings)</code> or <code>vfx live</code>.</p></section>`;
 }
 
-render(html`<${App} />`, document.getElementById("app"));
+const root = document.getElementById("app");
+root.textContent = ""; // the "Loading" line
+render(html`<${App} />`, root);

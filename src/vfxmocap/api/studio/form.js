@@ -60,7 +60,7 @@ export function pruned(value) {
   return out;
 }
 
-const label = (name, s) => s.title || name.replace(/_$/, "").replace(/_/g, " ");
+const label = (name) => name.replace(/_$/, "").replace(/_/g, " ");
 
 /** One upload drop zone: thumbnails, a progress bar per file, the upload ids as value. */
 function FileDrop({ id, name, multiple, value, onChange, client, onError }) {

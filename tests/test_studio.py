@@ -1,0 +1,227 @@
+"""The web studio in real Chromium (Debian's, driven by Playwright) against a real `vfx serve`,
+and the JavaScript client under Node's test runner against another (token-protected) one."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import ALLOW_SKIP, require
+from tests.servers import ROOT, ServerProcess
+from vfxmocap.samples import sample_path
+
+CHROMIUM = "/usr/bin/chromium"
+TOKEN = "studio-test-token-0123456789"
+IMAGES = ROOT / "docs" / "images"
+
+
+def _program(path: str | None, name: str) -> str:
+    if path is None or not os.path.exists(path):
+        if ALLOW_SKIP:
+            pytest.skip(f"{name} is not installed (VFX_TEST_ALLOW_SKIP=1)")
+        pytest.fail(f"{name} is not installed: .ci/run installs it (apt-get install {name})")
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    with ServerProcess(tmp_path_factory.mktemp("studio"), workers=2) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def token_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    data = tmp_path_factory.mktemp("studio-token")
+    with ServerProcess(data, workers=1, VFX_API_TOKEN=TOKEN) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    _program(CHROMIUM, "chromium")
+    sync_api = require("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM)
+        yield launched
+        launched.close()
+
+
+class Console(list[str]):
+    """Errors and warnings the page logged, and uncaught exceptions."""
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1100, "height": 800})
+    opened = context.new_page()
+    console = Console()
+    opened.on(
+        "console",
+        lambda m: console.append(f"{m.type}: {m.text}") if m.type in ("error", "warning") else None,
+    )
+    opened.on("pageerror", lambda e: console.append(f"uncaught: {e}"))
+    opened.console = console
+    opened.set_default_timeout(30_000)
+    yield opened
+    context.close()
+    assert list(console) == [], "the page logged errors"
+
+
+def upload(page: Any, field: str, path: Path) -> None:
+    """Choose a file for a form's file field and wait until its upload is done."""
+    page.set_input_files(f"#f-{field}", str(path))
+    page.wait_for_selector(f'[data-field="{field}"] figcaption:has-text("✓")')
+
+
+def slide(page: Any, selector: str, value: float) -> None:
+    """Move a range input as a user's drag does: its value, then input and change events."""
+    page.eval_on_selector(
+        selector,
+        """(el, v) => { el.value = v; el.dispatchEvent(new Event('input', {bubbles: true}));
+        el.dispatchEvent(new Event('change', {bubbles: true})); }""",
+        str(value),
+    )
+
+
+def job_card(page: Any, state: str) -> Any:
+    return page.locator(f'li.job[data-state="{state}"]').first
+
+
+def test_dashboard_shows_the_device(server: ServerProcess, page: Any) -> None:
+    page.goto(server.url + "/")
+    page.wait_for_selector("#device .device-kind")
+    assert page.inner_text("#device .device-kind") in ("CPU", "CUDA", "MPS")
+    assert "GB" in page.inner_text("#device")
+    assert "mediapipe-face-mesh" in page.inner_text("#models")
+    assert "queued" in page.inner_text("#queue")
+    page.screenshot(path=str(IMAGES / "studio_dashboard.png"), full_page=True)
+
+
+def test_a_swap_from_the_form_runs_to_the_end_and_its_video_plays(
+    server: ServerProcess, page: Any
+) -> None:
+    page.goto(server.url + "/#/create")
+    page.select_option("#workflow", "swap")
+    upload(page, "sources", sample_path("astronaut"))
+    upload(page, "target", sample_path("carphone"))
+    assert page.eval_on_selector('[data-field="target"] progress', "p => p.value") == 1
+    page.click("text=Queue swap")
+    page.wait_for_url("**/#/jobs")
+    # Every width the progress bar takes while the job runs.
+    page.evaluate(
+        """() => { window.seen = new Set();
+        new MutationObserver(() => document.querySelectorAll('li.job .bar')
+          .forEach(b => window.seen.add(Number(b.getAttribute('aria-valuenow')))))
+        .observe(document.body, {subtree: true, attributes: true, childList: true}); }"""
+    )
+    job_card(page, "succeeded").wait_for(timeout=120_000)
+    seen = sorted(page.evaluate("[...window.seen]"))
+    assert len([p for p in seen if 0 < p < 100]) >= 2, seen  # it moved, not jumped to the end
+    job_card(page, "succeeded").locator("text=Results").click()
+    video = page.locator("video.result-video")
+    video.wait_for()
+    played = page.evaluate(
+        """async () => { const v = document.querySelector('video.result-video');
+        v.muted = true; await v.play();
+        await new Promise(r => setTimeout(r, 600));
+        return {time: v.currentTime, width: v.videoWidth, error: v.error && v.error.code}; }"""
+    )
+    assert played["time"] > 0 and played["width"] == 176 and played["error"] is None
+    page.screenshot(path=str(IMAGES / "studio_results.png"))
+
+
+def test_cancel_a_running_job(server: ServerProcess, page: Any) -> None:
+    page.goto(server.url + "/#/create")
+    page.select_option("#workflow", "sleep")
+    slide(page, "#f-seconds", 60)
+    page.click("text=Queue sleep")
+    page.wait_for_url("**/#/jobs")
+    running = job_card(page, "running")
+    running.wait_for()
+    page.wait_for_function("document.title.includes('%)')")  # the tab shows progress
+    running.locator("button.cancel").click()
+    cancelled = job_card(page, "cancelled")
+    cancelled.wait_for()
+    assert cancelled.locator("button.cancel").count() == 0
+    assert "Retry" in cancelled.inner_text()
+    page.wait_for_function("document.title === 'vfxmocap studio'")
+
+
+def test_a_failed_job_shows_its_code_message_and_hint(server: ServerProcess, page: Any) -> None:
+    page.goto(server.url + "/#/create")
+    page.select_option("#workflow", "sleep")
+    page.fill("#f-fail", "input")
+    page.click("text=Queue sleep")
+    failed = job_card(page, "failed")
+    failed.wait_for()
+    error = failed.locator(".error")
+    assert error.locator(".code").inner_text() == "input_error"
+    assert "this input is wrong on purpose" in error.locator(".message").inner_text()
+    assert error.locator(".hint").inner_text() == "Check the input file and try again."
+
+
+def test_preview_shows_one_frame_before_and_after(server: ServerProcess, page: Any) -> None:
+    page.goto(server.url + "/#/create")
+    page.select_option("#workflow", "swap")
+    upload(page, "sources", sample_path("astronaut"))
+    upload(page, "target", sample_path("carphone"))
+    page.click("text=Preview frame")
+    page.wait_for_selector("#preview-after")
+    first = page.get_attribute("#preview-after", "src")
+    slide(page, "#preview-frame", 80)  # the slider spans the target's frames now; change runs it
+    page.wait_for_function(
+        "document.querySelector('#preview output').textContent.startsWith('80 / 119')"
+    )
+    page.wait_for_function(
+        "s => document.querySelector('#preview-after').src !== s", arg=first
+    )
+    sizes = page.evaluate(
+        """() => ['#preview-before', '#preview-after'].map(s => {
+        const i = document.querySelector(s); return [i.naturalWidth, i.naturalHeight, i.src]; })"""
+    )
+    assert [s[:2] for s in sizes] == [[176, 144], [176, 144]]
+    assert sizes[0][2] != sizes[1][2]  # the swap changed the frame
+    page.locator("#preview").screenshot(path=str(IMAGES / "studio_preview.png"))
+
+
+def test_a_token_protected_server_asks_for_the_token(token_server: ServerProcess, page: Any) -> None:
+    page.goto(token_server.url + "/")
+    dialog = page.locator('[role="dialog"]')
+    dialog.wait_for()
+    page.fill("#token", "not-the-token")
+    page.click("text=Sign in")
+    page.wait_for_selector('[role="dialog"] .error')
+    page.console.clear()  # the refused request is logged by the browser, as it should be
+    page.fill("#token", TOKEN)
+    page.click("text=Sign in")
+    page.wait_for_selector("#device .device-kind")
+    assert dialog.count() == 0
+    page.goto(token_server.url + "/#/jobs")
+    page.wait_for_selector(".socket.on")  # the events socket carries the token too
+
+
+def test_the_javascript_client_against_a_real_server(token_server: ServerProcess) -> None:
+    node = _program(shutil.which("node"), "nodejs")
+    env = {
+        **os.environ,
+        "VFX_URL": token_server.url,
+        "VFX_TOKEN": TOKEN,
+        "VFX_FACE": str(sample_path("astronaut")),
+        "VFX_IMAGE": str(sample_path("coffee")),
+    }
+    done = subprocess.run(
+        [node, "--experimental-websocket", "--test", str(ROOT / "tests" / "js")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "# fail 0" in done.stdout and "# pass 0" not in done.stdout
