@@ -375,7 +375,7 @@ def test_workflows_models_system(server: TestClient) -> None:
     assert "target" in flows["swap"]["inputs"]["properties"]
     assert flows["mocap"]["live"]["name"] == "pose" and flows["transcode"]["live"] is None
     assert flows["stamp"]["live"]["files"] == ["image"]
-    assert flows["stamp"]["live"]["frames"] == "target" and flows["swap"]["live"]["frames"] == "target"
+    assert flows["stamp"]["live"]["frames"] == flows["swap"]["live"]["frames"] == "target"
     assert "sources" in flows["swap"]["live"]["settings"]["properties"]
     models = {m["name"]: m for m in server.get("/api/models").json()}
     assert models["mediapipe-pose"]["ready"] and not models["inswapper-128"]["ready"]
@@ -885,8 +885,12 @@ def test_preview_swaps_one_chosen_frame_of_the_target(server: TestClient) -> Non
     assert (body["frame"], body["frames"]) == (60, 120)
     before, after = _data_url_image(body["before"]), _data_url_image(body["after"])
     frames = list(VideoReader(sample_path("carphone")))
+
     # The frame asked for, not the first: closer to frame 60 than to frame 0.
-    assert np.abs(before.astype(int) - frames[60]).mean() < np.abs(before.astype(int) - frames[0]).mean()
+    def distance(frame: np.ndarray) -> float:
+        return float(np.abs(before.astype(int) - frame).mean())
+
+    assert distance(frames[60]) < distance(frames[0])
     changed = np.abs(after.astype(int) - before.astype(int)).max(axis=2) > 40
     assert 0.01 < changed.mean() < 0.5  # the face changed, not the whole frame
     # Past the end: the last frame.
@@ -940,3 +944,21 @@ def test_the_studio_needs_no_token_but_the_api_does(tmp_path: Path) -> None:
         assert client.get("/api/system").status_code == 401
         headers = {"Authorization": "Bearer s3cret-token"}
         assert client.get("/api/system", headers=headers).status_code == 200
+
+
+def test_the_backend_can_be_chosen_and_the_route_is_shown(server: TestClient) -> None:
+    assert server.get("/api/system").json()["backends"] == ["local"]
+    chosen = server.post("/api/jobs", json={"workflow": "sleep", "backend": "local"})
+    assert chosen.status_code == 202, chosen.text
+    assert chosen.json()["backend"] == "local" and "local workers" in chosen.json()["route"]
+    assert wait(server, chosen.json()["id"])["route"] == chosen.json()["route"]
+    absent = server.post("/api/jobs", json={"workflow": "sleep", "backend": "celery"})
+    assert absent.status_code == 503
+    error = absent.json()["error"]
+    assert (
+        error["code"] == "worker_unavailable"
+        and "celery backend is not configured" in error["message"]
+    )
+    assert error["hint"] == "Choose auto or one of: local."
+    unknown = server.post("/api/jobs", json={"workflow": "sleep", "backend": "gpu-farm"})
+    assert unknown.status_code == 422

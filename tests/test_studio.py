@@ -178,9 +178,7 @@ def test_preview_shows_one_frame_before_and_after(server: ServerProcess, page: A
     page.wait_for_function(
         "document.querySelector('#preview output').textContent.startsWith('80 / 119')"
     )
-    page.wait_for_function(
-        "s => document.querySelector('#preview-after').src !== s", arg=first
-    )
+    page.wait_for_function("s => document.querySelector('#preview-after').src !== s", arg=first)
     sizes = page.evaluate(
         """() => ['#preview-before', '#preview-after'].map(s => {
         const i = document.querySelector(s); return [i.naturalWidth, i.naturalHeight, i.src]; })"""
@@ -190,7 +188,9 @@ def test_preview_shows_one_frame_before_and_after(server: ServerProcess, page: A
     page.locator("#preview").screenshot(path=str(IMAGES / "studio_preview.png"))
 
 
-def test_a_token_protected_server_asks_for_the_token(token_server: ServerProcess, page: Any) -> None:
+def test_a_token_protected_server_asks_for_the_token(
+    token_server: ServerProcess, page: Any
+) -> None:
     page.goto(token_server.url + "/")
     dialog = page.locator('[role="dialog"]')
     dialog.wait_for()

@@ -17,7 +17,6 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from vfxmocap.core.errors import InvalidParams
 
-
 PUBLIC_PREFIX = "/studio/"  # the studio's static files
 
 

@@ -149,15 +149,18 @@ class JobService:
         timeout_s: float | None = None,
         max_attempts: int = 3,
         wait: bool = True,
+        backend: str = "auto",
     ) -> Job:
         """Validate untrusted inputs into a queued job. Raises pydantic's ValidationError
         (field messages) or `InputError` for an unknown upload id; with `wait=False`,
-        StoreBusy when the store's write lock is taken (nothing was queued)."""
+        StoreBusy when the store's write lock is taken (nothing was queued). `backend`
+        "auto" takes the configured order; a backend's name sends the job there or
+        refuses it (WorkerUnavailable) when that backend cannot run it."""
         flow = get_workflow(workflow)
         job_id = new_job_id()
         resolved = self.parse_inputs(flow, inputs, self.jobs_dir / job_id)
         needs = flow.requirements(resolved)
-        queue, backend, route = self.route(flow.name, needs)
+        queue, chosen, route = self.route(flow.name, needs, backend)
         job = self.store.submit(
             workflow,
             resolved.model_dump(mode="json", by_alias=True),
@@ -166,7 +169,7 @@ class JobService:
             max_attempts=max_attempts,
             timeout_s=timeout_s or flow.resources.timeout_s,
             job_id=job_id,
-            backend=backend,
+            backend=chosen,
             route=route,
             needs=needs,
             wait=wait,
@@ -181,12 +184,27 @@ class JobService:
             if backend is not None:
                 backend.notify()
 
-    def route(self, workflow: str, needs: Resources) -> tuple[str, str, str]:
-        """(queue, backend, why): the first backend in the configured order with
-        a worker that can run this workflow with these needs; `why` names the need that
-        passed over a backend."""
+    def available_backends(self) -> list[str]:
+        """The backends this server can send jobs to, in its configured order."""
+        present = {
+            "local": True,
+            "celery": self.celery is not None,
+            "remote": self.remote is not None,
+        }
+        return [b for b in self.settings.backends if present[b]]
+
+    def route(self, workflow: str, needs: Resources, choice: str = "auto") -> tuple[str, str, str]:
+        """(queue, backend, why): the first backend in the configured order (or the one
+        chosen) with a worker that can run this workflow with these needs; `why` names
+        the need that passed over a backend."""
+        available = self.available_backends()
+        if choice != "auto" and choice not in available:
+            raise WorkerUnavailable(
+                f"the {choice} backend is not configured on this server",
+                hint=f"Choose auto or one of: {', '.join(available)}.",
+            )
         passed: list[str] = []
-        for backend in self.settings.backends:
+        for backend in self.settings.backends if choice == "auto" else [choice]:
             if backend == "celery":
                 if self.celery is None:
                     continue  # no broker configured: not a choice, nothing to explain

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, File, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
@@ -28,6 +28,11 @@ class JobRequest(BaseModel):
     priority: int = Field(0, ge=-100, le=100, description="Higher runs first.")
     timeout_s: float | None = Field(None, gt=0, le=7 * 86400)
     max_attempts: int = Field(3, ge=1, le=10)
+    backend: Literal["auto", "local", "celery", "remote"] = Field(
+        "auto",
+        description="Where the job runs: auto (the configured order) or one backend; "
+        "the job's `route` says where it went and why.",
+    )
 
 
 def job_view(service: JobService, job: Job, position: int | None = None) -> dict[str, Any]:
@@ -108,6 +113,7 @@ def router(service: JobService) -> APIRouter:
             priority=request.priority,
             timeout_s=request.timeout_s,
             max_attempts=request.max_attempts,
+            backend=request.backend,
         )
         # The fast path runs on the loop (a thread hop costs more than the write), but only
         # when the write can start at once: a lock held by another thread or process, or
@@ -119,7 +125,13 @@ def router(service: JobService) -> APIRouter:
             job = submit_job(wait=False)
         except StoreBusy:
             job = await asyncio.to_thread(submit_job)
-        body = {"id": job.id, "state": job.state.value, "position": service.store.position(job.id)}
+        body = {
+            "id": job.id,
+            "state": job.state.value,
+            "position": service.store.position(job.id),
+            "backend": job.backend,
+            "route": job.route,
+        }
         return JSONResponse(body, status_code=202)  # plain JSON: no encoder walk per request
 
     @api.get("/jobs/{job_id}")

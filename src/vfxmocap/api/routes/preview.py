@@ -27,7 +27,8 @@ class PreviewRequest(BaseModel):
 
 
 def data_url(frame: Frame) -> str:
-    return "data:image/jpeg;base64," + base64.b64encode(encode_image(frame, ".jpg", quality=85)).decode()
+    jpeg = encode_image(frame, ".jpg", quality=85)
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode()
 
 
 def router(service: JobService) -> APIRouter:

@@ -93,6 +93,7 @@ def router(service: JobService) -> APIRouter:
             "version": __version__,
             "device": device.to_dict(),
             "workers": settings.workers,
+            "backends": service.available_backends(),
             "expected_fps": expected_fps(device),
         }
 
