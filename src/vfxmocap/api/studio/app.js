@@ -3,6 +3,7 @@ import { render } from "preact";
 import { useCallback, useEffect, useMemo, useRef, useState } from "preact/hooks";
 import { Client, FINAL_STATES, VfxError } from "./vfxmocap.js";
 import { SchemaForm, defaults, html, pruned } from "./form.js";
+import { Live } from "./live.js";
 import { Results } from "./results.js";
 
 const TOKEN_KEY = "vfx-token";
@@ -178,7 +179,10 @@ function Create({ call, workflows, initial }) {
   const workflow = workflows.find((w) => w.name === name);
   const [value, setValue] = useState({});
   const [priority, setPriority] = useState(0);
+  const [backend, setBackend] = useState("auto");
+  const [backends, setBackends] = useState([]);
   const [error, setError] = useState(null);
+  useEffect(() => { call(() => client.system()).then((s) => s && setBackends(s.backends)); }, []);
   const [queued, setQueued] = useState(null);
   useEffect(() => {
     if (!workflow) return;
@@ -188,7 +192,7 @@ function Create({ call, workflows, initial }) {
   const submit = async (e) => {
     e.preventDefault(); setError(null);
     try {
-      const job = await client.submit(workflow.name, pruned(value), { priority });
+      const job = await client.submit(workflow.name, pruned(value), { priority, backend });
       setQueued(job);
       location.hash = "#/jobs";
     } catch (err) {
@@ -213,6 +217,11 @@ function Create({ call, workflows, initial }) {
         <span class="slider"><input id="priority" type="range" min="-100" max="100" value=${priority}
           onInput=${(e) => setPriority(parseInt(e.target.value, 10))} /><output>${priority}</output></span>
         <small class="help">Higher runs first.</small></div>
+      ${backends.length > 1 && html`<div class="field"><label for="backend">Backend</label>
+        <select id="backend" value=${backend} onChange=${(e) => setBackend(e.target.value)}>
+          <option value="auto">auto (${backends.join(" → ")})</option>
+          ${backends.map((b) => html`<option value=${b}>${b}</option>`)}
+        </select><small class="help">Where the job runs; the job shows the route it took.</small></div>`}
       <${Presets} workflow=${workflow.name} value=${value} onLoad=${(v) => setValue({ ...defaults(workflow.inputs, workflow.inputs), ...v })} />
       <${ErrorBox} error=${error} />
       <button type="submit" class="primary">Queue ${workflow.name}</button>
@@ -384,7 +393,7 @@ function App() {
     if (view === "create") body = html`<${Create} key=${edit?.id || "new"} call=${call} workflows=${workflows} initial=${edit} />`;
     else if (view === "jobs") body = html`<${Jobs} live=${live} call=${call} />`;
     else if (view === "job") body = html`<${Results} client=${client} id=${route[1]} call=${call} />`;
-    else if (view === "live") body = html`<${LivePlaceholder} workflows=${workflows} />`;
+    else if (view === "live") body = html`<${Live} client=${client} workflows=${workflows} />`;
     else body = html`<${Dashboard} call=${call} />`;
   }
   const running = live.jobs.filter((j) => j.state === "running").length;
@@ -399,13 +408,6 @@ function App() {
       ${body}
     </main>
     ${login !== null && html`<${Login} failed=${login} onDone=${start} />`}`;
-}
-
-function LivePlaceholder({ workflows }) {
-  const streams = workflows.filter((w) => w.live).map((w) => w.live.name);
-  return html`<section class="card"><h2>Live</h2>
-    <p>Live streams on this server: ${streams.join(", ")}. Connect with <code>vfxmocap.js</code>'s
-    <code>client.stream(name, settings)</code> or <code>vfx live</code>.</p></section>`;
 }
 
 const root = document.getElementById("app");

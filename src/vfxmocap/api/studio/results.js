@@ -2,6 +2,7 @@
 // and the job's log.
 import { useEffect, useState } from "preact/hooks";
 import { html } from "./form.js";
+import { BvhPlayer, CsvCurves } from "./viewers.js";
 
 /** What an output is: its content type and file name, from a one-byte range request. */
 async function describe(client, id, name) {
@@ -19,13 +20,18 @@ async function describe(client, id, name) {
 function Output({ client, job, output }) {
   const url = client.outputUrl(job.id, output.name);
   const [text, setText] = useState(null);
-  const textual = /json|csv|text|bvh/.test(output.type) || /\.(bvh|csv|json|txt)$/.test(output.file);
+  const kind = /\.bvh$/i.test(output.file) ? "bvh" : /\.csv$/i.test(output.file) ? "csv" : null;
+  const textual = /json|text/.test(output.type) || /\.(json|txt)$/.test(output.file);
   useEffect(() => {
-    if (!textual || output.type.startsWith("video") || output.type.startsWith("image")) return;
+    if (kind || !textual || output.type.startsWith("video") || output.type.startsWith("image")) return;
     fetch(url).then((r) => r.text()).then((t) => setText(t.length > 4000 ? t.slice(0, 4000) + "\n…" : t));
   }, [url]);
   let view = null;
-  if (output.type.startsWith("video")) {
+  if (kind === "bvh") {
+    view = html`<${BvhPlayer} url=${url} />`;
+  } else if (kind === "csv") {
+    view = html`<${CsvCurves} url=${url} />`;
+  } else if (output.type.startsWith("video")) {
     view = html`<video class="result-video" controls preload="metadata" src=${url}></video>`;
   } else if (output.type.startsWith("image")) {
     view = html`<img class="result-image" src=${url} alt=${output.file} />`;

@@ -142,8 +142,9 @@ export class Client {
    * Queue a job. `inputs` name files by upload id (see `upload`).
    * @param {string} workflow
    * @param {Record<string, any>} inputs
-   * @param {{priority?: number, timeout_s?: number, max_attempts?: number}} [options]
-   * @returns {Promise<{id: string, state: string, position: number|null}>}
+   * @param {{priority?: number, timeout_s?: number, max_attempts?: number,
+   *   backend?: "auto"|"local"|"celery"|"remote"}} [options] backend: where it runs (auto: the server's order)
+   * @returns {Promise<{id: string, state: string, position: number|null, backend: string, route: string}>}
    */
   submit(workflow, inputs, options = {}) {
     return this.request("POST", "/api/jobs", { workflow, inputs, ...options });
