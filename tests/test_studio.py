@@ -110,7 +110,15 @@ def test_dashboard_shows_the_device(server: ServerProcess, page: Any, tmp_path: 
     assert "GB" in page.inner_text("#device")
     assert "mediapipe-face-mesh" in page.inner_text("#models")
     assert "queued" in page.inner_text("#queue")
-    page.screenshot(path=shot(tmp_path, "studio_dashboard.png"), full_page=True)
+    page.screenshot(path=shot(tmp_path, "studio_dashboard.jpg"), full_page=True)
+    page.set_viewport_size({"width": 390, "height": 844})  # a phone: nothing wider than it
+    for view in ("dashboard", "create", "jobs", "live"):
+        page.goto(f"{server.url}/#/{view}")
+        page.wait_for_selector("main section")
+        if view == "create":
+            page.select_option("#workflow", "swap")
+        width = page.evaluate("document.scrollingElement.scrollWidth")
+        assert width <= 390, f"{view} is {width} px wide on a 390 px screen"
 
 
 def test_a_swap_from_the_form_runs_to_the_end_and_its_video_plays(
@@ -143,10 +151,10 @@ def test_a_swap_from_the_form_runs_to_the_end_and_its_video_plays(
         return {time: v.currentTime, width: v.videoWidth, error: v.error && v.error.code}; }"""
     )
     assert played["time"] > 0 and played["width"] == 176 and played["error"] is None
-    page.screenshot(path=shot(tmp_path, "studio_results.png"))
+    page.screenshot(path=shot(tmp_path, "studio_results.jpg"))
 
 
-def test_cancel_a_running_job(server: ServerProcess, page: Any) -> None:
+def test_cancel_a_running_job(server: ServerProcess, page: Any, tmp_path: Path) -> None:
     page.goto(server.url + "/#/create")
     page.select_option("#workflow", "sleep")
     slide(page, "#f-seconds", 60)
@@ -155,6 +163,7 @@ def test_cancel_a_running_job(server: ServerProcess, page: Any) -> None:
     running = job_card(page, "running")
     running.wait_for()
     page.wait_for_function("document.title.includes('%)')")  # the tab shows progress
+    page.screenshot(path=shot(tmp_path, "studio_jobs.jpg"))
     running.locator("button.cancel").click()
     cancelled = job_card(page, "cancelled")
     cancelled.wait_for()
@@ -197,7 +206,7 @@ def test_preview_shows_one_frame_before_and_after(
     )
     assert [s[:2] for s in sizes] == [[176, 144], [176, 144]]
     assert sizes[0][2] != sizes[1][2]  # the swap changed the frame
-    page.locator("#preview").screenshot(path=shot(tmp_path, "studio_preview.png"))
+    page.locator("#preview").screenshot(path=shot(tmp_path, "studio_preview.jpg"))
 
 
 def drawn(page: Any, selector: str, colour: tuple[int, int, int]) -> int:
