@@ -215,7 +215,8 @@ def drawn(page: Any, selector: str, colour: tuple[int, int, int]) -> int:
         selector,
         """(c, rgb) => { const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
         let n = 0; for (let i = 0; i < d.length; i += 4)
-          if (Math.abs(d[i] - rgb[0]) + Math.abs(d[i+1] - rgb[1]) + Math.abs(d[i+2] - rgb[2]) < 60) n++;
+          n += Math.abs(d[i] - rgb[0]) + Math.abs(d[i+1] - rgb[1])
+            + Math.abs(d[i+2] - rgb[2]) < 60;
         return n; }""",
         list(colour),
     )
