@@ -99,6 +99,14 @@ def slide(page: Any, selector: str, value: float) -> None:
     )
 
 
+def swap_form(page: Any, server: ServerProcess) -> None:
+    """The Create view with the swap form, astronaut onto carphone uploaded."""
+    page.goto(server.url + "/#/create")
+    page.select_option("#workflow", "swap")
+    upload(page, "sources", sample_path("astronaut"))
+    upload(page, "target", sample_path("carphone"))
+
+
 def job_card(page: Any, state: str) -> Any:
     return page.locator(f'li.job[data-state="{state}"]').first
 
@@ -124,10 +132,7 @@ def test_dashboard_shows_the_device(server: ServerProcess, page: Any, tmp_path: 
 def test_a_swap_from_the_form_runs_to_the_end_and_its_video_plays(
     server: ServerProcess, page: Any, tmp_path: Path
 ) -> None:
-    page.goto(server.url + "/#/create")
-    page.select_option("#workflow", "swap")
-    upload(page, "sources", sample_path("astronaut"))
-    upload(page, "target", sample_path("carphone"))
+    swap_form(page, server)
     assert page.eval_on_selector('[data-field="target"] progress', "p => p.value") == 1
     page.click("text=Queue swap")
     page.wait_for_url("**/#/jobs")
@@ -188,10 +193,7 @@ def test_a_failed_job_shows_its_code_message_and_hint(server: ServerProcess, pag
 def test_preview_shows_one_frame_before_and_after(
     server: ServerProcess, page: Any, tmp_path: Path
 ) -> None:
-    page.goto(server.url + "/#/create")
-    page.select_option("#workflow", "swap")
-    upload(page, "sources", sample_path("astronaut"))
-    upload(page, "target", sample_path("carphone"))
+    swap_form(page, server)
     page.click("text=Preview frame")
     page.wait_for_selector("#preview-after")
     first = page.get_attribute("#preview-after", "src")
