@@ -211,6 +211,27 @@ def test_preview_shows_one_frame_before_and_after(
     page.locator("#preview").screenshot(path=shot(tmp_path, "studio_preview.jpg"))
 
 
+def test_the_queue_resyncs_after_the_server_restarts(browser: Any, tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "data", VFX_SHUTDOWN_GRACE_S="0.5")
+    page = browser.new_page()
+    try:
+        with server, server.client() as client:
+            page.goto(server.url + "/#/jobs")
+            page.wait_for_selector(".socket.on")
+            job = client.submit("sleep", {"seconds": 60})["id"]
+            page.wait_for_selector(f'li.job[data-job="{job}"][data-state="running"]')
+            server.terminate()
+            page.wait_for_selector(".socket.off")  # the page knows it lost the server
+            server.start()
+            page.wait_for_selector(".socket.on", timeout=30_000)  # reconnected by itself
+            client.cancel(job)
+            assert client.wait(job, timeout=60)["state"] == "cancelled"
+            page.wait_for_selector(f'li.job[data-job="{job}"][data-state="cancelled"]')
+            assert page.locator("li.job").count() == 1
+    finally:
+        page.close()
+
+
 def drawn(page: Any, selector: str, colour: tuple[int, int, int]) -> int:
     """How many pixels of a canvas are near `colour`."""
     count: int = page.eval_on_selector(
