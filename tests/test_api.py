@@ -962,3 +962,19 @@ def test_the_backend_can_be_chosen_and_the_route_is_shown(server: TestClient) ->
     assert error["hint"] == "Choose auto or one of: local."
     unknown = server.post("/api/jobs", json={"workflow": "sleep", "backend": "gpu-farm"})
     assert unknown.status_code == 422
+
+
+def test_an_upload_is_served_back_by_its_id(server: TestClient) -> None:
+    data = sample_path("carphone").read_bytes()
+    upload_id = upload(server, sample_path("carphone"), "my clip.mp4")
+    whole = server.get(f"/api/uploads/{upload_id}")
+    assert whole.status_code == 200 and whole.content == data
+    assert (
+        whole.headers["content-type"] == "video/mp4"
+        and "my%20clip.mp4" in whole.headers["content-disposition"]
+    )
+    part = server.get(f"/api/uploads/{upload_id}", headers={"Range": "bytes=10-19"})
+    assert part.status_code == 206 and part.content == data[10:20]
+    for bad in ("0123456789abcdef0123456789abcdef", "..%2F..%2Fetc%2Fpasswd", "nothing"):
+        missing = server.get(f"/api/uploads/{bad}")
+        assert missing.status_code == 404 and missing.json()["error"]["hint"]

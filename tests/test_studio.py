@@ -156,6 +156,12 @@ def test_a_swap_from_the_form_runs_to_the_end_and_its_video_plays(
         return {time: v.currentTime, width: v.videoWidth, error: v.error && v.error.code}; }"""
     )
     assert played["time"] > 0 and played["width"] == 176 and played["error"] is None
+    # The target beside it, following the output's playback.
+    before = page.evaluate(
+        """() => { const b = document.querySelector('video.result-before');
+        return {time: b.currentTime, height: b.videoHeight, paused: b.paused}; }"""
+    )
+    assert before["height"] == 144 and before["time"] > 0 and not before["paused"]
     page.screenshot(path=shot(tmp_path, "studio_results.jpg"))
 
 

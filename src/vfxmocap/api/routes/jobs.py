@@ -214,4 +214,16 @@ def router(service: JobService) -> APIRouter:
         meta = await asyncio.to_thread(service.uploads.commit, upload_id, part, file.filename)
         return meta
 
+    @api.get("/uploads/{upload_id}", tags=["uploads"], response_model=None)
+    def uploaded(request: Request, upload_id: str) -> FileResponse | JSONResponse:
+        """An upload's bytes, under the client's file name (range requests work): what a
+        job's inputs were, for a before / after beside its output."""
+        try:
+            path = service.uploads.path(upload_id)
+        except InputError as exc:
+            raise NotFound(exc.message, hint=exc.hint) from None
+        return range_refusal(request.headers.get("range"), path) or FileResponse(
+            path, filename=service.uploads.client_name(upload_id)
+        )
+
     return api

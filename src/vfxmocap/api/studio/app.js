@@ -392,7 +392,7 @@ function App() {
   if (ready) {
     if (view === "create") body = html`<${Create} key=${edit?.id || "new"} call=${call} workflows=${workflows} initial=${edit} />`;
     else if (view === "jobs") body = html`<${Jobs} live=${live} call=${call} />`;
-    else if (view === "job") body = html`<${Results} client=${client} id=${route[1]} call=${call} />`;
+    else if (view === "job") body = html`<${Results} client=${client} id=${route[1]} call=${call} workflows=${workflows} />`;
     else if (view === "live") body = html`<${Live} client=${client} workflows=${workflows} />`;
     else body = html`<${Dashboard} call=${call} />`;
   }

@@ -1,6 +1,6 @@
 // A job's results: each output shown by what it is (video player, image, text), downloads,
 // and the job's log.
-import { useEffect, useState } from "preact/hooks";
+import { useEffect, useRef, useState } from "preact/hooks";
 import { html } from "./form.js";
 import { BvhPlayer, CsvCurves } from "./viewers.js";
 
@@ -17,7 +17,25 @@ async function describe(client, id, name) {
   };
 }
 
-function Output({ client, job, output }) {
+/** The input a frame workflow turned (its `live.frames` field), beside its output: a video
+ * follows the output's play, pause and seeks. */
+function Before({ url, output, outputRef }) {
+  const before = useRef(null);
+  useEffect(() => {
+    const out = outputRef.current, b = before.current;
+    if (!out || !b || !output.type.startsWith("video")) return undefined;
+    const follow = () => { b.currentTime = out.currentTime; if (out.paused) b.pause(); else b.play().catch(() => {}); };
+    const events = ["play", "pause", "seeked"];
+    events.forEach((e) => out.addEventListener(e, follow));
+    return () => events.forEach((e) => out.removeEventListener(e, follow));
+  }, [url]);
+  return output.type.startsWith("video")
+    ? html`<video ref=${before} class="result-before" muted preload="metadata" src=${url}></video>`
+    : html`<img class="result-before" src=${url} alt="before" />`;
+}
+
+function Output({ client, job, output, before }) {
+  const outputRef = useRef(null);
   const url = client.outputUrl(job.id, output.name);
   const [text, setText] = useState(null);
   const kind = /\.bvh$/i.test(output.file) ? "bvh" : /\.csv$/i.test(output.file) ? "csv" : null;
@@ -32,11 +50,16 @@ function Output({ client, job, output }) {
   } else if (kind === "csv") {
     view = html`<${CsvCurves} url=${url} />`;
   } else if (output.type.startsWith("video")) {
-    view = html`<video class="result-video" controls preload="metadata" src=${url}></video>`;
+    view = html`<video ref=${outputRef} class="result-video" controls preload="metadata" src=${url}></video>`;
   } else if (output.type.startsWith("image")) {
     view = html`<img class="result-image" src=${url} alt=${output.file} />`;
   } else if (text !== null) {
     view = html`<pre class="result-text">${text}</pre>`;
+  }
+  if (before && (output.type.startsWith("video") || output.type.startsWith("image"))) {
+    view = html`<div class="before-after">
+      <figure><${Before} url=${before} output=${output} outputRef=${outputRef} /><figcaption>before</figcaption></figure>
+      <figure>${view}<figcaption>after</figcaption></figure></div>`;
   }
   return html`<figure class="card output" data-output=${output.name}>
     <figcaption><b>${output.name}</b> <span class="muted">${output.file} · ${output.type || "file"}</span>
@@ -45,7 +68,7 @@ function Output({ client, job, output }) {
   </figure>`;
 }
 
-export function Results({ client, id, call }) {
+export function Results({ client, id, call, workflows }) {
   const [job, setJob] = useState(null);
   const [outputs, setOutputs] = useState([]);
   const [log, setLog] = useState("");
@@ -59,13 +82,15 @@ export function Results({ client, id, call }) {
     })();
   }, [id]);
   if (!job) return html`<p class="loading">Loading…</p>`;
+  const field = workflows.find((w) => w.name === job.workflow)?.live?.frames;
+  const input = field && typeof job.inputs[field] === "string" ? client.uploadUrl(job.inputs[field]) : null;
   return html`<section class="results">
     <div class="card">
       <h2>${job.workflow} <span class="badge">${job.state}</span></h2>
       <p class="muted">${job.id} · ${job.route || ""}</p>
       ${job.summary && html`<pre class="summary">${JSON.stringify(job.summary, null, 1)}</pre>`}
     </div>
-    ${outputs.map((o) => html`<${Output} key=${o.name} client=${client} job=${job} output=${o} />`)}
+    ${outputs.map((o) => html`<${Output} key=${o.name} client=${client} job=${job} output=${o} before=${input} />`)}
     <details class="card"><summary>Log</summary><pre class="log">${log}</pre></details>
   </section>`;
 }

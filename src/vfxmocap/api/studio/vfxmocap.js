@@ -165,6 +165,9 @@ export class Client {
    */
   outputUrl(id, name) { return this.url(`/api/jobs/${id}/outputs/${encodeURIComponent(name)}`, {}, true); }
 
+  /** Where an upload's bytes are served back (a job's input, for a before / after). @param {string} id */
+  uploadUrl(id) { return this.url(`/api/uploads/${id}`, {}, true); }
+
   /**
    * One frame of a frame workflow's target, before and after its processor (JPEG data URLs).
    * @param {string} workflow
