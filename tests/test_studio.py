@@ -3,6 +3,7 @@ and the JavaScript client under Node's test runner against another (token-protec
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import subprocess
@@ -163,6 +164,48 @@ def test_a_swap_from_the_form_runs_to_the_end_and_its_video_plays(
     )
     assert before["height"] == 144 and before["time"] > 0 and not before["paused"]
     page.screenshot(path=shot(tmp_path, "studio_results.jpg"))
+
+
+def test_the_form_follows_the_schema_and_presets_round_trip(
+    server: ServerProcess, page: Any
+) -> None:
+    page.goto(server.url + "/#/create")
+    page.select_option("#workflow", "swap")
+    group = page.locator('details[data-field="options"]')
+    assert group.get_attribute("open") is None  # nested options start folded
+    group.locator("> summary").click()
+    assert page.eval_on_selector("#f-options-engine", "e => e.tagName") == "SELECT"
+    assert page.eval_on_selector("#f-options-engine", "e => e.value") == "geometric"
+    assert page.get_attribute("#f-options-opacity", "type") == "range"  # 0..1: a slider
+    assert page.get_attribute("#f-options-color_match", "role") == "switch"
+    assert page.is_checked("#f-options-color_match")
+    assert page.get_attribute("#f-options-source_face", "type") == "number"  # no maximum
+    assert "Keep hands and objects" in page.inner_text('[data-field="occlusion"] .help')
+    assert page.locator("#f-output").count() == 0  # set by the server
+    # A dropped file uploads like a chosen one.
+    data = base64.b64encode(sample_path("astronaut").read_bytes()).decode()
+    page.eval_on_selector(
+        '.drop[data-field="sources"]',
+        """(zone, data) => { const bytes = Uint8Array.from(atob(data), c => c.charCodeAt(0));
+        const dt = new DataTransfer();
+        dt.items.add(new File([bytes], 'face.png', {type: 'image/png'}));
+        zone.dispatchEvent(new DragEvent('drop', {dataTransfer: dt, bubbles: true})); }""",
+        data,
+    )
+    page.wait_for_selector('[data-field="sources"] figcaption:has-text("face.png ✓")')
+    # Save a preset, change the form, load the preset back.
+    page.select_option("#f-options-blend", "poisson")
+    page.uncheck("#f-options-color_match")
+    page.fill('[aria-label="preset name"]', "soft")
+    page.click("text=Save preset")
+    page.select_option("#f-options-blend", "feather")
+    page.check("#f-options-color_match")
+    page.select_option("#preset-load", "soft")
+    assert page.eval_on_selector("#f-options-blend", "e => e.value") == "poisson"
+    assert not page.is_checked("#f-options-color_match")
+    page.reload()
+    page.select_option("#workflow", "swap")
+    page.wait_for_selector('#preset-load option:text-is("soft")', state="attached")  # kept
 
 
 def test_cancel_a_running_job(server: ServerProcess, page: Any, tmp_path: Path) -> None:
