@@ -978,3 +978,15 @@ def test_an_upload_is_served_back_by_its_id(server: TestClient) -> None:
     for bad in ("0123456789abcdef0123456789abcdef", "..%2F..%2Fetc%2Fpasswd", "nothing"):
         missing = server.get(f"/api/uploads/{bad}")
         assert missing.status_code == 404 and missing.json()["error"]["hint"]
+
+
+def test_preview_of_mocap_draws_the_skeleton_on_the_frame(server: TestClient) -> None:
+    video = upload(server, sample_path("bikes"))
+    inputs = {"input": video}
+    body = server.post(
+        "/api/preview", json={"workflow": "mocap", "inputs": inputs, "frame": 125}
+    ).json()
+    assert (body["frame"], body["frames"]) == (125, 250)
+    before, after = _data_url_image(body["before"]), _data_url_image(body["after"])
+    changed = np.abs(after.astype(int) - before.astype(int)).max(axis=2) > 60
+    assert 0.001 < changed.mean() < 0.2  # lines over the cyclist, the rest untouched
