@@ -285,7 +285,10 @@ def drawn(page: Any, selector: str, colour: tuple[int, int, int]) -> int:
     """How many pixels of a canvas are near `colour`."""
     count: int = page.eval_on_selector(
         selector,
-        """(c, rgb) => { const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        """(c, rgb) => { const copy = document.createElement('canvas');
+        copy.width = c.width; copy.height = c.height;
+        const ctx = copy.getContext('2d', {willReadFrequently: true}); ctx.drawImage(c, 0, 0);
+        const d = ctx.getImageData(0, 0, c.width, c.height).data;
         let n = 0; for (let i = 0; i < d.length; i += 4)
           n += Math.abs(d[i] - rgb[0]) + Math.abs(d[i+1] - rgb[1])
             + Math.abs(d[i+2] - rgb[2]) < 60;
@@ -315,6 +318,12 @@ def test_mocap_results_play_the_bvh_skeleton_and_plot_the_face_curves(
     before = page.eval_on_selector(".bvh-canvas", "c => c.toDataURL()")
     page.keyboard.press("ArrowLeft")  # orbit
     assert page.eval_on_selector(".bvh-canvas", "c => c.toDataURL()") != before
+    # The pose JSON over the input video, at the video's frame.
+    page.wait_for_selector(".overlay-canvas")
+    page.eval_on_selector(".overlay-video", "v => { v.currentTime = 0.3; }")
+    page.wait_for_function("document.querySelector('.overlay-canvas').dataset.frame === '9'")
+    assert drawn(page, ".overlay-canvas", (0x4E, 0xA1, 0xFF)) > 50  # the limbs
+    assert drawn(page, ".overlay-canvas", (0xFF, 0xD1, 0x66)) > 20  # the joints
     curves = page.locator(".curves-canvas")
     curves.wait_for()
     assert int(curves.get_attribute("data-curves")) > 0

@@ -2,7 +2,7 @@
 // and the job's log.
 import { useEffect, useRef, useState } from "preact/hooks";
 import { html } from "./form.js";
-import { BvhPlayer, CsvCurves } from "./viewers.js";
+import { BvhPlayer, CsvCurves, PoseOverlay } from "./viewers.js";
 
 /** What an output is: its content type and file name, from a one-byte range request. */
 async function describe(client, id, name) {
@@ -38,10 +38,12 @@ function Output({ client, job, output, before }) {
   const outputRef = useRef(null);
   const url = client.outputUrl(job.id, output.name);
   const [text, setText] = useState(null);
-  const kind = /\.bvh$/i.test(output.file) ? "bvh" : /\.csv$/i.test(output.file) ? "csv" : null;
+  // A pose track (the mocap JSON schema) over the input it was tracked on.
+  const pose = before && text !== null && text.startsWith('{"schema":"vfxmocap.mocap/');
+  const kind = /\.bvh$/i.test(output.file) ? "bvh" : /\.csv$/i.test(output.file) ? "csv" : pose ? "pose" : null;
   const textual = /json|text/.test(output.type) || /\.(json|txt)$/.test(output.file);
   useEffect(() => {
-    if (kind || !textual || output.type.startsWith("video") || output.type.startsWith("image")) return;
+    if (!textual || output.type.startsWith("video") || output.type.startsWith("image")) return;
     fetch(url).then((r) => r.text()).then((t) => setText(t.length > 4000 ? t.slice(0, 4000) + "\n…" : t));
   }, [url]);
   let view = null;
@@ -49,6 +51,8 @@ function Output({ client, job, output, before }) {
     view = html`<${BvhPlayer} url=${url} />`;
   } else if (kind === "csv") {
     view = html`<${CsvCurves} url=${url} />`;
+  } else if (kind === "pose") {
+    view = html`<${PoseOverlay} url=${url} video=${before} />`;
   } else if (output.type.startsWith("video")) {
     view = html`<video ref=${outputRef} class="result-video" controls preload="metadata" src=${url}></video>`;
   } else if (output.type.startsWith("image")) {

@@ -193,3 +193,60 @@ export function CsvCurves({ url }) {
     <p class="muted">${table.rows} rows; each curve scaled to its own range.</p>
   </div>`;
 }
+
+// Limbs by landmark name: drawn when both ends are in the file's `landmarks`.
+const LIMBS = [
+  ["left_shoulder", "right_shoulder"], ["left_hip", "right_hip"],
+  ["left_shoulder", "left_hip"], ["right_shoulder", "right_hip"],
+  ["left_shoulder", "left_elbow"], ["left_elbow", "left_wrist"],
+  ["right_shoulder", "right_elbow"], ["right_elbow", "right_wrist"],
+  ["left_hip", "left_knee"], ["left_knee", "left_ankle"],
+  ["right_hip", "right_knee"], ["right_knee", "right_ankle"],
+];
+
+/** A pose JSON (vfxmocap.mocap schema) drawn over the video it was tracked on, in step with
+ * its playback: pixel positions per frame, joints seen in yellow, held (not measured) grey. */
+export function PoseOverlay({ url, video }) {
+  const [take, setTake] = useState(null);
+  const canvas = useRef(null);
+  const player = useRef(null);
+  useEffect(() => { fetch(url).then((r) => r.json()).then(setTake); }, [url]);
+  useEffect(() => {
+    const v = player.current, c = canvas.current;
+    if (!take || !v || !c) return undefined;
+    const index = Object.fromEntries(take.landmarks.map((n, i) => [n, i]));
+    const byFrame = new Map(take.data.map((f) => [f.frame, f]));
+    let handle = 0;
+    const paint = () => {
+      const [w, h] = take.size;
+      if (c.width !== w) { c.width = w; c.height = h; }
+      const ctx = c.getContext("2d");
+      ctx.clearRect(0, 0, w, h);
+      const frame = byFrame.get(Math.round(v.currentTime * take.fps)) || take.data[0];
+      c.dataset.frame = frame ? String(frame.frame) : "";
+      if (frame && frame.present) {
+        const p = frame.pose;
+        ctx.strokeStyle = "#4ea1ff"; ctx.lineWidth = Math.max(2, w / 200);
+        ctx.beginPath();
+        for (const [a, b] of LIMBS) {
+          if (index[a] === undefined || index[b] === undefined) continue;
+          ctx.moveTo(p[index[a]][0], p[index[a]][1]); ctx.lineTo(p[index[b]][0], p[index[b]][1]);
+        }
+        ctx.stroke();
+        for (const point of p) {
+          ctx.fillStyle = point[6] ? "#ffd166" : "#888";
+          ctx.fillRect(point[0] - 2, point[1] - 2, 4, 4);
+        }
+      }
+      handle = requestAnimationFrame(paint);
+    };
+    handle = requestAnimationFrame(paint);
+    return () => cancelAnimationFrame(handle);
+  }, [take]);
+  if (!take) return html`<p class="loading">Loading the pose…</p>`;
+  return html`<div class="overlay">
+    <video ref=${player} src=${video} controls muted preload="auto" class="overlay-video"></video>
+    <canvas ref=${canvas} class="overlay-canvas" aria-label="tracked pose over the video"></canvas>
+    <p class="muted">${take.frames} frames · ${take.landmarks.length} landmarks at ${take.fps} fps</p>
+  </div>`;
+}
