@@ -237,6 +237,16 @@ def test_a_failed_job_shows_its_code_message_and_hint(server: ServerProcess, pag
     assert error.locator(".code").inner_text() == "input_error"
     assert "this input is wrong on purpose" in error.locator(".message").inner_text()
     assert error.locator(".hint").inner_text() == "Check the input file and try again."
+    # Re-run with the same inputs: another failure; the history filters keep to the state.
+    failed.get_by_role("button", name="Re-run", exact=True).click()
+    page.wait_for_function("document.querySelectorAll('li.job[data-state=\"failed\"]').length >= 2")
+    page.select_option("#filter-state", "failed")
+    page.wait_for_function(
+        "[...document.querySelectorAll('li.job')].every(j => j.dataset.state === 'failed')"
+    )
+    page.select_option("#filter-workflow", "swap")
+    page.wait_for_selector("li.job", state="detached")  # no failed swap
+    assert "No jobs" in page.inner_text("main")
 
 
 def test_preview_shows_one_frame_before_and_after(
@@ -406,8 +416,13 @@ def test_the_javascript_client_against_a_real_server(token_server: ServerProcess
         "VFX_FACE": str(sample_path("astronaut")),
         "VFX_IMAGE": str(sample_path("coffee")),
     }
+    # Node 22 has WebSocket built in; Node 20 (Debian's) behind a flag.
+    builtin = subprocess.run(
+        [node, "-e", "process.exit(typeof WebSocket === 'undefined' ? 1 : 0)"], check=False
+    )
+    flags = [] if builtin.returncode == 0 else ["--experimental-websocket"]
     done = subprocess.run(
-        [node, "--experimental-websocket", "--test", str(ROOT / "tests" / "js")],
+        [node, *flags, "--test", str(ROOT / "tests" / "js")],
         env=env,
         capture_output=True,
         text=True,

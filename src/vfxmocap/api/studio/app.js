@@ -93,8 +93,9 @@ function Dashboard({ call }) {
       <ul class="stats">${STATES.map((s) => html`<li class=${"state-" + s}><span>${s}</span><b>${queue.states[s] || 0}</b></li>`)}</ul>
       <p>Workers: ${workers.local.alive} of ${workers.local.slots} alive, ${queue.busy} busy</p>
       ${workers.celery && html`<h3>Celery workers</h3><ul>${workers.celery.map((w) => html`<li>
-        <b>${w.name}</b> ${w.busy ? "busy" : "idle"} · ${w.device || ""} ${w.memory_gb ? w.memory_gb + " GB" : ""}
-        · ${(w.workflows || []).join(", ")}</li>`)}</ul>`}
+        <b>${w.name}</b> ${w.busy ? "busy" : "idle"} · ${w.device_spec || w.device || ""}
+        ${w.gpu ? w.gpu.name : ""} ${w.memory_gb ? `· ${w.memory_gb} GB` : ""}
+        · models ready: ${(w.models || []).length} · runs ${(w.workflows || []).join(", ")}</li>`)}</ul>`}
     </div>
     <div class="card">
       <h2>Expected speed</h2>
