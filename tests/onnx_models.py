@@ -157,9 +157,14 @@ def _value(name: str, shape: list[int]) -> onnx.ValueInfoProto:
 
 
 def lp_appearance(path: Path, *, seed: int = 10) -> Path:
-    """img (1,3,256,256) -> output (1,32,16,64,64): the image pooled to 64x64 and mixed by a
-    1x1 convolution into 32x16 channels, so the volume holds the crop's own layout."""
+    """img (1,3,256,256) -> output (1,32,16,64,64): the image pooled to 64x64 and spread by a
+    1x1 convolution into 32 channels x 16 depths; channels 0-2 carry its R, G, B at every
+    depth (so the warping stand-in can hand the crop back), the others random mixes."""
     rng = np.random.default_rng(seed)
+    weights = rng.normal(0, 0.3, (512, 3, 1, 1)).astype(np.float32)
+    for channel in range(3):
+        weights[channel * 16 : (channel + 1) * 16] = 0.0
+        weights[channel * 16 : (channel + 1) * 16, channel] = 1.0
     nodes = [
         helper.make_node("AveragePool", ["img"], ["pooled"], kernel_shape=[4, 4], strides=[4, 4]),
         helper.make_node("Conv", ["pooled", "W"], ["mixed"]),
@@ -171,7 +176,7 @@ def lp_appearance(path: Path, *, seed: int = 10) -> Path:
         [_value("img", [1, 3, 256, 256])],
         [_value("output", [1, 32, 16, 64, 64])],
         initializer=[
-            _f32(rng, (512, 3, 1, 1), 0.3, "W"),
+            numpy_helper.from_array(weights, "W"),
             numpy_helper.from_array(np.array([1, 32, 16, 64, 64], np.int64), "shape"),
         ],
     )
@@ -185,13 +190,23 @@ def lp_motion(path: Path, *, seed: int = 11) -> Path:
     have a fixed part (a canonical 21-point layout, scale about 1.5), as the real model's."""
     rng = np.random.default_rng(seed)
     sizes = {"pitch": 66, "yaw": 66, "roll": 66, "t": 3, "exp": 63, "scale": 1, "kp": 63}
-    gains = {"pitch": 2.0, "yaw": 2.0, "roll": 2.0, "t": 0.02, "exp": 0.02, "scale": 0.02, "kp": 0.01}
+    gains = {
+        "pitch": 2.0,
+        "yaw": 2.0,
+        "roll": 2.0,
+        "t": 0.02,
+        "exp": 0.02,
+        "scale": 0.02,
+        "kp": 0.01,
+    }
     init = [
         numpy_helper.from_array(np.array([1, 192], np.int64), "flat"),
         numpy_helper.from_array(np.array(0.5, np.float32), "grey"),
     ]
     nodes = [
-        helper.make_node("AveragePool", ["img"], ["pooled"], kernel_shape=[32, 32], strides=[32, 32]),
+        helper.make_node(
+            "AveragePool", ["img"], ["pooled"], kernel_shape=[32, 32], strides=[32, 32]
+        ),
         helper.make_node("Reshape", ["pooled", "flat"], ["vec0"]),
         helper.make_node("Sub", ["vec0", "grey"], ["vec"]),
     ]
@@ -204,7 +219,9 @@ def lp_motion(path: Path, *, seed: int = 11) -> Path:
     for name, size in sizes.items():
         init.append(_f32(rng, (192, size), gains[name], f"W_{name}"))
         b = bias.get(name, np.zeros(size))
-        init.append(numpy_helper.from_array(np.asarray(b, np.float32).reshape(1, size), f"B_{name}"))
+        init.append(
+            numpy_helper.from_array(np.asarray(b, np.float32).reshape(1, size), f"B_{name}")
+        )
         nodes.append(helper.make_node("MatMul", ["vec", f"W_{name}"], [f"m_{name}"]))
         nodes.append(helper.make_node("Add", [f"m_{name}", f"B_{name}"], [name]))
     graph = helper.make_graph(
@@ -217,14 +234,14 @@ def lp_motion(path: Path, *, seed: int = 11) -> Path:
     return _save(graph, path)
 
 
-def lp_warping(path: Path, *, seed: int = 12) -> Path:
+def lp_warping(path: Path) -> Path:
     """feature_3d (1,32,16,64,64), kp_driving, kp_source (1,21,3) -> out (1,3,512,512).
 
     A real 5-D GridSample (opset 20, as torch exports volumetric grid_sample): the volume is
     sampled on an identity grid moved by the driving keypoints' mean offset from the
-    source's, averaged over depth, mixed to 3 channels, squashed into [0, 1] and upsampled
-    to 512. Moving the keypoints moves the picture."""
-    rng = np.random.default_rng(seed)
+    source's, averaged over depth, its channels 0-2 taken as R, G, B and upsampled to 512.
+    With the driving keypoints at the source's it hands back the crop the appearance
+    stand-in saw (at 64 px detail); moving the keypoints moves the picture."""
     d, h, w = 16, 64, 64
     zs, ys, xs = np.meshgrid(
         np.linspace(-1, 1, d), np.linspace(-1, 1, h), np.linspace(-1, 1, w), indexing="ij"
@@ -233,7 +250,7 @@ def lp_warping(path: Path, *, seed: int = 12) -> Path:
     init = [
         numpy_helper.from_array(grid, "base_grid"),
         numpy_helper.from_array(np.array([1, 1, 1, 1, 3], np.int64), "shift_shape"),
-        _f32(rng, (3, 32, 1, 1), 0.5, "W"),
+        numpy_helper.from_array(np.eye(3, 32, dtype=np.float32)[:, :, None, None], "W"),
         numpy_helper.from_array(np.array([1, 1, 8, 8], np.float32), "scales"),
     ]
     nodes = [
@@ -242,11 +259,10 @@ def lp_warping(path: Path, *, seed: int = 12) -> Path:
         helper.make_node("Reshape", ["shift0", "shift_shape"], ["shift"]),
         helper.make_node("Sub", ["base_grid", "shift"], ["grid"]),
         helper.make_node(
-            "GridSample", ["feature_3d", "grid"], ["sampled"], mode="linear", align_corners=0
+            "GridSample", ["feature_3d", "grid"], ["sampled"], mode="linear", align_corners=1
         ),
         helper.make_node("ReduceMean", ["sampled"], ["flat"], axes=[2], keepdims=0),
-        helper.make_node("Conv", ["flat", "W"], ["mixed"]),
-        helper.make_node("Sigmoid", ["mixed"], ["small"]),
+        helper.make_node("Conv", ["flat", "W"], ["small"]),
         helper.make_node("Resize", ["small", "", "scales"], ["out"], mode="linear"),
     ]
     graph = helper.make_graph(

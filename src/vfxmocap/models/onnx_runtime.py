@@ -68,7 +68,6 @@ def session(
     return model_cache().get(key, lambda: _load(path, providers), size_gb)
 
 
-
 class OnnxSession:
     """An ONNX Runtime session whose `run` reports a device out of memory as
     InsufficientMemory (retryable), for every model and engine that runs one."""

@@ -37,12 +37,12 @@ from vfxmocap.portrait.faces import portrait_faces
 from vfxmocap.vision.faces import Face, FaceAnalyzer, MediaPipeFaceAnalyzer
 from vfxmocap.vision.filters import OneEuroFilter
 from vfxmocap.vision.landmarks import (
+    LEFT_BROW,
     LEFT_EYE_INNER,
     LEFT_EYE_OUTER,
     MOUTH_LEFT,
     MOUTH_RIGHT,
     RIGHT_BROW,
-    LEFT_BROW,
     RIGHT_EYE_INNER,
     RIGHT_EYE_OUTER,
     mouth_openness,
@@ -64,7 +64,6 @@ LIP_KP = (6, 12, 14, 17, 19, 20)
 EYE_KP = (11, 13, 15, 16, 18)
 # The motion extractor's outputs, in the order of the ONNX Runtime export.
 MOTION_OUTPUTS = ("pitch", "yaw", "roll", "t", "exp", "scale", "kp")
-
 
 
 @dataclass(frozen=True)
@@ -222,13 +221,15 @@ def stitch(x_driving: Keypoints, delta: NDArray[np.floating[Any]]) -> Keypoints:
 
 
 def stitching_input(x_source: Keypoints, x_driving: Keypoints) -> NDArray[np.float32]:
-    return np.concatenate([x_source.reshape(-1), x_driving.reshape(-1)])[None].astype(np.float32)
+    feed: NDArray[np.float32] = np.concatenate([x_source.reshape(-1), x_driving.reshape(-1)])
+    return feed[None].astype(np.float32)
 
 
 def retarget_input(x_source: Keypoints, ratios: Vector) -> NDArray[np.float32]:
     """The eye (63 + 3) or lip (63 + 2) network's input: the portrait's keypoints, its own
     opening ratio(s), then the wanted opening."""
-    return np.concatenate([x_source.reshape(-1), ratios])[None].astype(np.float32)
+    feed: NDArray[np.float32] = np.concatenate([x_source.reshape(-1), ratios])
+    return feed[None].astype(np.float32)
 
 
 # --- eye and lip opening from the face mesh (LivePortrait measures its own landmarks) ----
@@ -316,8 +317,8 @@ class PasteBack:
         corners = np.array([[0, 0], [size, 0], [0, size], [size, size]], np.float64)
         mapped = corners @ inverse[:, :2].T + inverse[:, 2]
         h, w = shape[:2]
-        x0, y0 = (max(0, int(math.floor(v))) for v in mapped.min(axis=0))
-        x1, y1 = min(w, int(math.ceil(mapped[:, 0].max()))), min(h, int(math.ceil(mapped[:, 1].max())))
+        x0, y0 = (max(0, math.floor(v)) for v in mapped.min(axis=0))
+        x1, y1 = min(w, math.ceil(mapped[:, 0].max())), min(h, math.ceil(mapped[:, 1].max()))
         matrix = inverse.copy()
         matrix[:, 2] -= (x0, y0)
         mask = cv2.warpAffine(crop_mask(size), matrix, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR)
@@ -461,8 +462,12 @@ _EDITS: dict[str, Offsets] = {
         (11, 1, 0.02), (13, 1, -0.006), (15, 1, 0.02), (16, 1, -0.006),
         (1, 1, 0.005), (2, 1, -0.005),
     ),
-    "wink_right": ((11, 1, 0.025), (13, 1, -0.0075), (17, 0, 0.0075), (17, 1, 0.0075), (3, 1, -0.0075)),
-    "wink_left": ((15, 1, 0.025), (16, 1, -0.0075), (17, 0, -0.0075), (17, 1, 0.0075), (7, 1, -0.0075)),
+    "wink_right": (
+        (11, 1, 0.025), (13, 1, -0.0075), (17, 0, 0.0075), (17, 1, 0.0075), (3, 1, -0.0075),
+    ),
+    "wink_left": (
+        (15, 1, 0.025), (16, 1, -0.0075), (17, 0, -0.0075), (17, 1, 0.0075), (7, 1, -0.0075),
+    ),
     "gaze_y": (
         (11, 1, -0.0075), (15, 1, -0.0075), (13, 1, -0.00225), (16, 1, -0.00225),
         (1, 1, 0.001875), (2, 1, -0.001875),
@@ -477,7 +482,11 @@ _SIGNED_EDITS: dict[str, tuple[Offsets, Offsets]] = {  # (positive, negative) pe
     ),
 }
 # Head turns that go with a shape, LivePortrait degrees per unit (AdvancedLivePortrait's).
-_EDIT_TURNS = {"aaa": (-5.0, 0.0, 0.0), "wink_right": (0.0, -2.5, -2.5), "wink_left": (0.0, 2.5, 2.5)}
+_EDIT_TURNS = {
+    "aaa": (-5.0, 0.0, 0.0),
+    "wink_right": (0.0, -2.5, -2.5),
+    "wink_left": (0.0, 2.5, 2.5),
+}
 _UNIT_RANGE = {"blink": (0.0, 1.0), "wink_left": (0.0, 1.0), "wink_right": (0.0, 1.0)}
 # FaceEdits' angles follow HeadPose (yaw to the image's right, pitch up, roll
 # counter-clockwise); LivePortrait's keypoints have y down, which flips all three.
@@ -637,12 +646,13 @@ class LivePortraitEngine:
         `ratio` times the driver's change from neutral. The expression transfer already
         carries `expression_scale` times that change; the networks add the difference
         (zero, and not run, at the defaults)."""
-        o = self.options
+        o, nets = self.options, self.networks
         delta = np.zeros((NUM_KP, 3))
+        lip = np.array([face.lip_ratio])
         parts = (
-            ("eyes", o.eye_ratio, frame.eye - neutral.eye, face.eye_ratios, self.networks.eye_delta),
-            ("lips", o.lip_ratio, frame.lip - neutral.lip, np.array([face.lip_ratio]), self.networks.lip_delta),
-        )  # fmt: skip
+            ("eyes", o.eye_ratio, frame.eye - neutral.eye, face.eye_ratios, nets.eye_delta),
+            ("lips", o.lip_ratio, frame.lip - neutral.lip, lip, nets.lip_delta),
+        )
         for part, ratio, change, own, network in parts:
             if o.region not in ("all", "expression", part):
                 continue
@@ -667,7 +677,9 @@ class LivePortraitEngine:
     def edit(self, edits: FaceEdits) -> Frame:
         if edits.is_identity():
             return self.source.copy()
-        return self._render(lambda face: self._stitched(face, edited_motion(face.motion, edits).keypoints()))
+        return self._render(
+            lambda face: self._stitched(face, edited_motion(face.motion, edits).keypoints())
+        )
 
     def close(self) -> None:
         if self._own_analyzer and hasattr(self.analyzer, "close"):
