@@ -27,6 +27,7 @@ from vfxmocap.portrait.liveportrait import (
     EYE_KP,
     LIP_KP,
     MODEL,
+    CpuFallbackSession,
     DriverFrame,
     LivePortraitEngine,
     Motion,
@@ -153,6 +154,15 @@ def test_relative_motion_composes_as_livePortrait() -> None:
     assert np.allclose(pose, 3.0 * (kp @ rotation_matrix(0, 15, 0)) + [0.15, 0.18, 0.0])
 
 
+def test_the_smoothed_driving_signal_unpacks_to_the_same_motion() -> None:
+    rng = np.random.default_rng(3)
+    m = _motion(rng, pitch=-12.0, yaw=33.0, roll=4.0, t=(0.1, -0.2, 0.3), scale=1.7)
+    m = Motion(m.pitch, m.yaw, m.roll, m.t, rng.normal(0, 0.02, (21, 3)), m.scale, m.kp)
+    back = m.unpacked(m.packed())
+    assert np.allclose(back.keypoints(), m.keypoints())
+    assert back.yaw == pytest.approx(33.0) and back.scale == pytest.approx(1.7)
+
+
 def test_transform_and_stitching_offsets() -> None:
     kp = np.arange(63, dtype=float).reshape(21, 3) / 100
     t = np.array([0.5, -0.5, 9.0])
@@ -175,8 +185,6 @@ def test_gridsample_nodes_leave_coreml_and_tensorrt_for_the_cpu(caplog) -> None:
     caplog.set_level(logging.WARNING, logger="vfxmocap")
     cpu_only = [("CPUExecutionProvider", {})]
     assert gridsample_providers(cpu_only) == cpu_only
-    cuda = [("CUDAExecutionProvider", {"device_id": 1}), ("CPUExecutionProvider", {})]
-    assert gridsample_providers(cuda) == cuda
     assert not caplog.records
 
     coreml = [("CoreMLExecutionProvider", {}), ("CPUExecutionProvider", {})]
@@ -197,9 +205,62 @@ def test_gridsample_nodes_leave_coreml_and_tensorrt_for_the_cpu(caplog) -> None:
         },
     )
     assert adjusted[1] == trt[1] and adjusted[-1] == ("CPUExecutionProvider", {})
-    assert "Tensorrt cannot run the 5-D GridSample" in caplog.text
+    assert "TensorRT and CUDA cannot run the 5-D GridSample" in caplog.text
+    assert "the rest stays on TensorRT" in caplog.text
     mine = [("TensorrtExecutionProvider", {"trt_op_types_to_exclude": "NonZero"})]
     assert gridsample_providers(mine)[0][1]["trt_op_types_to_exclude"] == "NonZero,GridSample"
+
+
+def test_gridsample_warns_for_cuda_too(caplog) -> None:
+    caplog.set_level(logging.WARNING, logger="vfxmocap")
+    cuda = [("CUDAExecutionProvider", {"device_id": 1}), ("CPUExecutionProvider", {})]
+    assert gridsample_providers(cuda) == cuda  # ONNX Runtime hands the nodes to the CPU
+    assert "CUDA cannot run the 5-D GridSample" in caplog.text
+    assert gridsample_providers(cuda[:1])[-1] == ("CPUExecutionProvider", {})
+
+
+class _Session:
+    """A session stand-in: it fails as a 4-D-only GridSample kernel does, or works."""
+
+    def __init__(self, error: str | None) -> None:
+        self.error, self.calls = error, 0
+
+    def run(self, names, feeds):
+        self.calls += 1
+        if self.error:
+            raise RuntimeError(self.error)
+        return ["ran"]
+
+
+def test_a_provider_that_fails_on_5d_gridsample_falls_back_to_the_cpu(caplog) -> None:
+    caplog.set_level(logging.WARNING, logger="vfxmocap")
+    made: list[tuple[bool, _Session]] = []
+
+    def load(cpu_only: bool) -> _Session:
+        made.append(
+            (
+                cpu_only,
+                _Session(
+                    None
+                    if cpu_only
+                    else "[ONNXRuntimeError] : 2 : "
+                    "INVALID_ARGUMENT : Non-zero status code returned while running "
+                    "GridSample node. Only 4-D tensor is supported"
+                ),
+            )
+        )
+        return made[-1][1]
+
+    fallback = CpuFallbackSession(load, "warping_spade.onnx")
+    assert fallback.run(None, {}) == ["ran"] and fallback.on_cpu
+    assert [cpu for cpu, _ in made] == [False, True]
+    assert "running the whole model on the CPU" in caplog.text
+    assert fallback.run(None, {}) == ["ran"] and len(made) == 2  # loaded once
+
+    other = CpuFallbackSession(lambda cpu_only: _Session("out of memory"), "m.onnx")
+    with pytest.raises(RuntimeError, match="out of memory"):
+        other.run(None, {})
+    assert not other.on_cpu
 
 
 def test_the_warping_stand_in_has_a_real_5d_gridsample(lp_store) -> None:
@@ -420,15 +481,24 @@ def test_every_chosen_face_is_animated(lp_store, analyzer, astronaut_bgr, driver
         engine(pair, lp_store, analyzer, faces="0,5")
 
 
-def test_open_engine_builds_it_from_the_model_store(
-    lp_store, astronaut_bgr, monkeypatch: pytest.MonkeyPatch
+def test_open_engine_builds_it_from_the_model_store_and_smooths_the_driver(
+    lp_store, astronaut_bgr, driver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("VFX_MODELS_DIR", str(lp_store.root))
     reload_settings()
-    eng = open_engine("liveportrait", astronaut_bgr, STILL)
+    eng = open_engine("liveportrait", astronaut_bgr, AnimateOptions())  # smoothing on
     try:
         assert isinstance(eng, LivePortraitEngine) and eng.name == "liveportrait"
         assert len(eng.faces) == 1
+        assert eng.drive(driver[0], 0.0).had_face
+        raw = [eng._read_driver(driver[i])[0].motion.packed() for i in (0, 25)]
+        assert eng.drive(driver[25], 1 / 30).had_face
+        # One Euro: the first step after the neutral frame goes part of the way, not all.
+        smoothed = eng._filter._x
+        assert smoothed is not None
+        moved = np.abs(raw[1] - raw[0]) > 1e-3
+        between = (smoothed - raw[0]) / np.where(moved, raw[1] - raw[0], 1.0)
+        assert moved.any() and np.all((between[moved] > 0) & (between[moved] < 1))
     finally:
         eng.close()
 

@@ -337,8 +337,15 @@ class PasteBack:
 
 # --- providers: 5-D GridSample ----------------------------------------------------------
 
-# Providers that cannot run a 5-D (volumetric) GridSample, as warping_spade has.
-NO_VOLUMETRIC_GRIDSAMPLE = ("CoreMLExecutionProvider", "TensorrtExecutionProvider")
+# Providers whose GridSample is 4-D only, so they cannot run warping_spade's 5-D nodes:
+# CoreML and TensorRT (FasterLivePortrait needs a TensorRT plugin for them), and ONNX
+# Runtime's CUDA kernel ("Only 4-D tensor is supported"; FasterLivePortrait's README asks
+# for a source build of a branch). The CPU kernel is N-D since ONNX Runtime 1.17.
+NO_VOLUMETRIC_GRIDSAMPLE = {
+    "CUDAExecutionProvider": "CUDA",
+    "CoreMLExecutionProvider": "CoreML",
+    "TensorrtExecutionProvider": "TensorRT",
+}
 # TensorRT's own default exclusions, kept when GridSample is added to them.
 _TRT_DEFAULT_EXCLUDED = "NonMaxSuppression,NonZero,RoiAlign"
 
@@ -346,20 +353,21 @@ Providers = list[tuple[str, dict[str, Any]]]
 
 
 def gridsample_providers(providers: Providers) -> Providers:
-    """The providers for a model with 5-D GridSample nodes: ONNX Runtime assigns each node
-    to the first provider that can run it, so with CPU in the list those nodes run on the
-    CPU and the rest stays on the accelerator. TensorRT is told to leave GridSample alone
-    (it would otherwise claim the node and fail to build); CoreML declines it by itself.
-    Either way the user is told, never silently."""
+    """The providers for a model with 5-D GridSample nodes. ONNX Runtime gives each node to
+    the first provider that takes it, so with CPU in the list the nodes an accelerator
+    declines run on the CPU and the rest stays on the accelerator. TensorRT is told to
+    leave GridSample alone (it would claim the node and fail to build); a provider that
+    claims the node and fails when it runs is caught by `CpuFallbackSession`. The user is
+    told either way, never silently."""
     names = [name for name, _ in providers]
-    lacking = [name for name in names if name in NO_VOLUMETRIC_GRIDSAMPLE]
+    lacking = [NO_VOLUMETRIC_GRIDSAMPLE[name] for name in names if name in NO_VOLUMETRIC_GRIDSAMPLE]
     if not lacking:
         return providers
     log.warning(
         "%s cannot run the 5-D GridSample nodes of LivePortrait's warping network: those "
         "nodes run on the CPU (slower; the rest stays on %s)",
-        " and ".join(p.removesuffix("ExecutionProvider") for p in lacking),
-        names[0].removesuffix("ExecutionProvider"),
+        " and ".join(lacking),
+        NO_VOLUMETRIC_GRIDSAMPLE.get(names[0], names[0]),
     )
     adjusted: Providers = []
     for name, options in providers:
@@ -373,6 +381,39 @@ def gridsample_providers(providers: Providers) -> Providers:
     return adjusted
 
 
+class CpuFallbackSession:
+    """A session whose accelerator took a node it then cannot run (a 4-D-only GridSample
+    kernel given 5-D input fails at run time, not at load): it says so once and runs the
+    model on the CPU from then on. Any other error is raised as it is."""
+
+    def __init__(self, load: Callable[[bool], Any], what: str) -> None:
+        self._load = load  # load(cpu_only) -> session
+        self.what = what
+        self.inner = load(False)
+        self.on_cpu = False
+
+    def get_inputs(self) -> Any:
+        return self.inner.get_inputs()
+
+    def get_outputs(self) -> Any:
+        return self.inner.get_outputs()
+
+    def run(self, output_names: list[str] | None, feeds: dict[str, Any]) -> Any:
+        try:
+            return self.inner.run(output_names, feeds)
+        except Exception as exc:  # onnxruntime's errors share no base class but Exception
+            if self.on_cpu or "4-D" not in str(exc):
+                raise
+            log.warning(
+                "%s: the accelerator cannot run its 5-D GridSample (%s); running the whole "
+                "model on the CPU from now on",
+                self.what,
+                " ".join(str(exc).split())[:200],
+            )
+            self.inner, self.on_cpu = self._load(True), True
+            return self.inner.run(output_names, feeds)
+
+
 # --- the networks -----------------------------------------------------------------------
 
 
@@ -381,22 +422,22 @@ class Networks:
     versions) and read by output name where the export names them."""
 
     def __init__(self, files: dict[str, Path], device: str | None = None) -> None:
-        def load(name: str, adjust: Callable[[Providers], Providers] | None = None) -> Any:
-            return session(files[name], device, adjust=adjust)
+        def load(name: str) -> Any:
+            return session(files[name], device)
+
+        def load_warping(cpu_only: bool) -> Any:
+            if cpu_only:
+                return session(files[WARPING], "cpu")
+            return session(files[WARPING], device, adjust=gridsample_providers)
 
         self.appearance = load(APPEARANCE)
         self.motion = load(MOTION)
-        self.warping = load(WARPING, gridsample_providers)
+        self.warping = CpuFallbackSession(load_warping, WARPING)
         self.stitching = load(STITCHING)
         self.eye = load(STITCHING_EYE)
         self.lip = load(STITCHING_LIP)
         outputs = [o.name for o in self.motion.get_outputs()]
         self._motion_names = outputs if set(MOTION_OUTPUTS) <= set(outputs) else None
-
-    @classmethod
-    def from_store(cls, device: str | None = None, store: ModelStore | None = None) -> Networks:
-        """ModelMissing (exit 4) naming each missing file and where to place it."""
-        return cls((store or ModelStore()).require(MODEL), device)
 
     @staticmethod
     def _run(sess: Any, *inputs: NDArray[Any]) -> list[NDArray[Any]]:
