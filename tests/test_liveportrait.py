@@ -42,16 +42,13 @@ from vfxmocap.portrait.liveportrait import (
     transform_keypoints,
 )
 from vfxmocap.samples import sample_path
-from vfxmocap.vision.faces import MediaPipeFaceAnalyzer
 
 STILL = AnimateOptions(smoothing=False)
 
 
 @pytest.fixture(scope="module")
-def analyzer():
-    a = MediaPipeFaceAnalyzer()
-    yield a
-    a.close()
+def analyzer(face_analyzer):
+    return face_analyzer
 
 
 @pytest.fixture(scope="module")
