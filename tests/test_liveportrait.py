@@ -290,6 +290,14 @@ def test_missing_files_say_which_file_goes_where(tmp_path: Path, astronaut_bgr) 
     assert caught.value.exit_code == 4
 
 
+def test_another_model_in_a_files_place_is_a_typed_error(tmp_path: Path, astronaut_bgr) -> None:
+    folder = tmp_path / MODEL
+    onnx_models.liveportrait(folder)
+    onnx_models.lp_linear(folder / "stitching_eye.onnx", 65, 63, gain=0.01, seed=1)  # lip's
+    with pytest.raises(ModelMissing, match=r"stitching_eye.onnx: not LivePortrait's stitching_eye"):
+        LivePortraitEngine(astronaut_bgr, STILL, store=ModelStore(root=tmp_path))
+
+
 def test_models_list_shows_liveportrait(tmp_path: Path) -> None:
     result = run_vfx("models", "list", "--json", env={"VFX_MODELS_DIR": str(tmp_path)})
     assert result.returncode == 0, result.stderr
@@ -442,6 +450,12 @@ def test_edits_at_zero_change_nothing_and_a_smile_changes_the_face(
         assert set(np.flatnonzero(np.abs(blink.exp - face.motion.exp).sum(axis=1))) >= set(
             EYE_KP[:4]
         )
+        assert np.array_equal(
+            edited_motion(face.motion, FaceEdits(wink_left=-1.0)).exp, face.motion.exp
+        )
+        right = edited_motion(face.motion, FaceEdits(gaze_x=1.0)).exp - face.motion.exp
+        left = edited_motion(face.motion, FaceEdits(gaze_x=-1.0)).exp - face.motion.exp
+        assert right[15, 0] == pytest.approx(0.015) and left[15, 0] == pytest.approx(-0.0105)
         turned = edited_motion(face.motion, FaceEdits(yaw=10.0, pitch=50.0))
         assert turned.yaw == pytest.approx(face.motion.yaw - 10.0)
         assert turned.pitch == pytest.approx(face.motion.pitch - 30.0)  # clipped to its range

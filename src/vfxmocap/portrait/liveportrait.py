@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from vfxmocap.core.errors import ModelMissing
 from vfxmocap.core.log import get_logger
 from vfxmocap.media.image import Frame
 from vfxmocap.models.onnx_runtime import session
@@ -417,6 +418,34 @@ class CpuFallbackSession:
 # --- the networks -----------------------------------------------------------------------
 
 
+# The exports' input shapes, by file: what the engine feeds each network.
+SIGNATURES: dict[str, tuple[tuple[int, ...], ...]] = {
+    APPEARANCE: ((1, 3, NET_INPUT, NET_INPUT),),
+    MOTION: ((1, 3, NET_INPUT, NET_INPUT),),
+    WARPING: ((1, 32, 16, 64, 64), (1, NUM_KP, 3), (1, NUM_KP, 3)),
+    STITCHING: ((1, 6 * NUM_KP),),
+    STITCHING_EYE: ((1, 3 * NUM_KP + 3),),
+    STITCHING_LIP: ((1, 3 * NUM_KP + 2),),
+}
+
+
+def _check_signature(path: Path, sess: Any) -> None:
+    """ModelMissing when a file is not the export it is named for (another model put in
+    its place): its inputs must match in number and in every fixed dimension."""
+    wanted = SIGNATURES[path.name]
+    found = [tuple(i.shape) for i in sess.get_inputs()]
+    fits = len(found) == len(wanted) and all(
+        len(f) == len(w)
+        and all(not isinstance(d, int) or d == e for d, e in zip(f, w, strict=True))
+        for f, w in zip(found, wanted, strict=True)
+    )
+    if not fits:
+        raise ModelMissing(
+            f"{path}: not LivePortrait's {path.stem} (inputs {found}, expected {list(wanted)})",
+            hint="Place the file of this name from FasterLivePortrait's liveportrait_onnx.",
+        )
+
+
 class Networks:
     """The six ONNX sessions, fed by position (the exports' input names differ between
     versions) and read by output name where the export names them."""
@@ -436,8 +465,14 @@ class Networks:
         self.stitching = load(STITCHING)
         self.eye = load(STITCHING_EYE)
         self.lip = load(STITCHING_LIP)
+        for name, sess in zip(SIGNATURES, self.sessions(), strict=True):
+            _check_signature(files[name], sess)
         outputs = [o.name for o in self.motion.get_outputs()]
         self._motion_names = outputs if set(MOTION_OUTPUTS) <= set(outputs) else None
+
+    def sessions(self) -> tuple[Any, ...]:
+        """In SIGNATURES' order."""
+        return (self.appearance, self.motion, self.warping, self.stitching, self.eye, self.lip)
 
     @staticmethod
     def _run(sess: Any, *inputs: NDArray[Any]) -> list[NDArray[Any]]:
