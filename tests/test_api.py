@@ -867,3 +867,65 @@ def test_a_store_locked_by_another_process_does_not_freeze_the_api(tmp_path: Pat
         poster.join(timeout=30)
     assert answered_in < 0.5, f"the event loop was blocked for {answered_in:.2f} s"
     assert submitted == [202]  # queued once the lock was free
+
+
+# --- model names over the API -------------------------------------------------------------
+
+
+def _generate(client: TestClient, model: str) -> Any:
+    return client.post(
+        "/api/jobs", json={"workflow": "generate", "inputs": {"model": model, "prompt": "a cat"}}
+    )
+
+
+def test_a_job_names_model_folders_only_inside_the_models_folder(tmp_path: Path) -> None:
+    """A client's model is a catalog name, a Hub repo id or a folder in the server's models
+    folder. Any other path is refused from its spelling, in the same words whether it
+    exists or not (no probing the server's disk), and the job shows `<models>/NAME`."""
+    models = tmp_path / "models"
+    (models / "my-wan").mkdir(parents=True)
+    outside = ["/etc", "/no/such/folder", "../../etc", str(tmp_path / "uploads"), "<models>/..", ""]
+    with _bare_app(tmp_path, models_dir=models) as client:
+        refused = [_generate(client, model) for model in outside]
+        by_name = _generate(client, "my-wan")
+        by_path = _generate(client, str(models / "my-wan"))
+        views = [client.get(f"/api/jobs/{r.json()['id']}").json() for r in (by_name, by_path)]
+        again = _generate(client, views[0]["inputs"]["model"])  # a job's inputs, sent again
+    assert [r.status_code for r in refused] == [422] * len(outside)
+    words = {_message(r).replace(repr(m), "M") for r, m in zip(refused, outside, strict=True)}
+    assert len(words) == 1 and str(models) not in json.dumps([r.json() for r in refused])
+    assert by_name.status_code == by_path.status_code == 202
+    assert [v["inputs"]["model"] for v in views] == ["<models>/my-wan"] * 2
+    assert str(tmp_path) not in json.dumps(views)
+    assert again.status_code == 202
+
+
+def test_requirements_that_read_files_are_checked_off_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`generate`'s needs come from the model's files (its weights): a submit checks them in
+    a thread, so a big model folder never stalls the other requests."""
+    import asyncio
+    import dataclasses
+
+    from vfxmocap.workflows import get_workflow, registry
+
+    flow = get_workflow("generate")
+    assert flow.requires is not None
+    where: list[str] = []
+
+    def requires(inputs: Any) -> Any:
+        try:
+            asyncio.get_running_loop()
+            where.append("event loop")
+        except RuntimeError:
+            where.append("thread")
+        assert flow.requires is not None
+        return flow.requires(inputs)
+
+    monkeypatch.setitem(
+        registry._REGISTRY, "generate", dataclasses.replace(flow, requires=requires)
+    )
+    with _bare_app(tmp_path, models_dir=tmp_path / "models") as client:
+        assert _generate(client, "wan2.1-t2v-1.3b").status_code == 202
+    assert where == ["thread"]

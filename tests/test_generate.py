@@ -285,7 +285,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     from vfxmocap.core.config import Settings
     from vfxmocap.jobs.service import JobService
 
-    service = JobService(Settings(data_dir=tmp_path_factory.mktemp("gen_server"), workers=1))
+    data = tmp_path_factory.mktemp("gen_server")
+    service = JobService(Settings(data_dir=data, models_dir=data / "models", workers=1))
     with TestClient(create_app(service), base_url="http://127.0.0.1:8420") as client:
         yield client
 
@@ -293,10 +294,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 def test_a_generate_job_through_the_api(tiny: dict[str, Path], server: Any) -> None:
     from tests.test_api import submit, wait
 
+    models = server.app.state.service.settings.models_dir  # over the API: a name in there
+    shutil.copytree(tiny["wan-t2v"], models / "tiny-wan", dirs_exist_ok=True)
     job_id = submit(
         server,
         "generate",
-        model=str(tiny["wan-t2v"]),
+        model="tiny-wan",
         prompt=PROMPT,
         frames=5,
         width=32,

@@ -9,7 +9,6 @@ Nothing is downloaded at run time (`vfx models pull` does that); what is missing
 from __future__ import annotations
 
 import json
-import re
 import struct
 import time
 from dataclasses import dataclass
@@ -23,11 +22,10 @@ from vfxmocap.generation.families import Family, family_of
 from vfxmocap.generation.planner import MemoryFigures, Offload, Plan
 from vfxmocap.models.cache import model_cache
 from vfxmocap.models.catalog import ModelSpec
-from vfxmocap.models.store import ModelStore
+from vfxmocap.models.store import REPO_ID, ModelStore
 
 log = get_logger("generation.loader")
 
-_REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 _WEIGHTS = (".safetensors", ".bin", ".pt", ".pth")
 
 
@@ -54,7 +52,7 @@ def resolve(model: str, store: ModelStore | None = None, *, files: bool = True) 
     folder = Path(model).expanduser()
     if folder.exists():
         return _from_folder(model, folder, None)
-    if _REPO_ID.match(model):
+    if REPO_ID.match(model):
         return _from_folder(model, _hub_snapshot(model, None), None)
     names = [s.name for s in store.catalog if s.backend == "diffusers"]
     raise ModelMissing(

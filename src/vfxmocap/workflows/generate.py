@@ -245,6 +245,7 @@ GENERATE = register(
         resources=RESOURCES,
         requires=requirements,
         files=("image",),
+        model_inputs=("model",),
         place_outputs=place_outputs,
     )
 )

@@ -53,9 +53,13 @@ def public_inputs(service: JobService, job: Job) -> dict[str, Any]:
         if isinstance(value, str) and Path(value).is_relative_to(job_dir):
             del inputs[key]
     try:
-        files = get_workflow(job.workflow).files
+        flow = get_workflow(job.workflow)
+        files, models = flow.files, flow.model_inputs
     except InvalidParams:  # a plugin no longer loaded: its files are still server paths
-        files = tuple(inputs)
+        files, models = tuple(inputs), ()
+    for name in models:
+        if isinstance(value := inputs.get(name), str):
+            inputs[name] = service.models.public_path(value)
     for name in files:
         value = inputs.get(name)
         if isinstance(value, list):
@@ -110,12 +114,15 @@ def router(service: JobService) -> APIRouter:
             max_attempts=request.max_attempts,
         )
         # The fast path runs on the loop (a thread hop costs more than the write), but only
-        # when the write can start at once: a lock held by another thread or process, or
-        # routing that asks Celery or a remote server over the network, goes to a thread.
+        # when the write can start at once: a lock held by another thread or process,
+        # routing that asks Celery or a remote server over the network, or a workflow whose
+        # needs depend on its inputs (it may read a model's files to tell) goes to a thread.
         remote = service.celery is not None or service.remote is not None
         try:
             if remote:
                 raise StoreBusy("routing asks the network")
+            if get_workflow(request.workflow).requires is not None:
+                raise StoreBusy("the requirement check may read files")
             job = submit_job(wait=False)
         except StoreBusy:
             job = await asyncio.to_thread(submit_job)
