@@ -608,13 +608,15 @@ def test_streams_are_capped_per_ipv6_slash_64(tmp_path: Path) -> None:
     def peer(client: TestClient, host: str) -> TestClient:
         return TestClient(client.app, base_url="http://127.0.0.1:8420", client=(host, 1))
 
-    with _bare_app(tmp_path, stream_max_per_client=1) as client:
-        with peer(client, "2001:db8::1").websocket_connect(url) as first:
-            _pose_stream_ready(first)
-            message, code = _refused(peer(client, "2001:db8::2"))
-            assert code == 1013 and "limit of 1" in message
-            with peer(client, "2001:db8:0:1::1").websocket_connect(url) as other:
-                _pose_stream_ready(other)
+    with (
+        _bare_app(tmp_path, stream_max_per_client=1) as client,
+        peer(client, "2001:db8::1").websocket_connect(url) as first,
+    ):
+        _pose_stream_ready(first)
+        message, code = _refused(peer(client, "2001:db8::2"))
+        assert code == 1013 and "limit of 1" in message
+        with peer(client, "2001:db8:0:1::1").websocket_connect(url) as other:
+            _pose_stream_ready(other)
 
 
 @pytest.mark.parametrize("stream", ["swap", "pose", "mocap", "stamp"])
