@@ -960,3 +960,24 @@ def test_requirements_that_read_files_are_checked_off_the_event_loop(
     with _bare_app(tmp_path, models_dir=tmp_path / "models") as client:
         assert _generate(client, "wan2.1-t2v-1.3b").status_code == 202
     assert where == ["thread"]
+
+
+def test_a_body_framed_two_ways_is_refused(tmp_path: Path) -> None:
+    """Content-Length with Transfer-Encoding (or two Content-Lengths) is how requests are
+    smuggled past a proxy that reads the framing differently: 400, the body unread."""
+    body = json.dumps({"workflow": "probe", "inputs": {}}).encode()
+    both = [("content-length", str(len(body))), ("transfer-encoding", "chunked")]
+    with _bare_app(tmp_path) as client:
+        answers = [
+            client.post("/api/jobs", content=body, headers=both),
+            client.post(
+                "/api/jobs",
+                content=body,
+                headers=[("content-length", str(len(body))), ("content-length", "5")],
+            ),
+        ]
+        plain = client.post("/api/jobs", content=body, headers={"content-type": "application/json"})
+    for answer in answers:
+        assert answer.status_code == 400, answer.text
+        assert "size twice" in _message(answer)
+    assert plain.status_code != 400  # one framing: the request goes on to its route

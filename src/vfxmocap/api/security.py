@@ -227,7 +227,18 @@ class GuardMiddleware:
         a JSON body is parsed whole on the event loop, and the multipart parser would spool
         any amount to disk. Uploads have their own, larger limit."""
         upload = scope["path"] == "/api/uploads"
-        length = headers.get("content-length")
+        lengths = headers.getlist("content-length")
+        if lengths and "transfer-encoding" in headers or len(lengths) > 1:
+            # Two framings of one body: a proxy and this server could split it differently
+            # and read a second, smuggled request out of it (RFC 9112 6.3).
+            return error_response(
+                400,
+                "input_error",
+                "the request declares its body's size twice (Content-Length with "
+                "Transfer-Encoding, or two Content-Lengths)",
+                "Send one Content-Length and no Transfer-Encoding.",
+            )
+        length = lengths[0] if lengths else None
         if length is None:
             if not upload and "transfer-encoding" not in headers:
                 return None  # no body at all
