@@ -228,7 +228,7 @@ class GuardMiddleware:
         any amount to disk. Uploads have their own, larger limit."""
         upload = scope["path"] == "/api/uploads"
         lengths = headers.getlist("content-length")
-        if lengths and "transfer-encoding" in headers or len(lengths) > 1:
+        if (lengths and "transfer-encoding" in headers) or len(lengths) > 1:
             # Two framings of one body: a proxy and this server could split it differently
             # and read a second, smuggled request out of it (RFC 9112 6.3).
             return error_response(
