@@ -186,3 +186,33 @@ def test_fallback_to_local_workers_records_why(tmp_path: Path, fleet: Fleet) -> 
         final = client.wait(job["id"], timeout=120)
     assert final["state"] == "succeeded" and final["backend"] == "local"
     assert final["route"].startswith("no Celery worker can run sleep_local")
+
+
+def test_a_redis_outage_mid_job_neither_cancels_nor_fails_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis restarts while a job runs: the cancel check reads "not cancelled" and asks
+    again next time, progress events are dropped, each logged once; when Redis is back a
+    cancel is seen again."""
+    from vfxmocap.core.progress import ProgressEvent
+    from vfxmocap.jobs.celery_app import ProgressPublisher, RedisCancel, cancel_key, redis_client
+
+    broker = RedisServer(tmp_path / "redis")
+    client = redis_client(broker.url)
+    cancel = RedisCancel(client, "j1", every_s=0.0)
+    publish = ProgressPublisher(client, "ns", "j1", 1)
+    event = ProgressEvent("sleep", 1, 2, 50.0, None, job_id="j1")
+    with broker:
+        assert cancel.is_set() is False
+    with caplog.at_level("INFO", logger="vfxmocap.jobs.celery"):
+        for _ in range(3):  # redis-server is down now
+            assert cancel.is_set() is False
+            publish(event)
+        with broker:  # back on the same port, empty
+            publish(event)
+            client.set(cancel_key("j1"), "1")
+            assert cancel.is_set() is True
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 2, warnings  # one per outage and what it stopped, not per call
+    assert any("check for a cancel" in w for w in warnings)
+    assert any("publish progress" in w for w in warnings)
