@@ -216,3 +216,28 @@ def test_a_redis_outage_mid_job_neither_cancels_nor_fails_it(
     assert len(warnings) == 2, warnings  # one per outage and what it stopped, not per call
     assert any("check for a cancel" in w for w in warnings)
     assert any("publish progress" in w for w in warnings)
+
+
+def test_two_servers_never_hand_one_celery_worker_two_jobs(tmp_path: Path) -> None:
+    """Two servers of one job store see the same idle worker (its advert says busy only
+    once the task starts there): the store counts the jobs running on that worker, so one
+    claim wins and the other server finds the worker taken."""
+    from vfxmocap.jobs.celery_app import redis_client, worker_key
+    from vfxmocap.jobs.celery_backend import CeleryBackend
+    from vfxmocap.jobs.events import EventBus
+    from vfxmocap.jobs.store import CELERY_QUEUE, JobStore
+
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    with RedisServer(tmp_path / "redis") as broker:
+        advert = {"name": "w1", "workflows": ["sleep"], "boot": "b1", "busy": "", "device": "cpu"}
+        redis_client(broker.url).set(worker_key("w1"), json.dumps(advert), ex=60)
+        servers = [CeleryBackend(JobStore(url), broker.url, bus=EventBus()) for _ in range(2)]
+        store = servers[0].store
+        jobs = [store.submit("sleep", {"seconds": 1}, queue=CELERY_QUEUE) for _ in range(2)]
+        for server in servers:
+            server._dispatch_once()
+        states = [store.get(job.id).state.value for job in jobs]  # type: ignore[union-attr]
+        for server in servers:
+            server.store.dispose()
+    assert sorted(states) == ["queued", "running"]
+    assert [len(server.assigned) for server in servers] in ([1, 0], [0, 1])
