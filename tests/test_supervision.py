@@ -383,3 +383,34 @@ def test_a_worker_process_that_keeps_dying_backs_off_then_gives_up() -> None:
         )
     assert waits == [1, 2, 4, 4]  # doubling, capped
     assert "last exit code 3" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("max_attempts", "cancel", "expected"),
+    [(2, False, "queued"), (1, False, "failed"), (2, True, "cancelled")],
+)
+def test_a_hard_stop_announces_what_the_job_became(
+    tmp_path: Path, plugin: None, max_attempts: int, cancel: bool, expected: str
+) -> None:
+    """A server stopping past its grace kills the running job: queued again when attempts
+    are left, failed when they are used up, cancelled when a cancel was pending; the event
+    says which (a follower must not wait for a job announced as queued that has ended)."""
+    store = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}")
+    bus = EventBus()
+    events: list[dict[str, Any]] = []
+    bus.subscribe(events.append)
+    runner = LocalRunner(store, slots=1, bus=bus, cancel_grace_s=60.0)
+    job = store.submit("sleep", {"seconds": 30, "ignore_cancel": True}, max_attempts=max_attempts)
+    runner.start()
+    try:
+        while (running := store.get(job.id)) and running.state == JobState.QUEUED:
+            time.sleep(0.05)
+        if cancel:
+            store.cancel(job.id)
+    finally:
+        runner.stop(0.0)
+    final = store.get(job.id)
+    store.dispose()
+    assert final is not None and final.state.value == expected
+    ends = [e["type"] for e in events if e["job_id"] == job.id and e["type"] != "progress"]
+    assert ends[-1] == expected, ends
