@@ -262,6 +262,40 @@ def test_a_remote_job_ignoring_cancel_ends_after_the_grace(tmp_path: Path, plugi
     backend.store.dispose()
 
 
+def test_a_restart_follows_the_remote_job_again_instead_of_running_it_twice(
+    tmp_path: Path, plugin: None
+) -> None:
+    """The server stops while a remote job runs: its follower ends (the remote copy is
+    not cancelled) and the job waits, queued, with the remote id recorded. The restarted
+    server follows that remote job to its end and submits nothing."""
+    running = _FakeRemote([{"state": "running", "progress": {"stage": "sleep"}}])
+    first = _remote(tmp_path, running)
+    job = first.store.submit("sleep", {"seconds": 60}, queue=REMOTE_QUEUE)
+    first.start()
+    deadline = time.monotonic() + 20
+    while running.submitted == 0 or (first.store.get(job.id) or job).handle is None:
+        assert time.monotonic() < deadline, "the job was never sent"
+        time.sleep(0.05)
+    first.stop()
+    assert not any(thread.is_alive() for thread in first._threads)  # stop was obeyed
+    waiting = first.store.get(job.id)
+    assert waiting is not None and waiting.state == JobState.QUEUED and waiting.handle == "r1"
+    assert running.cancels == 0
+    first.store.dispose()
+
+    done = {"state": "succeeded", "outputs": {}, "summary": {"slept_s": 60}, "progress": {}}
+    finished = _FakeRemote([done])
+    second = _remote(tmp_path, finished)
+    second.start()
+    try:
+        final = _wait_final(second.store, job.id, 20)
+    finally:
+        second.stop()
+        second.store.dispose()
+    assert final.state == JobState.SUCCEEDED and final.summary == {"slept_s": 60}
+    assert finished.submitted == 0  # followed, not run a second time
+
+
 def _bounded(call: Any, timeout: float) -> Any:
     """Run `call` in a thread; fail (not hang) when it outlives `timeout`."""
     result: list[Any] = []
