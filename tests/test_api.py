@@ -981,3 +981,31 @@ def test_a_body_framed_two_ways_is_refused(tmp_path: Path) -> None:
         assert answer.status_code == 400, answer.text
         assert "size twice" in _message(answer)
     assert plain.status_code != 400  # one framing: the request goes on to its route
+
+
+def test_readiness_names_the_models_folder_only_locally(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What to place where: `<models>/NAME` over the API (no server path), the full path
+    for `vfx doctor` on the machine itself."""
+    import dataclasses
+
+    from vfxmocap.device import resolve_device
+    from vfxmocap.models.store import ModelStore
+    from vfxmocap.workflows import get_workflow, registry
+    from vfxmocap.workflows.readiness import readiness
+
+    swap = get_workflow("swap")
+    neural = dataclasses.replace(
+        swap, resources=dataclasses.replace(swap.resources, models=("inswapper-128",))
+    )
+    monkeypatch.setitem(registry._REGISTRY, "swap", neural)
+    models = tmp_path / "models"
+    with _bare_app(tmp_path, models_dir=models) as client:
+        listed = {w["name"]: w for w in client.get("/api/workflows").json()}
+    fixes = [gap["fix"] for gap in listed["swap"]["here"]["missing"] if gap["kind"] == "model"]
+    place = "place its files in <models>/inswapper-128"
+    assert fixes == [f"vfx models pull inswapper-128 (offline: {place})"]
+    assert str(tmp_path) not in json.dumps(listed)
+    local = readiness(neural, resolve_device("cpu"), ModelStore(models))
+    assert str(models / "inswapper-128") in local["missing"][0]["fix"]

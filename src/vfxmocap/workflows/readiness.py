@@ -26,14 +26,18 @@ class Gap:
     fix: str
 
 
-def gaps(workflow: Workflow, device: DeviceReport, store: ModelStore) -> list[Gap]:
-    """What keeps `workflow` (with its default inputs' needs) from running here."""
+def gaps(
+    workflow: Workflow, device: DeviceReport, store: ModelStore, *, public: bool = False
+) -> list[Gap]:
+    """What keeps `workflow` (with its default inputs' needs) from running here. `public`
+    (the API): folders spelt from the models folder (`<models>/NAME`), no server path."""
     needs = workflow.resources
     found = [_extra_gap(extra) for extra in needs.extras]
     for name in needs.models:
         status = store.status(name)
         if not status.ready:
-            folder = store.directory(store.catalog.get(name))
+            folder = str(store.directory(store.catalog.get(name)))
+            folder = store.public_path(folder) if public else folder
             found.append(
                 Gap(
                     "model",
@@ -68,7 +72,10 @@ def _extra_gap(extra: str) -> Gap | None:
     )
 
 
-def readiness(workflow: Workflow, device: DeviceReport, store: ModelStore) -> dict[str, Any]:
-    """`{"ready": bool, "missing": [{kind, what, fix}, ...]}` for reports."""
-    found = gaps(workflow, device, store)
+def readiness(
+    workflow: Workflow, device: DeviceReport, store: ModelStore, *, public: bool = False
+) -> dict[str, Any]:
+    """`{"ready": bool, "missing": [{kind, what, fix}, ...]}` for reports (`public`: for
+    the API, see `gaps`)."""
+    found = gaps(workflow, device, store, public=public)
     return {"ready": not found, "missing": [asdict(gap) for gap in found]}
