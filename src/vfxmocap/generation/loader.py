@@ -160,12 +160,40 @@ def _weights_gb(folder: Path) -> float:
     return total / 1e9
 
 
+_MAX_HEADER = 100_000_000  # bytes: the safetensors library's own limit
+
+
 def _safetensors_elements(path: Path) -> int:
-    """Elements in a safetensors file, from its JSON header alone (no tensor is read)."""
-    with path.open("rb") as fh:
-        (length,) = struct.unpack("<Q", fh.read(8))
-        header = json.loads(fh.read(length))
-    return sum(prod(t["shape"]) for k, t in header.items() if k != "__metadata__")
+    """Elements in a safetensors file, from its JSON header alone (no tensor is read); a
+    header that does not parse, or data the file is too short for, is a `ModelMissing`
+    naming the file."""
+    try:
+        with path.open("rb") as fh:
+            (length,) = struct.unpack("<Q", fh.read(8))
+            if length > _MAX_HEADER:
+                raise ValueError(f"it declares a {length}-byte header")
+            header = json.loads(fh.read(length))
+        tensors = [t for k, t in header.items() if k != "__metadata__"]
+        elements = sum(prod(t["shape"]) for t in tensors)
+        end = max((int(t["data_offsets"][1]) for t in tensors), default=0)
+    except (struct.error, ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+        reason = "the file is shorter than a header" if isinstance(exc, struct.error) else exc
+        raise _bad_weights(path, f"its header cannot be read ({reason})") from None
+    size = path.stat().st_size
+    if 8 + length + end > size:
+        raise _bad_weights(
+            path, f"truncated: its header lists {8 + length + end} bytes, the file has {size}"
+        )
+    return elements
+
+
+def _bad_weights(path: Path, reason: str) -> ModelMissing:
+    return ModelMissing(
+        f"model weights {path} are not a valid safetensors file: {reason}",
+        hint="The file is corrupt or was cut short (an interrupted download): delete it and "
+        "fetch it again (`vfx models pull NAME` for a catalog model, `hf download REPO` for "
+        "a Hub repo), or copy it again.",
+    )
 
 
 # --- loading -----------------------------------------------------------------------------
