@@ -7,19 +7,18 @@ import functools
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Query, Request, UploadFile
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, Field
 from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 
 from vfxmocap.api.errors import NotFound, public_error
-from vfxmocap.api.security import error_response, upload_too_large
+from vfxmocap.api.multipart import UPLOAD_BODY, UploadRefused, receive_upload
+from vfxmocap.api.security import error_response
 from vfxmocap.core.errors import InputError, InvalidParams
 from vfxmocap.jobs.service import JobService
 from vfxmocap.jobs.store import Job, JobState, StoreBusy
 from vfxmocap.workflows import get_workflow
-
-_UPLOAD_CHUNK = 1 << 20
 
 
 class JobRequest(BaseModel):
@@ -85,10 +84,6 @@ def range_refusal(header: str | None, path: Path) -> JSONResponse | None:
         headers = {"Content-Range": f"bytes */{size}"}
         return error_response(416, "range_not_satisfiable", message, hint, headers)
     return None
-
-
-class _TooLarge(Exception):
-    pass
 
 
 def router(service: JobService) -> APIRouter:
@@ -186,27 +181,14 @@ def router(service: JobService) -> APIRouter:
         get_job(job_id)
         return service.log(job_id)
 
-    @api.post("/uploads", status_code=201, tags=["uploads"])
-    async def upload(request: Request, file: Annotated[UploadFile, File()]) -> Any:
-        """Media for job inputs. The type comes from the content (an image PIL reads, a
-        video that decodes), not the name; returns the id that inputs refer to."""
-        limit = service.uploads.max_bytes  # the declared size was checked before parsing
-        upload_id, part = service.uploads.new_part()
-        size = 0
+    @api.post("/uploads", status_code=201, tags=["uploads"], openapi_extra=UPLOAD_BODY)
+    async def upload(request: Request) -> Any:
+        """Media for job inputs: one multipart/form-data part named `file`. The type comes
+        from the content (an image PIL reads, a video that decodes), not the name; returns
+        the id that inputs refer to. Streamed to disk once, in a thread."""
         try:
-            with part.open("wb") as fh:
-                while chunk := await file.read(_UPLOAD_CHUNK):
-                    size += len(chunk)
-                    if size > limit:
-                        raise _TooLarge
-                    fh.write(chunk)
-        except _TooLarge:
-            part.unlink(missing_ok=True)
-            return upload_too_large(limit)
-        except BaseException:
-            part.unlink(missing_ok=True)
-            raise
-        meta = await asyncio.to_thread(service.uploads.commit, upload_id, part, file.filename)
-        return meta
+            return await receive_upload(request, service.uploads)
+        except UploadRefused as exc:
+            return exc.response
 
     return api
