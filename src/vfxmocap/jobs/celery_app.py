@@ -303,7 +303,7 @@ def run_worker(broker_url: str, name: str | None = None, loglevel: str = "INFO")
     _advert.update(
         name=_Worker.name,
         queue=queue_of(_Worker.name),
-        **capabilities(device.kind, device.memory_gb),
+        **capabilities(device.kind, device.usable_memory_gb),  # what jobs may use
         **device_advert(device),
     )
     _advertise()

@@ -352,12 +352,13 @@ def _fitting(choice: str, needs: Resources) -> str:
 
 
 def _device_memory(device: str) -> float:
-    """The memory of this server's device (0 when it cannot be measured)."""
+    """The memory jobs may use on this server's device (on MPS Metal's share of unified
+    memory, as the planner counts it; 0 when it cannot be measured)."""
     from vfxmocap.core.errors import DeviceError
     from vfxmocap.device import resolve_device
 
     try:
-        return resolve_device(device).memory_gb
+        return resolve_device(device).usable_memory_gb
     except DeviceError as exc:
         log.warning("cannot measure the memory of %s: %s", device, exc.message)
         return 0.0

@@ -48,11 +48,12 @@ def gaps(
     if needs.device not in device_classes(device.kind):
         fix = "run it where a GPU is (a vfx worker on that machine takes it from the queue)"
         found.append(Gap("device", f"a GPU (this machine has {device.kind})", fix))
-    if device.memory_gb and needs.memory_gb > device.memory_gb:
+    usable = device.usable_memory_gb
+    if usable and needs.memory_gb > usable:
         found.append(
             Gap(
                 "memory",
-                f"{needs.memory_gb:g} GB of {device.kind} memory (has {device.memory_gb:g} GB)",
+                f"{needs.memory_gb:g} GB of {device.kind} memory (has {usable:g} GB usable)",
                 "use a machine with more memory, or smaller settings",
             )
         )

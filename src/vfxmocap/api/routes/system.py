@@ -75,7 +75,8 @@ def router(service: JobService) -> APIRouter:
             **_public(status),
             "memory_gb": spec.memory_gb,
             "device_memory_gb": device.memory_gb,
-            "memory_fits": spec.memory_gb <= device.memory_gb,
+            "usable_memory_gb": device.usable_memory_gb,
+            "memory_fits": spec.memory_gb <= device.usable_memory_gb,
         }
 
     @api.get("/system")
