@@ -10,7 +10,8 @@ from typing import IO, Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
-from python_multipart.multipart import MultipartParseError, MultipartParser, parse_options_header
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
 
 from vfxmocap.api.security import error_response, upload_too_large
 from vfxmocap.jobs.uploads import UploadStore

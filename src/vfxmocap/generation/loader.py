@@ -174,7 +174,7 @@ def _safetensors_elements(path: Path) -> int:
                 raise ValueError(f"it declares a {length}-byte header")
             header = json.loads(fh.read(length))
         tensors = [t for k, t in header.items() if k != "__metadata__"]
-        elements = sum(prod(t["shape"]) for t in tensors)
+        elements = int(sum(prod(t["shape"]) for t in tensors))
         end = max((int(t["data_offsets"][1]) for t in tensors), default=0)
     except (struct.error, ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
         reason = "the file is shorter than a header" if isinstance(exc, struct.error) else exc
