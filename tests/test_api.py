@@ -922,6 +922,9 @@ def test_a_job_names_model_folders_only_inside_the_models_folder(tmp_path: Path)
         by_path = _generate(client, str(models / "my-wan"))
         views = [client.get(f"/api/jobs/{r.json()['id']}").json() for r in (by_name, by_path)]
         again = _generate(client, views[0]["inputs"]["model"])  # a job's inputs, sent again
+        hub = _generate(client, "src/vfxmocap")  # a repo id, even where such a folder exists
+        hub_view = client.get(f"/api/jobs/{hub.json()['id']}").json()
+        stored = client.app.state.service.store.get(hub.json()["id"]).inputs["model"]
     assert [r.status_code for r in refused] == [422] * len(outside)
     words = {_message(r).replace(repr(m), "M") for r, m in zip(refused, outside, strict=True)}
     assert len(words) == 1 and str(models) not in json.dumps([r.json() for r in refused])
@@ -929,6 +932,7 @@ def test_a_job_names_model_folders_only_inside_the_models_folder(tmp_path: Path)
     assert [v["inputs"]["model"] for v in views] == ["<models>/my-wan"] * 2
     assert str(tmp_path) not in json.dumps(views)
     assert again.status_code == 202
+    assert stored == "hf:src/vfxmocap" and hub_view["inputs"]["model"] == "src/vfxmocap"
 
 
 def test_requirements_that_read_files_are_checked_off_the_event_loop(

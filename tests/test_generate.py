@@ -349,3 +349,21 @@ def test_a_corrupt_safetensors_file_is_a_model_error_naming_it(
     with pytest.raises(ModelMissing, match=says) as info:
         resolve(str(tmp_path / "model"), files=False)
     assert str(weights) in info.value.message and "fetch it again" in info.value.hint
+
+
+def test_an_hf_model_is_looked_up_in_the_hub_cache_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`hf:org/name` (how the API stores a repo id) never reads as a folder, even where a
+    folder of that name exists: a client cannot probe paths relative to a worker."""
+    from huggingface_hub import constants
+
+    from vfxmocap.generation.loader import resolve
+
+    _one_component_folder(tmp_path / "org" / "name")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert resolve("org/name", files=False).class_name == "WanPipeline"  # the CLI's folder
+    with pytest.raises(ModelMissing, match="not in the local Hugging Face cache"):
+        resolve("hf:org/name", files=False)

@@ -22,7 +22,7 @@ from vfxmocap.generation.families import Family, family_of
 from vfxmocap.generation.planner import MemoryFigures, Offload, Plan
 from vfxmocap.models.cache import model_cache
 from vfxmocap.models.catalog import ModelSpec
-from vfxmocap.models.store import REPO_ID, ModelStore
+from vfxmocap.models.store import HUB, REPO_ID, ModelStore
 
 log = get_logger("generation.loader")
 
@@ -49,6 +49,8 @@ def resolve(model: str, store: ModelStore | None = None, *, files: bool = True) 
     store = store or ModelStore()
     if model in store.catalog.names():
         return _from_catalog(model, store, files)
+    if model.startswith(HUB) and REPO_ID.match(model.removeprefix(HUB)):
+        return _from_folder(model, _hub_snapshot(model.removeprefix(HUB), None), None)
     folder = Path(model).expanduser()
     if folder.exists():
         return _from_folder(model, folder, None)

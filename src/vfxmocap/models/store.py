@@ -35,6 +35,7 @@ _CHUNK = 1 << 20
 # A Hugging Face repo id, "org/name": no segment of dots alone, so it never reads as "..".
 REPO_ID = re.compile(r"^(?!\.+/)(?!.*/\.+$)[\w.-]+/[\w.-]+$")
 MODELS_PLACE = "<models>"  # how the models folder is named to API clients
+HUB = "hf:"  # "hf:org/name": a Hub repo id and never a folder, whatever exists on disk
 _HASH_CACHE = ".verified.json"
 
 
@@ -123,9 +124,10 @@ class ModelStore:
         """A model a client named, as this server's loader should find it: a catalog name
         or a Hub repo id as given, a folder (relative names are taken inside the models
         folder) as its path there. A path outside the models folder is refused from its
-        spelling alone: nothing is looked at, so a client learns nothing of the disk."""
-        if model in self.catalog.names() or REPO_ID.match(model):
-            return model
+        spelling alone: nothing is looked at, so a client learns nothing of the disk. A
+        repo id comes back as `hf:org/name`, so no worker reads it as a relative folder."""
+        if model in self.catalog.names() or REPO_ID.match(model.removeprefix(HUB)):
+            return model if model.startswith(HUB) or model in self.catalog.names() else HUB + model
         relative = model.removeprefix(f"{MODELS_PLACE}/")
         root = os.path.normpath(self.root.absolute())
         folder = os.path.normpath(os.path.join(root, relative))
@@ -137,6 +139,10 @@ class ModelStore:
                 f"in the server's models folder and give its name there ({MODELS_PLACE}/NAME).",
             )
         return folder
+
+    def public_model(self, model: str) -> str:
+        """A model input as a client would send it again (see `served_model`)."""
+        return self.public_path(model.removeprefix(HUB))
 
     def public_path(self, text: str) -> str:
         """`text` with the models folder spelt as `<models>`: clients see no server path."""

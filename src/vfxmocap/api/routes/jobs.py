@@ -58,7 +58,7 @@ def public_inputs(service: JobService, job: Job) -> dict[str, Any]:
         files, models = tuple(inputs), ()
     for name in models:
         if isinstance(value := inputs.get(name), str):
-            inputs[name] = service.models.public_path(value)
+            inputs[name] = service.models.public_model(value)
     for name in files:
         value = inputs.get(name)
         if isinstance(value, list):
