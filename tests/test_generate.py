@@ -285,7 +285,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     from vfxmocap.core.config import Settings
     from vfxmocap.jobs.service import JobService
 
-    service = JobService(Settings(data_dir=tmp_path_factory.mktemp("gen_server"), workers=1))
+    data = tmp_path_factory.mktemp("gen_server")
+    service = JobService(Settings(data_dir=data, models_dir=data / "models", workers=1))
     with TestClient(create_app(service), base_url="http://127.0.0.1:8420") as client:
         yield client
 
@@ -293,10 +294,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 def test_a_generate_job_through_the_api(tiny: dict[str, Path], server: Any) -> None:
     from tests.test_api import submit, wait
 
+    models = server.app.state.service.settings.models_dir  # over the API: a name in there
+    shutil.copytree(tiny["wan-t2v"], models / "tiny-wan", dirs_exist_ok=True)
     job_id = submit(
         server,
         "generate",
-        model=str(tiny["wan-t2v"]),
+        model="tiny-wan",
         prompt=PROMPT,
         frames=5,
         width=32,
@@ -310,3 +313,57 @@ def test_a_generate_job_through_the_api(tiny: dict[str, Path], server: Any) -> N
     assert video.status_code == 200 and len(video.content) > 0
     meta = server.get(f"/api/jobs/{job_id}/outputs/metadata").json()
     assert (meta["frames"], meta["seed"], meta["width"]) == (5, 3, 32)
+
+
+def _one_component_folder(folder: Path) -> Path:
+    """A diffusers folder whose transformer has real safetensors weights (a 256x256 tensor)."""
+    from safetensors.numpy import save_file
+
+    (folder / "transformer").mkdir(parents=True)
+    index = {"_class_name": "WanPipeline", "transformer": ["diffusers", "WanTransformer3DModel"]}
+    (folder / "model_index.json").write_text(json.dumps(index))
+    weights = folder / "transformer" / "diffusion_pytorch_model.safetensors"
+    save_file({"w": np.ones((256, 256), np.float32)}, str(weights))
+    return weights
+
+
+@pytest.mark.parametrize(
+    ("damage", "says"),
+    [
+        (lambda data: data[:-100], "truncated"),
+        (lambda data: data[:5], "shorter than a header"),
+        (lambda data: data[:8] + b"{not json" + data[17:], "header cannot be read"),
+        (lambda data: (2**62).to_bytes(8, "little") + data[8:], "header cannot be read"),
+    ],
+)
+def test_a_corrupt_safetensors_file_is_a_model_error_naming_it(
+    tmp_path: Path, damage: Any, says: str
+) -> None:
+    """Weights cut short or with a broken header: the model error says which file and to
+    fetch it again, not an internal error."""
+    from vfxmocap.generation.loader import resolve
+
+    weights = _one_component_folder(tmp_path / "model")
+    assert resolve(str(tmp_path / "model"), files=False).weights_gb == 0.0001  # 2 B x 65536
+    weights.write_bytes(damage(weights.read_bytes()))
+    with pytest.raises(ModelMissing, match=says) as info:
+        resolve(str(tmp_path / "model"), files=False)
+    assert str(weights) in info.value.message and "fetch it again" in info.value.hint
+
+
+def test_an_hf_model_is_looked_up_in_the_hub_cache_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`hf:org/name` (how the API stores a repo id) never reads as a folder, even where a
+    folder of that name exists: a client cannot probe paths relative to a worker."""
+    from huggingface_hub import constants
+
+    from vfxmocap.generation.loader import resolve
+
+    _one_component_folder(tmp_path / "org" / "name")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert resolve("org/name", files=False).class_name == "WanPipeline"  # the CLI's folder
+    with pytest.raises(ModelMissing, match="not in the local Hugging Face cache"):
+        resolve("hf:org/name", files=False)

@@ -76,8 +76,10 @@ class DeviceReport:
 
     @property
     def usable_memory_gb(self) -> float:
-        """What one process may allocate on it: Metal caps a process below unified memory."""
-        return self.memory_gb * (_MPS_USABLE_FRACTION if self.kind == "mps" else 1.0)
+        """What one process may allocate on it: Metal caps a process below unified memory.
+        Every memory decision (planning, routing, job budgets, readiness) reads this;
+        `memory_gb` is what the machine has, for reports."""
+        return usable_memory_gb(self.kind, self.memory_gb)
 
     @property
     def spec(self) -> str:
@@ -87,7 +89,13 @@ class DeviceReport:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["tier"] = self.tier.value
+        data["usable_memory_gb"] = self.usable_memory_gb
         return data
+
+
+def usable_memory_gb(kind: str, memory_gb: float) -> float:
+    """The share of a device's memory one process may allocate (all of it but on MPS)."""
+    return round(memory_gb * (_MPS_USABLE_FRACTION if kind == "mps" else 1.0), 2)
 
 
 def _import_optional(name: str) -> ModuleType | None:
@@ -229,7 +237,7 @@ def device_kind(request: str) -> str:
 def _tier_for(kind: str, memory_gb: float) -> Tier:
     if kind == "cpu":
         return Tier.CPU
-    usable = memory_gb * (_MPS_USABLE_FRACTION if kind == "mps" else 1.0)
+    usable = usable_memory_gb(kind, memory_gb)
     if usable >= 40:
         return Tier.XL
     if usable >= 16:

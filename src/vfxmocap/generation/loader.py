@@ -9,7 +9,6 @@ Nothing is downloaded at run time (`vfx models pull` does that); what is missing
 from __future__ import annotations
 
 import json
-import re
 import struct
 import time
 from dataclasses import dataclass
@@ -23,11 +22,10 @@ from vfxmocap.generation.families import Family, family_of
 from vfxmocap.generation.planner import MemoryFigures, Offload, Plan
 from vfxmocap.models.cache import model_cache
 from vfxmocap.models.catalog import ModelSpec
-from vfxmocap.models.store import ModelStore
+from vfxmocap.models.store import HUB, REPO_ID, ModelStore
 
 log = get_logger("generation.loader")
 
-_REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 _WEIGHTS = (".safetensors", ".bin", ".pt", ".pth")
 
 
@@ -51,10 +49,12 @@ def resolve(model: str, store: ModelStore | None = None, *, files: bool = True) 
     store = store or ModelStore()
     if model in store.catalog.names():
         return _from_catalog(model, store, files)
+    if model.startswith(HUB) and REPO_ID.match(model.removeprefix(HUB)):
+        return _from_folder(model, _hub_snapshot(model.removeprefix(HUB), None), None)
     folder = Path(model).expanduser()
     if folder.exists():
         return _from_folder(model, folder, None)
-    if _REPO_ID.match(model):
+    if REPO_ID.match(model):
         return _from_folder(model, _hub_snapshot(model, None), None)
     names = [s.name for s in store.catalog if s.backend == "diffusers"]
     raise ModelMissing(
@@ -162,12 +162,40 @@ def _weights_gb(folder: Path) -> float:
     return total / 1e9
 
 
+_MAX_HEADER = 100_000_000  # bytes: the safetensors library's own limit
+
+
 def _safetensors_elements(path: Path) -> int:
-    """Elements in a safetensors file, from its JSON header alone (no tensor is read)."""
-    with path.open("rb") as fh:
-        (length,) = struct.unpack("<Q", fh.read(8))
-        header = json.loads(fh.read(length))
-    return sum(prod(t["shape"]) for k, t in header.items() if k != "__metadata__")
+    """Elements in a safetensors file, from its JSON header alone (no tensor is read); a
+    header that does not parse, or data the file is too short for, is a `ModelMissing`
+    naming the file."""
+    try:
+        with path.open("rb") as fh:
+            (length,) = struct.unpack("<Q", fh.read(8))
+            if length > _MAX_HEADER:
+                raise ValueError(f"it declares a {length}-byte header")
+            header = json.loads(fh.read(length))
+        tensors = [t for k, t in header.items() if k != "__metadata__"]
+        elements = int(sum(prod(t["shape"]) for t in tensors))
+        end = max((int(t["data_offsets"][1]) for t in tensors), default=0)
+    except (struct.error, ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+        reason = "the file is shorter than a header" if isinstance(exc, struct.error) else exc
+        raise _bad_weights(path, f"its header cannot be read ({reason})") from None
+    size = path.stat().st_size
+    if 8 + length + end > size:
+        raise _bad_weights(
+            path, f"truncated: its header lists {8 + length + end} bytes, the file has {size}"
+        )
+    return elements
+
+
+def _bad_weights(path: Path, reason: str) -> ModelMissing:
+    return ModelMissing(
+        f"model weights {path} are not a valid safetensors file: {reason}",
+        hint="The file is corrupt or was cut short (an interrupted download): delete it and "
+        "fetch it again (`vfx models pull NAME` for a catalog model, `hf download REPO` for "
+        "a Hub repo), or copy it again.",
+    )
 
 
 # --- loading -----------------------------------------------------------------------------

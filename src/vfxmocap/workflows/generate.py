@@ -35,7 +35,10 @@ _LIBRARIES = ("torch", "diffusers", "transformers", "accelerate", "vfxmocap")
 
 
 class GenerateInputs(BaseModel):
-    model: str = Field(description="Catalog name, Hub repo id in the local cache, or a folder.")
+    model: str = Field(
+        description="Catalog name, Hub repo id in the local cache (hf:org/name: never a "
+        "folder), or a folder (over the API: one in the server's models folder)."
+    )
     prompt: str = Field("", description="What to show; required for text-to-video.")
     negative: str = Field("", description="What to avoid.")
     image: str | None = Field(None, description="First frame, for image-to-video.")
@@ -245,6 +248,7 @@ GENERATE = register(
         resources=RESOURCES,
         requires=requirements,
         files=("image",),
+        model_inputs=("model",),
         place_outputs=place_outputs,
     )
 )
