@@ -247,6 +247,12 @@ def test_a_failed_job_shows_its_code_message_and_hint(server: ServerProcess, pag
     page.select_option("#filter-workflow", "swap")
     page.wait_for_selector("li.job", state="detached")  # no failed swap
     assert "No jobs" in page.inner_text("main")
+    # Edit and re-run: the form again, filled with the job's inputs.
+    page.select_option("#filter-workflow", "")
+    job_card(page, "failed").get_by_role("button", name="Edit & re-run").click()
+    page.wait_for_url("**/#/create")
+    assert page.eval_on_selector("#workflow", "e => e.value") == "sleep"
+    assert page.eval_on_selector("#f-fail", "e => e.value") == "input"
 
 
 def test_preview_shows_one_frame_before_and_after(
