@@ -44,6 +44,7 @@ bench: $(VENV)/.test
 	$(BIN)/python bench/mocap.py
 	$(BIN)/python bench/api.py
 	$(BIN)/python bench/generate.py
+	$(BIN)/python bench/preview.py
 
 # Judges swap quality with models outside the pipeline (dlib); not needed for anything else.
 bench-quality: $(VENV)/.test
