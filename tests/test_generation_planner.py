@@ -19,9 +19,9 @@ from vfxmocap import device
 from vfxmocap.core.config import reload_settings
 from vfxmocap.core.errors import DeviceError, InsufficientMemory
 from vfxmocap.device import DeviceReport, resolve_device
-from vfxmocap.generation.families import LTX, Wan
+from vfxmocap.generation.families import LTX, Request, Wan
 from vfxmocap.generation.loader import catalog_figures
-from vfxmocap.generation.planner import MemoryFigures, Offload, plan
+from vfxmocap.generation.planner import MemoryFigures, Offload, plan, step_down
 from vfxmocap.models.catalog import load_catalog
 
 GIB = 1024**3
@@ -186,3 +186,33 @@ def test_each_tier_installs_its_diffusers_switch_on_the_plans_device(
     assert [name for name, _ in calls] == [call]
     if tier in (Offload.MODEL, Offload.SEQUENTIAL):
         assert calls[0][1] == "cuda:0"
+
+
+def test_out_of_memory_steps_down_the_offload_tier_then_the_resolution_then_the_frames(
+    machine,
+) -> None:
+    """On a 24 GB card Wan 1.3B starts with everything on the GPU; each out-of-memory takes
+    the next lighter tier (with its figure), then a quarter off the sides (to half the
+    asked), then half the frames (to a quarter of the asked), then gives up."""
+    wan = figures("wan2.1-t2v-1.3b")
+    asked = Request("a cat", "", 81, 832, 480, 50, 5.0, 0)
+    placed, request = plan(machine("cuda", 24), wan, Wan()), asked
+    notes, needs = [], []
+    while (step := step_down(placed, request, asked, wan, Wan())) is not None:
+        placed, request = step.plan, step.request
+        notes.append(step.note.partition(": ")[2])
+        needs.append(placed.need_gb)
+    assert notes == [
+        "offload model",
+        "offload group",
+        "offload sequential",
+        "624x368",
+        "464x272",
+        "41 frames",
+        "21 frames",
+    ]
+    assert needs[:3] == [11.0, 8.2, 5.0] and placed.vae_tiling
+    assert (request.width, request.height, request.frames) == (464, 272, 21)
+    assert step_down(plan(machine("mps", 64), wan, Wan()), asked, asked, wan, Wan()).note == (
+        "out of memory at 832x480x81, offload none: offload model"
+    )

@@ -9,13 +9,13 @@ JSON records it.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 from typing import Any
 
 from vfxmocap.core.errors import InsufficientMemory
 from vfxmocap.device import DeviceReport
-from vfxmocap.generation.families import Family
+from vfxmocap.generation.families import Family, Request
 
 
 class Offload(StrEnum):
@@ -35,6 +35,10 @@ _TIERS_ON = {"cuda": TIERS, "mps": (Offload.NONE, Offload.MODEL), "cpu": (Offloa
 # on CPU the OS and the app need theirs.
 _HEADROOM = {"cuda": 0.9, "mps": 1.0, "cpu": 0.8}
 _BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+# Out-of-memory step-downs shrink a request this far at most: sides by a quarter a step down
+# to half the asked, frames by half a step down to a quarter of the asked.
+_SIDE_STEP, _SIDE_FLOOR = 0.75, 0.5
+_FRAME_FLOOR = 0.25
 
 
 @dataclass(frozen=True)
@@ -156,3 +160,60 @@ def plan(
         figures=figures.source,
         notes=tuple(notes),
     )
+
+
+@dataclass(frozen=True)
+class StepDown:
+    """The next try after an out-of-memory: a lighter plan or a smaller request, and why."""
+
+    plan: Plan
+    request: Request
+    note: str
+
+
+def step_down(
+    placed: Plan, request: Request, asked: Request, figures: MemoryFigures, family: Family
+) -> StepDown | None:
+    """What to try after `placed` ran out of memory on `request`: the next offload tier the
+    device offers, then a smaller resolution, then fewer frames (never below the floors
+    relative to the `asked` request); None when nothing lighter is left."""
+    where = f"{request.width}x{request.height}x{request.frames}, offload {placed.offload.value}"
+    tiers = _TIERS_ON[placed.device.partition(":")[0]]
+    lighter = tiers[tiers.index(placed.offload) + 1 :] if placed.offload in tiers else ()
+    if lighter:
+        tier = lighter[0]
+        scale = _BYTES[placed.dtype] / 2
+        plan = replace(
+            placed,
+            offload=tier,
+            vae_tiling=True,
+            vae_slicing=True,
+            need_gb=round(figures.gb[tier] * scale, 2),
+        )
+        return StepDown(plan, request, f"out of memory at {where}: offload {tier.value}")
+    smaller = _smaller_sides(request, asked, family)
+    if smaller is not None:
+        note = f"out of memory at {where}: {smaller.width}x{smaller.height}"
+        return StepDown(placed, smaller, note)
+    fewer = _fewer_frames(request, asked, family)
+    if fewer is not None:
+        return StepDown(placed, fewer, f"out of memory at {where}: {fewer.frames} frames")
+    return None
+
+
+def _smaller_sides(request: Request, asked: Request, family: Family) -> Request | None:
+    width, height = (round(side * _SIDE_STEP) for side in (request.width, request.height))
+    shrunk = family.conform(replace(request, width=width, height=height)).request
+    floor = (asked.width * _SIDE_FLOOR, asked.height * _SIDE_FLOOR)
+    if (shrunk.width, shrunk.height) == (request.width, request.height):
+        return None
+    if shrunk.width < floor[0] or shrunk.height < floor[1]:
+        return None
+    return shrunk
+
+
+def _fewer_frames(request: Request, asked: Request, family: Family) -> Request | None:
+    shrunk = family.conform(replace(request, frames=(request.frames - 1) // 2 + 1)).request
+    if shrunk.frames >= request.frames or shrunk.frames < asked.frames * _FRAME_FLOOR:
+        return None
+    return shrunk

@@ -18,13 +18,19 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from vfxmocap.core.errors import InvalidParams, ModelMissing, typed_memory_errors
+from vfxmocap.core.errors import (
+    InsufficientMemory,
+    InvalidParams,
+    ModelMissing,
+    insufficient_memory,
+)
 from vfxmocap.core.files import atomic_path
 from vfxmocap.core.log import get_logger
 from vfxmocap.core.progress import CancelToken, Progress
+from vfxmocap.device import release_memory, resolve_device
 from vfxmocap.generation.families import Family, Request
-from vfxmocap.generation.loader import ModelRef, configure_vae, load, resolve
-from vfxmocap.generation.planner import Plan, plan
+from vfxmocap.generation.loader import ModelRef, configure_vae, load, resolve, unload
+from vfxmocap.generation.planner import Plan, plan, step_down
 from vfxmocap.media.image import read_image
 from vfxmocap.media.video import VideoWriter
 from vfxmocap.workflows.registry import Resources, Workflow, WorkflowResult, register
@@ -90,8 +96,6 @@ def _first_frame(inputs: GenerateInputs, width: int, height: int) -> Any:
 
 
 def run(inputs: GenerateInputs, progress: Progress, cancel: CancelToken) -> WorkflowResult:
-    from vfxmocap.device import resolve_device
-
     ref = resolve(inputs.model, files=not inputs.plan_only)
     class_name = _class_for(inputs, ref)
     conformed = ref.family.conform(request_for(inputs, ref.family, None))
@@ -102,46 +106,95 @@ def run(inputs: GenerateInputs, progress: Progress, cancel: CancelToken) -> Work
     placed = plan(resolve_device(), ref.figures, ref.family, pixels)
     if inputs.plan_only:
         return WorkflowResult({}, _summary(ref, class_name, request, placed, conformed.notes))
+    # The job shows its plan from the start (its progress message), not only at the end.
+    progress.stage("plan", 1, message=placed.describe())
+    progress.advance(1, message=placed.describe())
     request = replace(request, image=_first_frame(inputs, request.width, request.height))
-    with typed_memory_errors(f"generate with {inputs.model}"):
-        return _generate(
-            inputs, ref, class_name, request, placed, conformed.notes, progress, cancel
-        )
+    run = _Run(inputs, ref, class_name, conformed.notes, progress, cancel)
+    return run.with_recovery(placed, request)
 
 
-def _generate(
-    inputs: GenerateInputs,
-    ref: ModelRef,
-    class_name: str,
-    request: Request,
-    placed: Plan,
-    notes: list[str],
-    progress: Progress,
-    cancel: CancelToken,
-) -> WorkflowResult:
-    from vfxmocap.generation.render import render
+class _Run:
+    """One generation, tried again lighter after each out-of-memory until it fits."""
 
-    started = time.perf_counter()
-    progress.stage("load model", 1)
-    loaded = load(ref, class_name, placed)
-    progress.advance(1, message="warm" if not loaded.cold else "loaded")
-    cancel.check()
-    configure_vae(loaded.pipe, placed)
-    rendered = render(loaded.pipe, ref.family, request, progress, cancel)
-    fps = inputs.fps or ref.family.defaults["fps"]
-    encode_started = time.perf_counter()
-    _write_video(inputs.output, rendered.frames, fps, progress, cancel)
-    timings = {
-        "load_s": round(loaded.seconds, 4),
-        "warm": not loaded.cold,
-        **rendered.timings,
-        "encode_s": round(time.perf_counter() - encode_started, 4),
-        "total_s": round(time.perf_counter() - started, 4),
-    }
-    sidecar = inputs.output.with_suffix(".json")
-    _write_sidecar(sidecar, inputs, ref, request, placed, fps, timings, notes)
-    summary = _summary(ref, class_name, request, placed, notes)
-    return WorkflowResult({"video": inputs.output, "metadata": sidecar}, {**summary, **timings})
+    def __init__(
+        self,
+        inputs: GenerateInputs,
+        ref: ModelRef,
+        class_name: str,
+        notes: list[str],
+        progress: Progress,
+        cancel: CancelToken,
+    ) -> None:
+        self.inputs, self.ref, self.class_name = inputs, ref, class_name
+        self.notes, self.progress, self.cancel = notes, progress, cancel
+        self.step_downs: list[str] = []
+
+    def with_recovery(self, placed: Plan, request: Request) -> WorkflowResult:
+        """Generate; on out-of-memory free what the try held, then step down (offload tier,
+        then resolution, then frames), each step logged, sent as progress and recorded."""
+        asked = request
+        while True:
+            try:
+                return self.generate(placed, request)
+            except Exception as exc:
+                oom = insufficient_memory(exc, f"generate with {self.inputs.model}")
+                if oom is None:
+                    raise
+                reason = oom.message
+            # Out of the except block: the traceback, and the tensors its frames held, are
+            # gone before the memory is released.
+            step = step_down(placed, request, asked, self.ref.figures, self.ref.family)
+            if step is None or step.plan.offload is not placed.offload:
+                unload(self.ref, self.class_name, placed)
+            else:  # the weights fit as placed: keep them warm, free the activations
+                release_memory(placed.device)
+            if step is None:
+                tried = "; ".join(self.step_downs) or "no lighter setting left"
+                raise InsufficientMemory(
+                    f"{reason}; step-downs tried: {tried}; last plan: {placed.describe()}",
+                    hint="Use a device with more memory, a smaller model, or fewer frames "
+                    "and pixels.",
+                )
+            log.warning("%s; trying again", step.note)
+            self.step_downs.append(step.note)
+            self.progress.stage("out of memory", 1, message=step.note)
+            self.progress.advance(1, message=step.note)
+            image = _first_frame(self.inputs, step.request.width, step.request.height)
+            placed, request = step.plan, replace(step.request, image=image)
+
+    def generate(self, placed: Plan, request: Request) -> WorkflowResult:
+        from vfxmocap.generation.render import render
+
+        inputs, ref, progress, cancel = self.inputs, self.ref, self.progress, self.cancel
+        started = time.perf_counter()
+        progress.stage("load model", 1)
+        loaded = load(ref, self.class_name, placed)
+        progress.advance(1, message="warm" if not loaded.cold else "loaded")
+        cancel.check()
+        configure_vae(loaded.pipe, placed)
+        rendered = render(loaded.pipe, ref.family, request, progress, cancel)
+        fps = inputs.fps or ref.family.defaults["fps"]
+        encode_started = time.perf_counter()
+        _write_video(inputs.output, rendered.frames, fps, progress, cancel)
+        timings = {
+            "load_s": round(loaded.seconds, 4),
+            "warm": not loaded.cold,
+            **rendered.timings,
+            "encode_s": round(time.perf_counter() - encode_started, 4),
+            "total_s": round(time.perf_counter() - started, 4),
+        }
+        sidecar = inputs.output.with_suffix(".json")
+        _write_sidecar(sidecar, inputs, ref, request, placed, fps, timings, self.recorded)
+        summary = _summary(ref, self.class_name, request, placed, self.notes)
+        if self.step_downs:
+            summary["step_downs"] = self.step_downs
+        outputs = {"video": inputs.output, "metadata": sidecar}
+        return WorkflowResult(outputs, {**summary, **timings})
+
+    @property
+    def recorded(self) -> dict[str, list[str]]:
+        return {"notes": self.notes, "step_downs": self.step_downs}
 
 
 def _write_video(
@@ -177,9 +230,10 @@ def _write_sidecar(
     placed: Plan,
     fps: float,
     timings: dict[str, Any],
-    notes: list[str],
+    recorded: dict[str, list[str]],
 ) -> None:
-    """How the video was made: enough to make it again."""
+    """How the video was made: enough to make it again (with what was rounded and what an
+    out-of-memory stepped down)."""
     data = {
         "prompt": request.prompt,
         "negative": request.negative,
@@ -196,7 +250,7 @@ def _write_sidecar(
         "steps": request.steps,
         "guidance": request.guidance,
         "plan": placed.to_dict(),
-        "notes": notes,
+        **recorded,
         "timings": timings,
         "versions": _versions(),
     }
