@@ -377,6 +377,19 @@ def generate(
     prompt: Annotated[str | None, typer.Option("--prompt", "-p", help="What to show.")] = None,
     negative: Annotated[str | None, typer.Option(help="What to avoid.")] = None,
     image: Annotated[str | None, typer.Option(help="First frame (image-to-video).")] = None,
+    last_image: Annotated[
+        str | None, typer.Option(help="Last frame (Wan first-last-frame, LTX).")
+    ] = None,
+    video: Annotated[
+        str | None,
+        typer.Option(help="Control / source video (Wan VACE, AnimateDiff, LTX conditioning)."),
+    ] = None,
+    mask: Annotated[
+        str | None, typer.Option(help="Mask video for Wan VACE (white: generate).")
+    ] = None,
+    reference: Annotated[
+        list[str] | None, typer.Option(help="Reference image for Wan VACE (repeatable).")
+    ] = None,
     frames: Annotated[int | None, typer.Option(help="Frames (rounded to the family's).")] = None,
     width: Annotated[int | None, typer.Option(help="Width in pixels.")] = None,
     height: Annotated[int | None, typer.Option(help="Height in pixels.")] = None,
@@ -389,14 +402,19 @@ def generate(
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Generate a video with a diffusers model (Wan 2.1, LTX-Video). Options not given take
-    the model family's defaults (`vfx workflows generate`)."""
+    """Generate a video with a diffusers model (Wan 2.1 / 2.2 / VACE, LTX-Video, Stable Video
+    Diffusion, CogVideoX, AnimateDiff). Options not given take the model family's defaults
+    (`vfx workflows generate`)."""
     inputs = given(
         model=model,
         output=output,
         prompt=prompt,
         negative=negative,
         image=image,
+        last_image=last_image,
+        video=video,
+        mask=mask,
+        reference=reference or None,
         frames=frames,
         width=width,
         height=height,

@@ -105,7 +105,7 @@ def _hub_snapshot(repo: str, revision: str | None) -> Path:
 def _from_folder(model: str, folder: Path, spec: ModelSpec | None) -> ModelRef:
     index = _read_index(folder)
     class_name = str(index.get("_class_name", ""))
-    family = family_of(class_name, str(folder))
+    family = family_of(class_name, str(folder)).for_folder(folder)
     missing = [name for name in _components(index) if not _has_files(folder / name)]
     if missing:
         raise ModelMissing(

@@ -39,6 +39,7 @@ _BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 # to half the asked, frames by half a step down to a quarter of the asked.
 _SIDE_STEP, _SIDE_FLOOR = 0.75, 0.5
 _FRAME_FLOOR = 0.25
+_DECODE_CHUNK, _TIGHT_CHUNK = 8, 2
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,11 @@ class Plan:
     usable_gb: float
     figures: str  # where the memory figures came from
     notes: tuple[str, ...] = ()
+    decode_chunk: int | None = None  # frames the VAE decodes at once (SVD), None: all
+
+    def call_kwargs(self) -> dict[str, Any]:
+        """What the plan adds to the pipeline call."""
+        return {} if self.decode_chunk is None else {"decode_chunk_size": self.decode_chunk}
 
     def key(self) -> tuple[str, ...]:
         """What a loaded pipeline depends on: the model cache keys on it."""
@@ -104,10 +110,13 @@ class Plan:
     def describe(self) -> str:
         """One line for people: `vfx generate --plan-only` prints it."""
         tiling = "on" if self.vae_tiling else "off"
+        chunks = (
+            "" if self.decode_chunk is None else f", decoding {self.decode_chunk} frames at once"
+        )
         return (
             f"{self.device}: {self.dtype} (VAE {self.vae_dtype}), offload {self.offload.value}, "
-            f"VAE tiling {tiling}; needs ~{self.need_gb:g} GB of {self.usable_gb:g} GB usable "
-            f"({self.figures})"
+            f"VAE tiling {tiling}{chunks}; needs ~{self.need_gb:g} GB of {self.usable_gb:g} GB "
+            f"usable ({self.figures})"
         )
 
 
@@ -159,7 +168,15 @@ def plan(
         usable_gb=usable,
         figures=figures.source,
         notes=tuple(notes),
+        decode_chunk=_decode_chunk(family, tiling),
     )
+
+
+def _decode_chunk(family: Family, tight: bool) -> int | None:
+    """SVD decodes its frames in chunks: 8 at once (Stability's example), 2 when tight."""
+    if not family.decode_chunks:
+        return None
+    return _TIGHT_CHUNK if tight else _DECODE_CHUNK
 
 
 @dataclass(frozen=True)
@@ -188,6 +205,7 @@ def step_down(
             offload=tier,
             vae_tiling=True,
             vae_slicing=True,
+            decode_chunk=_decode_chunk(family, True),
             need_gb=round(figures.gb[tier] * scale, 2),
         )
         return StepDown(plan, request, f"out of memory at {where}: offload {tier.value}")
