@@ -367,3 +367,30 @@ def test_a_generate_job_through_the_api(tiny: dict[str, Path], server: Any) -> N
     assert (meta["frames"], meta["seed"], meta["width"]) == (5, 3, 32)
     assert job["summary"]["plan"].startswith("cpu: float32 (VAE float32), offload none")
     assert meta["plan"]["offload"] == "none" and meta["step_downs"] == []
+
+
+def test_a_pose_transfer_job_through_the_api(
+    tiny: dict[str, Path], server: Any, carphone: Path, astronaut: Path
+) -> None:
+    """Uploaded driver and reference; the job records the plan and serves all three outputs."""
+    from tests.test_api import submit, upload, wait
+
+    job_id = submit(
+        server,
+        "pose-transfer",
+        driving=upload(server, carphone),
+        reference=upload(server, astronaut),
+        model=str(tiny["wan-vace"]),
+        prompt=PROMPT,
+        frames=5,
+        width=32,
+        height=32,
+        steps=2,
+        seed=3,
+    )
+    job = wait(server, job_id, timeout=240)
+    assert job["state"] == "succeeded", job
+    assert job["summary"]["pipeline"] == "WanVACEPipeline"
+    assert job["summary"]["plan"].startswith("cpu: float32")
+    for name in ("video", "metadata", "pose_video"):
+        assert server.get(f"/api/jobs/{job_id}/outputs/{name}").status_code == 200, name

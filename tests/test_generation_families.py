@@ -174,3 +174,63 @@ def test_animatediff_text_video_to_video_and_controlnet(
     long = generate(tiny["animatediff"], tmp_path / "x.mp4", frames=40, plan_only=True, **SMALL)
     assert long.summary["frames"] == 32
     assert "frames 40 -> 32: AnimateDiff takes at most 32 frames" in long.summary["rounded"]
+
+
+def test_pose_transfer_renders_the_drivers_pose_at_its_timing_with_its_audio(
+    tiny: dict[str, Path], tmp_path: Path, video_with_audio: Path, astronaut: Path
+) -> None:
+    """carphone (with audio) drives a tiny Wan VACE: our mocap draws the OpenPose video,
+    which VACE follows with the astronaut as its reference; the MP4 keeps the driver's
+    frame rate and audio, and the pose video is kept beside it."""
+    from vfxmocap.workflows import get_workflow
+
+    out = tmp_path / "dance.mp4"
+    inputs = {"driving": str(video_with_audio), "prompt": PROMPT, "output": out}
+    size = {"frames": 5, "width": 32, "height": 32, "steps": 2, "seed": 1}
+    result = get_workflow("pose-transfer")(
+        {**inputs, **size, "model": str(tiny["wan-vace"]), "reference": str(astronaut)}
+    )
+    driver, made = probe(video_with_audio), probe(out)
+    assert (made.frame_count, made.width, made.height) == (5, 32, 32)
+    assert made.fps == driver.fps and made.has_audio
+    pose = result.outputs["pose_video"]
+    assert pose == out.with_suffix(".pose.mp4") and probe(pose).frame_count == 5
+    assert probe(pose).width == driver.width  # drawn at the driver's size
+    assert frames_of(pose)[0].max() > 0  # a skeleton was drawn
+    sidecar = json.loads(result.outputs["metadata"].read_text())
+    assert sidecar["pipeline"] == "WanVACEPipeline" and sidecar["reference"] == [str(astronaut)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "dance.json",
+        "dance.mp4",
+        "dance.pose.mp4",
+    ]  # the mocap pass's own files went with its folder
+    ad = get_workflow("pose-transfer")(
+        {
+            **inputs,
+            **size,
+            "model": str(tiny["animatediff-controlnet"]),
+            "output": tmp_path / "a.mp4",
+        }
+    )
+    assert ad.summary["pipeline"] == "AnimateDiffControlNetPipeline"
+    before = sorted(tmp_path.iterdir())
+    with pytest.raises(InvalidParams, match=r"^reference: .*AnimateDiff.* takes no reference"):
+        get_workflow("pose-transfer")(
+            {**inputs, "model": str(tiny["animatediff-controlnet"]), "reference": str(astronaut)}
+        )
+    with pytest.raises(InvalidParams, match=r"^video: .*text-to-video and takes no video"):
+        get_workflow("pose-transfer")({**inputs, "model": str(tiny["wan-t2v"])})
+    assert sorted(tmp_path.iterdir()) == before  # refused before the mocap pass
+
+
+def test_cli_pose_transfer_names_a_missing_model_and_writes_nothing(
+    tmp_path: Path, carphone: Path
+) -> None:
+    from tests.conftest import run_vfx
+
+    out = tmp_path / "x.mp4"
+    args = ("--driving", carphone, "--prompt", PROMPT, "--model", tmp_path / "none")
+    result = run_vfx("pose-transfer", *args, "--output", out, timeout=120)
+    assert result.returncode == 4, result.stderr
+    assert "neither a catalog model, a folder, nor a Hub repo id" in result.stderr
+    assert not list(tmp_path.iterdir())

@@ -427,6 +427,44 @@ def generate(
     report(run_workflow("generate", inputs, quiet=as_json), as_json)
 
 
+@app.command("pose-transfer")
+@guarded
+def pose_transfer(
+    driving: Annotated[str, typer.Option("--driving", "-d", help="The performer's video.")],
+    prompt: Annotated[str, typer.Option("--prompt", "-p", help="The character and scene.")],
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="Wan VACE or AnimateDiff + OpenPose ControlNet.")
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output .mp4 (+ .json).")],
+    reference: Annotated[str | None, typer.Option(help="The character's image (Wan VACE).")] = None,
+    negative: Annotated[str | None, typer.Option(help="What to avoid.")] = None,
+    frames: Annotated[int | None, typer.Option(help="Frames (default: the driver's).")] = None,
+    width: Annotated[int | None, typer.Option(help="Width in pixels.")] = None,
+    height: Annotated[int | None, typer.Option(help="Height in pixels.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Denoising steps.")] = None,
+    guidance: Annotated[float | None, typer.Option(help="Guidance scale.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed (the same seed, the same frames).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """A character moving like the performer in --driving: our mocap draws the OpenPose
+    video, a pose-conditioned model renders it at the driver's timing, with its audio."""
+    inputs = given(
+        driving=driving,
+        prompt=prompt,
+        model=model,
+        output=output,
+        reference=reference,
+        negative=negative,
+        frames=frames,
+        width=width,
+        height=height,
+        steps=steps,
+        guidance=guidance,
+        seed=seed,
+    )
+    report(run_workflow("pose-transfer", inputs, quiet=as_json), as_json)
+
+
 def _mask_option(text: str) -> dict[str, Any]:
     if text in ("oval", "hull"):
         return {"kind": text}

@@ -37,7 +37,7 @@ from vfxmocap.workflows.registry import Resources, Workflow, WorkflowResult, reg
 
 log = get_logger("workflows.generate")
 
-_MEDIA = ("image", "last_image", "video", "mask", "reference")
+_MEDIA = ("image", "last_image", "video", "mask", "reference", "audio")
 _LIBRARIES = ("torch", "diffusers", "transformers", "accelerate", "vfxmocap")
 
 
@@ -67,6 +67,9 @@ class GenerateInputs(BaseModel):
     guidance: float | None = Field(None, ge=0, le=50, description="Classifier-free guidance.")
     seed: int | None = Field(None, ge=0, lt=2**63, description="Default: a random one, recorded.")
     fps: float | None = Field(None, gt=0, le=120, description="Default: the family's.")
+    audio: str | None = Field(
+        None, description="A file whose audio the MP4 carries (cut at the video's end)."
+    )
     output: Path = Field(description="Output .mp4; its sidecar JSON goes beside it.")
     plan_only: bool = Field(False, description="Print the memory plan; generate nothing.")
 
@@ -248,7 +251,7 @@ class _Run:
         )
         fps = inputs.fps or ref.family.default("fps")
         encode_started = time.perf_counter()
-        _write_video(inputs.output, rendered.frames, fps, progress, cancel)
+        _write_video(inputs.output, rendered.frames, fps, inputs.audio, progress, cancel)
         timings = {
             "load_s": round(loaded.seconds, 4),
             "warm": not loaded.cold,
@@ -269,10 +272,15 @@ class _Run:
 
 
 def _write_video(
-    path: Path, frames: list[Any], fps: float, progress: Progress, cancel: CancelToken
+    path: Path,
+    frames: list[Any],
+    fps: float,
+    audio: str | None,
+    progress: Progress,
+    cancel: CancelToken,
 ) -> None:
     progress.stage("encode", len(frames))
-    with VideoWriter(path, fps=fps) as writer:
+    with VideoWriter(path, fps=fps, audio_from=audio) as writer:
         for frame in frames:
             cancel.check()
             writer.write(frame)
