@@ -76,9 +76,15 @@ def _wan_vae() -> Any:
 
 
 def _wan_transformer(in_channels: int, image_dim: int | None, **extra: Any) -> Any:
-    from diffusers import WanTransformer3DModel
+    """A two-layer Wan transformer; `vace=True` adds VACE's control blocks."""
+    import diffusers
 
-    return WanTransformer3DModel(
+    vace = extra.pop("vace", False)
+    config = {"image_dim": image_dim, "num_layers": 2, **extra}
+    if vace:  # control latents (2 x 16) + the 8x8 mask folded into 64 channels
+        config = {"num_layers": 3, "vace_layers": [0, 2], "vace_in_channels": 96}
+    cls = diffusers.WanVACETransformer3DModel if vace else diffusers.WanTransformer3DModel
+    return cls(
         patch_size=(1, 2, 2),
         num_attention_heads=2,
         attention_head_dim=12,
@@ -87,12 +93,10 @@ def _wan_transformer(in_channels: int, image_dim: int | None, **extra: Any) -> A
         text_dim=32,
         freq_dim=256,
         ffn_dim=32,
-        num_layers=2,
         cross_attn_norm=True,
         qk_norm="rms_norm_across_heads",
         rope_max_seq_len=32,
-        image_dim=image_dim,
-        **extra,
+        **config,
     )
 
 
@@ -159,31 +163,11 @@ def wan22_t2v() -> Any:
 
 
 def wan_vace() -> Any:
-    from diffusers import (
-        FlowMatchEulerDiscreteScheduler,
-        WanVACEPipeline,
-        WanVACETransformer3DModel,
-    )
+    from diffusers import FlowMatchEulerDiscreteScheduler, WanVACEPipeline
 
     torch.manual_seed(0)
-    transformer = WanVACETransformer3DModel(
-        patch_size=(1, 2, 2),
-        num_attention_heads=2,
-        attention_head_dim=12,
-        in_channels=16,
-        out_channels=16,
-        text_dim=32,
-        freq_dim=256,
-        ffn_dim=32,
-        num_layers=3,
-        cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads",
-        rope_max_seq_len=32,
-        vace_layers=[0, 2],
-        vace_in_channels=96,  # control latents (2 x 16) + the 8x8 mask folded into 64
-    )
     return WanVACEPipeline(
-        transformer=transformer,
+        transformer=_wan_transformer(16, None, vace=True),
         vae=_wan_vae(),
         scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0),
         text_encoder=_umt5(),

@@ -15,7 +15,6 @@ import shutil
 import tempfile
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -143,10 +142,6 @@ def requirements(inputs: PoseTransferInputs) -> Resources:
     return generate.requirements(GenerateInputs(model=inputs.model, output=inputs.output))
 
 
-def place_outputs(inputs: dict[str, Any], job_dir: Path) -> dict[str, Any]:
-    return {"output": job_dir / "video.mp4"}
-
-
 POSE_TRANSFER = register(
     Workflow(
         name="pose-transfer",
@@ -157,6 +152,6 @@ POSE_TRANSFER = register(
         resources=generate.RESOURCES,
         requires=requirements,
         files=("driving", "reference"),
-        place_outputs=place_outputs,
+        place_outputs=generate.place_outputs,  # video.mp4 in the job's folder
     )
 )
