@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.conftest import encode_test_video
 from tests.test_generate import PROMPT, frames_of, generate
 from vfxmocap.core.errors import InvalidParams
 from vfxmocap.media.video import probe
@@ -74,10 +75,12 @@ def test_wan_first_last_frame_takes_a_last_image_only_where_trained_for_it(
 
 
 def test_wan_vace_follows_a_control_video_with_a_mask_and_a_reference(
-    tiny: dict[str, Path], tmp_path: Path, carphone: Path, astronaut: Path
+    tiny: dict[str, Path], tmp_path: Path, carphone: Path, astronaut: Path, carphone_frames: Any
 ) -> None:
-    steered = {"video": str(carphone), "mask": str(carphone), "reference": [str(astronaut)]}
-    vace = generate(tiny["wan-vace"], tmp_path / "v.mp4", frames=5, **SMALL, **steered)
+    def steered_by(mask: Path) -> dict[str, Any]:
+        return {"video": str(carphone), "mask": str(mask), "reference": [str(astronaut)]}
+
+    vace = generate(tiny["wan-vace"], tmp_path / "v.mp4", frames=5, **SMALL, **steered_by(carphone))
     plain = generate(tiny["wan-vace"], tmp_path / "t.mp4", frames=5, **SMALL)
     assert vace.summary["pipeline"] == plain.summary["pipeline"] == "WanVACEPipeline"
     a, b = frames_of(vace.outputs["video"]), frames_of(plain.outputs["video"])
@@ -85,6 +88,9 @@ def test_wan_vace_follows_a_control_video_with_a_mask_and_a_reference(
     assert previews(vace) == 2
     with pytest.raises(InvalidParams, match=r"^mask: "):
         generate(tiny["wan-vace"], tmp_path / "x.mp4", mask=str(carphone), **SMALL)
+    short = encode_test_video(tmp_path / "short.mp4", carphone_frames[:3])
+    with pytest.raises(InvalidParams, match=r"^mask: .*short.mp4 has 3 frames, the request 5"):
+        generate(tiny["wan-vace"], tmp_path / "x.mp4", frames=5, **SMALL, **steered_by(short))
 
 
 def test_a_control_video_sets_the_frames_never_more_than_it_has(

@@ -133,8 +133,8 @@ def with_media(inputs: GenerateInputs, request: Request) -> Request:
         request,
         image=_image(inputs.image, size),
         last_image=_image(inputs.last_image, size),
-        video=_video(inputs.video, size, request.frames),
-        mask=_video(inputs.mask, size, request.frames),
+        video=_video("video", inputs.video, size, request.frames),
+        mask=_video("mask", inputs.mask, size, request.frames),
         reference=[_image(path, size) for path in inputs.reference] or None,
     )
 
@@ -145,7 +145,7 @@ def _image(path: str | None, size: tuple[int, int]) -> Any:
     return _pil(read_image(path), size)
 
 
-def _video(path: str | None, size: tuple[int, int], frames: int) -> Any:
+def _video(field: str, path: str | None, size: tuple[int, int], frames: int) -> Any:
     """The first `frames` frames of a video; a shorter one is refused (a mask shorter than
     its control video cannot say where to generate)."""
     if path is None:
@@ -157,7 +157,7 @@ def _video(path: str | None, size: tuple[int, int], frames: int) -> Any:
             if len(taken) == frames:
                 return taken
     raise InvalidParams(
-        f"video: {path} has {len(taken)} frames, the request {frames}",
+        f"{field}: {path} has {len(taken)} frames, the request {frames}",
         hint="Give --frames no more than the video has, or a longer video.",
     )
 
