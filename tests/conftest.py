@@ -46,6 +46,16 @@ def astronaut() -> Path:
     return sample_path("astronaut")
 
 
+@pytest.fixture(scope="module")
+def face_analyzer():
+    """One MediaPipe face analyser for a test module (its graphs take a while to build)."""
+    from vfxmocap.vision.faces import MediaPipeFaceAnalyzer
+
+    analyzer = MediaPipeFaceAnalyzer()
+    yield analyzer
+    analyzer.close()
+
+
 def encode_test_video(
     path: Path,
     frames: list[np.ndarray],

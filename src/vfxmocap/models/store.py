@@ -82,6 +82,10 @@ def _hash_once(path: Path, stamp: list[int]) -> str:
     return _hashed[key]
 
 
+def _checksum(file: ModelFile) -> str:
+    return f"sha256 {file.sha256}" if file.sha256 else "no checksum"
+
+
 def _human(size: int | None) -> str:
     if not size:
         return "size unknown"
@@ -183,14 +187,26 @@ class ModelStore:
                 f"model {spec.name!r} is not downloaded: fetch the Hugging Face repo "
                 f"{spec.source.repo} into {self.directory(spec)}"
             )
+        files = [file for file in spec.files if file.path in missing]
+        urls = [spec.url_for(file) or "" for file in files]
+        # Several files from one place: name the place and the folder once, so the message
+        # stays whole (errors are cut at 1000 characters).
+        folders = {url.rpartition("/")[0] for url in urls}
+        if len(files) > 1 and len(folders) == 1 and all(urls):
+            base = folders.pop() + "/"
+            lines = [
+                f"model {spec.name!r} is missing {len(files)} file(s): download each from "
+                f"{base}<name there> and place it in {self.directory(spec)}:"
+            ]
+            lines += [
+                f"  {url[len(base) :]} -> {file.path} ({_human(file.size)}, {_checksum(file)})"
+                for file, url in zip(files, urls, strict=True)
+            ]
+            return "\n".join(lines)
         lines = [f"model {spec.name!r} is missing {len(missing)} file(s):"]
-        for file in spec.files:
-            if file.path not in missing:
-                continue
-            source = spec.url_for(file) or "its source"
-            checksum = f"sha256 {file.sha256}" if file.sha256 else "no checksum"
+        for file, url in zip(files, urls, strict=True):
             lines.append(
-                f"  download {source} ({_human(file.size)}, {checksum}) "
+                f"  download {url or 'its source'} ({_human(file.size)}, {_checksum(file)}) "
                 f"and place it at {self.file_path(spec, file)}"
             )
         return "\n".join(lines)
