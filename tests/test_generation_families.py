@@ -240,3 +240,23 @@ def test_cli_pose_transfer_names_a_missing_model_and_writes_nothing(
     assert result.returncode == 4, result.stderr
     assert "neither a catalog model, a folder, nor a Hub repo id" in result.stderr
     assert not list(tmp_path.iterdir())
+
+
+def test_a_wan_checkpoint_with_a_16x_vae_rounds_sides_to_32(
+    tiny: dict[str, Path], tmp_path: Path
+) -> None:
+    """Wan 2.2 TI2V-5B's VAE compresses 16x: with 2x2 patches its sides are multiples of 32
+    (diffusers would floor them silently); the rule is read from the checkpoint's configs."""
+    import shutil
+
+    folder = shutil.copytree(tiny["wan-t2v"], tmp_path / "ti2v")
+    config = json.loads((folder / "vae" / "config.json").read_text())
+    (folder / "vae" / "config.json").write_text(json.dumps({**config, "scale_factor_spatial": 16}))
+    planned = generate(
+        folder, tmp_path / "x.mp4", prompt=PROMPT, frames=5, width=48, height=64, plan_only=True
+    )
+    assert planned.summary["size"] == "64x64"
+    assert planned.summary["rounded"] == "width 48 -> 64: Wan needs multiples of 32"
+    sixteen = {**SMALL, "width": 48}
+    same = generate(tiny["wan-t2v"], tmp_path / "x.mp4", frames=5, plan_only=True, **sixteen)
+    assert "rounded" not in same.summary  # 48 is a multiple of 16

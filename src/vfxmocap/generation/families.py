@@ -86,7 +86,7 @@ class Family:
     needs: ClassVar[dict[str, frozenset[str]]] = {}
     frame_step: ClassVar[int]  # frames must be frame_step * k + 1 (the VAE's time stride)
     max_frames: ClassVar[int | None] = None  # what the denoiser can attend over at once
-    side_multiple: ClassVar[int]  # width and height must be multiples of this
+    side_multiple: int  # width and height must be multiples of this (a checkpoint may say)
     defaults: ClassVar[dict[str, Any]]  # frames, width, height, steps, guidance, fps
     reference_pixels: ClassVar[int]  # width * height * frames the memory figures are for
     mps_dtype: ClassVar[str] = "bfloat16"
@@ -199,7 +199,7 @@ class Wan(Family):
         "WanImageToVideoPipeline": TEXT | {"image", "last_image"},
     }
     frame_step = 4
-    side_multiple = 16
+    side_multiple = 16  # the VAE's 8x times the transformer's 2x2 patches (Wan 2.2 5B: 16x)
     defaults: ClassVar[dict[str, Any]] = {
         "frames": 81,
         "width": 832,
@@ -216,16 +216,24 @@ class Wan(Family):
         self.last_frame = last_frame
 
     def for_folder(self, folder: Path) -> Family:
-        """Whether this image->video checkpoint takes a last frame: Wan 2.1 FLF2V needs one
-        (its image embedding has positions for two frames' CLIP tokens), Wan 2.2 (no CLIP:
-        the frames go in as latents) may take one, Wan 2.1 I2V takes none."""
+        """The checkpoint's side rule (its VAE's spatial factor times its patch size, as
+        diffusers floors to: 16, or 32 for Wan 2.2 TI2V-5B's 16x VAE) and whether it takes a
+        last frame: Wan 2.1 FLF2V needs one (its image embedding has positions for two
+        frames' CLIP tokens), Wan 2.2 I2V (no CLIP: frames go in as latents) may, Wan 2.1
+        I2V does not."""
         index = _json(folder / "model_index.json")
-        if index.get("_class_name") != "WanImageToVideoPipeline":
-            return self
-        if _json(folder / "transformer" / "config.json").get("pos_embed_seq_len") is not None:
-            return type(self)("required")
-        no_clip = None in (index.get("image_encoder") or [None])
-        return type(self)("optional" if no_clip else "no")
+        transformer = _json(folder / "transformer" / "config.json")
+        last: LastFrame = "optional"
+        if index.get("_class_name") == "WanImageToVideoPipeline":
+            no_clip = None in (index.get("image_encoder") or [None])
+            last = "optional" if no_clip else "no"
+            if transformer.get("pos_embed_seq_len") is not None:
+                last = "required"
+        family = type(self)(last)
+        patch = transformer.get("patch_size") or (1, 2, 2)
+        vae = _json(folder / "vae" / "config.json").get("scale_factor_spatial", 8)
+        family.side_multiple = int(vae) * int(patch[1])
+        return family
 
     def check(self, class_name: str, given: frozenset[str]) -> str:
         if class_name == "WanImageToVideoPipeline":
