@@ -7,6 +7,7 @@ machine that has neither. Everything else calls `resolve_device()` / `onnx_provi
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib
 import os
 import platform
@@ -345,6 +346,20 @@ def resolve_device(requested: str | None = None) -> DeviceReport:
         onnxruntime_version=getattr(ort, "__version__", None) if ort else None,
         warnings=_advice(kind, torch, providers),
     )
+
+
+def release_memory(torch_device: str) -> None:
+    """Give back what a failed run left allocated: the garbage first (tensors held in
+    reference cycles), then the blocks the accelerator's caching allocator keeps."""
+    gc.collect()
+    torch = sys.modules.get("torch")  # nothing to release where torch never ran
+    if torch is None:
+        return
+    kind = device_kind(torch_device)
+    if kind == "cuda" and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    elif kind == "mps" and _mps_available(torch):
+        torch.mps.empty_cache()
 
 
 def torch_device(requested: str | None = None) -> Any:

@@ -18,6 +18,7 @@ from typing import Any
 
 from vfxmocap.core.errors import DeviceError, ModelMissing
 from vfxmocap.core.log import get_logger
+from vfxmocap.device import release_memory
 from vfxmocap.generation.families import Family, family_of
 from vfxmocap.generation.planner import MemoryFigures, Offload, Plan
 from vfxmocap.models.cache import model_cache
@@ -104,7 +105,7 @@ def _hub_snapshot(repo: str, revision: str | None) -> Path:
 def _from_folder(model: str, folder: Path, spec: ModelSpec | None) -> ModelRef:
     index = _read_index(folder)
     class_name = str(index.get("_class_name", ""))
-    family = family_of(class_name, str(folder))
+    family = family_of(class_name, str(folder)).for_folder(folder)
     missing = [name for name in _components(index) if not _has_files(folder / name)]
     if missing:
         raise ModelMissing(
@@ -213,7 +214,7 @@ class Loaded:
 def load(ref: ModelRef, class_name: str, plan: Plan) -> Loaded:
     """The pipeline for `ref` as `class_name`, placed as `plan` says; from the model cache
     when an earlier job loaded it the same way."""
-    key = ("diffusers", str(ref.path.resolve()), class_name, *plan.key())
+    key = _cache_key(ref, class_name, plan)
     started = time.perf_counter()
     loads: list[bool] = []
 
@@ -223,6 +224,17 @@ def load(ref: ModelRef, class_name: str, plan: Plan) -> Loaded:
 
     pipe = model_cache().get(key, build, ref.weights_gb)
     return Loaded(pipe, bool(loads), time.perf_counter() - started)
+
+
+def unload(ref: ModelRef, class_name: str, plan: Plan) -> None:
+    """Drop the pipeline loaded for `plan` from the model cache and give its memory back
+    (after an out-of-memory, a warm pipeline placed that way must not stay resident)."""
+    model_cache().discard(_cache_key(ref, class_name, plan))
+    release_memory(plan.device)
+
+
+def _cache_key(ref: ModelRef, class_name: str, plan: Plan) -> tuple[str, ...]:
+    return ("diffusers", str(ref.path.resolve()), class_name, *plan.key())
 
 
 def _load_pipeline(path: Path, class_name: str, plan: Plan) -> Any:

@@ -25,6 +25,7 @@ BUILTIN_MODULES = (
     "vfxmocap.workflows.swap",
     "vfxmocap.workflows.mocap",
     "vfxmocap.workflows.generate",
+    "vfxmocap.workflows.pose_transfer",
 )
 
 
