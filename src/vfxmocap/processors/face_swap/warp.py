@@ -54,16 +54,17 @@ def _affines(
 
 
 def visible_triangles(
-    landmarks: NDArray[np.float32],
+    landmarks: NDArray[np.float32], tris: NDArray[np.int32] | None = None
 ) -> tuple[NDArray[np.int32], NDArray[np.int32]]:
     """Triangles in drawing order: those turned away first, then those facing the camera far
     to near; returns (indices, triangles).
 
     Back-face culling by winding: a triangle faces the camera when it winds the same way in
     the image as on the face seen from the front (the mesh turned frontal by its own head
-    pose). A triangle folded over by a turned head winds the other way.
+    pose). A triangle folded over by a turned head winds the other way. `tris` replaces the
+    mesh's own triangles (e.g. other fans over the eyes).
     """
-    tris = triangles()
+    tris = triangles() if tris is None else tris
     p = landmarks[:, :3].astype(np.float64) * np.array([1.0, -1.0, -1.0])  # y up, z to camera
     axes = face_axes(p)
     frontal = (p - p.mean(axis=0)) @ axes.T  # face frame: x across, y up
@@ -84,7 +85,7 @@ def _signed_areas(xy: NDArray[np.float64], tris: NDArray[np.int32]) -> NDArray[n
     return area
 
 
-def _maps(
+def piecewise_maps(
     source_points: Points,
     target_points: Points,
     tris: NDArray[np.int32],
@@ -149,7 +150,7 @@ def warp_face(
     _, tris = visible_triangles(target_landmarks)
     shrink = _span(target_landmarks) / max(_span(source_points), 1.0)
     image, points = _area_filtered(source_image, source_points, shrink)
-    map_x, map_y, mask = _maps(points, target_landmarks, tris, roi)
+    map_x, map_y, mask = piecewise_maps(points, target_landmarks, tris, roi)
     warped: Frame = cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
     h, w = image.shape[:2]
     # a mesh reaching past the source image's edge (a tight crop) would draw reflected junk
@@ -168,7 +169,7 @@ def _ring(outline: Points, roi: tuple[int, int, int, int]) -> Points:
 
 
 @cache
-def _strip(n: int, offset: int) -> NDArray[np.int32]:
+def ring_strip(n: int, offset: int) -> NDArray[np.int32]:
     """Triangles between a closed loop of n points (0..n-1) and its ring (offset..offset+n-1)."""
     i = np.arange(n)
     j = (i + 1) % n
@@ -192,10 +193,10 @@ def warp_backdrop(
     _, face_tris = visible_triangles(moved)
     # ring points are stacked after the landmarks: vertex n + k of the strip is ring point k
     loop = np.concatenate([outline, len(original) + np.arange(len(outline))])
-    tris = np.concatenate([loop[_strip(len(outline), len(outline))], face_tris])
+    tris = np.concatenate([loop[ring_strip(len(outline), len(outline))], face_tris])
     src = np.concatenate([original[:, :2], ring])
     dst = np.concatenate([moved[:, :2], ring])
-    map_x, map_y, cover = _maps(src, dst, tris, roi)
+    map_x, map_y, cover = piecewise_maps(src, dst, tris, roi)
     warped: Frame = cv2.remap(frame, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
     x0, y0, x1, y1 = roi
     untouched = cover == 0  # outside the ring: exactly the frame, not a resampled copy
