@@ -23,7 +23,7 @@ from numpy.typing import NDArray
 from scipy.spatial import Delaunay
 
 from vfxmocap.portrait.engine import AnimateOptions, Driven, FaceEdits
-from vfxmocap.portrait.selection import PortraitFace, select_faces
+from vfxmocap.portrait.faces import portrait_faces
 from vfxmocap.processors.face_swap.warp import piecewise_maps, ring_strip, visible_triangles
 from vfxmocap.vision.faces import Face, MediaPipeFaceAnalyzer
 from vfxmocap.vision.landmarks import (
@@ -62,7 +62,7 @@ _CHIN = [152, 148, 176, 149, 150, 136, 377, 400, 378, 379, 365, 175, 199, 200, 1
 
 _RING_NEAR, _RING_FAR = 1.35, 2.1  # times the outline's distance from the face centre
 _FOLLOW_NEAR = 0.85  # how far the near ring (hair, ears) follows the outline
-_CAVITY_RGB = np.array([52.0, 18.0, 20.0])  # a shaded mouth interior, darkest inside
+_CAVITY_BGR = np.array([20.0, 18.0, 52.0])  # a shaded mouth interior, darkest inside
 
 
 def _flip() -> F64:
@@ -326,6 +326,11 @@ def _eye_iris(local: F64, upper: list[int]) -> int:
     return min((_IRIS_A[0], _IRIS_B[0]), key=lambda i: float(np.linalg.norm(local[i] - eye)))
 
 
+def _rgb(bgr: Image) -> Image:
+    rgb: Image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return rgb
+
+
 def _cavity(patch: Image, posed: F64, roi: tuple[int, int, int, int], strength: float) -> None:
     """Shade the mouth opening in place: dark inside, the lips' own texture at its rim (the
     source's teeth when it showed them)."""
@@ -342,13 +347,13 @@ def _cavity(patch: Image, posed: F64, roi: tuple[int, int, int, int], strength: 
     gap = max(float(np.ptp(poly[:, 1])), 1.0)
     alpha = np.clip(depth / (0.3 * gap), 0.0, 1.0)[..., None] * strength
     region = patch[by0:by1, bx0:bx1].astype(np.float32)
-    shade = _CAVITY_RGB * (0.6 + 0.4 * np.clip(1.0 - depth / gap, 0.0, 1.0))[..., None]
+    shade = _CAVITY_BGR * (0.6 + 0.4 * np.clip(1.0 - depth / gap, 0.0, 1.0))[..., None]
     patch[by0:by1, bx0:bx1] = np.clip(region * (1 - alpha) + shade * alpha, 0, 255).astype(np.uint8)
 
 
 class BuiltinEngine:
-    """Zero-download portrait animation. Frames are RGB uint8; `device` is not used (MediaPipe
-    runs on the CPU)."""
+    """Zero-download portrait animation. Frames are BGR uint8, as the engine contract has
+    them (MediaPipe gets RGB copies); `device` is not used: MediaPipe runs on the CPU."""
 
     name = "builtin"
 
@@ -365,12 +370,12 @@ class BuiltinEngine:
         self.options = options
         self._analyzer = MediaPipeFaceAnalyzer(tiles=False)
         try:
-            chosen = select_faces(self._analyzer, self.source, faces)
+            chosen = portrait_faces(self._analyzer, self.source, faces)
         except BaseException:
             self._analyzer.close()
             raise
-        self.faces: list[PortraitFace] = chosen
-        self._portraits = [_Portrait(self.source, f.face) for f in chosen]
+        self.faces: list[Face] = chosen
+        self._portraits = [_Portrait(self.source, face) for face in chosen]
         self._tracker = FaceTracker(
             self._analyzer, TrackerOptions(detect_every=15, smooth=options.smoothing)
         )
@@ -382,14 +387,14 @@ class BuiltinEngine:
     # --- driving ------------------------------------------------------------------------
 
     def set_neutral(self, driving: Image) -> bool:
-        faces = self._analyzer.analyze(driving)
+        faces = self._analyzer.analyze(_rgb(driving))
         if not faces:
             return False
         self._neutral = HeadFrame.of(faces[0].landmarks)
         return True
 
     def drive(self, driving: Image, t: float) -> Driven:
-        faces = self._tracker.update(driving, t)
+        faces = self._tracker.update(_rgb(driving), t)
         if faces or self._driver_id is None:
             self._driver_faces = len(faces)
         face = self._driver(faces)

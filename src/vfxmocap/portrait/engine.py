@@ -77,7 +77,7 @@ class Driven:
     """One output frame and what the engine saw in the driving frame."""
 
     frame: Image
-    """RGB uint8 (the project's frame format) at the source portrait's full resolution."""
+    """BGR uint8 at the source portrait's full resolution."""
     had_face: bool
     """False when the driver had no face: the last pose was held."""
     driver_faces: int
@@ -112,7 +112,7 @@ def open_engine(
     faces: str = "largest",
     device: str | None = None,
 ) -> PortraitEngine:
-    """Build an engine for this RGB portrait.
+    """Build an engine for this BGR portrait.
 
     `faces` is "all", "largest" or a comma list of indices ("0,2") into the portrait's faces
     sorted left to right. `device` is a device string as device.py takes it (None = auto).
