@@ -397,7 +397,9 @@ def animate(
         Path | None,
         typer.Option("--output", "-o", help=".mp4 (an image for a still driver); live: a file."),
     ] = None,
-    engine: Annotated[str | None, typer.Option(help="builtin (no download) or liveportrait.")] = None,
+    engine: Annotated[
+        str | None, typer.Option(help="builtin (no download) or liveportrait.")
+    ] = None,
     faces: Annotated[str | None, typer.Option(help="Portrait faces: all, largest or 0,2.")] = None,
     neutral: Annotated[
         int | None, typer.Option(help="Driving frame of the neutral pose (default: first face).")
@@ -408,9 +410,7 @@ def animate(
     head_scale: Annotated[
         float | None, typer.Option(help="Head motion strength (0 keeps the portrait's pose).")
     ] = None,
-    region: Annotated[
-        str | None, typer.Option(help="all, expression, pose, lips or eyes.")
-    ] = None,
+    region: Annotated[str | None, typer.Option(help="all, expression, pose, lips or eyes.")] = None,
     eye_ratio: Annotated[float | None, typer.Option(help="Eye-opening retargeting factor.")] = None,
     lip_ratio: Annotated[float | None, typer.Option(help="Lip-opening retargeting factor.")] = None,
     stitching: Annotated[
@@ -455,12 +455,16 @@ def animate(
 def edit_face(
     source: Annotated[str, typer.Option("--source", "-s", help="The portrait image.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output image.")],
-    engine: Annotated[str | None, typer.Option(help="builtin (no download) or liveportrait.")] = None,
+    engine: Annotated[
+        str | None, typer.Option(help="builtin (no download) or liveportrait.")
+    ] = None,
     faces: Annotated[str | None, typer.Option(help="Portrait faces: all, largest or 0,2.")] = None,
     smile: Annotated[float | None, typer.Option(help="-1 (frown) to 1.")] = None,
     blink: Annotated[float | None, typer.Option(help="0 to 1 (closed).")] = None,
     wink_left: Annotated[float | None, typer.Option(help="0 to 1: the person's left eye.")] = None,
-    wink_right: Annotated[float | None, typer.Option(help="0 to 1: the person's right eye.")] = None,
+    wink_right: Annotated[
+        float | None, typer.Option(help="0 to 1: the person's right eye.")
+    ] = None,
     eyebrow: Annotated[float | None, typer.Option(help="-1 (lowered) to 1 (raised).")] = None,
     gaze_x: Annotated[float | None, typer.Option(help="-1 to 1 (to the image's right).")] = None,
     gaze_y: Annotated[float | None, typer.Option(help="-1 to 1 (down).")] = None,

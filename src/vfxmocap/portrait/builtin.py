@@ -13,6 +13,7 @@ put while stitching), and the face region is remapped from the full-resolution p
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from functools import cache
@@ -44,8 +45,34 @@ Image = NDArray[np.uint8]
 # Points that move with the skull, not with expressions: forehead, temples, the nose's
 # bridge and tip, eye corners, the sides of the face at eye level.
 _RIGID = np.array(
-    [10, 109, 67, 103, 338, 297, 332, 151, 9, 8, 168, 6, 197, 195, 5, 4, 33, 133, 362, 263]
-    + [127, 356, 234, 454, 21, 251]
+    [
+        10,
+        109,
+        67,
+        103,
+        338,
+        297,
+        332,
+        151,
+        9,
+        8,
+        168,
+        6,
+        197,
+        195,
+        5,
+        4,
+        33,
+        133,
+        362,
+        263,
+        127,
+        356,
+        234,
+        454,
+        21,
+        251,
+    ]
 )
 # Eyelids, outer corner to inner corner, upper lid over the matching lower lid.
 _RIGHT_UPPER = [246, 161, 160, 159, 158, 157, 173]
@@ -161,7 +188,7 @@ def face_triangles() -> NDArray[np.int32]:
     tris = triangles()
     fans = set()
     for loop in (RIGHT_EYE, LEFT_EYE):
-        fans |= {tuple(sorted((loop[0], u, v))) for u, v in zip(loop[1:], loop[2:], strict=False)}
+        fans |= {tuple(sorted((loop[0], u, v))) for u, v in itertools.pairwise(loop[1:])}
     kept = [t for t in tris.tolist() if tuple(t) not in fans]
     return np.array(kept, np.int32)
 
@@ -213,7 +240,8 @@ class _Portrait:
         simplices = Delaunay(points).simplices
         border = simplices[(simplices >= m).any(axis=1)]  # not inside the far ring
         outside = np.where(border < m, n + m + border, n + 2 * m + (border - m))
-        return np.concatenate([outside, middle, inner]).astype(np.int32)
+        tris: NDArray[np.int32] = np.concatenate([outside, middle, inner]).astype(np.int32)
+        return tris
 
     def posed(self, offsets: F64, rotation: F64, scale: float, shift: F64) -> F64:
         """The landmarks with these expression offsets (head frame, pixels), then turned,
@@ -227,7 +255,7 @@ class _Portrait:
     def targets(self, posed: F64, stitching: bool) -> NDArray[np.float32]:
         """Where every mesh vertex goes: landmarks as posed, rings after the outline."""
         n, m = len(posed), len(FACE_OVAL)
-        moved = self.rest.copy()
+        moved: NDArray[np.float32] = self.rest.copy()
         moved[:n] = posed[:, :2]
         outline = posed[FACE_OVAL, :2] - self.rest[FACE_OVAL]
         moved[n : n + m] += (_FOLLOW_NEAR if stitching else 1.0) * outline
@@ -263,7 +291,11 @@ def _region_weights(head: HeadFrame) -> _Weights:
 
 
 def _handles(
-    local: F64, indices: list[int], deltas: F64, radius: float, fixed: list[int] = ()  # type: ignore[assignment]
+    local: F64,
+    indices: list[int],
+    deltas: F64,
+    radius: float,
+    fixed: list[int] = (),  # type: ignore[assignment]
 ) -> F64:
     """Offsets for every vertex: handles move by `deltas`, `fixed` ones by nothing, and the
     rest by a Gaussian-weighted blend of nearby handles that fades out over `radius`."""
@@ -297,7 +329,7 @@ def edit_offsets(head: HeadFrame, edits: FaceEdits) -> F64:
     jaw = np.tile([0.0, -0.13 * h * aaa - 0.03 * h * eee - 0.05 * h * woo, 0.0], (len(lower), 1))
     mouth_x = out_x * (0.06 * w * eee - 0.07 * w * woo)
     shape = np.stack([mouth_x, np.zeros(4), np.full(4, 0.03 * w * woo)], axis=1)
-    add(lower + corners, np.concatenate([jaw, shape]), 0.2 * w, _UPPER_LIP + [NOSE_TIP])
+    add(lower + corners, np.concatenate([jaw, shape]), 0.2 * w, [*_UPPER_LIP, NOSE_TIP])
     for upper, lower_lid, closed in (
         (_RIGHT_UPPER, _RIGHT_LOWER, edits.blink + edits.wink_right),
         (_LEFT_UPPER, _LEFT_LOWER, edits.blink + edits.wink_left),
@@ -306,7 +338,7 @@ def edit_offsets(head: HeadFrame, edits: FaceEdits) -> F64:
         iris = _eye_iris(local, upper)
         drop = 0.95 * shut * (local[lower_lid] - local[upper])
         iris_drop = shut * (local[lower_lid].mean(axis=0) - local[iris])
-        add(upper + [iris], np.concatenate([drop, iris_drop[None]]), 0.05 * w, lower_lid)
+        add([*upper, iris], np.concatenate([drop, iris_drop[None]]), 0.05 * w, lower_lid)
     brows = _RIGHT_BROW_LINE + _LEFT_BROW_LINE
     raise_ = np.tile([0.0, 0.05 * h * edits.eyebrow, 0.0], (len(brows), 1))
     add(brows, raise_, 0.1 * w, RIGHT_EYE + LEFT_EYE)
@@ -470,4 +502,3 @@ class BuiltinEngine:
 
     def close(self) -> None:
         self._analyzer.close()
-

@@ -30,7 +30,9 @@ class AnimateSettings(BaseModel):
     head_scale: float = Field(
         1.0, ge=0, le=3, description="Head rotation, shift and scale (0 keeps the portrait's pose)."
     )
-    region: Region = Field("all", description="Motion transferred: all, expression, pose, lips, eyes.")
+    region: Region = Field(
+        "all", description="Motion transferred: all, expression, pose, lips, eyes."
+    )
     eye_ratio: float = Field(1.0, ge=0, le=3, description="Eye-opening retargeting factor.")
     lip_ratio: float = Field(1.0, ge=0, le=3, description="Lip-opening retargeting factor.")
     stitching: bool = Field(True, description="Keep shoulders, neck base and background still.")

@@ -100,7 +100,9 @@ def run(inputs: AnimateInputs, progress: Progress, cancel: CancelToken) -> Workf
             def animate(frame: Frame) -> Frame:
                 return processor.process(frame, state, state.frames / fps)
 
-            result = transform_video(frames, animate, inputs.output, progress=progress, cancel=cancel)
+            result = transform_video(
+                frames, animate, inputs.output, progress=progress, cancel=cancel
+            )
             extra = {"fps": round(result.stats.fps, 2), "frame_rate": round(fps, 3)}
             return WorkflowResult({"output": result.output}, _summary(state, extra))
         finally:

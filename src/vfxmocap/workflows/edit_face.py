@@ -4,7 +4,6 @@ shapes, head turn) -> one image; every slider at 0 gives the portrait back uncha
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import cv2
 from pydantic import Field
