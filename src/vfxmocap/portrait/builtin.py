@@ -305,6 +305,7 @@ def _handles(
     g = np.exp(-d2 / (radius * radius))
     blended = (g @ moves) / np.maximum(g.sum(axis=1, keepdims=True), 1e-9)
     offsets: F64 = blended * g.max(axis=1, keepdims=True)
+    offsets[where] = moves  # handles exactly where they were sent
     return offsets
 
 
