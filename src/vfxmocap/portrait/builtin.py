@@ -89,7 +89,8 @@ _CHIN = [152, 148, 176, 149, 150, 136, 377, 400, 378, 379, 365, 175, 199, 200, 1
 
 _RING_NEAR, _RING_FAR = 1.35, 2.1  # times the outline's distance from the face centre
 _FOLLOW_NEAR = 0.85  # how far the near ring (hair, ears) follows the outline
-_CAVITY_BGR = np.array([20.0, 18.0, 52.0])  # a shaded mouth interior, darkest inside
+_CAVITY_RGB = np.array([52.0, 18.0, 20.0])  # a shaded mouth interior, darkest inside
+_MAP_SIDE = 256  # warp maps are worked out at most this size, then interpolated (smooth)
 
 
 def _flip() -> F64:
@@ -227,6 +228,8 @@ class _Portrait:
         )
         self.outer = self._outer_triangles(far, anchors)
         self.weights = _region_weights(self.head)
+        ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+        self.grid = (xs, ys)  # each ROI pixel's own coordinates
 
     def _outer_triangles(self, far: F64, anchors: F64) -> NDArray[np.int32]:
         n, m = len(self.head.landmarks), len(FACE_OVAL)
@@ -359,9 +362,10 @@ def _eye_iris(local: F64, upper: list[int]) -> int:
     return min((_IRIS_A[0], _IRIS_B[0]), key=lambda i: float(np.linalg.norm(local[i] - eye)))
 
 
-def _rgb(bgr: Image) -> Image:
-    rgb: Image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-    return rgb
+def _swap_channels(image: Image) -> Image:
+    """BGR to RGB, or back."""
+    swapped: Image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return swapped
 
 
 def _cavity(patch: Image, posed: F64, roi: tuple[int, int, int, int], strength: float) -> None:
@@ -380,13 +384,14 @@ def _cavity(patch: Image, posed: F64, roi: tuple[int, int, int, int], strength: 
     gap = max(float(np.ptp(poly[:, 1])), 1.0)
     alpha = np.clip(depth / (0.3 * gap), 0.0, 1.0)[..., None] * strength
     region = patch[by0:by1, bx0:bx1].astype(np.float32)
-    shade = _CAVITY_BGR * (0.6 + 0.4 * np.clip(1.0 - depth / gap, 0.0, 1.0))[..., None]
+    shade = _CAVITY_RGB * (0.6 + 0.4 * np.clip(1.0 - depth / gap, 0.0, 1.0))[..., None]
     patch[by0:by1, bx0:bx1] = np.clip(region * (1 - alpha) + shade * alpha, 0, 255).astype(np.uint8)
 
 
 class BuiltinEngine:
     """Zero-download portrait animation. Frames are BGR uint8, as the engine contract has
-    them (MediaPipe gets RGB copies); `device` is not used: MediaPipe runs on the CPU."""
+    them; `drive_rgb` takes and gives RGB (the media layer's frames) without converting, as
+    it works in RGB inside (MediaPipe's order). `device` is unused: MediaPipe runs on the CPU."""
 
     name = "builtin"
 
@@ -399,11 +404,11 @@ class BuiltinEngine:
         device: str | None = None,
     ) -> None:
         del device
-        self.source = np.ascontiguousarray(source)
+        self.source = _swap_channels(source)  # RGB from here on
         self.options = options
         self._analyzer = MediaPipeFaceAnalyzer(tiles=False)
         try:
-            chosen = portrait_faces(self._analyzer, self.source, faces)
+            chosen = portrait_faces(self._analyzer, source, faces)  # it takes BGR
         except BaseException:
             self._analyzer.close()
             raise
@@ -414,22 +419,24 @@ class BuiltinEngine:
         )
         self._neutral: HeadFrame | None = None
         self._driver_id: int | None = None
-        self._last: Image = self.source
-        self._driver_faces = 0
+        self._last: Image = self.source  # RGB
 
     # --- driving ------------------------------------------------------------------------
 
     def set_neutral(self, driving: Image) -> bool:
-        faces = self._analyzer.analyze(_rgb(driving))
+        faces = self._analyzer.analyze(_swap_channels(driving))
         if not faces:
             return False
         self._neutral = HeadFrame.of(faces[0].landmarks)
         return True
 
     def drive(self, driving: Image, t: float) -> Driven:
-        faces = self._tracker.update(_rgb(driving), t)
-        if faces or self._driver_id is None:
-            self._driver_faces = len(faces)
+        driven = self.drive_rgb(_swap_channels(driving), t)
+        return Driven(_swap_channels(driven.frame), driven.had_face, driven.driver_faces)
+
+    def drive_rgb(self, driving: Image, t: float) -> Driven:
+        """`drive` for RGB frames in and out (no conversions on the per-frame path)."""
+        faces = self._tracker.update(driving, t)
         face = self._driver(faces)
         if face is None:
             return Driven(self._last, had_face=False, driver_faces=len(faces))
@@ -475,13 +482,13 @@ class BuiltinEngine:
 
     def edit(self, edits: FaceEdits) -> Image:
         if edits.is_identity():
-            return self.source.copy()
+            return _swap_channels(self.source)
         rotation = euler_rotation(edits.yaw, edits.pitch, edits.roll)
         out = self.source.copy()
         for portrait in self._portraits:
             offsets = edit_offsets(portrait.head, edits)
             self._paint(out, portrait, portrait.posed(offsets, rotation, 1.0, np.zeros(2)))
-        return out
+        return _swap_channels(out)
 
     # --- rendering ----------------------------------------------------------------------
 
@@ -491,10 +498,14 @@ class BuiltinEngine:
         tris = np.concatenate([portrait.outer, face_tris])
         targets = portrait.targets(posed, self.options.stitching)
         x0, y0, x1, y1 = portrait.roi
-        map_x, map_y, _ = piecewise_maps(portrait.rest, targets, tris, portrait.roi)
+        map_x, map_y, _ = piecewise_maps(portrait.rest, targets, tris, portrait.roi, _MAP_SIDE)
         patch: Image = cv2.remap(
             out, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
         )
+        # where the mesh did not move, the portrait's own pixels (not a resampled copy)
+        xs, ys = portrait.grid
+        still = (np.abs(map_x - xs) < 0.02) & (np.abs(map_y - ys) < 0.02)
+        patch[still] = out[y0:y1, x0:x1][still]
         opening = mouth_openness(posed)
         if opening > portrait.opening + 0.03:
             strength = min(0.92, 1.6 * (opening - portrait.opening) / opening)

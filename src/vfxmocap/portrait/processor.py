@@ -125,12 +125,17 @@ class PortraitAnimator:
         """The portrait moved as the driver in `frame` moved from its neutral frame."""
         import cv2
 
-        driven = state.engine.drive(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), t)
+        rgb_path = getattr(state.engine, "drive_rgb", None)  # an engine that works in RGB
+        if rgb_path is not None:
+            driven = rgb_path(frame, t)
+            out: Frame = driven.frame
+        else:
+            driven = state.engine.drive(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), t)
+            out = cv2.cvtColor(driven.frame, cv2.COLOR_BGR2RGB)
         state.frames += 1
         state.most_driver_faces = max(state.most_driver_faces, driven.driver_faces)
         if not driven.had_face:
             state.frames_without_face += 1
-        out: Frame = cv2.cvtColor(driven.frame, cv2.COLOR_BGR2RGB)
         return out
 
     def close(self, state: AnimateState) -> None:

@@ -90,15 +90,20 @@ def piecewise_maps(
     target_points: Points,
     tris: NDArray[np.int32],
     roi: tuple[int, int, int, int],
+    max_side: int = _MAX_WORK_SIDE,
 ) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.uint8]]:
     """Per ROI pixel, where to sample the source (x and y maps), and 255 where a triangle
-    covers it; elsewhere the maps are the identity (of target pixels, shifted by the ROI)."""
+    covers it; elsewhere the maps are the identity (of target pixels, shifted by the ROI).
+    The maps are worked out at most `max_side` pixels wide or high, then interpolated."""
     x0, y0, x1, y1 = roi
     width, height = x1 - x0, y1 - y0
-    scale = min(1.0, _MAX_WORK_SIDE / max(width, height))
+    scale = min(1.0, max_side / max(width, height))
     work_w, work_h = max(1, round(width * scale)), max(1, round(height * scale))
-    # work pixel centres as cv2.resize places them: w = (u + 0.5) * scale - 0.5
-    target_xy = (target_points[:, :2] - np.array([x0, y0], np.float32) + 0.5) * scale - 0.5
+    # per axis, the scale cv2.resize will use; work pixel centres as it places them:
+    # w = (u + 0.5) * s - 0.5
+    sx, sy = work_w / width, work_h / height
+    factor = np.array([sx, sy], np.float32)
+    target_xy = (target_points[:, :2] - np.array([x0, y0], np.float32) + 0.5) * factor - 0.5
     matrices, ok = _affines(target_xy, source_points[:, :2], tris)
     index = np.full((work_h, work_w), len(tris), np.int32)
     polygons = np.round(target_xy * (1 << _SUBPIXEL)).astype(np.int32)[tris]  # (n, 3, 2)
@@ -106,8 +111,9 @@ def piecewise_maps(
     for i in np.flatnonzero(ok).tolist():
         fill(index, polygons[i], i, cv2.LINE_8, _SUBPIXEL)
     # the last row is the identity: a work pixel maps to its ROI pixel in frame coordinates
-    shift = 0.5 / scale - 0.5
-    identity = np.array([[1 / scale, 0], [0, 1 / scale], [x0 + shift, y0 + shift]], np.float64)
+    identity = np.array(
+        [[1 / sx, 0], [0, 1 / sy], [x0 + 0.5 / sx - 0.5, y0 + 0.5 / sy - 0.5]], np.float64
+    )
     coef = np.concatenate([matrices, identity[None]]).reshape(-1, 6).astype(np.float32)[index]
     ys, xs = np.mgrid[0:work_h, 0:work_w].astype(np.float32)
     map_x = coef[..., 0] * xs + coef[..., 2] * ys + coef[..., 4]
