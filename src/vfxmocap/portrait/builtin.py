@@ -382,7 +382,10 @@ def _cavity(patch: Image, posed: F64, roi: tuple[int, int, int, int], strength: 
     cv2.fillPoly(mask, [np.round(poly - [bx0, by0]).astype(np.int32)], 255, cv2.LINE_AA)
     depth = cv2.distanceTransform(mask, cv2.DIST_L2, 3)
     gap = max(float(np.ptp(poly[:, 1])), 1.0)
-    alpha = np.clip(depth / (0.3 * gap), 0.0, 1.0)[..., None] * strength
+    # below the upper lip first: the upper teeth (the source's, stretched) stay in view
+    rows = np.arange(by0, by1, dtype=np.float32)[:, None] - float(poly[:, 1].min())
+    alpha = np.clip(depth / (0.3 * gap), 0.0, 1.0) * np.clip(rows / (0.35 * gap), 0.3, 1.0)
+    alpha = alpha[..., None] * strength
     region = patch[by0:by1, bx0:bx1].astype(np.float32)
     shade = _CAVITY_RGB * (0.6 + 0.4 * np.clip(1.0 - depth / gap, 0.0, 1.0))[..., None]
     patch[by0:by1, bx0:bx1] = np.clip(region * (1 - alpha) + shade * alpha, 0, 255).astype(np.uint8)
@@ -415,7 +418,7 @@ class BuiltinEngine:
         self.faces: list[Face] = chosen
         self._portraits = [_Portrait(self.source, face) for face in chosen]
         self._tracker = FaceTracker(
-            self._analyzer, TrackerOptions(detect_every=15, smooth=options.smoothing)
+            self._analyzer, TrackerOptions(detect_every=60, smooth=options.smoothing)
         )
         self._neutral: HeadFrame | None = None
         self._driver_id: int | None = None
