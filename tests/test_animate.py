@@ -375,3 +375,28 @@ def test_api_job_and_live_stream_through_the_registry(tmp_path: Path, talking_cl
                     message = ws.receive()
                 shapes.append(decode_image(message["bytes"]).shape)
     assert shapes == [(512, 512, 3)] * 3
+
+
+def test_cli_live_animate_records_without_a_display(tmp_path: Path, talking_clip: Path) -> None:
+    astronaut = sample_path("astronaut")
+    out = tmp_path / "live.mp4"
+    done = run_vfx(
+        "live",
+        "animate",
+        "-s",
+        f"source={astronaut}",
+        "-i",
+        talking_clip,
+        "-o",
+        out,
+        "--max-frames",
+        8,
+        "--json",
+        drop=("DISPLAY", "WAYLAND_DISPLAY"),
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["frames"] == 8
+    info = probe(out)
+    assert (info.width, info.height, info.frame_count) == (512, 512, 8)
+    missing = run_vfx("animate", "-s", astronaut, "--camera", 7)
+    assert missing.returncode == 3 and "camera 7 could not be opened" in missing.stderr
