@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 
@@ -295,10 +296,10 @@ def _region_weights(head: HeadFrame) -> _Weights:
 
 def _handles(
     local: F64,
-    indices: list[int],
+    indices: Sequence[int],
     deltas: F64,
     radius: float,
-    fixed: list[int] = (),  # type: ignore[assignment]
+    fixed: Sequence[int] = (),
 ) -> F64:
     """Offsets for every vertex: handles move by `deltas`, `fixed` ones by nothing, and the
     rest by a Gaussian-weighted blend of nearby handles that fades out over `radius`."""
