@@ -88,10 +88,16 @@ _LOWER_LIP = [146, 91, 181, 84, 17, 314, 405, 321, 375, 95, 88, 178, 87, 14, 317
 _UPPER_LIP = [185, 40, 39, 37, 0, 267, 269, 270, 409, 191, 80, 81, 82, 13, 312, 311, 310, 415]
 _CHIN = [152, 148, 176, 149, 150, 136, 377, 400, 378, 379, 365, 175, 199, 200, 18]
 
-_RING_NEAR, _RING_FAR = 1.35, 2.1  # times the outline's distance from the face centre
-_FOLLOW_NEAR = 0.85  # how far the near ring (hair, ears) follows the outline
-_CAVITY_RGB = np.array([52.0, 18.0, 20.0])  # a shaded mouth interior, darkest inside
-_MAP_SIDE = 256  # warp maps are worked out at most this size, then interpolated (smooth)
+# Rings past the face, and the fixed border of the region warped, in times the outline's
+# distance from the face centre.
+_RING_NEAR, _RING_FAR, _BORDER = 1.35, 2.0, 2.6
+_FOLLOW_NEAR = 0.85  # how far the near ring (hair, ears, under the jaw) follows the outline
+_FOLLOW_FAR = 0.3  # ...and the far ring above the face (hair); below it (neck base) stays
+_THROAT_RGB = np.array([28.0, 9.0, 11.0])  # a shaded mouth interior: dark at the top,
+_TONGUE_RGB = np.array([118.0, 48.0, 52.0])  # the tongue's colour toward the lower lip
+# Warp maps are worked out at the region's own size up to this many pixels a side, then
+# interpolated: smooth, but lids and lips need a few work pixels to close and open cleanly.
+_MAP_SIDE = 384
 
 
 def _flip() -> F64:
@@ -217,10 +223,14 @@ class _Portrait:
         centre = oval.mean(axis=0)
         height, width = image.shape[:2]
         far = centre + _RING_FAR * (oval - centre)
-        x0, y0 = np.floor(np.maximum(far.min(axis=0), 0)).astype(int)
-        x1, y1 = np.ceil(np.minimum(far.max(axis=0) + 1, [width, height])).astype(int)
+        edge = centre + _BORDER * (oval - centre)
+        x0, y0 = np.floor(np.maximum(edge.min(axis=0), 0)).astype(int)
+        x1, y1 = np.ceil(np.minimum(edge.max(axis=0) + 1, [width, height])).astype(int)
         self.roi = (int(x0), int(y0), int(x1), int(y1))
         near = centre + _RING_NEAR * (oval - centre)
+        # the far ring follows above the face (hair) and not below it (neck base)
+        up = (centre[1] - far[:, 1]) / np.maximum(np.linalg.norm(far - centre, axis=1), 1e-6)
+        self.far_follow = _FOLLOW_FAR * np.clip(0.5 + up, 0.0, 1.0)[:, None]
         far = np.clip(far, [x0, y0], [x1 - 1, y1 - 1])
         near = np.clip(near, [x0, y0], [x1 - 1, y1 - 1])
         anchors = _border((x0, y0, x1 - 1, y1 - 1))
@@ -263,8 +273,8 @@ class _Portrait:
         moved[:n] = posed[:, :2]
         outline = posed[FACE_OVAL, :2] - self.rest[FACE_OVAL]
         moved[n : n + m] += (_FOLLOW_NEAR if stitching else 1.0) * outline
-        if not stitching:  # the head region moves as a whole; only the border stays
-            moved[n + m : n + 2 * m] += outline
+        # without stitching the head region moves as a whole; only the border stays
+        moved[n + m : n + 2 * m] += (self.far_follow if stitching else 1.0) * outline
         return moved
 
 
@@ -388,7 +398,8 @@ def _cavity(patch: Image, posed: F64, roi: tuple[int, int, int, int], strength: 
     alpha = np.clip(depth / (0.3 * gap), 0.0, 1.0) * np.clip(rows / (0.35 * gap), 0.3, 1.0)
     alpha = alpha[..., None] * strength
     region = patch[by0:by1, bx0:bx1].astype(np.float32)
-    shade = _CAVITY_RGB * (0.6 + 0.4 * np.clip(1.0 - depth / gap, 0.0, 1.0))[..., None]
+    down = np.clip(rows / gap, 0.0, 1.0) ** 2
+    shade = _THROAT_RGB + (_TONGUE_RGB - _THROAT_RGB) * down[..., None]
     patch[by0:by1, bx0:bx1] = np.clip(region * (1 - alpha) + shade * alpha, 0, 255).astype(np.uint8)
 
 
