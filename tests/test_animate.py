@@ -398,5 +398,7 @@ def test_cli_live_animate_records_without_a_display(tmp_path: Path, talking_clip
     assert json.loads(done.stdout)["frames"] == 8
     info = probe(out)
     assert (info.width, info.height, info.frame_count) == (512, 512, 8)
+    listed = run_vfx("workflows", "animate")  # an optional field (anyOf) among the inputs
+    assert listed.returncode == 0 and "options.head_scale" in listed.stdout, listed.stderr
     missing = run_vfx("animate", "-s", astronaut, "--camera", 7)
     assert missing.returncode == 3 and "camera 7 could not be opened" in missing.stderr

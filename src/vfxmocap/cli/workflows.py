@@ -72,7 +72,7 @@ def _schema_lines(schema: dict[str, Any], defs: dict[str, Any], prefix: str = ""
     lines = []
     for key, prop in schema.get("properties", {}).items():
         ref = prop.get("$ref") or next(
-            (p["$ref"] for p in prop.get("allOf", ()) + prop.get("anyOf", ()) if "$ref" in p),
+            (p["$ref"] for p in [*prop.get("allOf", ()), *prop.get("anyOf", ())] if "$ref" in p),
             None,
         )
         if ref is not None and "properties" in defs.get(ref.rsplit("/", 1)[-1], {}):
