@@ -506,6 +506,19 @@ def generate(
     prompt: Annotated[str | None, typer.Option("--prompt", "-p", help="What to show.")] = None,
     negative: Annotated[str | None, typer.Option(help="What to avoid.")] = None,
     image: Annotated[str | None, typer.Option(help="First frame (image-to-video).")] = None,
+    last_image: Annotated[
+        str | None, typer.Option(help="Last frame (Wan first-last-frame, LTX).")
+    ] = None,
+    video: Annotated[
+        str | None,
+        typer.Option(help="Control / source video (Wan VACE, AnimateDiff, LTX conditioning)."),
+    ] = None,
+    mask: Annotated[
+        str | None, typer.Option(help="Mask video for Wan VACE (white: generate).")
+    ] = None,
+    reference: Annotated[
+        list[str] | None, typer.Option(help="Reference image for Wan VACE (repeatable).")
+    ] = None,
     frames: Annotated[int | None, typer.Option(help="Frames (rounded to the family's).")] = None,
     width: Annotated[int | None, typer.Option(help="Width in pixels.")] = None,
     height: Annotated[int | None, typer.Option(help="Height in pixels.")] = None,
@@ -518,14 +531,19 @@ def generate(
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Generate a video with a diffusers model (Wan 2.1, LTX-Video). Options not given take
-    the model family's defaults (`vfx workflows generate`)."""
+    """Generate a video with a diffusers model (Wan 2.1 / 2.2 / VACE, LTX-Video, Stable Video
+    Diffusion, CogVideoX, AnimateDiff). Options not given take the model family's defaults
+    (`vfx workflows generate`)."""
     inputs = given(
         model=model,
         output=output,
         prompt=prompt,
         negative=negative,
         image=image,
+        last_image=last_image,
+        video=video,
+        mask=mask,
+        reference=reference or None,
         frames=frames,
         width=width,
         height=height,
@@ -536,6 +554,44 @@ def generate(
         plan_only=plan_only or None,
     )
     report(run_workflow("generate", inputs, quiet=as_json), as_json)
+
+
+@app.command("pose-transfer")
+@guarded
+def pose_transfer(
+    driving: Annotated[str, typer.Option("--driving", "-d", help="The performer's video.")],
+    prompt: Annotated[str, typer.Option("--prompt", "-p", help="The character and scene.")],
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="Wan VACE or AnimateDiff + OpenPose ControlNet.")
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output .mp4 (+ .json).")],
+    reference: Annotated[str | None, typer.Option(help="The character's image (Wan VACE).")] = None,
+    negative: Annotated[str | None, typer.Option(help="What to avoid.")] = None,
+    frames: Annotated[int | None, typer.Option(help="Frames (default: the driver's).")] = None,
+    width: Annotated[int | None, typer.Option(help="Width in pixels.")] = None,
+    height: Annotated[int | None, typer.Option(help="Height in pixels.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Denoising steps.")] = None,
+    guidance: Annotated[float | None, typer.Option(help="Guidance scale.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed (the same seed, the same frames).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """A character moving like the performer in --driving: our mocap draws the OpenPose
+    video, a pose-conditioned model renders it at the driver's timing, with its audio."""
+    inputs = given(
+        driving=driving,
+        prompt=prompt,
+        model=model,
+        output=output,
+        reference=reference,
+        negative=negative,
+        frames=frames,
+        width=width,
+        height=height,
+        steps=steps,
+        guidance=guidance,
+        seed=seed,
+    )
+    report(run_workflow("pose-transfer", inputs, quiet=as_json), as_json)
 
 
 def _mask_option(text: str) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from vfxmocap.jobs.store import (
 )
 from vfxmocap.jobs.supervisor import TRANSIENT
 from vfxmocap.jobs.uploads import UploadStore
+from vfxmocap.models.store import ModelStore
 from vfxmocap.workflows import Resources, Workflow, get_workflow, is_registered
 
 if TYPE_CHECKING:
@@ -56,6 +57,7 @@ class JobService:
         self.store = JobStore(self.settings.job_database_url)
         self.uploads = UploadStore(data / "uploads", int(self.settings.upload_max_mb * 2**20))
         self.bus = EventBus()
+        self.models = ModelStore(self.settings.models_dir)
         self.device = device_kind(device)  # the queue's pool; the runner keeps the index
         self.memory_gb = _device_memory(device) if memory_gb is None else memory_gb
         self.runner = LocalRunner(
@@ -253,6 +255,9 @@ class JobService:
 
     def _resolve(self, flow: Workflow, data: dict[str, Any], job_dir: Path) -> dict[str, Any]:
         self.uploads.resolve(data, flow.files)
+        for name in flow.model_inputs:
+            if isinstance(value := data.get(name), str):
+                data[name] = self.models.served_model(value)
         if flow.place_outputs is not None:
             data.update(flow.place_outputs(data, job_dir))
         return data
@@ -347,12 +352,13 @@ def _fitting(choice: str, needs: Resources) -> str:
 
 
 def _device_memory(device: str) -> float:
-    """The memory of this server's device (0 when it cannot be measured)."""
+    """The memory jobs may use on this server's device (on MPS Metal's share of unified
+    memory, as the planner counts it; 0 when it cannot be measured)."""
     from vfxmocap.core.errors import DeviceError
     from vfxmocap.device import resolve_device
 
     try:
-        return resolve_device(device).memory_gb
+        return resolve_device(device).usable_memory_gb
     except DeviceError as exc:
         log.warning("cannot measure the memory of %s: %s", device, exc.message)
         return 0.0

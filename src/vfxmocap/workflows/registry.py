@@ -27,6 +27,7 @@ BUILTIN_MODULES = (
     "vfxmocap.workflows.animate",
     "vfxmocap.workflows.edit_face",
     "vfxmocap.workflows.generate",
+    "vfxmocap.workflows.pose_transfer",
 )
 
 
@@ -106,8 +107,12 @@ class Workflow:
     # given the (resolved) inputs. The API sets these; clients cannot.
     place_outputs: Callable[[dict[str, Any], Path], dict[str, Any]] | None = None
     live: LiveSpec | None = None
+    # Input fields that name a model (a catalog name, a Hub repo id or a folder). Over the
+    # API a folder must lie in the server's models folder.
+    model_inputs: tuple[str, ...] = ()
     # What given inputs need (e.g. the models their options use), when that differs from
-    # the static `resources`; called with parsed inputs.
+    # the static `resources`; called with parsed inputs. It may read files (a model's
+    # weights): the API calls it off the event loop.
     requires: Callable[[Any], Resources] | None = None
 
     def parse(self, data: dict[str, Any] | BaseModel) -> BaseModel:

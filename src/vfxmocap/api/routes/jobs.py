@@ -7,19 +7,18 @@ import functools
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Query, Request, UploadFile
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, Field
 from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 
 from vfxmocap.api.errors import NotFound, public_error
-from vfxmocap.api.security import error_response, upload_too_large
+from vfxmocap.api.multipart import UPLOAD_BODY, UploadRefused, receive_upload
+from vfxmocap.api.security import error_response
 from vfxmocap.core.errors import InputError, InvalidParams
 from vfxmocap.jobs.service import JobService
 from vfxmocap.jobs.store import Job, JobState, StoreBusy
 from vfxmocap.workflows import get_workflow
-
-_UPLOAD_CHUNK = 1 << 20
 
 
 class JobRequest(BaseModel):
@@ -53,9 +52,13 @@ def public_inputs(service: JobService, job: Job) -> dict[str, Any]:
         if isinstance(value, str) and Path(value).is_relative_to(job_dir):
             del inputs[key]
     try:
-        files = get_workflow(job.workflow).files
+        flow = get_workflow(job.workflow)
+        files, models = flow.files, flow.model_inputs
     except InvalidParams:  # a plugin no longer loaded: its files are still server paths
-        files = tuple(inputs)
+        files, models = tuple(inputs), ()
+    for name in models:
+        if isinstance(value := inputs.get(name), str):
+            inputs[name] = service.models.public_model(value)
     for name in files:
         value = inputs.get(name)
         if isinstance(value, list):
@@ -83,10 +86,6 @@ def range_refusal(header: str | None, path: Path) -> JSONResponse | None:
     return None
 
 
-class _TooLarge(Exception):
-    pass
-
-
 def router(service: JobService) -> APIRouter:
     api = APIRouter(tags=["jobs"])
 
@@ -110,12 +109,15 @@ def router(service: JobService) -> APIRouter:
             max_attempts=request.max_attempts,
         )
         # The fast path runs on the loop (a thread hop costs more than the write), but only
-        # when the write can start at once: a lock held by another thread or process, or
-        # routing that asks Celery or a remote server over the network, goes to a thread.
+        # when the write can start at once: a lock held by another thread or process,
+        # routing that asks Celery or a remote server over the network, or a workflow whose
+        # needs depend on its inputs (it may read a model's files to tell) goes to a thread.
         remote = service.celery is not None or service.remote is not None
         try:
             if remote:
                 raise StoreBusy("routing asks the network")
+            if get_workflow(request.workflow).requires is not None:
+                raise StoreBusy("the requirement check may read files")
             job = submit_job(wait=False)
         except StoreBusy:
             job = await asyncio.to_thread(submit_job)
@@ -179,27 +181,14 @@ def router(service: JobService) -> APIRouter:
         get_job(job_id)
         return service.log(job_id)
 
-    @api.post("/uploads", status_code=201, tags=["uploads"])
-    async def upload(request: Request, file: Annotated[UploadFile, File()]) -> Any:
-        """Media for job inputs. The type comes from the content (an image PIL reads, a
-        video that decodes), not the name; returns the id that inputs refer to."""
-        limit = service.uploads.max_bytes  # the declared size was checked before parsing
-        upload_id, part = service.uploads.new_part()
-        size = 0
+    @api.post("/uploads", status_code=201, tags=["uploads"], openapi_extra=UPLOAD_BODY)
+    async def upload(request: Request) -> Any:
+        """Media for job inputs: one multipart/form-data part named `file`. The type comes
+        from the content (an image PIL reads, a video that decodes), not the name; returns
+        the id that inputs refer to. Streamed to disk once, in a thread."""
         try:
-            with part.open("wb") as fh:
-                while chunk := await file.read(_UPLOAD_CHUNK):
-                    size += len(chunk)
-                    if size > limit:
-                        raise _TooLarge
-                    fh.write(chunk)
-        except _TooLarge:
-            part.unlink(missing_ok=True)
-            return upload_too_large(limit)
-        except BaseException:
-            part.unlink(missing_ok=True)
-            raise
-        meta = await asyncio.to_thread(service.uploads.commit, upload_id, part, file.filename)
-        return meta
+            return await receive_upload(request, service.uploads)
+        except UploadRefused as exc:
+            return exc.response
 
     return api
