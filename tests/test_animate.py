@@ -402,3 +402,36 @@ def test_cli_live_animate_records_without_a_display(tmp_path: Path, talking_clip
     assert listed.returncode == 0 and "options.head_scale" in listed.stdout, listed.stderr
     missing = run_vfx("animate", "-s", astronaut, "--camera", 7)
     assert missing.returncode == 3 and "camera 7 could not be opened" in missing.stderr
+
+
+def test_the_workflows_run_the_liveportrait_engine_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through the stand-in ONNX files (tests/onnx_models.py): the engine contract's BGR
+    frames meet the workflow's RGB ones in the right order, and the summary names it."""
+    from tests import onnx_models
+    from vfxmocap.core.config import reload_settings
+
+    onnx_models.liveportrait(tmp_path / "models" / "liveportrait")
+    monkeypatch.setenv("VFX_MODELS_DIR", str(tmp_path / "models"))
+    reload_settings()
+    with VideoReader(sample_path("carphone")) as reader:
+        frames = [cv2.resize(f, None, fx=3, fy=3) for f, _ in zip(reader, range(5), strict=False)]
+    clip = encode_test_video(tmp_path / "drive.mp4", frames)
+    out = tmp_path / "lp.mp4"
+    result = get_workflow("animate")(
+        {
+            "source": str(sample_path("astronaut")),
+            "driving": str(clip),
+            "output": out,
+            "engine": "liveportrait",
+        }
+    )
+    assert result.summary["engine"] == "liveportrait" and result.summary["frames"] == 5
+    info = probe(out)
+    assert (info.width, info.height, info.frame_count) == (512, 512, 5)
+    same = tmp_path / "same.png"
+    get_workflow("edit-face")(
+        {"source": str(sample_path("astronaut")), "output": same, "engine": "liveportrait"}
+    )
+    assert np.array_equal(read_image(same), read_image(sample_path("astronaut")))
