@@ -42,6 +42,7 @@ bench: $(VENV)/.test
 	$(BIN)/python bench/transcode.py
 	$(BIN)/python bench/swap.py
 	$(BIN)/python bench/mocap.py
+	$(BIN)/python bench/animate.py
 	$(BIN)/python bench/api.py
 	$(BIN)/python bench/generate.py
 	$(BIN)/python bench/preview.py

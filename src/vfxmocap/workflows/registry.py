@@ -24,6 +24,8 @@ BUILTIN_MODULES = (
     "vfxmocap.workflows.transcode",
     "vfxmocap.workflows.swap",
     "vfxmocap.workflows.mocap",
+    "vfxmocap.workflows.animate",
+    "vfxmocap.workflows.edit_face",
     "vfxmocap.workflows.generate",
     "vfxmocap.workflows.pose_transfer",
 )
