@@ -421,14 +421,18 @@ def proportions(landmarks: np.ndarray) -> np.ndarray:
 def test_the_shape_slider_moves_the_face_towards_the_source(
     analyzer, carphone_large, astronaut: Path
 ) -> None:
-    """Measured on the output image (landmarks found afresh): 1.0 is nearer than 0.5, which
-    is nearer than 0 (the target's own shape)."""
-    frame = carphone_large[10]
+    """Measured on the output images (landmarks found afresh), averaged over three frames
+    (a landmark fit on one frame, softened to the frame's detail, wobbles by about the
+    step between 0 and 0.5): 1.0 is nearer than 0.5, which is nearer than 0 (the target's
+    own shape)."""
     source = proportions(analyzer.analyze(read_image(astronaut))[0].landmarks)
 
     def distance(shape: float) -> float:
-        out, _ = swap_still(frame, [str(astronaut)], shape=shape)
-        return float(np.abs(proportions(analyzer.analyze(out)[0].landmarks) - source).mean())
+        found = []
+        for index in (10, 30, 96):
+            out, _ = swap_still(carphone_large[index], [str(astronaut)], shape=shape)
+            found.append(np.abs(proportions(analyzer.analyze(out)[0].landmarks) - source).mean())
+        return float(np.mean(found))
 
     d0, d5, d1 = distance(0.0), distance(0.5), distance(1.0)
     assert d1 < d5 < d0, (d0, d5, d1)

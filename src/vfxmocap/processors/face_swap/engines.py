@@ -17,7 +17,13 @@ from pydantic import BaseModel, Field
 
 from vfxmocap.core.errors import InputError
 from vfxmocap.media.image import Frame
-from vfxmocap.processors.face_swap.blend import BlendMode, alpha_blend, blend, match_color
+from vfxmocap.processors.face_swap.blend import (
+    BlendMode,
+    alpha_blend,
+    blend,
+    match_color,
+    match_sharpness,
+)
 from vfxmocap.processors.face_swap.masks import (
     MaskOptions,
     face_mask,
@@ -40,6 +46,7 @@ class PasteOptions(BaseModel):
     mask: MaskOptions = Field(default_factory=MaskOptions)
     blend: BlendMode = "multiband"
     color_match: bool = True
+    sharpness_match: bool = True
     opacity: float = Field(1.0, ge=0, le=1)
     occlusion: bool = False
 
@@ -122,8 +129,11 @@ def paste(
         drawn[hole > 0] = 0
     size = face_size(local)
     patch = rendered.patch
+    inside = np.minimum(mask, drawn)
     if opts.color_match:
-        patch = match_color(patch, region, np.minimum(mask, drawn))
+        patch = match_color(patch, region, inside)
+    if opts.sharpness_match:
+        patch = match_sharpness(patch, original, inside)
     alpha = soft_edge(mask, opts.mask.blur, size) * soft_edge(drawn, _HOLE_BLUR, size)
     result = blend(patch, region, alpha, opts.blend)
     kept = _kept(original, local, opts, None if keep_out is None else keep_out[y0:y1, x0:x1])
