@@ -39,7 +39,7 @@ from vfxmocap.vision.segmentation import skin_outliers
 _ROI_MARGIN = 0.25  # of the face box, around the target face
 _HOLE_BLUR = 0.04  # feather, in face widths, where the patch ends inside the mask
 # The skin a colour model is learnt from: face without eyes, brows and lips.
-SKIN = MaskOptions(kind="regions", regions=["skin"], blur=0.0)
+SKIN = MaskOptions(kind="regions", regions=["skin"], blur=0.0, forehead=0.35)
 
 
 class PasteOptions(BaseModel):
