@@ -8,7 +8,7 @@ match and blending, in `paste()`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -33,7 +33,7 @@ from vfxmocap.processors.face_swap.masks import (
 )
 from vfxmocap.processors.face_swap.shape import transfer_shape
 from vfxmocap.processors.face_swap.warp import warp_backdrop, warp_face
-from vfxmocap.vision.faces import Face
+from vfxmocap.vision.faces import Face, box_from_landmarks
 from vfxmocap.vision.segmentation import skin_outliers
 
 _ROI_MARGIN = 0.25  # of the face box, around the target face
@@ -199,10 +199,13 @@ def swap_face(
     source: SourceFace,
     opts: PasteOptions,
     keep_out: NDArray[np.float32] | None = None,
-) -> bool:
-    """Swap one face in place; False when the face is too small or off-frame to swap."""
+) -> Face | None:
+    """Swap one face in place; returns the face as drawn (the geometric engine moves its
+    outline to the source's), None when it is too small or off-frame to swap."""
     roi = target_roi(target, frame.shape)
     if roi is None:
-        return False
-    paste(frame, engine.render(frame, target, source, roi), roi, opts, keep_out)
-    return True
+        return None
+    rendered = engine.render(frame, target, source, roi)
+    paste(frame, rendered, roi, opts, keep_out)
+    drawn = rendered.landmarks
+    return replace(target, box=box_from_landmarks(drawn), landmarks=drawn, embedding=None)

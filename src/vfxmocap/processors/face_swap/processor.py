@@ -236,10 +236,11 @@ class FaceSwapProcessor:
         keep_out = self._occluders(frame, state) if state.options.occlusion else None
         paste = state.options.paste()
         for face, src in pairs:
-            if swap_face(state.engine, out, face, state.sources[src], paste, keep_out):
+            drawn = swap_face(state.engine, out, face, state.sources[src], paste, keep_out)
+            if drawn is not None:
                 state.stats.faces_swapped += 1
-                if state.enhancer is not None:
-                    state.enhancer.enhance(out, face, paste)
+                if state.enhancer is not None:  # restored inside the outline as drawn
+                    state.enhancer.enhance(out, drawn, paste)
         return out
 
     @staticmethod
