@@ -173,6 +173,12 @@ def swap(
         bool | None,
         typer.Option("--color-match/--no-color-match", help="Match the target's skin colour."),
     ] = None,
+    sharpness_match: Annotated[
+        bool | None,
+        typer.Option(
+            "--sharpness-match/--no-sharpness-match", help="Match the frame's fine detail."
+        ),
+    ] = None,
     smooth: Annotated[
         str | None, typer.Option(help="MIN_CUTOFF,BETA of the One Euro filter, or off.")
     ] = None,
@@ -194,6 +200,7 @@ def swap(
         blend=blend,
         opacity=opacity,
         color_match=color_match,
+        sharpness_match=sharpness_match,
         mask=mask_options,
         tracking=_smooth_option(smooth) if smooth else None,
     )
