@@ -42,8 +42,10 @@ bench: $(VENV)/.test
 	$(BIN)/python bench/transcode.py
 	$(BIN)/python bench/swap.py
 	$(BIN)/python bench/mocap.py
+	$(BIN)/python bench/animate.py
 	$(BIN)/python bench/api.py
 	$(BIN)/python bench/generate.py
+	$(BIN)/python bench/preview.py
 
 # Judges swap quality with models outside the pipeline (dlib); not needed for anything else.
 bench-quality: $(VENV)/.test

@@ -71,7 +71,7 @@ def ours(folder: Path, request: Request) -> tuple[Any, list[np.ndarray], dict[st
 
     def call() -> list[np.ndarray]:
         pipe = load(ref, ref.class_name, placed).pipe
-        return render(pipe, ref.family, request, Progress(), CancelToken()).frames
+        return render(pipe, ref.family, request, Progress(), CancelToken(), ref.class_name).frames
 
     return call, call(), {"cold_load_s": cold.seconds, "warm_load_s": warm.seconds}
 
@@ -93,7 +93,7 @@ def measure(name: str, frames: int, side: int, steps: int, repeats: int) -> dict
             width=side,
             height=side,
             steps=steps,
-            guidance=ref.family.defaults["guidance"],
+            guidance=ref.family.default("guidance"),
             seed=42,
         )
         bare_call, bare_frames = bare(folder, request, ref.class_name)

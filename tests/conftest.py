@@ -46,6 +46,16 @@ def astronaut() -> Path:
     return sample_path("astronaut")
 
 
+@pytest.fixture(scope="module")
+def face_analyzer():
+    """One MediaPipe face analyser for a test module (its graphs take a while to build)."""
+    from vfxmocap.vision.faces import MediaPipeFaceAnalyzer
+
+    analyzer = MediaPipeFaceAnalyzer()
+    yield analyzer
+    analyzer.close()
+
+
 def encode_test_video(
     path: Path,
     frames: list[np.ndarray],
@@ -188,6 +198,18 @@ def bad_media(tmp_path_factory: pytest.TempPathFactory, carphone: Path, carphone
 
 
 ALLOW_SKIP = os.environ.get("VFX_TEST_ALLOW_SKIP") == "1"  # .ci/run never sets it
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tiny random-weight diffusers pipelines (tests/tiny_pipelines.py) as folders, each
+    built the first time a test asks for it."""
+    torch = require("torch")
+    require("diffusers")
+    from tests.tiny_pipelines import Built
+
+    torch.set_num_threads(1)  # two shared cores: threads only add overhead at this size
+    return Built(tmp_path_factory.mktemp("tiny_pipelines"))
 
 
 def require(module: str):

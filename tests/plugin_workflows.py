@@ -127,6 +127,6 @@ register(
         resources=Resources(device="cpu", memory_gb=0.0),
         files=("image", "target"),
         place_outputs=lambda inputs, job_dir: {"output": job_dir / "stamped.png"},
-        live=LiveSpec("stamp", StampProcessor(), files=("image",)),
+        live=LiveSpec("stamp", StampProcessor(), files=("image",), frames="target"),
     )
 )

@@ -375,6 +375,7 @@ def test_workflows_models_system(server: TestClient) -> None:
     assert "target" in flows["swap"]["inputs"]["properties"]
     assert flows["mocap"]["live"]["name"] == "pose" and flows["transcode"]["live"] is None
     assert flows["stamp"]["live"]["files"] == ["image"]
+    assert flows["stamp"]["live"]["frames"] == flows["swap"]["live"]["frames"] == "target"
     assert "sources" in flows["swap"]["live"]["settings"]["properties"]
     models = {m["name"]: m for m in server.get("/api/models").json()}
     assert models["mediapipe-pose"]["ready"] and not models["inswapper-128"]["ready"]
@@ -601,6 +602,24 @@ def test_streams_are_capped_per_client_and_in_all(tmp_path: Path) -> None:
             _pose_stream_ready(ws)
 
 
+def test_streams_are_capped_per_ipv6_slash_64(tmp_path: Path) -> None:
+    """Two addresses of one IPv6 /64 are one client to the stream cap; another /64 is not."""
+    url = f"{WS}/api/stream/pose"
+
+    def peer(client: TestClient, host: str) -> TestClient:
+        return TestClient(client.app, base_url="http://127.0.0.1:8420", client=(host, 1))
+
+    with (
+        _bare_app(tmp_path, stream_max_per_client=1) as client,
+        peer(client, "2001:db8::1").websocket_connect(url) as first,
+    ):
+        _pose_stream_ready(first)
+        message, code = _refused(peer(client, "2001:db8::2"))
+        assert code == 1013 and "limit of 1" in message
+        with peer(client, "2001:db8:0:1::1").websocket_connect(url) as other:
+            _pose_stream_ready(other)
+
+
 @pytest.mark.parametrize("stream", ["swap", "pose", "mocap", "stamp"])
 def test_every_live_workflow_streams_through_the_registry(server: TestClient, stream: str) -> None:
     """Built-in and plugin workflows alike: settings (upload ids for files), then frames."""
@@ -710,22 +729,35 @@ def test_a_random_authorization_header_does_not_escape_the_rate_limit(tmp_path: 
     assert codes == [200, 200, 200, 429, 429]
 
 
-def test_wrong_tokens_are_throttled_before_they_are_compared(tmp_path: Path) -> None:
-    """Ten wrong guesses, then even the right token waits: guessing runs at the failure
-    limiter's pace, whatever header or connection each guess uses."""
+def test_wrong_tokens_are_throttled_and_the_right_one_still_passes(tmp_path: Path) -> None:
+    """Ten wrong guesses, then guesses get 429 whatever header or connection each uses; a
+    client with the right token at the same address (behind one NAT) is not locked out,
+    over HTTP and WebSocket alike."""
     with _bare_app(tmp_path, api_token="s3cret") as client:
         wrong = [
             client.get("/api/healthz", headers={"Authorization": f"Bearer guess{i}"}).status_code
             for i in range(12)
         ]
         right = client.get("/api/healthz", headers={"Authorization": "Bearer s3cret"})
-        with (
-            pytest.raises(WebSocketDisconnect),
-            client.websocket_connect(f"{WS}/api/ws?token=s3cret") as ws,
-        ):
-            ws.receive_json()
+        with client.websocket_connect(f"{WS}/api/ws?token=s3cret"):
+            pass  # accepted: a refusal closes before the connection opens
+        guess = client.get("/api/healthz", headers={"Authorization": "Bearer guess"})
     assert wrong[:10] == [401] * 10 and wrong[10:] == [429, 429]
-    assert right.status_code == 429 and "failed authentications" in right.text
+    assert right.status_code == 200 and guess.status_code == 429
+    assert "failed authentications" in guess.text
+
+
+def test_failed_tokens_count_per_ipv6_slash_64(tmp_path: Path) -> None:
+    """An IPv6 host has a /64 of addresses: failures from any of them share one count."""
+    with _bare_app(tmp_path, api_token="s3cret") as client:
+
+        def guess(host: str) -> int:
+            peer = TestClient(client.app, base_url="http://[2001:db8::1]:8420", client=(host, 1))
+            return peer.get("/api/healthz", headers={"Authorization": "Bearer x"}).status_code
+
+        first = [guess(f"2001:db8::{i + 1:x}") for i in range(10)]
+        same_block, other_block = guess("2001:db8::ffff"), guess("2001:db8:0:1::1")
+    assert first == [401] * 10 and (same_block, other_block) == (429, 401)
 
 
 def test_local_clients_each_get_a_bucket_and_remote_ones_share_their_address() -> None:
@@ -822,7 +854,7 @@ def test_every_refusal_has_the_one_error_shape(tmp_path: Path) -> None:
             content=parts + b"--x--\r\n",
             headers={"content-type": "multipart/form-data; boundary=x"},
         )
-        assert many.status_code == 400 and "Too many fields" in _message(many)
+        assert many.status_code == 400 and "unexpected form field 'f'" in _message(many)
 
 
 def _message(response: Any) -> str:
@@ -867,3 +899,286 @@ def test_a_store_locked_by_another_process_does_not_freeze_the_api(tmp_path: Pat
         poster.join(timeout=30)
     assert answered_in < 0.5, f"the event loop was blocked for {answered_in:.2f} s"
     assert submitted == [202]  # queued once the lock was free
+
+
+def _data_url_image(url: str) -> np.ndarray:
+    assert url.startswith("data:image/jpeg;base64,")
+    return decode_image(base64.b64decode(url.split(",", 1)[1]))
+
+
+def test_preview_swaps_one_chosen_frame_of_the_target(server: TestClient) -> None:
+    source = upload(server, sample_path("astronaut"))
+    target = upload(server, sample_path("carphone"))
+    inputs = {"sources": [source], "target": target}
+    response = server.post("/api/preview", json={"workflow": "swap", "inputs": inputs, "frame": 60})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["frame"], body["frames"]) == (60, 120)
+    before, after = _data_url_image(body["before"]), _data_url_image(body["after"])
+    frames = list(VideoReader(sample_path("carphone")))
+
+    # The frame asked for, not the first: closer to frame 60 than to frame 0.
+    def distance(frame: np.ndarray) -> float:
+        return float(np.abs(before.astype(int) - frame).mean())
+
+    assert distance(frames[60]) < distance(frames[0])
+    changed = np.abs(after.astype(int) - before.astype(int)).max(axis=2) > 40
+    assert 0.01 < changed.mean() < 0.5  # the face changed, not the whole frame
+    # Past the end: the last frame.
+    late = server.post("/api/preview", json={"workflow": "swap", "inputs": inputs, "frame": 999})
+    assert late.json()["frame"] == 119
+
+
+def test_preview_serves_a_plugins_processor_without_special_cases(server: TestClient) -> None:
+    stamp, target = upload(server, sample_path("astronaut")), upload(server, sample_path("coffee"))
+    inputs = {"image": stamp, "target": target, "size": 40}
+    body = server.post("/api/preview", json={"workflow": "stamp", "inputs": inputs}).json()
+    before, after = _data_url_image(body["before"]), _data_url_image(body["after"])
+    assert body["frames"] == 1
+    corner = np.abs(after[:40, :40].astype(int) - before[:40, :40].astype(int)).mean()
+    rest = np.abs(after[60:, 60:].astype(int) - before[60:, 60:].astype(int)).mean()
+    assert corner > 20 and rest < 3
+
+
+def test_preview_refusals_are_typed(server: TestClient) -> None:
+    none = server.post("/api/preview", json={"workflow": "sleep", "inputs": {}})
+    assert none.status_code == 422 and "no frame preview" in none.json()["error"]["message"]
+    target = upload(server, sample_path("carphone"))
+    inputs = {"sources": [upload(server, sample_path("astronaut"))], "target": target}
+    slow = server.post(
+        "/api/preview",
+        json={"workflow": "swap", "inputs": inputs, "frame": 119, "time_limit_s": 0.001},
+    )
+    assert slow.status_code == 504 and slow.json()["error"]["code"] == "timeout"
+    bad = server.post("/api/preview", json={"workflow": "swap", "inputs": {"target": target}})
+    assert bad.status_code == 422
+
+
+def test_the_studio_is_served_at_the_root(server: TestClient) -> None:
+    page = server.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert 'type="importmap"' in page.text
+    for asset in ("app.js", "vfxmocap.js", "vendor/preact.mjs", "vendor/htm.mjs"):
+        response = server.get(f"/studio/{asset}")
+        assert response.status_code == 200, asset
+        assert response.headers["content-type"].startswith("text/javascript")
+    assert server.get("/studio/../app.py").status_code == 404
+    assert server.get("/studio/%2e%2e/app.py").status_code == 404
+    assert server.get("/api/nothing").json()["error"]["code"] == "not_found"
+
+
+def test_the_studio_needs_no_token_but_the_api_does(tmp_path: Path) -> None:
+    service = JobService(Settings(data_dir=tmp_path, workers=1, api_token="s3cret-token"))
+    with TestClient(create_app(service, start=False), base_url="http://127.0.0.1:8420") as client:
+        assert client.get("/").status_code == 200
+        assert client.get("/studio/app.js").status_code == 200
+        assert client.get("/api/system").status_code == 401
+        headers = {"Authorization": "Bearer s3cret-token"}
+        assert client.get("/api/system", headers=headers).status_code == 200
+
+
+def test_the_backend_can_be_chosen_and_the_route_is_shown(server: TestClient) -> None:
+    assert server.get("/api/system").json()["backends"] == ["local"]
+    chosen = server.post("/api/jobs", json={"workflow": "sleep", "backend": "local"})
+    assert chosen.status_code == 202, chosen.text
+    assert chosen.json()["backend"] == "local" and "local workers" in chosen.json()["route"]
+    assert wait(server, chosen.json()["id"])["route"] == chosen.json()["route"]
+    absent = server.post("/api/jobs", json={"workflow": "sleep", "backend": "celery"})
+    assert absent.status_code == 503
+    error = absent.json()["error"]
+    assert (
+        error["code"] == "worker_unavailable"
+        and "celery backend is not configured" in error["message"]
+    )
+    assert error["hint"] == "Choose auto or one of: local."
+    unknown = server.post("/api/jobs", json={"workflow": "sleep", "backend": "gpu-farm"})
+    assert unknown.status_code == 422
+
+
+def test_an_upload_is_served_back_by_its_id(server: TestClient) -> None:
+    data = sample_path("carphone").read_bytes()
+    upload_id = upload(server, sample_path("carphone"), "my clip.mp4")
+    whole = server.get(f"/api/uploads/{upload_id}")
+    assert whole.status_code == 200 and whole.content == data
+    assert (
+        whole.headers["content-type"] == "video/mp4"
+        and "my%20clip.mp4" in whole.headers["content-disposition"]
+    )
+    part = server.get(f"/api/uploads/{upload_id}", headers={"Range": "bytes=10-19"})
+    assert part.status_code == 206 and part.content == data[10:20]
+    for bad in ("0123456789abcdef0123456789abcdef", "..%2F..%2Fetc%2Fpasswd", "nothing"):
+        missing = server.get(f"/api/uploads/{bad}")
+        assert missing.status_code == 404 and missing.json()["error"]["hint"]
+
+
+def test_preview_of_mocap_draws_the_skeleton_on_the_frame(server: TestClient) -> None:
+    video = upload(server, sample_path("bikes"))
+    inputs = {"input": video}
+    body = server.post(
+        "/api/preview", json={"workflow": "mocap", "inputs": inputs, "frame": 125}
+    ).json()
+    assert (body["frame"], body["frames"]) == (125, 250)
+    before, after = _data_url_image(body["before"]), _data_url_image(body["after"])
+    changed = np.abs(after.astype(int) - before.astype(int)).max(axis=2) > 60
+    assert 0.001 < changed.mean() < 0.2  # lines over the cyclist, the rest untouched
+
+
+# --- model names over the API -------------------------------------------------------------
+
+
+def _generate(client: TestClient, model: str) -> Any:
+    return client.post(
+        "/api/jobs", json={"workflow": "generate", "inputs": {"model": model, "prompt": "a cat"}}
+    )
+
+
+def test_a_job_names_model_folders_only_inside_the_models_folder(tmp_path: Path) -> None:
+    """A client's model is a catalog name, a Hub repo id or a folder in the server's models
+    folder. Any other path is refused from its spelling, in the same words whether it
+    exists or not (no probing the server's disk), and the job shows `<models>/NAME`."""
+    models = tmp_path / "models"
+    (models / "my-wan").mkdir(parents=True)
+    outside = ["/etc", "/no/such/folder", "../../etc", str(tmp_path / "uploads"), "<models>/..", ""]
+    with _bare_app(tmp_path, models_dir=models) as client:
+        refused = [_generate(client, model) for model in outside]
+        by_name = _generate(client, "my-wan")
+        by_path = _generate(client, str(models / "my-wan"))
+        views = [client.get(f"/api/jobs/{r.json()['id']}").json() for r in (by_name, by_path)]
+        again = _generate(client, views[0]["inputs"]["model"])  # a job's inputs, sent again
+        hub = _generate(client, "src/vfxmocap")  # a repo id, even where such a folder exists
+        hub_view = client.get(f"/api/jobs/{hub.json()['id']}").json()
+        stored = client.app.state.service.store.get(hub.json()["id"]).inputs["model"]
+    assert [r.status_code for r in refused] == [422] * len(outside)
+    words = {_message(r).replace(repr(m), "M") for r, m in zip(refused, outside, strict=True)}
+    assert len(words) == 1 and str(models) not in json.dumps([r.json() for r in refused])
+    assert by_name.status_code == by_path.status_code == 202
+    assert [v["inputs"]["model"] for v in views] == ["<models>/my-wan"] * 2
+    assert str(tmp_path) not in json.dumps(views)
+    assert again.status_code == 202
+    assert stored == "hf:src/vfxmocap" and hub_view["inputs"]["model"] == "src/vfxmocap"
+
+
+def test_requirements_that_read_files_are_checked_off_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`generate`'s needs come from the model's files (its weights): a submit checks them in
+    a thread, so a big model folder never stalls the other requests."""
+    import asyncio
+    import dataclasses
+
+    from vfxmocap.workflows import get_workflow, registry
+
+    flow = get_workflow("generate")
+    assert flow.requires is not None
+    where: list[str] = []
+
+    def requires(inputs: Any) -> Any:
+        try:
+            asyncio.get_running_loop()
+            where.append("event loop")
+        except RuntimeError:
+            where.append("thread")
+        assert flow.requires is not None
+        return flow.requires(inputs)
+
+    monkeypatch.setitem(
+        registry._REGISTRY, "generate", dataclasses.replace(flow, requires=requires)
+    )
+    with _bare_app(tmp_path, models_dir=tmp_path / "models") as client:
+        assert _generate(client, "wan2.1-t2v-1.3b").status_code == 202
+    assert where == ["thread"]
+
+
+def test_a_body_framed_two_ways_is_refused(tmp_path: Path) -> None:
+    """Content-Length with Transfer-Encoding (or two Content-Lengths) is how requests are
+    smuggled past a proxy that reads the framing differently: 400, the body unread."""
+    body = json.dumps({"workflow": "probe", "inputs": {}}).encode()
+    both = [("content-length", str(len(body))), ("transfer-encoding", "chunked")]
+    with _bare_app(tmp_path) as client:
+        answers = [
+            client.post("/api/jobs", content=body, headers=both),
+            client.post(
+                "/api/jobs",
+                content=body,
+                headers=[("content-length", str(len(body))), ("content-length", "5")],
+            ),
+        ]
+        plain = client.post("/api/jobs", content=body, headers={"content-type": "application/json"})
+    for answer in answers:
+        assert answer.status_code == 400, answer.text
+        assert "size twice" in _message(answer)
+    assert plain.status_code != 400  # one framing: the request goes on to its route
+
+
+def test_readiness_names_the_models_folder_only_locally(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What to place where: `<models>/NAME` over the API (no server path), the full path
+    for `vfx doctor` on the machine itself."""
+    import dataclasses
+
+    from vfxmocap.device import resolve_device
+    from vfxmocap.models.store import ModelStore
+    from vfxmocap.workflows import get_workflow, registry
+    from vfxmocap.workflows.readiness import readiness
+
+    swap = get_workflow("swap")
+    neural = dataclasses.replace(
+        swap, resources=dataclasses.replace(swap.resources, models=("inswapper-128",))
+    )
+    monkeypatch.setitem(registry._REGISTRY, "swap", neural)
+    models = tmp_path / "models"
+    with _bare_app(tmp_path, models_dir=models) as client:
+        listed = {w["name"]: w for w in client.get("/api/workflows").json()}
+    fixes = [gap["fix"] for gap in listed["swap"]["here"]["missing"] if gap["kind"] == "model"]
+    place = "place its files in <models>/inswapper-128"
+    assert fixes == [f"vfx models pull inswapper-128 (offline: {place})"]
+    assert str(tmp_path) not in json.dumps(listed)
+    local = readiness(neural, resolve_device("cpu"), ModelStore(models))
+    assert str(models / "inswapper-128") in local["missing"][0]["fix"]
+
+
+def test_an_upload_is_streamed_to_disk_once_off_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real clip (bikes): parsed and written in threads as it arrives, never spooled to
+    a temporary file first; the stored upload is the bytes sent. A body that is not one
+    whole file part is refused and leaves nothing behind."""
+    import asyncio
+
+    import starlette.formparsers
+    from python_multipart.multipart import MultipartParser
+
+    spooled: list[object] = []
+    monkeypatch.setattr(
+        starlette.formparsers, "SpooledTemporaryFile", lambda *a, **k: spooled.append(a)
+    )
+    where: list[str] = []
+    write = MultipartParser.write
+
+    def watched(self: Any, data: bytes) -> int:
+        try:
+            asyncio.get_running_loop()
+            where.append("event loop")
+        except RuntimeError:
+            where.append("thread")
+        return write(self, data)
+
+    monkeypatch.setattr(MultipartParser, "write", watched)
+    clip = sample_path("bikes").read_bytes()
+    form = {"content-type": "multipart/form-data; boundary=x"}
+    head = b'--x\r\nContent-Disposition: form-data; name="file"; filename="b.mp4"\r\n\r\n'
+    with _bare_app(tmp_path) as client:
+        stored = client.post("/api/uploads", files={"file": ("bikes.mp4", clip)}).json()
+        cut = client.post("/api/uploads", content=head + clip[:1000], headers=form)
+        two = client.post(
+            "/api/uploads", content=(head + b"ab\r\n") * 2 + b"--x--\r\n", headers=form
+        )
+    kept = tmp_path / "uploads" / f"{stored['id']}.mp4"
+    assert kept.read_bytes() == clip and stored["filename"] == "bikes.mp4"
+    assert spooled == [] and len(where) >= 3 and set(where) == {"thread"}
+    assert cut.status_code == 400 and "closing boundary" in _message(cut)
+    assert two.status_code == 400 and "more than one file" in _message(two)
+    assert sorted(p.name for p in (tmp_path / "uploads").iterdir()) == sorted(
+        [kept.name, f"{stored['id']}.json"]
+    )

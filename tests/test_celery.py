@@ -186,3 +186,58 @@ def test_fallback_to_local_workers_records_why(tmp_path: Path, fleet: Fleet) -> 
         final = client.wait(job["id"], timeout=120)
     assert final["state"] == "succeeded" and final["backend"] == "local"
     assert final["route"].startswith("no Celery worker can run sleep_local")
+
+
+def test_a_redis_outage_mid_job_neither_cancels_nor_fails_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis restarts while a job runs: the cancel check reads "not cancelled" and asks
+    again next time, progress events are dropped, each logged once; when Redis is back a
+    cancel is seen again."""
+    from vfxmocap.core.progress import ProgressEvent
+    from vfxmocap.jobs.celery_app import ProgressPublisher, RedisCancel, cancel_key, redis_client
+
+    broker = RedisServer(tmp_path / "redis")
+    client = redis_client(broker.url)
+    cancel = RedisCancel(client, "j1", every_s=0.0)
+    publish = ProgressPublisher(client, "ns", "j1", 1)
+    event = ProgressEvent("sleep", 1, 2, 50.0, None, job_id="j1")
+    with broker:
+        assert cancel.is_set() is False
+    with caplog.at_level("INFO", logger="vfxmocap.jobs.celery"):
+        for _ in range(3):  # redis-server is down now
+            assert cancel.is_set() is False
+            publish(event)
+        with broker:  # back on the same port, empty
+            publish(event)
+            client.set(cancel_key("j1"), "1")
+            assert cancel.is_set() is True
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 2, warnings  # one per outage and what it stopped, not per call
+    assert any("check for a cancel" in w for w in warnings)
+    assert any("publish progress" in w for w in warnings)
+
+
+def test_two_servers_never_hand_one_celery_worker_two_jobs(tmp_path: Path) -> None:
+    """Two servers of one job store see the same idle worker (its advert says busy only
+    once the task starts there): the store counts the jobs running on that worker, so one
+    claim wins and the other server finds the worker taken."""
+    from vfxmocap.jobs.celery_app import redis_client, worker_key
+    from vfxmocap.jobs.celery_backend import CeleryBackend
+    from vfxmocap.jobs.events import EventBus
+    from vfxmocap.jobs.store import CELERY_QUEUE, JobStore
+
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    with RedisServer(tmp_path / "redis") as broker:
+        advert = {"name": "w1", "workflows": ["sleep"], "boot": "b1", "busy": "", "device": "cpu"}
+        redis_client(broker.url).set(worker_key("w1"), json.dumps(advert), ex=60)
+        servers = [CeleryBackend(JobStore(url), broker.url, bus=EventBus()) for _ in range(2)]
+        store = servers[0].store
+        jobs = [store.submit("sleep", {"seconds": 1}, queue=CELERY_QUEUE) for _ in range(2)]
+        for server in servers:
+            server._dispatch_once()
+        states = [store.get(job.id).state.value for job in jobs]  # type: ignore[union-attr]
+        for server in servers:
+            server.store.dispose()
+    assert sorted(states) == ["queued", "running"]
+    assert [len(server.assigned) for server in servers] in ([1, 0], [0, 1])

@@ -8,6 +8,7 @@ real machine.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -19,7 +20,7 @@ import pytest
 from tests.conftest import require
 from vfxmocap import device
 from vfxmocap.core.config import Settings, get_settings, reload_settings
-from vfxmocap.core.errors import DeviceError
+from vfxmocap.core.errors import DeviceError, InsufficientMemory
 from vfxmocap.device import (
     Tier,
     available_onnx_providers,
@@ -725,3 +726,36 @@ def test_onnx_runtime_keeps_its_files_in_the_models_dir(tmp_path: Path) -> None:
     assert not (home / ".cache" / "Microsoft").exists()
     written = list((models / ".onnxruntime").rglob("*"))
     assert all(p.is_dir() or p.name in ("deviceid", "onnxruntime.db") for p in written)
+
+
+def test_an_mps_machine_budgets_jobs_with_the_memory_the_planner_uses(
+    machine, tmp_path: Path
+) -> None:
+    """A 16 GB Mac: Metal lets a process use 12 GB. The planner, the job service's budget,
+    routing and readiness all count 12 GB, so a 13 GB job is refused up front rather than
+    admitted and then failing in the planner."""
+    from vfxmocap.generation.families import family_of
+    from vfxmocap.generation.planner import MemoryFigures, Offload, plan
+    from vfxmocap.jobs.service import JobService
+    from vfxmocap.models.store import ModelStore
+    from vfxmocap.workflows import Resources, get_workflow
+    from vfxmocap.workflows.readiness import gaps
+
+    machine(torch=fake_torch(mps=True), ort=fake_ort(COREML, CPU), apple_silicon=True, ram_gb=16)
+    report = resolve_device("mps")
+    assert (report.memory_gb, report.usable_memory_gb) == (16.0, 12.0)
+    assert report.to_dict()["usable_memory_gb"] == 12.0
+    service = JobService(Settings(data_dir=tmp_path, workers=1), device="mps")
+    try:
+        assert service.memory_gb == 12.0
+    finally:
+        service.store.dispose()
+    big = Resources(memory_gb=13.0)
+    assert big.unmet("mps", service.memory_gb, None) == "needs 13 GB of memory (has 12 GB)"
+    flow = dataclasses.replace(get_workflow("probe"), resources=big)
+    memory = [g.what for g in gaps(flow, report, ModelStore(tmp_path)) if g.kind == "memory"]
+    assert memory == ["13 GB of mps memory (has 12 GB usable)"]
+    wan = family_of("WanPipeline", "wan")
+    figures = MemoryFigures.from_tiers({tier.value: 13.0 for tier in Offload}, "13 GB at best")
+    with pytest.raises(InsufficientMemory):
+        plan(report, figures, wan)

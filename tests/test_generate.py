@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import require, run_vfx
-from vfxmocap.core.errors import Cancelled, InvalidParams, ModelMissing
+from vfxmocap.core.errors import Cancelled, InsufficientMemory, InvalidParams, ModelMissing
 from vfxmocap.core.progress import CancelToken, Progress, ProgressEvent
 from vfxmocap.media.image import decode_image
 from vfxmocap.media.video import VideoReader, probe
@@ -28,17 +28,6 @@ from vfxmocap.models.cache import model_cache
 from vfxmocap.workflows import get_workflow
 
 PROMPT = "a red cat runs in the snow"
-
-
-@pytest.fixture(scope="session")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Every tiny pipeline as a diffusers folder, built once."""
-    torch = require("torch")
-    require("diffusers")
-    from tests.tiny_pipelines import build_all
-
-    torch.set_num_threads(1)  # two shared cores: threads only add overhead at this size
-    return build_all(tmp_path_factory.mktemp("tiny_pipelines"))
 
 
 def generate(model: Path | str, output: Path, **inputs: Any) -> Any:
@@ -121,7 +110,10 @@ def test_wan_image_to_video_needs_its_image(
 def test_conditioning_a_model_cannot_take_is_invalid_and_names_the_field(
     tiny: dict[str, Path], tmp_path: Path, astronaut: Path
 ) -> None:
-    with pytest.raises(InvalidParams, match=r"^prompt: a text-to-video model needs a prompt"):
+    with pytest.raises(
+        InvalidParams,
+        match=r"^prompt: this Wan model \(WanPipeline\) is text-to-video and needs a prompt",
+    ):
         generate(tiny["wan-t2v"], tmp_path / "x.mp4")
     with pytest.raises(InvalidParams, match=r"^image: .* text-to-video and takes no image"):
         generate(tiny["wan-t2v"], tmp_path / "x.mp4", prompt=PROMPT, image=str(astronaut))
@@ -143,7 +135,9 @@ def test_progress_counts_every_step_then_the_decode_and_sends_latent_previews(
     steps = [e.value for e in result.events if e.stage == "denoise" and e.preview is None]
     assert steps == [0, 1, 2, 3, 4]
     stages = list(dict.fromkeys(e.stage for e in result.events))
-    assert stages == ["load model", "denoise", "decode", "encode"]
+    assert stages == ["plan", "load model", "denoise", "decode", "encode"]
+    plan = [e.message for e in result.events if e.stage == "plan"]
+    assert plan[-1] == result.summary["plan"] and plan[-1].startswith("cpu: float32")
     decode = [e for e in result.events if e.stage == "decode"]
     assert decode[-1].value == decode[-1].max == 1 and decode[-1].percent == 100.0
     previews = [e.preview for e in result.events if e.preview is not None]
@@ -179,6 +173,67 @@ def test_cancel_between_steps_stops_at_once_and_writes_nothing(
     assert max(e.value for e in events if e.stage == "denoise") == 1
     assert "decode" not in {e.stage for e in events}
     assert not list(tmp_path.iterdir())
+
+
+def out_of_memory_on_first(monkeypatch: pytest.MonkeyPatch, calls: int) -> list[tuple[int, ...]]:
+    """The tiny Wan transformer raises CUDA's out-of-memory error on its first `calls`
+    forward passes, as a too-large video would; returns the latent shape of every pass."""
+    torch = require("torch")
+    from diffusers import WanTransformer3DModel
+
+    shapes: list[tuple[int, ...]] = []
+    forward = WanTransformer3DModel.forward
+
+    def failing(self: Any, hidden_states: Any, *args: Any, **kwargs: Any) -> Any:
+        shapes.append(tuple(hidden_states.shape))
+        if len(shapes) <= calls:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return forward(self, hidden_states, *args, **kwargs)
+
+    monkeypatch.setattr(WanTransformer3DModel, "forward", failing)
+    return shapes
+
+
+def test_out_of_memory_steps_down_the_resolution_records_each_step_and_succeeds(
+    tiny: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On the CPU there is no lighter offload tier: the sides step down a quarter at a time;
+    the weights fit as placed, so the pipeline stays warm (one cache entry)."""
+    model_cache().clear()
+    shapes = out_of_memory_on_first(monkeypatch, 2)
+    out = tmp_path / "oom.mp4"
+    result = generate(tiny["wan-t2v"], out, prompt=PROMPT, frames=9, width=64, height=64)
+    steps = [
+        "out of memory at 64x64x9, offload none: 48x48",
+        "out of memory at 48x48x9, offload none: 32x32",
+    ]
+    assert result.summary["step_downs"] == steps
+    assert (result.summary["size"], result.summary["frames"]) == ("32x32", 9)
+    info = probe(out)
+    assert (info.width, info.height, info.frame_count) == (32, 32, 9)
+    assert [s[-2:] for s in shapes[:3]] == [(8, 8), (6, 6), (4, 4)]  # latents: pixels / 8
+    recorded = [e.message for e in result.events if e.stage == "out of memory"]
+    assert list(dict.fromkeys(recorded)) == steps
+    assert json.loads(result.outputs["metadata"].read_text())["step_downs"] == steps
+    assert len([k for k in model_cache().cached() if str(tiny["wan-t2v"].resolve()) in k]) == 1
+
+
+def test_out_of_memory_at_every_step_is_retryable_insufficient_memory_and_frees_the_model(
+    tiny: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model_cache().clear()
+    out_of_memory_on_first(monkeypatch, 1000)
+    with pytest.raises(InsufficientMemory) as failed:
+        generate(tiny["wan-t2v"], tmp_path / "x.mp4", prompt=PROMPT, frames=9, width=64, height=64)
+    message = failed.value.message
+    assert "CUDA out of memory" in message and "last plan: cpu: float32" in message
+    assert "48x48; " in message and "32x32; " in message and "5 frames" in message
+    assert failed.value.retryable and failed.value.to_dict()["code"] == "insufficient_memory"
+    assert not [k for k in model_cache().cached() if str(tiny["wan-t2v"].resolve()) in k]
+    assert not list(tmp_path.iterdir())
+    with pytest.raises(InvalidParams) as invalid:  # bad input is never worth a retry
+        generate(tiny["wan-t2v"], tmp_path / "x.mp4")
+    assert not invalid.value.retryable
 
 
 def test_a_second_job_on_the_same_model_finds_it_warm(
@@ -285,7 +340,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     from vfxmocap.core.config import Settings
     from vfxmocap.jobs.service import JobService
 
-    service = JobService(Settings(data_dir=tmp_path_factory.mktemp("gen_server"), workers=1))
+    data = tmp_path_factory.mktemp("gen_server")
+    service = JobService(Settings(data_dir=data, models_dir=data / "models", workers=1))
     with TestClient(create_app(service), base_url="http://127.0.0.1:8420") as client:
         yield client
 
@@ -293,10 +349,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 def test_a_generate_job_through_the_api(tiny: dict[str, Path], server: Any) -> None:
     from tests.test_api import submit, wait
 
+    models = server.app.state.service.settings.models_dir  # over the API: a name in there
+    shutil.copytree(tiny["wan-t2v"], models / "tiny-wan", dirs_exist_ok=True)
     job_id = submit(
         server,
         "generate",
-        model=str(tiny["wan-t2v"]),
+        model="tiny-wan",
         prompt=PROMPT,
         frames=5,
         width=32,
@@ -310,3 +368,88 @@ def test_a_generate_job_through_the_api(tiny: dict[str, Path], server: Any) -> N
     assert video.status_code == 200 and len(video.content) > 0
     meta = server.get(f"/api/jobs/{job_id}/outputs/metadata").json()
     assert (meta["frames"], meta["seed"], meta["width"]) == (5, 3, 32)
+    assert job["summary"]["plan"].startswith("cpu: float32 (VAE float32), offload none")
+    assert meta["plan"]["offload"] == "none" and meta["step_downs"] == []
+
+
+def _one_component_folder(folder: Path) -> Path:
+    """A diffusers folder whose transformer has real safetensors weights (a 256x256 tensor)."""
+    from safetensors.numpy import save_file
+
+    (folder / "transformer").mkdir(parents=True)
+    index = {"_class_name": "WanPipeline", "transformer": ["diffusers", "WanTransformer3DModel"]}
+    (folder / "model_index.json").write_text(json.dumps(index))
+    weights = folder / "transformer" / "diffusion_pytorch_model.safetensors"
+    save_file({"w": np.ones((256, 256), np.float32)}, str(weights))
+    return weights
+
+
+@pytest.mark.parametrize(
+    ("damage", "says"),
+    [
+        (lambda data: data[:-100], "truncated"),
+        (lambda data: data[:5], "shorter than a header"),
+        (lambda data: data[:8] + b"{not json" + data[17:], "header cannot be read"),
+        (lambda data: (2**62).to_bytes(8, "little") + data[8:], "header cannot be read"),
+    ],
+)
+def test_a_corrupt_safetensors_file_is_a_model_error_naming_it(
+    tmp_path: Path, damage: Any, says: str
+) -> None:
+    """Weights cut short or with a broken header: the model error says which file and to
+    fetch it again, not an internal error."""
+    from vfxmocap.generation.loader import resolve
+
+    weights = _one_component_folder(tmp_path / "model")
+    assert resolve(str(tmp_path / "model"), files=False).weights_gb == 0.0001  # 2 B x 65536
+    weights.write_bytes(damage(weights.read_bytes()))
+    with pytest.raises(ModelMissing, match=says) as info:
+        resolve(str(tmp_path / "model"), files=False)
+    assert str(weights) in info.value.message and "fetch it again" in info.value.hint
+
+
+def test_an_hf_model_is_looked_up_in_the_hub_cache_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`hf:org/name` (how the API stores a repo id) never reads as a folder, even where a
+    folder of that name exists: a client cannot probe paths relative to a worker."""
+    from huggingface_hub import constants
+
+    from vfxmocap.generation.loader import resolve
+
+    _one_component_folder(tmp_path / "org" / "name")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert resolve("org/name", files=False).class_name == "WanPipeline"  # the CLI's folder
+    with pytest.raises(ModelMissing, match="not in the local Hugging Face cache"):
+        resolve("hf:org/name", files=False)
+
+
+def test_a_pose_transfer_job_through_the_api(
+    tiny: dict[str, Path], server: Any, carphone: Path, astronaut: Path
+) -> None:
+    """Uploaded driver and reference; the job records the plan and serves all three outputs."""
+    from tests.test_api import submit, upload, wait
+
+    models = server.app.state.service.settings.models_dir  # over the API: a name in there
+    shutil.copytree(tiny["wan-vace"], models / "tiny-vace", dirs_exist_ok=True)
+    job_id = submit(
+        server,
+        "pose-transfer",
+        driving=upload(server, carphone),
+        reference=upload(server, astronaut),
+        model="tiny-vace",
+        prompt=PROMPT,
+        frames=5,
+        width=32,
+        height=32,
+        steps=2,
+        seed=3,
+    )
+    job = wait(server, job_id, timeout=240)
+    assert job["state"] == "succeeded", job
+    assert job["summary"]["pipeline"] == "WanVACEPipeline"
+    assert job["summary"]["plan"].startswith("cpu: float32")
+    for name in ("video", "metadata", "pose_video"):
+        assert server.get(f"/api/jobs/{job_id}/outputs/{name}").status_code == 200, name

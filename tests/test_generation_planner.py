@@ -3,8 +3,8 @@
 Machines are simulated as tests/test_device.py does (fake torch and platform probes given
 to device.py, the only module that probes devices); the figures are the catalog's (Wan 2.1
 1.3B ~8.2 GB with its model offloaded, 11 GB with model offload per diffusers' docs; Wan 14B
-~13 GB with group offload, 35 GB with model offload) and CogVideoX-5B's published 19 GB with
-model offload against 33 GB without.
+~13 GB with group offload, 35 GB with model offload) and CogVideoX-5B's model card (20.7 GB
+with model offload and VAE tiling, 26 GB with everything resident).
 """
 
 from __future__ import annotations
@@ -19,15 +19,12 @@ from vfxmocap import device
 from vfxmocap.core.config import reload_settings
 from vfxmocap.core.errors import DeviceError, InsufficientMemory
 from vfxmocap.device import DeviceReport, resolve_device
-from vfxmocap.generation.families import LTX, Wan
+from vfxmocap.generation.families import FAMILIES, LTX, CogVideoX, Request, Wan, family_of
 from vfxmocap.generation.loader import catalog_figures
-from vfxmocap.generation.planner import MemoryFigures, Offload, plan
+from vfxmocap.generation.planner import MemoryFigures, Offload, plan, step_down
 from vfxmocap.models.catalog import load_catalog
 
 GIB = 1024**3
-COGVIDEOX_5B = MemoryFigures.from_tiers(
-    {"none": 33, "model": 19, "group": 9, "sequential": 5}, "published (CogVideoX-5B)"
-)
 
 
 def figures(name: str) -> MemoryFigures:
@@ -72,19 +69,19 @@ def test_cuda_takes_the_lightest_offload_that_fits(
         "wan 1.3b": plan(gpu, figures("wan2.1-t2v-1.3b"), Wan()).offload,
         "wan 14b": plan(gpu, figures("wan2.1-i2v-14b-480p"), Wan()).offload,
         "ltx": plan(gpu, figures("ltx-video"), LTX()).offload,
-        "cogvideox": plan(gpu, COGVIDEOX_5B, Wan()).offload,
+        "cogvideox": plan(gpu, figures("cogvideox-5b"), CogVideoX()).offload,
     }
     assert chosen == {"wan 1.3b": wan_1_3b, "wan 14b": wan_14b, "ltx": ltx, "cogvideox": cogvideox}
 
 
 def test_published_figures_decide_the_boundaries(machine) -> None:
     """Wan 1.3B's 8.2 GB does not fit an 8 GB card (90% usable) but does a 10 GB one; Wan
-    14B's 13 GB group-offload figure fits 16 GB; CogVideoX's 19 GB fits 24 GB, its 33 GB not."""
+    14B's 13 GB group-offload figure fits 16 GB; CogVideoX's 20.7 GB fits 24 GB, its 26 not."""
     assert plan(machine("cuda", 10), figures("wan2.1-t2v-1.3b"), Wan()).offload is Offload.GROUP
     wan_14b = plan(machine("cuda", 16), figures("wan2.1-i2v-14b-480p"), Wan())
     assert (wan_14b.offload, wan_14b.need_gb, wan_14b.usable_gb) == (Offload.GROUP, 13.0, 14.4)
-    cog = plan(machine("cuda", 24), COGVIDEOX_5B, Wan())
-    assert (cog.offload, cog.need_gb) == (Offload.MODEL, 19.0)
+    cog = plan(machine("cuda", 24), figures("cogvideox-5b"), CogVideoX())
+    assert (cog.offload, cog.need_gb) == (Offload.MODEL, 20.7)
 
 
 def test_cuda_dtype_is_bf16_where_the_gpu_has_it_else_fp16_with_a_warning(machine) -> None:
@@ -186,3 +183,61 @@ def test_each_tier_installs_its_diffusers_switch_on_the_plans_device(
     assert [name for name, _ in calls] == [call]
     if tier in (Offload.MODEL, Offload.SEQUENTIAL):
         assert calls[0][1] == "cuda:0"
+
+
+def test_out_of_memory_steps_down_the_offload_tier_then_the_resolution_then_the_frames(
+    machine,
+) -> None:
+    """On a 24 GB card Wan 1.3B starts with everything on the GPU; each out-of-memory takes
+    the next lighter tier (with its figure), then a quarter off the sides (to half the
+    asked), then half the frames (to a quarter of the asked), then gives up."""
+    wan = figures("wan2.1-t2v-1.3b")
+    asked = Request("a cat", "", 81, 832, 480, 50, 5.0, 0)
+    placed, request = plan(machine("cuda", 24), wan, Wan()), asked
+    notes, needs = [], []
+    while (step := step_down(placed, request, asked, wan, Wan())) is not None:
+        placed, request = step.plan, step.request
+        notes.append(step.note.partition(": ")[2])
+        needs.append(placed.need_gb)
+    assert notes == [
+        "offload model",
+        "offload group",
+        "offload sequential",
+        "624x368",
+        "464x272",
+        "41 frames",
+        "21 frames",
+    ]
+    assert needs[:3] == [11.0, 8.2, 5.0] and placed.vae_tiling
+    assert (request.width, request.height, request.frames) == (464, 272, 21)
+    assert step_down(plan(machine("mps", 64), wan, Wan()), asked, asked, wan, Wan()).note == (
+        "out of memory at 832x480x81, offload none: offload model"
+    )
+
+
+def test_every_video_model_in_the_catalog_is_a_family_the_planner_can_place(machine) -> None:
+    """Each diffusers entry names a pipeline class a family runs, a license, its weights and
+    figures for every tier that shrink as more is offloaded; each plans on an 80 GB card."""
+    gpu = machine("cuda", 80)
+    entries = [s for s in load_catalog() if s.backend == "diffusers"]
+    assert {family_of(s.pipeline or "", s.name).name for s in entries} >= {
+        f.name for f in FAMILIES if f.name != "animatediff"
+    }
+    for spec in entries:
+        tiers = [figures(spec.name).gb[t] for t in Offload]
+        assert tiers == sorted(tiers, reverse=True), spec.name
+        assert spec.license.strip() and spec.weights_gb and spec.source.repo, spec.name
+        assert plan(gpu, figures(spec.name), family_of(spec.pipeline or "", spec.name))
+
+
+def test_stable_video_diffusion_decodes_fewer_frames_at_once_when_memory_is_tight(
+    machine,
+) -> None:
+    from vfxmocap.generation.families import StableVideoDiffusion
+
+    svd, xt = StableVideoDiffusion(), figures("svd-img2vid-xt")
+    roomy, tight = plan(machine("cuda", 24), xt, svd), plan(machine("cuda", 12), xt, svd)
+    assert (roomy.offload, roomy.decode_chunk) == (Offload.NONE, 8)
+    assert (tight.offload, tight.decode_chunk) == (Offload.GROUP, 2)
+    assert roomy.call_kwargs() == {"decode_chunk_size": 8}
+    assert plan(machine("cuda", 24), figures("wan2.1-t2v-1.3b"), Wan()).call_kwargs() == {}

@@ -155,6 +155,9 @@ def test_every_file_of_the_shipped_catalog_has_a_sha256_and_size() -> None:
     for spec in load_catalog():
         if spec.snapshot:
             continue
+        if spec.unverified:  # says why, in the catalog (no published hash could be read)
+            assert all(f.sha256 is None and f.size is None for f in spec.files), spec.name
+            continue
         assert spec.files, spec.name
         for file in spec.files:
             assert file.sha256 is not None and re.fullmatch(r"[0-9a-f]{64}", file.sha256), (

@@ -208,3 +208,42 @@ def test_five_points_fit_the_arcface_template(analyzer) -> None:
                 residuals.append(np.linalg.norm(fitted - ARCFACE_112, axis=1))
     assert len(residuals) >= 3
     assert float(np.sqrt(np.mean(np.square(residuals)))) < 4.2  # pixels of a 112 px crop
+
+
+def test_enhance_after_a_geometric_swap_follows_the_drawn_outline(
+    store, analyzer, carphone_frames, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The geometric engine moves the face's outline to the source's; --enhance must paste
+    its restored face inside that outline, not the target's old one. The enhancer here
+    brightens what it restores, so the pixels it changes show where it pasted."""
+    import cv2
+
+    from vfxmocap.processors.face_swap.masks import MaskOptions, face_mask
+    from vfxmocap.processors.face_swap.processor import FaceSwapProcessor, SwapSetup
+    from vfxmocap.processors.face_swap.shape import transfer_shape
+
+    store()
+    monkeypatch.setattr(FaceEnhancer, "restore", lambda self, crop: cv2.add(crop, 60))
+    frame = cv2.resize(carphone_frames[0], (704, 576), interpolation=cv2.INTER_CUBIC)
+    astronaut = sample_path("astronaut")
+
+    def swapped(enhance: bool) -> np.ndarray:
+        processor = FaceSwapProcessor()
+        options = {"shape": 1.0, "enhance": enhance, "blend": "feather"}
+        state = processor.prepare(SwapSetup(sources=[str(astronaut)], options=options, live=False))
+        try:
+            return processor.process_still(frame, state)
+        finally:
+            state.close()
+
+    changed = np.abs(swapped(True).astype(int) - swapped(False)).max(axis=2) > 0
+    target = analyzer.analyze(frame)[0].landmarks
+    source = analyzer.analyze(read_image(astronaut))[0].landmarks
+    shape = (frame.shape[0], frame.shape[1])
+    drawn = face_mask(shape, transfer_shape(target, source, 1.0), MaskOptions()) > 0
+    old = face_mask(shape, target, MaskOptions()) > 0
+
+    gained, lost = drawn & ~old, old & ~drawn  # where the outline moved out, and in
+    assert gained.sum() + lost.sum() > 0.04 * old.sum()  # it really moved
+    # measured: 0.76 and 0 (pasted in the target's old outline: 0 and 0.63)
+    assert changed[gained].mean() > 0.5 and changed[lost].mean() < 0.1

@@ -107,6 +107,11 @@ def test_cli_submit_wait_download_and_jobs(tmp_path: Path) -> None:
         assert bad.returncode == 3 and "file not found" in bad.stderr
         failed = run_vfx("submit", "sleep", "-s", "fail=input", "--wait", *args)
         assert failed.returncode == 1 and "wrong on purpose" in failed.stderr
+        local = run_vfx("submit", "sleep", "--backend", "local", "--json", *args)
+        assert local.returncode == 0 and json.loads(local.stdout)["backend"] == "local"
+        absent = run_vfx("submit", "sleep", "--backend", "celery", *args)
+        assert "celery backend is not configured" in absent.stderr, absent.stderr
+        assert "Choose auto or one of: local." in absent.stderr
 
 
 def test_job_ids_that_are_not_ids_are_input_errors(tmp_path: Path) -> None:

@@ -111,6 +111,12 @@ def test_missing_camera_is_an_input_error() -> None:
         open_source("camera:98")
 
 
+def test_negative_camera_index_is_refused_before_opencv_opens_any_camera() -> None:
+    with pytest.raises(InputError, match="camera index -1 is not valid") as err:
+        CameraSource(-1)
+    assert "start at 0" in (err.value.hint or "")
+
+
 def test_video_source_carries_audio_path(video_with_audio: Path, carphone: Path) -> None:
     assert open_source(video_with_audio).audio_path == video_with_audio
     assert open_source(carphone).audio_path is None

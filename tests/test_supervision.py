@@ -262,6 +262,40 @@ def test_a_remote_job_ignoring_cancel_ends_after_the_grace(tmp_path: Path, plugi
     backend.store.dispose()
 
 
+def test_a_restart_follows_the_remote_job_again_instead_of_running_it_twice(
+    tmp_path: Path, plugin: None
+) -> None:
+    """The server stops while a remote job runs: its follower ends (the remote copy is
+    not cancelled) and the job waits, queued, with the remote id recorded. The restarted
+    server follows that remote job to its end and submits nothing."""
+    running = _FakeRemote([{"state": "running", "progress": {"stage": "sleep"}}])
+    first = _remote(tmp_path, running)
+    job = first.store.submit("sleep", {"seconds": 60}, queue=REMOTE_QUEUE)
+    first.start()
+    deadline = time.monotonic() + 20
+    while running.submitted == 0 or (first.store.get(job.id) or job).handle is None:
+        assert time.monotonic() < deadline, "the job was never sent"
+        time.sleep(0.05)
+    first.stop()
+    assert not any(thread.is_alive() for thread in first._threads)  # stop was obeyed
+    waiting = first.store.get(job.id)
+    assert waiting is not None and waiting.state == JobState.QUEUED and waiting.handle == "r1"
+    assert running.cancels == 0
+    first.store.dispose()
+
+    done = {"state": "succeeded", "outputs": {}, "summary": {"slept_s": 60}, "progress": {}}
+    finished = _FakeRemote([done])
+    second = _remote(tmp_path, finished)
+    second.start()
+    try:
+        final = _wait_final(second.store, job.id, 20)
+    finally:
+        second.stop()
+        second.store.dispose()
+    assert final.state == JobState.SUCCEEDED and final.summary == {"slept_s": 60}
+    assert finished.submitted == 0  # followed, not run a second time
+
+
 def _bounded(call: Any, timeout: float) -> Any:
     """Run `call` in a thread; fail (not hang) when it outlives `timeout`."""
     result: list[Any] = []
@@ -383,3 +417,34 @@ def test_a_worker_process_that_keeps_dying_backs_off_then_gives_up() -> None:
         )
     assert waits == [1, 2, 4, 4]  # doubling, capped
     assert "last exit code 3" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("max_attempts", "cancel", "expected"),
+    [(2, False, "queued"), (1, False, "failed"), (2, True, "cancelled")],
+)
+def test_a_hard_stop_announces_what_the_job_became(
+    tmp_path: Path, plugin: None, max_attempts: int, cancel: bool, expected: str
+) -> None:
+    """A server stopping past its grace kills the running job: queued again when attempts
+    are left, failed when they are used up, cancelled when a cancel was pending; the event
+    says which (a follower must not wait for a job announced as queued that has ended)."""
+    store = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}")
+    bus = EventBus()
+    events: list[dict[str, Any]] = []
+    bus.subscribe(events.append)
+    runner = LocalRunner(store, slots=1, bus=bus, cancel_grace_s=60.0)
+    job = store.submit("sleep", {"seconds": 30, "ignore_cancel": True}, max_attempts=max_attempts)
+    runner.start()
+    try:
+        while (running := store.get(job.id)) and running.state == JobState.QUEUED:
+            time.sleep(0.05)
+        if cancel:
+            store.cancel(job.id)
+    finally:
+        runner.stop(0.0)
+    final = store.get(job.id)
+    store.dispose()
+    assert final is not None and final.state.value == expected
+    ends = [e["type"] for e in events if e["job_id"] == job.id and e["type"] != "progress"]
+    assert ends[-1] == expected, ends

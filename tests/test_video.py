@@ -238,3 +238,38 @@ def test_frame_size_is_checked_from_the_stream_header(
             read(carphone)
         assert "VFX_IMAGE_MAX_PIXELS" in info.value.hint
     assert decoded == []
+
+
+def _h264(frames: list[np.ndarray]) -> bytes:
+    """Frames as a raw H.264 stream (each such stream starts with its own size)."""
+    import io
+
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="h264") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.height, stream.width = frames[0].shape[:2]
+        stream.pix_fmt = "yuv420p"
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode(None))
+    return buffer.getvalue()
+
+
+def test_frame_size_is_checked_on_every_decoded_frame(
+    carphone: Path, bikes: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stream may change its size mid-way (a new SPS): its header says 176x144, later
+    frames are 640x272. Each decoded frame is checked, so the big ones are refused."""
+    with VideoReader(carphone) as small, VideoReader(bikes) as big:
+        head = [f for f, _ in zip(small, range(5), strict=False)]
+        tail = [f for f, _ in zip(big, range(5), strict=False)]
+    clip = tmp_path / "grows.h264"
+    clip.write_bytes(_h264(head) + _h264(tail))
+    monkeypatch.setenv("VFX_IMAGE_MAX_PIXELS", str(176 * 144 * 2))
+    reload_settings()
+    assert (probe(clip).width, probe(clip).height) == (176, 144)  # the header passes
+    seen: list[tuple[int, ...]] = []
+    with VideoReader(clip) as reader, pytest.raises(MediaTooLarge, match="640x272") as info:
+        for frame in reader:
+            seen.append(frame.shape)
+    assert seen == [(144, 176, 3)] * 5 and "VFX_IMAGE_MAX_PIXELS" in info.value.hint

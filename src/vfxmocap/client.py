@@ -97,8 +97,11 @@ class Client:
         *,
         priority: int = 0,
         timeout_s: float | None = None,
+        backend: str = "auto",
     ) -> dict[str, Any]:
-        body = {"workflow": workflow, "inputs": inputs, "priority": priority}
+        """Queue a job; `backend` auto (the server's order) or local, celery, remote. The
+        answer has its id, position, and the backend and route it took."""
+        body = {"workflow": workflow, "inputs": inputs, "priority": priority, "backend": backend}
         if timeout_s is not None:
             body["timeout_s"] = timeout_s
         result: dict[str, Any] = self._request("POST", "/jobs", json=body)

@@ -7,6 +7,7 @@ machine that has neither. Everything else calls `resolve_device()` / `onnx_provi
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib
 import os
 import platform
@@ -76,8 +77,10 @@ class DeviceReport:
 
     @property
     def usable_memory_gb(self) -> float:
-        """What one process may allocate on it: Metal caps a process below unified memory."""
-        return self.memory_gb * (_MPS_USABLE_FRACTION if self.kind == "mps" else 1.0)
+        """What one process may allocate on it: Metal caps a process below unified memory.
+        Every memory decision (planning, routing, job budgets, readiness) reads this;
+        `memory_gb` is what the machine has, for reports."""
+        return usable_memory_gb(self.kind, self.memory_gb)
 
     @property
     def spec(self) -> str:
@@ -87,7 +90,13 @@ class DeviceReport:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["tier"] = self.tier.value
+        data["usable_memory_gb"] = self.usable_memory_gb
         return data
+
+
+def usable_memory_gb(kind: str, memory_gb: float) -> float:
+    """The share of a device's memory one process may allocate (all of it but on MPS)."""
+    return round(memory_gb * (_MPS_USABLE_FRACTION if kind == "mps" else 1.0), 2)
 
 
 def _import_optional(name: str) -> ModuleType | None:
@@ -229,7 +238,7 @@ def device_kind(request: str) -> str:
 def _tier_for(kind: str, memory_gb: float) -> Tier:
     if kind == "cpu":
         return Tier.CPU
-    usable = memory_gb * (_MPS_USABLE_FRACTION if kind == "mps" else 1.0)
+    usable = usable_memory_gb(kind, memory_gb)
     if usable >= 40:
         return Tier.XL
     if usable >= 16:
@@ -337,6 +346,20 @@ def resolve_device(requested: str | None = None) -> DeviceReport:
         onnxruntime_version=getattr(ort, "__version__", None) if ort else None,
         warnings=_advice(kind, torch, providers),
     )
+
+
+def release_memory(torch_device: str) -> None:
+    """Give back what a failed run left allocated: the garbage first (tensors held in
+    reference cycles), then the blocks the accelerator's caching allocator keeps."""
+    gc.collect()
+    torch = sys.modules.get("torch")  # nothing to release where torch never ran
+    if torch is None:
+        return
+    kind = device_kind(torch_device)
+    if kind == "cuda" and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    elif kind == "mps" and _mps_available(torch):
+        torch.mps.empty_cache()
 
 
 def torch_device(requested: str | None = None) -> Any:

@@ -20,7 +20,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from vfxmocap import __version__
 from vfxmocap.api.errors import add_error_handlers
-from vfxmocap.api.routes import events, jobs, system
+from vfxmocap.api.routes import events, jobs, preview, studio, system
 from vfxmocap.api.security import GuardMiddleware, RateLimiter
 from vfxmocap.api.stream import add_stream_routes
 from vfxmocap.jobs.service import JobService
@@ -77,9 +77,10 @@ def create_app(service: JobService, *, start: bool = True) -> FastAPI:
     )
 
     add_error_handlers(app)
-    for routes in (jobs, system, events):
+    for routes in (jobs, system, events, preview):
         app.include_router(routes.router(service), prefix="/api")
     add_stream_routes(app, settings)
+    app.include_router(studio.router())
     return app
 
 

@@ -35,9 +35,9 @@ STATUS = {
 
 def public_text(service: JobService, text: str) -> str:
     """A message fit for a client: uploads named as the client named them, files in a
-    job's folder by their name alone; no server path."""
+    job's folder by their name alone, the models folder as `<models>`; no server path."""
     job_folder = path_pattern(service.jobs_dir, r"[0-9a-f]{32}[/\\]")
-    return service.uploads.scrub(job_folder.sub("", text))
+    return service.models.public_path(service.uploads.scrub(job_folder.sub("", text)))
 
 
 def public_error(service: JobService, error: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -17,6 +17,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from vfxmocap.core.errors import InvalidParams
 
+PUBLIC_PREFIX = "/studio/"  # the studio's static files
+
+
+def is_public(path: str) -> bool:
+    """The studio's page and files: served without the token (they hold no data; the page
+    asks for the token and sends it with each API call)."""
+    return path == "/" or path.startswith(PUBLIC_PREFIX)
+
 
 def is_loopback(host: str) -> bool:
     if host == "localhost":
@@ -82,37 +90,44 @@ async def websocket_allowed(websocket: WebSocket, token: str | None, origins: li
             await websocket.close(code=1008, reason=why[:120])
             return False
         return True
-    failures: RateLimiter | None = getattr(websocket.app.state, "auth_failures", None)
-    address = websocket.client.host if websocket.client else "unknown"
-    if failures is not None and failures.blocked(address):
-        await websocket.close(code=1008, reason="too many failed authentications; wait")
-        return False
     if token_matches(
         token, websocket.headers.get("authorization"), websocket.query_params.get("token")
     ):
         return True
+    failures: RateLimiter | None = getattr(websocket.app.state, "auth_failures", None)
+    address = client_address(websocket.scope)
+    if failures is not None and failures.blocked(address):
+        await websocket.close(code=1008, reason="too many failed authentications; wait")
+        return False
     if failures is not None:
         failures.allow(address)
     await websocket.close(code=1008, reason="a valid API token is required")
     return False
 
 
-def client_key(scope: Scope) -> str:
-    """Whose bucket a request draws on: its address, never a header it chose (a random
-    Authorization header per request would be a fresh bucket each time). Loopback clients
-    (the studio, the CLI, scripts: all 127.0.0.1) get one bucket per connection, so one
-    busy local client does not throttle the others; IPv6 clients one per /64, the block a
-    single host is usually given."""
-    host, port = scope.get("client") or ("unknown", 0)
-    if is_loopback(host):
-        return f"{host}:{port}"
+def client_address(scope: Scope) -> str:
+    """The client a request comes from, as limits count it: its address, never a header it
+    chose; an IPv6 client by its /64, the block a single host is usually given (one host
+    has billions of addresses in it). Failed tokens and live streams count per this."""
+    host = (scope.get("client") or ("unknown", 0))[0]
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
         return str(host)
-    if address.version == 6:
+    if address.version == 6 and not address.is_loopback:
         return str(ipaddress.ip_network(f"{address}/64", strict=False))
     return str(address)
+
+
+def client_key(scope: Scope) -> str:
+    """Whose rate-limit bucket a request draws on: its `client_address` (a random
+    Authorization header per request would be a fresh bucket each time). Loopback clients
+    (the studio, the CLI, scripts: all 127.0.0.1) get one bucket per connection, so one
+    busy local client does not throttle the others."""
+    host, port = scope.get("client") or ("unknown", 0)
+    if is_loopback(host):
+        return f"{host}:{port}"
+    return client_address(scope)
 
 
 class RateLimiter:
@@ -177,7 +192,7 @@ class GuardMiddleware:
                 hint = "Use http://127.0.0.1, or set VFX_API_TOKEN to serve other machines."
                 await error_response(403, "forbidden", why, hint)(scope, receive, send)
                 return
-        elif scope["method"] != "OPTIONS":
+        elif scope["method"] != "OPTIONS" and not is_public(scope["path"]):
             refusal = self._authenticate(scope, headers)
             if refusal is not None:
                 await refusal(scope, receive, send)
@@ -193,17 +208,19 @@ class GuardMiddleware:
         await self.app(scope, receive, send)
 
     def _authenticate(self, scope: Scope, headers: Headers) -> JSONResponse | None:
-        """None when the request carries the token. Failures are counted per address
-        (whatever the port or header) and, past a small burst, refused before the token is
-        even compared: guessing is held to the failure limiter's rate."""
-        client = scope.get("client")
-        address = client[0] if client else "unknown"
-        if self.auth_failures.blocked(address):
-            _, wait = self.auth_failures.allow(address)
-            return _too_many("too many failed authentications", wait)
+        """None when the request carries the token: a valid token always passes, so clients
+        behind one NAT address are not locked out by another's failures. Failures are
+        counted per `client_address` (whatever the port or header) and, past a small burst,
+        answered 429: only unauthenticated attempts are held to the failure limiter's rate
+        (and every request to the rate limiter's, which guesses draw on too)."""
         query = QueryParams(scope.get("query_string", b"")).get("token")
         if token_matches(self.token, headers.get("authorization"), query):
             return None
+        address = client_address(scope)
+        self.limiter.allow(client_key(scope))
+        if self.auth_failures.blocked(address):
+            _, wait = self.auth_failures.allow(address)
+            return _too_many("too many failed authentications", wait)
         self.auth_failures.allow(address)
         return error_response(
             401,
@@ -218,7 +235,18 @@ class GuardMiddleware:
         a JSON body is parsed whole on the event loop, and the multipart parser would spool
         any amount to disk. Uploads have their own, larger limit."""
         upload = scope["path"] == "/api/uploads"
-        length = headers.get("content-length")
+        lengths = headers.getlist("content-length")
+        if (lengths and "transfer-encoding" in headers) or len(lengths) > 1:
+            # Two framings of one body: a proxy and this server could split it differently
+            # and read a second, smuggled request out of it (RFC 9112 6.3).
+            return error_response(
+                400,
+                "input_error",
+                "the request declares its body's size twice (Content-Length with "
+                "Transfer-Encoding, or two Content-Lengths)",
+                "Send one Content-Length and no Transfer-Encoding.",
+            )
+        length = lengths[0] if lengths else None
         if length is None:
             if not upload and "transfer-encoding" not in headers:
                 return None  # no body at all

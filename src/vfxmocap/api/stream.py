@@ -38,7 +38,7 @@ from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
 from vfxmocap.api.errors import public_text
-from vfxmocap.api.security import websocket_allowed
+from vfxmocap.api.security import client_address, websocket_allowed
 from vfxmocap.core.config import Settings
 from vfxmocap.core.errors import InvalidParams, VfxError
 from vfxmocap.core.log import get_logger
@@ -143,7 +143,7 @@ def add_stream_routes(app: FastAPI, settings: Settings) -> None:
             await websocket.close(code=1008, reason=f"{exc.message}; {exc.hint}"[:120])
             return
         await websocket.accept()  # first, so a refused client gets the close code and reason
-        address = websocket.client.host if websocket.client else "unknown"
+        address = client_address(websocket.scope)  # an IPv6 host by its /64
         refusal = slots.take(address)
         if refusal is not None:
             await _refuse(websocket, StreamRefusal(1013, refusal))  # 1013: try again later

@@ -131,6 +131,9 @@ def submit(
     workflow: Annotated[str, typer.Argument(help="A workflow name (`vfx workflows`).")],
     sets: SetsOpt = None,
     priority: Annotated[int, typer.Option(help="Higher runs first.")] = 0,
+    backend: Annotated[
+        str, typer.Option(help="auto (the server's order), local, celery or remote.")
+    ] = "auto",
     wait: Annotated[bool, typer.Option("--wait", help="Wait for the job to end.")] = False,
     download: Annotated[
         Path | None, typer.Option(help="With --wait: save the outputs in this folder.")
@@ -143,7 +146,7 @@ def submit(
     with server_client(server) as client:
         spec = client.workflow(workflow)
         inputs = listify(parse_sets(sets or []), spec["inputs"])  # local files are uploaded
-        job = client.submit_files(workflow, inputs, priority=priority)
+        job = client.submit_files(workflow, inputs, priority=priority, backend=backend)
         if not wait:
             print_json(job) if as_json else out.print(job["id"])
             return

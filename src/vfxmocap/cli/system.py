@@ -83,8 +83,10 @@ def doctor(as_json: JsonOpt = False) -> None:
     if as_json:
         print_json(report)
         return
+    usable = device.usable_memory_gb
+    shared = f" ({usable:g} GB usable)" if usable != device.memory_gb else ""
     out.print(
-        f"[bold]Device[/]  {device.kind} · {device.name} · {device.memory_gb} GB · "
+        f"[bold]Device[/]  {device.kind} · {device.name} · {device.memory_gb} GB{shared} · "
         f"{device.dtype} · tier {device.tier.value}"
     )
     out.print(f"[bold]ONNX Runtime providers[/]  {', '.join(device.onnx_providers) or 'none'}")

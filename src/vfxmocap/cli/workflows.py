@@ -72,7 +72,7 @@ def _schema_lines(schema: dict[str, Any], defs: dict[str, Any], prefix: str = ""
     lines = []
     for key, prop in schema.get("properties", {}).items():
         ref = prop.get("$ref") or next(
-            (p["$ref"] for p in prop.get("allOf", ()) + prop.get("anyOf", ()) if "$ref" in p),
+            (p["$ref"] for p in [*prop.get("allOf", ()), *prop.get("anyOf", ())] if "$ref" in p),
             None,
         )
         if ref is not None and "properties" in defs.get(ref.rsplit("/", 1)[-1], {}):
@@ -173,6 +173,12 @@ def swap(
         bool | None,
         typer.Option("--color-match/--no-color-match", help="Match the target's skin colour."),
     ] = None,
+    sharpness_match: Annotated[
+        bool | None,
+        typer.Option(
+            "--sharpness-match/--no-sharpness-match", help="Match the frame's fine detail."
+        ),
+    ] = None,
     smooth: Annotated[
         str | None, typer.Option(help="MIN_CUTOFF,BETA of the One Euro filter, or off.")
     ] = None,
@@ -194,6 +200,7 @@ def swap(
         blend=blend,
         opacity=opacity,
         color_match=color_match,
+        sharpness_match=sharpness_match,
         mask=mask_options,
         tracking=_smooth_option(smooth) if smooth else None,
     )
@@ -226,13 +233,30 @@ def live(
 ) -> None:
     """Run a workflow live on a webcam, e.g. `vfx live swap -s sources=me.jpg --camera 0`:
     a window, or a file when there is no display. Settings as in `vfx run`."""
-    from vfxmocap.media.sources import CameraSource, open_source
     from vfxmocap.workflows import get_live
 
     if (camera is None) == (input is None):
         raise InvalidParams("give either --camera N or --input VIDEO")
     spec = get_live(workflow)
     settings = listify(parse_sets(sets or []), spec.settings.model_json_schema())
+    _live_command(workflow, settings, camera, input, output, display, max_frames, as_json)
+
+
+def _live_command(
+    workflow: str,
+    settings: dict[str, Any],
+    camera: int | None,
+    input: str | None,
+    output: Path | None,
+    display: bool,
+    max_frames: int | None,
+    as_json: bool,
+) -> None:
+    """Validate a live stream's settings, then play a camera (or a file) through it."""
+    from vfxmocap.media.sources import CameraSource, open_source
+    from vfxmocap.workflows import get_live
+
+    spec = get_live(workflow)
     try:
         spec.settings.model_validate(settings)  # before a camera opens
     except ValidationError as exc:
@@ -376,6 +400,118 @@ def mocap(
 
 @app.command()
 @guarded
+def animate(
+    source: Annotated[str, typer.Option("--source", "-s", help="The portrait image.")],
+    driving: Annotated[
+        str | None,
+        typer.Option("--driving", "-d", help="Driving video, image sequence or image."),
+    ] = None,
+    camera: Annotated[int | None, typer.Option(help="Drive it live from this camera.")] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help=".mp4 (an image for a still driver); live: a file."),
+    ] = None,
+    engine: Annotated[
+        str | None, typer.Option(help="builtin (no download) or liveportrait.")
+    ] = None,
+    faces: Annotated[str | None, typer.Option(help="Portrait faces: all, largest or 0,2.")] = None,
+    neutral: Annotated[
+        int | None, typer.Option(help="Driving frame of the neutral pose (default: first face).")
+    ] = None,
+    expression_scale: Annotated[
+        float | None, typer.Option(help="Expression strength (0: the portrait's own).")
+    ] = None,
+    head_scale: Annotated[
+        float | None, typer.Option(help="Head motion strength (0 keeps the portrait's pose).")
+    ] = None,
+    region: Annotated[str | None, typer.Option(help="all, expression, pose, lips or eyes.")] = None,
+    eye_ratio: Annotated[float | None, typer.Option(help="Eye-opening retargeting factor.")] = None,
+    lip_ratio: Annotated[float | None, typer.Option(help="Lip-opening retargeting factor.")] = None,
+    stitching: Annotated[
+        bool | None,
+        typer.Option("--stitching/--no-stitching", help="Keep shoulders and background still."),
+    ] = None,
+    smooth: Annotated[
+        bool | None, typer.Option("--smooth/--no-smooth", help="One Euro smoothing of the driver.")
+    ] = None,
+    max_frames: Annotated[int | None, typer.Option(help="Stop after N frames.")] = None,
+    display: Annotated[bool, typer.Option(help="Live: show a window (needs a display).")] = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """Animate a portrait like a driving video (its size kept; the driver's frame rate, frames
+    and audio), a still (one image) or, with --camera, live. Options not given take the
+    workflow's defaults (`vfx workflows animate`)."""
+    if (camera is None) == (driving is None):
+        raise InvalidParams("give either --driving FILE or --camera N")
+    options = given(
+        expression_scale=expression_scale,
+        head_scale=head_scale,
+        region=region,
+        eye_ratio=eye_ratio,
+        lip_ratio=lip_ratio,
+        stitching=stitching,
+        smoothing=smooth,
+    )
+    setup = given(source=source, engine=engine, faces=faces, options=options)
+    if camera is not None:
+        if neutral:
+            raise InvalidParams("--neutral needs a file driver; a camera's first face is neutral")
+        _live_command("animate", setup, camera, None, output, display, max_frames, as_json)
+        return
+    if output is None:
+        raise InvalidParams("give --output (an .mp4, or an image for a still driver)")
+    inputs = given(**setup, driving=driving, output=output, neutral=neutral, max_frames=max_frames)
+    report(run_workflow("animate", inputs, quiet=as_json), as_json)
+
+
+@app.command("edit-face")
+@guarded
+def edit_face(
+    source: Annotated[str, typer.Option("--source", "-s", help="The portrait image.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output image.")],
+    engine: Annotated[
+        str | None, typer.Option(help="builtin (no download) or liveportrait.")
+    ] = None,
+    faces: Annotated[str | None, typer.Option(help="Portrait faces: all, largest or 0,2.")] = None,
+    smile: Annotated[float | None, typer.Option(help="-1 (frown) to 1.")] = None,
+    blink: Annotated[float | None, typer.Option(help="0 to 1 (closed).")] = None,
+    wink_left: Annotated[float | None, typer.Option(help="0 to 1: the person's left eye.")] = None,
+    wink_right: Annotated[
+        float | None, typer.Option(help="0 to 1: the person's right eye.")
+    ] = None,
+    eyebrow: Annotated[float | None, typer.Option(help="-1 (lowered) to 1 (raised).")] = None,
+    gaze_x: Annotated[float | None, typer.Option(help="-1 to 1 (to the image's right).")] = None,
+    gaze_y: Annotated[float | None, typer.Option(help="-1 to 1 (down).")] = None,
+    aaa: Annotated[float | None, typer.Option(help="0 to 1: mouth open.")] = None,
+    eee: Annotated[float | None, typer.Option(help="0 to 1: mouth wide.")] = None,
+    woo: Annotated[float | None, typer.Option(help="0 to 1: lips rounded.")] = None,
+    yaw: Annotated[float | None, typer.Option(help="Degrees, -30 to 30.")] = None,
+    pitch: Annotated[float | None, typer.Option(help="Degrees, -30 to 30.")] = None,
+    roll: Annotated[float | None, typer.Option(help="Degrees, -30 to 30.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Edit a portrait's expression and head pose with sliders; all at 0 changes nothing."""
+    edits = given(
+        smile=smile,
+        blink=blink,
+        wink_left=wink_left,
+        wink_right=wink_right,
+        eyebrow=eyebrow,
+        gaze_x=gaze_x,
+        gaze_y=gaze_y,
+        aaa=aaa,
+        eee=eee,
+        woo=woo,
+        yaw=yaw,
+        pitch=pitch,
+        roll=roll,
+    )
+    inputs = given(source=source, output=output, engine=engine, faces=faces, edits=edits)
+    report(run_workflow("edit-face", inputs, quiet=as_json), as_json)
+
+
+@app.command()
+@guarded
 def generate(
     model: Annotated[
         str, typer.Option("--model", "-m", help="Catalog name, cached Hub repo id, or folder.")
@@ -384,6 +520,19 @@ def generate(
     prompt: Annotated[str | None, typer.Option("--prompt", "-p", help="What to show.")] = None,
     negative: Annotated[str | None, typer.Option(help="What to avoid.")] = None,
     image: Annotated[str | None, typer.Option(help="First frame (image-to-video).")] = None,
+    last_image: Annotated[
+        str | None, typer.Option(help="Last frame (Wan first-last-frame, LTX).")
+    ] = None,
+    video: Annotated[
+        str | None,
+        typer.Option(help="Control / source video (Wan VACE, AnimateDiff, LTX conditioning)."),
+    ] = None,
+    mask: Annotated[
+        str | None, typer.Option(help="Mask video for Wan VACE (white: generate).")
+    ] = None,
+    reference: Annotated[
+        list[str] | None, typer.Option(help="Reference image for Wan VACE (repeatable).")
+    ] = None,
     frames: Annotated[int | None, typer.Option(help="Frames (rounded to the family's).")] = None,
     width: Annotated[int | None, typer.Option(help="Width in pixels.")] = None,
     height: Annotated[int | None, typer.Option(help="Height in pixels.")] = None,
@@ -396,14 +545,19 @@ def generate(
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Generate a video with a diffusers model (Wan 2.1, LTX-Video). Options not given take
-    the model family's defaults (`vfx workflows generate`)."""
+    """Generate a video with a diffusers model (Wan 2.1 / 2.2 / VACE, LTX-Video, Stable Video
+    Diffusion, CogVideoX, AnimateDiff). Options not given take the model family's defaults
+    (`vfx workflows generate`)."""
     inputs = given(
         model=model,
         output=output,
         prompt=prompt,
         negative=negative,
         image=image,
+        last_image=last_image,
+        video=video,
+        mask=mask,
+        reference=reference or None,
         frames=frames,
         width=width,
         height=height,
@@ -414,6 +568,44 @@ def generate(
         plan_only=plan_only or None,
     )
     report(run_workflow("generate", inputs, quiet=as_json), as_json)
+
+
+@app.command("pose-transfer")
+@guarded
+def pose_transfer(
+    driving: Annotated[str, typer.Option("--driving", "-d", help="The performer's video.")],
+    prompt: Annotated[str, typer.Option("--prompt", "-p", help="The character and scene.")],
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="Wan VACE or AnimateDiff + OpenPose ControlNet.")
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output .mp4 (+ .json).")],
+    reference: Annotated[str | None, typer.Option(help="The character's image (Wan VACE).")] = None,
+    negative: Annotated[str | None, typer.Option(help="What to avoid.")] = None,
+    frames: Annotated[int | None, typer.Option(help="Frames (default: the driver's).")] = None,
+    width: Annotated[int | None, typer.Option(help="Width in pixels.")] = None,
+    height: Annotated[int | None, typer.Option(help="Height in pixels.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Denoising steps.")] = None,
+    guidance: Annotated[float | None, typer.Option(help="Guidance scale.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed (the same seed, the same frames).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """A character moving like the performer in --driving: our mocap draws the OpenPose
+    video, a pose-conditioned model renders it at the driver's timing, with its audio."""
+    inputs = given(
+        driving=driving,
+        prompt=prompt,
+        model=model,
+        output=output,
+        reference=reference,
+        negative=negative,
+        frames=frames,
+        width=width,
+        height=height,
+        steps=steps,
+        guidance=guidance,
+        seed=seed,
+    )
+    report(run_workflow("pose-transfer", inputs, quiet=as_json), as_json)
 
 
 def _mask_option(text: str) -> dict[str, Any]:

@@ -9,7 +9,6 @@ Nothing is downloaded at run time (`vfx models pull` does that); what is missing
 from __future__ import annotations
 
 import json
-import re
 import struct
 import time
 from dataclasses import dataclass
@@ -19,15 +18,15 @@ from typing import Any
 
 from vfxmocap.core.errors import DeviceError, ModelMissing
 from vfxmocap.core.log import get_logger
+from vfxmocap.device import release_memory
 from vfxmocap.generation.families import Family, family_of
 from vfxmocap.generation.planner import MemoryFigures, Offload, Plan
 from vfxmocap.models.cache import model_cache
 from vfxmocap.models.catalog import ModelSpec
-from vfxmocap.models.store import ModelStore
+from vfxmocap.models.store import HUB, REPO_ID, ModelStore
 
 log = get_logger("generation.loader")
 
-_REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 _WEIGHTS = (".safetensors", ".bin", ".pt", ".pth")
 
 
@@ -51,10 +50,12 @@ def resolve(model: str, store: ModelStore | None = None, *, files: bool = True) 
     store = store or ModelStore()
     if model in store.catalog.names():
         return _from_catalog(model, store, files)
+    if model.startswith(HUB) and REPO_ID.match(model.removeprefix(HUB)):
+        return _from_folder(model, _hub_snapshot(model.removeprefix(HUB), None), None)
     folder = Path(model).expanduser()
     if folder.exists():
         return _from_folder(model, folder, None)
-    if _REPO_ID.match(model):
+    if REPO_ID.match(model):
         return _from_folder(model, _hub_snapshot(model, None), None)
     names = [s.name for s in store.catalog if s.backend == "diffusers"]
     raise ModelMissing(
@@ -104,7 +105,7 @@ def _hub_snapshot(repo: str, revision: str | None) -> Path:
 def _from_folder(model: str, folder: Path, spec: ModelSpec | None) -> ModelRef:
     index = _read_index(folder)
     class_name = str(index.get("_class_name", ""))
-    family = family_of(class_name, str(folder))
+    family = family_of(class_name, str(folder)).for_folder(folder)
     missing = [name for name in _components(index) if not _has_files(folder / name)]
     if missing:
         raise ModelMissing(
@@ -162,12 +163,40 @@ def _weights_gb(folder: Path) -> float:
     return total / 1e9
 
 
+_MAX_HEADER = 100_000_000  # bytes: the safetensors library's own limit
+
+
 def _safetensors_elements(path: Path) -> int:
-    """Elements in a safetensors file, from its JSON header alone (no tensor is read)."""
-    with path.open("rb") as fh:
-        (length,) = struct.unpack("<Q", fh.read(8))
-        header = json.loads(fh.read(length))
-    return sum(prod(t["shape"]) for k, t in header.items() if k != "__metadata__")
+    """Elements in a safetensors file, from its JSON header alone (no tensor is read); a
+    header that does not parse, or data the file is too short for, is a `ModelMissing`
+    naming the file."""
+    try:
+        with path.open("rb") as fh:
+            (length,) = struct.unpack("<Q", fh.read(8))
+            if length > _MAX_HEADER:
+                raise ValueError(f"it declares a {length}-byte header")
+            header = json.loads(fh.read(length))
+        tensors = [t for k, t in header.items() if k != "__metadata__"]
+        elements = int(sum(prod(t["shape"]) for t in tensors))
+        end = max((int(t["data_offsets"][1]) for t in tensors), default=0)
+    except (struct.error, ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+        reason = "the file is shorter than a header" if isinstance(exc, struct.error) else exc
+        raise _bad_weights(path, f"its header cannot be read ({reason})") from None
+    size = path.stat().st_size
+    if 8 + length + end > size:
+        raise _bad_weights(
+            path, f"truncated: its header lists {8 + length + end} bytes, the file has {size}"
+        )
+    return elements
+
+
+def _bad_weights(path: Path, reason: str) -> ModelMissing:
+    return ModelMissing(
+        f"model weights {path} are not a valid safetensors file: {reason}",
+        hint="The file is corrupt or was cut short (an interrupted download): delete it and "
+        "fetch it again (`vfx models pull NAME` for a catalog model, `hf download REPO` for "
+        "a Hub repo), or copy it again.",
+    )
 
 
 # --- loading -----------------------------------------------------------------------------
@@ -185,7 +214,7 @@ class Loaded:
 def load(ref: ModelRef, class_name: str, plan: Plan) -> Loaded:
     """The pipeline for `ref` as `class_name`, placed as `plan` says; from the model cache
     when an earlier job loaded it the same way."""
-    key = ("diffusers", str(ref.path.resolve()), class_name, *plan.key())
+    key = _cache_key(ref, class_name, plan)
     started = time.perf_counter()
     loads: list[bool] = []
 
@@ -195,6 +224,17 @@ def load(ref: ModelRef, class_name: str, plan: Plan) -> Loaded:
 
     pipe = model_cache().get(key, build, ref.weights_gb)
     return Loaded(pipe, bool(loads), time.perf_counter() - started)
+
+
+def unload(ref: ModelRef, class_name: str, plan: Plan) -> None:
+    """Drop the pipeline loaded for `plan` from the model cache and give its memory back
+    (after an out-of-memory, a warm pipeline placed that way must not stay resident)."""
+    model_cache().discard(_cache_key(ref, class_name, plan))
+    release_memory(plan.device)
+
+
+def _cache_key(ref: ModelRef, class_name: str, plan: Plan) -> tuple[str, ...]:
+    return ("diffusers", str(ref.path.resolve()), class_name, *plan.key())
 
 
 def _load_pipeline(path: Path, class_name: str, plan: Plan) -> Any:

@@ -9,13 +9,13 @@ JSON records it.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 from typing import Any
 
 from vfxmocap.core.errors import InsufficientMemory
 from vfxmocap.device import DeviceReport
-from vfxmocap.generation.families import Family
+from vfxmocap.generation.families import Family, Request
 
 
 class Offload(StrEnum):
@@ -35,6 +35,11 @@ _TIERS_ON = {"cuda": TIERS, "mps": (Offload.NONE, Offload.MODEL), "cpu": (Offloa
 # on CPU the OS and the app need theirs.
 _HEADROOM = {"cuda": 0.9, "mps": 1.0, "cpu": 0.8}
 _BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+# Out-of-memory step-downs shrink a request this far at most: sides by a quarter a step down
+# to half the asked, frames by half a step down to a quarter of the asked.
+_SIDE_STEP, _SIDE_FLOOR = 0.75, 0.5
+_FRAME_FLOOR = 0.25
+_DECODE_CHUNK, _TIGHT_CHUNK = 8, 2
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,11 @@ class Plan:
     usable_gb: float
     figures: str  # where the memory figures came from
     notes: tuple[str, ...] = ()
+    decode_chunk: int | None = None  # frames the VAE decodes at once (SVD), None: all
+
+    def call_kwargs(self) -> dict[str, Any]:
+        """What the plan adds to the pipeline call."""
+        return {} if self.decode_chunk is None else {"decode_chunk_size": self.decode_chunk}
 
     def key(self) -> tuple[str, ...]:
         """What a loaded pipeline depends on: the model cache keys on it."""
@@ -100,10 +110,13 @@ class Plan:
     def describe(self) -> str:
         """One line for people: `vfx generate --plan-only` prints it."""
         tiling = "on" if self.vae_tiling else "off"
+        chunks = (
+            "" if self.decode_chunk is None else f", decoding {self.decode_chunk} frames at once"
+        )
         return (
             f"{self.device}: {self.dtype} (VAE {self.vae_dtype}), offload {self.offload.value}, "
-            f"VAE tiling {tiling}; needs ~{self.need_gb:g} GB of {self.usable_gb:g} GB usable "
-            f"({self.figures})"
+            f"VAE tiling {tiling}{chunks}; needs ~{self.need_gb:g} GB of {self.usable_gb:g} GB "
+            f"usable ({self.figures})"
         )
 
 
@@ -155,4 +168,70 @@ def plan(
         usable_gb=usable,
         figures=figures.source,
         notes=tuple(notes),
+        decode_chunk=_decode_chunk(family, tiling),
     )
+
+
+def _decode_chunk(family: Family, tight: bool) -> int | None:
+    """SVD decodes its frames in chunks: 8 at once (Stability's example), 2 when tight."""
+    if not family.decode_chunks:
+        return None
+    return _TIGHT_CHUNK if tight else _DECODE_CHUNK
+
+
+@dataclass(frozen=True)
+class StepDown:
+    """The next try after an out-of-memory: a lighter plan or a smaller request, and why."""
+
+    plan: Plan
+    request: Request
+    note: str
+
+
+def step_down(
+    placed: Plan, request: Request, asked: Request, figures: MemoryFigures, family: Family
+) -> StepDown | None:
+    """What to try after `placed` ran out of memory on `request`: the next offload tier the
+    device offers, then a smaller resolution, then fewer frames (never below the floors
+    relative to the `asked` request); None when nothing lighter is left."""
+    where = f"{request.width}x{request.height}x{request.frames}, offload {placed.offload.value}"
+    tiers = _TIERS_ON[placed.device.partition(":")[0]]
+    lighter = tiers[tiers.index(placed.offload) + 1 :] if placed.offload in tiers else ()
+    if lighter:
+        tier = lighter[0]
+        scale = _BYTES[placed.dtype] / 2
+        plan = replace(
+            placed,
+            offload=tier,
+            vae_tiling=True,
+            vae_slicing=True,
+            decode_chunk=_decode_chunk(family, True),
+            need_gb=round(figures.gb[tier] * scale, 2),
+        )
+        return StepDown(plan, request, f"out of memory at {where}: offload {tier.value}")
+    smaller = _smaller_sides(request, asked, family)
+    if smaller is not None:
+        note = f"out of memory at {where}: {smaller.width}x{smaller.height}"
+        return StepDown(placed, smaller, note)
+    fewer = _fewer_frames(request, asked, family)
+    if fewer is not None:
+        return StepDown(placed, fewer, f"out of memory at {where}: {fewer.frames} frames")
+    return None
+
+
+def _smaller_sides(request: Request, asked: Request, family: Family) -> Request | None:
+    width, height = (round(side * _SIDE_STEP) for side in (request.width, request.height))
+    shrunk = family.conform(replace(request, width=width, height=height)).request
+    floor = (asked.width * _SIDE_FLOOR, asked.height * _SIDE_FLOOR)
+    if (shrunk.width, shrunk.height) == (request.width, request.height):
+        return None
+    if shrunk.width < floor[0] or shrunk.height < floor[1]:
+        return None
+    return shrunk
+
+
+def _fewer_frames(request: Request, asked: Request, family: Family) -> Request | None:
+    shrunk = family.conform(replace(request, frames=(request.frames - 1) // 2 + 1)).request
+    if shrunk.frames >= request.frames or shrunk.frames < asked.frames * _FRAME_FLOOR:
+        return None
+    return shrunk

@@ -30,6 +30,8 @@ def render(
     request: Request,
     progress: Progress,
     cancel: CancelToken,
+    class_name: str,
+    extra: dict[str, Any] | None = None,
 ) -> Rendered:
     """Denoise and decode `request`; `Cancelled` from a step aborts at once, without the
     decode, and frees the offload hooks."""
@@ -37,7 +39,7 @@ def render(
 
     marks = {"start": time.perf_counter()}
     callback = _step_callback(family, request, progress, cancel, marks)
-    kwargs = family.call_kwargs(request)
+    kwargs = {**family.call_kwargs(request, class_name), **(extra or {})}
     progress.stage("denoise", request.steps)
     try:
         with torch.inference_mode():

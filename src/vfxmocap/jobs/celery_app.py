@@ -29,6 +29,7 @@ from vfxmocap.core.log import get_logger, job_id_var
 from vfxmocap.jobs.events import PREVIEW_INTERVAL_S
 
 if TYPE_CHECKING:
+    from vfxmocap.core.progress import ProgressEvent
     from vfxmocap.device import DeviceReport
 
 log = get_logger("jobs.celery")
@@ -93,24 +94,69 @@ def make_app(broker_url: str) -> Celery:
     return app
 
 
+class _Outage:
+    """Logs a Redis outage once when it starts and once when it ends, not per call (the
+    frame loop calls many times a second)."""
+
+    def __init__(self, what: str) -> None:
+        self.what, self.down = what, False
+
+    def failed(self, exc: redis.RedisError) -> None:
+        if not self.down:
+            self.down = True
+            log.warning("cannot reach Redis to %s (%s); the job goes on", self.what, exc)
+
+    def ok(self) -> None:
+        if self.down:
+            self.down = False
+            log.info("Redis is back: %s again", self.what)
+
+
 class RedisCancel:
-    """A cancel flag in Redis, read at most every `every_s` (the frame loop calls often)."""
+    """A cancel flag in Redis, read at most every `every_s` (the frame loop calls often).
+    Redis out of reach reads as not cancelled, and the next check asks again: a transient
+    outage must not fail the job (a cancel then waits for Redis, or the server's kill)."""
 
     def __init__(self, client: redis.Redis, job_id: str, every_s: float = 0.2) -> None:
         self.client, self.key, self.every_s = client, cancel_key(job_id), every_s
         self._checked = 0.0
         self._set = False
+        self._outage = _Outage("check for a cancel")
 
     def is_set(self) -> bool:
         now = time.monotonic()
         if not self._set and now - self._checked >= self.every_s:
             self._checked = now
-            self._set = bool(self.client.exists(self.key))
+            try:
+                self._set = bool(self.client.exists(self.key))
+            except redis.RedisError as exc:
+                self._outage.failed(exc)
+            else:
+                self._outage.ok()
         return self._set
 
     def set(self) -> None:
         self.client.set(self.key, "1", ex=86400)
         self._set = True
+
+
+class ProgressPublisher:
+    """Sends a job's progress events on the events channel. Progress is lossy by design
+    (the next event supersedes a lost one): with Redis out of reach an event is dropped,
+    logged once, never a failure of the job."""
+
+    def __init__(self, client: redis.Redis, namespace: str, job_id: str, attempt: int) -> None:
+        self.client, self.channel = client, events_channel(namespace)
+        self.fields = {"job_id": job_id, "attempt": attempt}
+        self._outage = _Outage("publish progress")
+
+    def __call__(self, event: ProgressEvent) -> None:
+        try:
+            self.client.publish(self.channel, json.dumps({**self.fields, **event.to_dict()}))
+        except redis.RedisError as exc:
+            self._outage.failed(exc)
+        else:
+            self._outage.ok()
 
 
 class _Worker:
@@ -129,7 +175,7 @@ def run_job(
 ) -> None:
     """The Celery task: run one attempt of a job and report to the servers of the job
     store named by `namespace` (several stores may share one Redis)."""
-    from vfxmocap.core.progress import CancelToken, Progress, ProgressEvent
+    from vfxmocap.core.progress import CancelToken, Progress
     from vfxmocap.workflows import get_workflow
 
     client = _Worker.redis
@@ -144,10 +190,6 @@ def run_job(
         message = {"kind": kind, "job_id": job_id, "attempt": attempt, "worker": _Worker.name}
         client.rpush(finals_list(namespace), json.dumps({**message, **fields}, default=str))
 
-    def progress(event: ProgressEvent) -> None:
-        data = {"job_id": job_id, "attempt": attempt, **event.to_dict()}
-        client.publish(events_channel(namespace), json.dumps(data))
-
     token = job_id_var.set(job_id)
     _Worker.busy = job_id
     _Worker.attempt = f"{job_id}:{attempt}"
@@ -157,7 +199,11 @@ def run_job(
         log.info("job %s: %s started on %s", job_id, workflow, _Worker.name)
         result = get_workflow(workflow)(
             inputs,
-            Progress(progress, job_id=job_id, preview_interval_s=PREVIEW_INTERVAL_S),
+            Progress(
+                ProgressPublisher(client, namespace, job_id, attempt),
+                job_id=job_id,
+                preview_interval_s=PREVIEW_INTERVAL_S,
+            ),
             CancelToken(RedisCancel(client, job_id)),
         )
         outputs = {k: str(v) for k, v in result.outputs.items()}
@@ -257,7 +303,7 @@ def run_worker(broker_url: str, name: str | None = None, loglevel: str = "INFO")
     _advert.update(
         name=_Worker.name,
         queue=queue_of(_Worker.name),
-        **capabilities(device.kind, device.memory_gb),
+        **capabilities(device.kind, device.usable_memory_gb),  # what jobs may use
         **device_advert(device),
     )
     _advertise()

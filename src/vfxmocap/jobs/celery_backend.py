@@ -198,10 +198,13 @@ class CeleryBackend:
             with self._lock:
                 if worker.get("busy") or name in self.assigned:
                     continue
+            # One job at a time per worker (solo pool), counted in the store: another
+            # server of this store may have just sent it one that has not started yet
+            # (its advert says busy only then).
             job = self.store.claim(
                 f"celery/{name}",
                 CELERY_QUEUE,
-                limit=10**6,
+                limit=1,
                 workflows=set(worker["workflows"]),
                 scope=f"celery/{name}",
                 memory_gb=worker.get("memory_gb") or None,  # 0: not measured, not enforced

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from vfxmocap.client import Client
-from vfxmocap.core.errors import VfxError
+from vfxmocap.core.errors import InputError, VfxError
 from vfxmocap.core.log import get_logger
 from vfxmocap.jobs.events import EventBus, job_event, progress_event
 from vfxmocap.jobs.store import REMOTE_QUEUE, Job, JobStore
@@ -30,6 +30,7 @@ from vfxmocap.jobs.supervisor import (
     Watch,
     errored,
     failure,
+    hand_back,
     lost,
     persist,
     record,
@@ -112,6 +113,7 @@ class RemoteBackend:
             beating = threading.Event()
             beat = threading.Thread(target=self._heartbeat, args=(job.id, beating), daemon=True)
             beat.start()  # uploads and downloads of big files take minutes
+            outcome: Outcome | None
             try:
                 outcome = self._run(job)
             except VfxError as exc:
@@ -122,7 +124,10 @@ class RemoteBackend:
             finally:
                 beating.set()
             try:  # retried for minutes; after that recovery finds the job (no heartbeat)
-                record(self.store, self.bus, job.id, outcome)
+                if outcome is None:  # stopping: the remote run goes on, the next start follows it
+                    hand_back(self.store, self.bus, job.id, name, "server stopped")
+                else:
+                    record(self.store, self.bus, job.id, outcome)
             except TRANSIENT:
                 log.exception("job %s: cannot record how it ended", job.id)
 
@@ -133,17 +138,15 @@ class RemoteBackend:
             except Exception:  # the next beat may get through
                 log.exception("job %s: heartbeat failed", job_id)
 
-    def _run(self, job: Job) -> Outcome:
-        flow = get_workflow(job.workflow)
+    def _run(self, job: Job) -> Outcome | None:
+        """Run the job there (or follow its run of an earlier attempt) to its outcome;
+        None when this server stops first (the remote run goes on)."""
         self.bus.publish(job_event("started", job.id, message=f"on {self.url}"))
         watch = Watch(job.time_limit_s, self.cancel_grace_s)
         with self.client() as client:
-            inputs = self._upload(client, flow, job)
-            remote = client.submit(
-                job.workflow, inputs, priority=job.priority, timeout_s=job.timeout_s
-            )
-            final = self._follow(client, job, remote["id"], watch)
-            if isinstance(final, Outcome):
+            remote_id = self._attach(client, job) or self._submit(client, job)
+            final = self._follow(client, job, remote_id, watch)
+            if final is None or isinstance(final, Outcome):
                 return final
             if final["state"] == "cancelled":
                 return CANCELLED
@@ -153,10 +156,30 @@ class RemoteBackend:
             folder = self.jobs_dir / job.id
             folder.mkdir(parents=True, exist_ok=True)
             outputs = {
-                name: str(persist(partial(client.download, remote["id"], name, folder), name))
+                name: str(persist(partial(client.download, remote_id, name, folder), name))
                 for name in final["outputs"]
             }
         return succeeded(outputs, final.get("summary") or {}, final["progress"])
+
+    def _attach(self, client: Client, job: Job) -> str | None:
+        """The remote run an earlier attempt of this job started (recorded in the store),
+        if that server still has it: a restart follows it rather than run the job twice."""
+        if job.handle is None:
+            return None
+        try:
+            client.job(job.handle)
+        except InputError:  # that server no longer has it (deleted, or a new database)
+            log.info("job %s: remote job %s is gone; submitting again", job.id, job.handle)
+            return None
+        log.info("job %s: following remote job %s again", job.id, job.handle)
+        return job.handle
+
+    def _submit(self, client: Client, job: Job) -> str:
+        inputs = self._upload(client, get_workflow(job.workflow), job)
+        remote = client.submit(job.workflow, inputs, priority=job.priority, timeout_s=job.timeout_s)
+        remote_id = str(remote["id"])
+        persist(partial(self.store.set_handle, job.id, remote_id), f"job {job.id}: its remote id")
+        return remote_id
 
     def _upload(self, client: Client, flow: Workflow, job: Job) -> dict[str, Any]:
         """The job's inputs for the remote server: its files uploaded, outputs left out."""
@@ -172,12 +195,13 @@ class RemoteBackend:
 
     def _follow(
         self, client: Client, job: Job, remote_id: str, watch: Watch
-    ) -> dict[str, Any] | Outcome:
+    ) -> dict[str, Any] | Outcome | None:
         """Relay progress and cancel until the remote job ends (its final view), or the
-        policy ends it here (an Outcome): past its time limit, or its cancel grace."""
+        policy ends it here (an Outcome): past its time limit, or its cancel grace; None
+        when this server stops (the remote job is left running, to be followed again)."""
         polls, checks, writes = Beat(0.25, max_s=10.0), Beat(1.0), Beat(0.25)
         cancel_pending = False
-        while True:
+        while not self._stop.is_set():
             view = polls.run(partial(client.job, remote_id), f"job {job.id}: polling {self.url}")
             if view is not None and view["state"] in ("succeeded", "failed", "cancelled"):
                 return view
@@ -191,7 +215,8 @@ class RemoteBackend:
             if verdict is not None:
                 self._cancel_quietly(client, remote_id)
                 return verdict
-            time.sleep(max(0.05, polls.next - time.monotonic()))
+            self._stop.wait(max(0.05, polls.next - time.monotonic()))
+        return None
 
     def _relay(self, job: Job, view: dict[str, Any], watch: Watch, beat: Beat) -> None:
         if view["state"] == "running" and watch.start():

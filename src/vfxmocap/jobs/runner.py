@@ -43,6 +43,7 @@ from vfxmocap.jobs.supervisor import (
     Outcome,
     Watch,
     errored,
+    hand_back,
     lost,
     record,
     succeeded,
@@ -267,10 +268,7 @@ class _Slot:
                 return
             if runner.hard_stop.is_set():
                 self.kill()
-                runner.store.recover(lambda worker, _beat: worker == self.name)
-                runner.bus.publish(
-                    job_event("queued", job.id, message="server stopped; queued again")
-                )
+                hand_back(runner.store, runner.bus, job.id, self.name, "server stopped")
                 return
             try:
                 message = self.conn.recv() if self.conn and self.conn.poll(0.1) else None

@@ -19,6 +19,7 @@ log = get_logger("jobs.schema")
 STEPS: dict[int, tuple[tuple[str, str], ...]] = {
     2: (("backend", "VARCHAR(32)"), ("route", "TEXT")),
     3: (("needs_device", "VARCHAR(8)"), ("needs_memory_gb", "FLOAT"), ("needs_models", "TEXT")),
+    4: (("handle", "TEXT"),),
 }
 VERSION = max(STEPS)
 

@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel
+
 from vfxmocap.core.config import Settings, get_settings
 from vfxmocap.core.errors import InputError, InvalidParams, WorkerUnavailable
 from vfxmocap.core.log import get_logger
@@ -30,6 +32,7 @@ from vfxmocap.jobs.store import (
 )
 from vfxmocap.jobs.supervisor import TRANSIENT
 from vfxmocap.jobs.uploads import UploadStore
+from vfxmocap.models.store import ModelStore
 from vfxmocap.workflows import Resources, Workflow, get_workflow, is_registered
 
 if TYPE_CHECKING:
@@ -56,6 +59,7 @@ class JobService:
         self.store = JobStore(self.settings.job_database_url)
         self.uploads = UploadStore(data / "uploads", int(self.settings.upload_max_mb * 2**20))
         self.bus = EventBus()
+        self.models = ModelStore(self.settings.models_dir)
         self.device = device_kind(device)  # the queue's pool; the runner keeps the index
         self.memory_gb = _device_memory(device) if memory_gb is None else memory_gb
         self.runner = LocalRunner(
@@ -147,15 +151,18 @@ class JobService:
         timeout_s: float | None = None,
         max_attempts: int = 3,
         wait: bool = True,
+        backend: str = "auto",
     ) -> Job:
         """Validate untrusted inputs into a queued job. Raises pydantic's ValidationError
         (field messages) or `InputError` for an unknown upload id; with `wait=False`,
-        StoreBusy when the store's write lock is taken (nothing was queued)."""
+        StoreBusy when the store's write lock is taken (nothing was queued). `backend`
+        "auto" takes the configured order; a backend's name sends the job there or
+        refuses it (WorkerUnavailable) when that backend cannot run it."""
         flow = get_workflow(workflow)
         job_id = new_job_id()
-        resolved = flow.parse(self._resolve(flow, dict(inputs), self.jobs_dir / job_id))
+        resolved = self.parse_inputs(flow, inputs, self.jobs_dir / job_id)
         needs = flow.requirements(resolved)
-        queue, backend, route = self.route(flow.name, needs)
+        queue, chosen, route = self.route(flow.name, needs, backend)
         job = self.store.submit(
             workflow,
             resolved.model_dump(mode="json", by_alias=True),
@@ -164,7 +171,7 @@ class JobService:
             max_attempts=max_attempts,
             timeout_s=timeout_s or flow.resources.timeout_s,
             job_id=job_id,
-            backend=backend,
+            backend=chosen,
             route=route,
             needs=needs,
             wait=wait,
@@ -179,12 +186,27 @@ class JobService:
             if backend is not None:
                 backend.notify()
 
-    def route(self, workflow: str, needs: Resources) -> tuple[str, str, str]:
-        """(queue, backend, why): the first backend in the configured order with
-        a worker that can run this workflow with these needs; `why` names the need that
-        passed over a backend."""
+    def available_backends(self) -> list[str]:
+        """The backends this server can send jobs to, in its configured order."""
+        present = {
+            "local": True,
+            "celery": self.celery is not None,
+            "remote": self.remote is not None,
+        }
+        return [b for b in self.settings.backends if present[b]]
+
+    def route(self, workflow: str, needs: Resources, choice: str = "auto") -> tuple[str, str, str]:
+        """(queue, backend, why): the first backend in the configured order (or the one
+        chosen) with a worker that can run this workflow with these needs; `why` names
+        the need that passed over a backend."""
+        available = self.available_backends()
+        if choice != "auto" and choice not in available:
+            raise WorkerUnavailable(
+                f"the {choice} backend is not configured on this server",
+                hint=f"Choose auto or one of: {', '.join(available)}.",
+            )
         passed: list[str] = []
-        for backend in self.settings.backends:
+        for backend in self.settings.backends if choice == "auto" else [choice]:
             if backend == "celery":
                 if self.celery is None:
                     continue  # no broker configured: not a choice, nothing to explain
@@ -251,11 +273,17 @@ class JobService:
             log.warning("job %s failed: %s", job.id, error.message)
             self.bus.publish(job_event("failed", job.id, message=error.message))
 
-    def _resolve(self, flow: Workflow, data: dict[str, Any], job_dir: Path) -> dict[str, Any]:
-        self.uploads.resolve(data, flow.files)
+    def parse_inputs(self, flow: Workflow, inputs: dict[str, Any], job_dir: Path) -> BaseModel:
+        """A client's inputs as the workflow runs them: upload ids made paths, model names
+        served ones, the outputs placed in `job_dir`. Raises pydantic's ValidationError or
+        `InputError`."""
+        data = self.uploads.resolve(dict(inputs), flow.files)
+        for name in flow.model_inputs:
+            if isinstance(value := data.get(name), str):
+                data[name] = self.models.served_model(value)
         if flow.place_outputs is not None:
             data.update(flow.place_outputs(data, job_dir))
-        return data
+        return flow.parse(data)
 
     def get(self, job_id: str) -> Job:
         job = self.store.get(job_id) if _is_id(job_id) else None
@@ -347,12 +375,13 @@ def _fitting(choice: str, needs: Resources) -> str:
 
 
 def _device_memory(device: str) -> float:
-    """The memory of this server's device (0 when it cannot be measured)."""
+    """The memory jobs may use on this server's device (on MPS Metal's share of unified
+    memory, as the planner counts it; 0 when it cannot be measured)."""
     from vfxmocap.core.errors import DeviceError
     from vfxmocap.device import resolve_device
 
     try:
-        return resolve_device(device).memory_gb
+        return resolve_device(device).usable_memory_gb
     except DeviceError as exc:
         log.warning("cannot measure the memory of %s: %s", device, exc.message)
         return 0.0

@@ -107,6 +107,9 @@ class JobRow(_Base):
     needs_device: Mapped[str | None] = mapped_column(String(8), nullable=True)
     needs_memory_gb: Mapped[float | None] = mapped_column(Float, nullable=True)
     needs_models: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON list
+    # The backend's own id of the job's run (a remote server's job id): a restart follows
+    # that run again instead of starting a second one. Kept when the job is queued again.
+    handle: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 version_table(_Base.metadata)
@@ -137,6 +140,7 @@ class Job:
     backend: str | None
     route: str | None
     needs: Resources  # what its inputs need (the time limit is `time_limit_s`)
+    handle: str | None = None  # the backend's own id of its run (a remote job id)
 
     @property
     def time_limit_s(self) -> float:
@@ -150,6 +154,7 @@ class Job:
 
     def to_dict(self) -> dict[str, Any]:
         data = dict(self.__dict__)
+        del data["handle"]  # another server's id: nothing a client can use
         data["state"] = self.state.value
         needs = self.needs
         data["needs"] = {"device": needs.device, "memory_gb": needs.memory_gb}
@@ -201,6 +206,7 @@ def _job(row: JobRow) -> Job:
             memory_gb=row.needs_memory_gb or 0.0,
             models=tuple(_load(row.needs_models) or ()),
         ),
+        handle=row.handle,
     )
 
 
@@ -477,6 +483,10 @@ class JobStore:
         now = time.time()
         return self._update(job_id, only={JobState.RUNNING}, started_at=now, heartbeat_at=now)
 
+    def set_handle(self, job_id: str, handle: str) -> bool:
+        """Record the backend's own id of a running job's run (see `JobRow.handle`)."""
+        return self._update(job_id, only={JobState.RUNNING}, handle=handle)
+
     def reject(self, job_id: str, error: dict[str, Any]) -> bool:
         """Fail a queued job that cannot run anywhere (e.g. its workflow is not loaded)."""
         return self._update(
@@ -608,6 +618,7 @@ class JobStore:
             outputs=None,
             progress=None,
             summary=None,
+            handle=None,  # a retry is a fresh run
         )
         return self.get(job_id) if ok else None
 

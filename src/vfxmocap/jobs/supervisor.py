@@ -139,6 +139,24 @@ def record(store: JobStore, bus: EventBus, job_id: str, outcome: Outcome) -> Job
     return state
 
 
+def hand_back(
+    store: JobStore, bus: EventBus, job_id: str, worker: str, why: str
+) -> JobState | None:
+    """Stop running a job here (the server stops): recovery decides what it becomes (queued
+    again; failed with its attempts used up; cancelled when a cancel was pending), and that
+    is what is announced. Returns its new state (None: it had already ended)."""
+    persist(lambda: store.recover(lambda w, _beat: w == worker), f"job {job_id}: handing it back")
+    job = persist(lambda: store.get(job_id), f"job {job_id}: reading it")
+    if job is None or job.state == JobState.RUNNING:
+        return None
+    if job.state == JobState.QUEUED:
+        bus.publish(job_event("queued", job_id, message=f"{why}; queued again"))
+    else:
+        message = (job.error or {}).get("message", "") if job.state == JobState.FAILED else why
+        bus.publish(job_event(job.state.value, job_id, message=message))
+    return job.state
+
+
 def persist(
     call: Callable[[], T],
     what: str,

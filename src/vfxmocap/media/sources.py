@@ -140,6 +140,11 @@ class CameraSource(FrameSource):
         height: int | None = None,
         max_frames: int | None = None,
     ) -> None:
+        if index < 0:  # OpenCV reads -1 as "any camera": a typo should not open a random one
+            raise InputError(
+                f"camera index {index} is not valid",
+                hint="Camera indices start at 0 (the first camera); pick one with --camera N.",
+            )
         import cv2  # imported here: only cameras need OpenCV's capture backends
 
         self.name = f"camera:{index}"

@@ -212,9 +212,12 @@ class VideoReader:
     def timed(self) -> Iterator[tuple[float, Frame]]:
         """Yield (seconds from the first frame, frame): container timestamps, so VFR is exact."""
         count, start = 0, None
-        rotation = self.info.rotation
+        rotation, limit = self.info.rotation, image_limit()
         try:
             for frame in self._container.decode(self._stream):
+                # The header's size binds only the first frames: a stream may change size
+                # mid-way, so each decoded frame is checked before it is converted.
+                check_pixels(frame.width, frame.height, self.path, limit)
                 t = frame.time if frame.time is not None else count / self.info.fps
                 start = t if start is None else start
                 yield t - start, _rotate(_to_rgb(frame), rotation)

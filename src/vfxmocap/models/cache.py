@@ -94,6 +94,11 @@ class ModelCache:
         with self._lock:
             return list(self._entries)
 
+    def discard(self, key: Hashable) -> bool:
+        """Drop `key` (its memory goes with the last reference); False when not kept."""
+        with self._lock:
+            return self._entries.pop(key, None) is not None
+
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()

@@ -63,6 +63,12 @@ class ModelSpec(BaseModel):
     # sequential) in half precision at the family's reference size; the planner reads them.
     offload_gb: dict[str, float] = Field(default_factory=dict)
     pipeline: str | None = None  # diffusers: model_index.json's `_class_name`
+    # A snapshot's weights in GB at bf16 (published parameter counts x 2 bytes): about what
+    # its download and disk take (repos that keep float32 copies take more).
+    weights_gb: float | None = Field(None, ge=0)
+    # Why files carry no sha256 / size (none published where they could be read): said in
+    # the catalog, not left to chance; such files are "present", never "verified".
+    unverified: str | None = None
 
     @model_validator(mode="after")
     def _has_files(self) -> ModelSpec:

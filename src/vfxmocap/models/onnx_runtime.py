@@ -4,7 +4,7 @@ without the `onnx` package (which would pull protobuf 6 and break MediaPipe)."""
 from __future__ import annotations
 
 import mmap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +33,24 @@ _DTYPES = {
 }
 
 
-def session(path: Path, device: str | None = None) -> Any:
+_Providers = list[tuple[str, dict[str, Any]]]  # (provider name, its options: the GPU index)
+
+
+def session(
+    path: Path,
+    device: str | None = None,
+    *,
+    adjust: Callable[[_Providers], _Providers] | None = None,
+) -> Any:
     """An inference session on the best providers for `device` (default: VFX_DEVICE),
-    kept warm in the model cache: the same file on the same providers and GPU loads once."""
+    kept warm in the model cache: the same file on the same providers and GPU loads once.
+    `adjust` rewrites the provider list first (a model whose operators some provider
+    cannot run keeps them off it)."""
     from vfxmocap.core.config import get_settings
 
     providers = onnx_provider_options(device or get_settings().device)
+    if adjust is not None:
+        providers = adjust(providers)
     if not providers:
         raise DeviceError(
             "onnxruntime offers no execution provider",
@@ -54,9 +66,6 @@ def session(path: Path, device: str | None = None) -> Any:
     # Weights plus runtime buffers: about 1.5x the file.
     size_gb = 1.5 * stat.st_size / 2**30
     return model_cache().get(key, lambda: _load(path, providers), size_gb)
-
-
-_Providers = list[tuple[str, dict[str, Any]]]  # (provider name, its options: the GPU index)
 
 
 class OnnxSession:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import os
+import re
 import socket
 import urllib.error
 import urllib.parse
@@ -30,6 +32,10 @@ from vfxmocap.models.catalog import Catalog, ModelFile, ModelSpec, load_catalog
 log = get_logger("models")
 
 _CHUNK = 1 << 20
+# A Hugging Face repo id, "org/name": no segment of dots alone, so it never reads as "..".
+REPO_ID = re.compile(r"^(?!\.+/)(?!.*/\.+$)[\w.-]+/[\w.-]+$")
+MODELS_PLACE = "<models>"  # how the models folder is named to API clients
+HUB = "hf:"  # "hf:org/name": a Hub repo id and never a folder, whatever exists on disk
 _HASH_CACHE = ".verified.json"
 
 
@@ -82,6 +88,10 @@ def _hash_once(path: Path, stamp: list[int]) -> str:
     return _hashed[key]
 
 
+def _checksum(file: ModelFile) -> str:
+    return f"sha256 {file.sha256}" if file.sha256 else "no checksum"
+
+
 def _human(size: int | None) -> str:
     if not size:
         return "size unknown"
@@ -113,6 +123,36 @@ class ModelStore:
         if not path.is_relative_to(self.directory(spec).resolve()):
             raise InvalidParams(f"model {spec.name}: file path {file.path!r} leaves its folder")
         return path
+
+    def served_model(self, model: str) -> str:
+        """A model a client named, as this server's loader should find it: a catalog name
+        or a Hub repo id as given, a folder (relative names are taken inside the models
+        folder) as its path there. A path outside the models folder is refused from its
+        spelling alone: nothing is looked at, so a client learns nothing of the disk. A
+        repo id comes back as `hf:org/name`, so no worker reads it as a relative folder."""
+        if model in self.catalog.names() or REPO_ID.match(model.removeprefix(HUB)):
+            return model if model.startswith(HUB) or model in self.catalog.names() else HUB + model
+        relative = model.removeprefix(f"{MODELS_PLACE}/")
+        root = os.path.normpath(self.root.absolute())
+        folder = os.path.normpath(os.path.join(root, relative))
+        if not model or os.path.commonpath([root, folder]) != root or folder == root:
+            raise InvalidParams(
+                f"model: {model[:200]!r} is not a catalog model, a Hub repo id or a folder in "
+                "the server's models folder",
+                hint="Name a catalog model (GET /api/models), or place the diffusers folder "
+                f"in the server's models folder and give its name there ({MODELS_PLACE}/NAME).",
+            )
+        return folder
+
+    def public_model(self, model: str) -> str:
+        """A model input as a client would send it again (see `served_model`)."""
+        return self.public_path(model.removeprefix(HUB))
+
+    def public_path(self, text: str) -> str:
+        """`text` with the models folder spelt as `<models>`: clients see no server path."""
+        for spelling in sorted({str(self.root), str(self.root.resolve())}, key=len, reverse=True):
+            text = text.replace(spelling, MODELS_PLACE)
+        return text
 
     # --- readiness -------------------------------------------------------------------
 
@@ -183,14 +223,26 @@ class ModelStore:
                 f"model {spec.name!r} is not downloaded: fetch the Hugging Face repo "
                 f"{spec.source.repo} into {self.directory(spec)}"
             )
+        files = [file for file in spec.files if file.path in missing]
+        urls = [spec.url_for(file) or "" for file in files]
+        # Several files from one place: name the place and the folder once, so the message
+        # stays whole (errors are cut at 1000 characters).
+        folders = {url.rpartition("/")[0] for url in urls}
+        if len(files) > 1 and len(folders) == 1 and all(urls):
+            base = folders.pop() + "/"
+            lines = [
+                f"model {spec.name!r} is missing {len(files)} file(s): download each from "
+                f"{base}<name there> and place it in {self.directory(spec)}:"
+            ]
+            lines += [
+                f"  {url[len(base) :]} -> {file.path} ({_human(file.size)}, {_checksum(file)})"
+                for file, url in zip(files, urls, strict=True)
+            ]
+            return "\n".join(lines)
         lines = [f"model {spec.name!r} is missing {len(missing)} file(s):"]
-        for file in spec.files:
-            if file.path not in missing:
-                continue
-            source = spec.url_for(file) or "its source"
-            checksum = f"sha256 {file.sha256}" if file.sha256 else "no checksum"
+        for file, url in zip(files, urls, strict=True):
             lines.append(
-                f"  download {source} ({_human(file.size)}, {checksum}) "
+                f"  download {url or 'its source'} ({_human(file.size)}, {_checksum(file)}) "
                 f"and place it at {self.file_path(spec, file)}"
             )
         return "\n".join(lines)

@@ -24,7 +24,7 @@ from vfxmocap.mocap import blendshapes, exporters, openpose
 from vfxmocap.mocap.bvh import animate, write_bvh
 from vfxmocap.mocap.filters import FilterOptions, Motion, clean, concat
 from vfxmocap.mocap.follow import PersonChoice
-from vfxmocap.mocap.live import LivePose
+from vfxmocap.mocap.live import LivePose, PoseOptions
 from vfxmocap.mocap.matte import MatteMode, composite, cover, soft_mask
 from vfxmocap.mocap.plausible import repair
 from vfxmocap.mocap.take import Take, capture, joined, split, vet
@@ -474,6 +474,11 @@ def demo(out_dir: Path) -> MocapInputs:
     )
 
 
+def _pose_setup(inputs: MocapInputs) -> PoseOptions:
+    """A preview draws the skeleton over the frame, as the `preview` output does."""
+    return PoseOptions()
+
+
 MOCAP = register(
     Workflow(
         name="mocap",
@@ -498,6 +503,6 @@ MOCAP = register(
         demo=demo,
         files=("input", "matte_background"),
         place_outputs=lambda inputs, job_dir: {"output_dir": job_dir},
-        live=LiveSpec("pose", LivePose()),
+        live=LiveSpec("pose", LivePose(), frames="input", setup=_pose_setup),
     )
 )

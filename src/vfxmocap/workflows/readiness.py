@@ -26,14 +26,18 @@ class Gap:
     fix: str
 
 
-def gaps(workflow: Workflow, device: DeviceReport, store: ModelStore) -> list[Gap]:
-    """What keeps `workflow` (with its default inputs' needs) from running here."""
+def gaps(
+    workflow: Workflow, device: DeviceReport, store: ModelStore, *, public: bool = False
+) -> list[Gap]:
+    """What keeps `workflow` (with its default inputs' needs) from running here. `public`
+    (the API): folders spelt from the models folder (`<models>/NAME`), no server path."""
     needs = workflow.resources
     found = [_extra_gap(extra) for extra in needs.extras]
     for name in needs.models:
         status = store.status(name)
         if not status.ready:
-            folder = store.directory(store.catalog.get(name))
+            folder = str(store.directory(store.catalog.get(name)))
+            folder = store.public_path(folder) if public else folder
             found.append(
                 Gap(
                     "model",
@@ -44,11 +48,12 @@ def gaps(workflow: Workflow, device: DeviceReport, store: ModelStore) -> list[Ga
     if needs.device not in device_classes(device.kind):
         fix = "run it where a GPU is (a vfx worker on that machine takes it from the queue)"
         found.append(Gap("device", f"a GPU (this machine has {device.kind})", fix))
-    if device.memory_gb and needs.memory_gb > device.memory_gb:
+    usable = device.usable_memory_gb
+    if usable and needs.memory_gb > usable:
         found.append(
             Gap(
                 "memory",
-                f"{needs.memory_gb:g} GB of {device.kind} memory (has {device.memory_gb:g} GB)",
+                f"{needs.memory_gb:g} GB of {device.kind} memory (has {usable:g} GB usable)",
                 "use a machine with more memory, or smaller settings",
             )
         )
@@ -68,7 +73,10 @@ def _extra_gap(extra: str) -> Gap | None:
     )
 
 
-def readiness(workflow: Workflow, device: DeviceReport, store: ModelStore) -> dict[str, Any]:
-    """`{"ready": bool, "missing": [{kind, what, fix}, ...]}` for reports."""
-    found = gaps(workflow, device, store)
+def readiness(
+    workflow: Workflow, device: DeviceReport, store: ModelStore, *, public: bool = False
+) -> dict[str, Any]:
+    """`{"ready": bool, "missing": [{kind, what, fix}, ...]}` for reports (`public`: for
+    the API, see `gaps`)."""
+    found = gaps(workflow, device, store, public=public)
     return {"ready": not found, "missing": [asdict(gap) for gap in found]}

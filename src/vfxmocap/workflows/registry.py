@@ -24,7 +24,10 @@ BUILTIN_MODULES = (
     "vfxmocap.workflows.transcode",
     "vfxmocap.workflows.swap",
     "vfxmocap.workflows.mocap",
+    "vfxmocap.workflows.animate",
+    "vfxmocap.workflows.edit_face",
     "vfxmocap.workflows.generate",
+    "vfxmocap.workflows.pose_transfer",
 )
 
 
@@ -77,6 +80,11 @@ class LiveSpec:
     processor: FrameProcessor[Any, Any]  # stateless; its options model is the stream's settings
     # Settings fields that name files (a path, or a list of paths): upload ids over the API.
     files: tuple[str, ...] = ()
+    # The workflow's input field whose frames the processor turns (a preview reads one).
+    frames: str | None = None
+    # The processor's options from the workflow's parsed inputs, as its render sets them up
+    # (default: the inputs' fields of the same names).
+    setup: Callable[[Any], BaseModel] | None = None
 
     @property
     def settings(self) -> type[BaseModel]:
@@ -104,8 +112,12 @@ class Workflow:
     # given the (resolved) inputs. The API sets these; clients cannot.
     place_outputs: Callable[[dict[str, Any], Path], dict[str, Any]] | None = None
     live: LiveSpec | None = None
+    # Input fields that name a model (a catalog name, a Hub repo id or a folder). Over the
+    # API a folder must lie in the server's models folder.
+    model_inputs: tuple[str, ...] = ()
     # What given inputs need (e.g. the models their options use), when that differs from
-    # the static `resources`; called with parsed inputs.
+    # the static `resources`; called with parsed inputs. It may read files (a model's
+    # weights): the API calls it off the event loop.
     requires: Callable[[Any], Resources] | None = None
 
     def parse(self, data: dict[str, Any] | BaseModel) -> BaseModel:

@@ -120,6 +120,12 @@ SWAP = register(
         demo=demo,
         files=("sources", "target", "references"),
         place_outputs=place_outputs,
-        live=LiveSpec("swap", FaceSwapProcessor(), files=("sources", "references")),
+        live=LiveSpec(
+            "swap",
+            FaceSwapProcessor(),
+            files=("sources", "references"),
+            frames="target",
+            setup=_setup,
+        ),
     )
 )

@@ -5,21 +5,20 @@ from __future__ import annotations
 import asyncio
 import functools
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, File, Query, Request, UploadFile
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, Field
 from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 
 from vfxmocap.api.errors import NotFound, public_error
-from vfxmocap.api.security import error_response, upload_too_large
+from vfxmocap.api.multipart import UPLOAD_BODY, UploadRefused, receive_upload
+from vfxmocap.api.security import error_response
 from vfxmocap.core.errors import InputError, InvalidParams
 from vfxmocap.jobs.service import JobService
 from vfxmocap.jobs.store import Job, JobState, StoreBusy
 from vfxmocap.workflows import get_workflow
-
-_UPLOAD_CHUNK = 1 << 20
 
 
 class JobRequest(BaseModel):
@@ -28,6 +27,11 @@ class JobRequest(BaseModel):
     priority: int = Field(0, ge=-100, le=100, description="Higher runs first.")
     timeout_s: float | None = Field(None, gt=0, le=7 * 86400)
     max_attempts: int = Field(3, ge=1, le=10)
+    backend: Literal["auto", "local", "celery", "remote"] = Field(
+        "auto",
+        description="Where the job runs: auto (the configured order) or one backend; "
+        "the job's `route` says where it went and why.",
+    )
 
 
 def job_view(service: JobService, job: Job, position: int | None = None) -> dict[str, Any]:
@@ -53,9 +57,13 @@ def public_inputs(service: JobService, job: Job) -> dict[str, Any]:
         if isinstance(value, str) and Path(value).is_relative_to(job_dir):
             del inputs[key]
     try:
-        files = get_workflow(job.workflow).files
+        flow = get_workflow(job.workflow)
+        files, models = flow.files, flow.model_inputs
     except InvalidParams:  # a plugin no longer loaded: its files are still server paths
-        files = tuple(inputs)
+        files, models = tuple(inputs), ()
+    for name in models:
+        if isinstance(value := inputs.get(name), str):
+            inputs[name] = service.models.public_model(value)
     for name in files:
         value = inputs.get(name)
         if isinstance(value, list):
@@ -83,10 +91,6 @@ def range_refusal(header: str | None, path: Path) -> JSONResponse | None:
     return None
 
 
-class _TooLarge(Exception):
-    pass
-
-
 def router(service: JobService) -> APIRouter:
     api = APIRouter(tags=["jobs"])
 
@@ -108,18 +112,28 @@ def router(service: JobService) -> APIRouter:
             priority=request.priority,
             timeout_s=request.timeout_s,
             max_attempts=request.max_attempts,
+            backend=request.backend,
         )
         # The fast path runs on the loop (a thread hop costs more than the write), but only
-        # when the write can start at once: a lock held by another thread or process, or
-        # routing that asks Celery or a remote server over the network, goes to a thread.
+        # when the write can start at once: a lock held by another thread or process,
+        # routing that asks Celery or a remote server over the network, or a workflow whose
+        # needs depend on its inputs (it may read a model's files to tell) goes to a thread.
         remote = service.celery is not None or service.remote is not None
         try:
             if remote:
                 raise StoreBusy("routing asks the network")
+            if get_workflow(request.workflow).requires is not None:
+                raise StoreBusy("the requirement check may read files")
             job = submit_job(wait=False)
         except StoreBusy:
             job = await asyncio.to_thread(submit_job)
-        body = {"id": job.id, "state": job.state.value, "position": service.store.position(job.id)}
+        body = {
+            "id": job.id,
+            "state": job.state.value,
+            "position": service.store.position(job.id),
+            "backend": job.backend,
+            "route": job.route,
+        }
         return JSONResponse(body, status_code=202)  # plain JSON: no encoder walk per request
 
     @api.get("/jobs/{job_id}")
@@ -179,27 +193,26 @@ def router(service: JobService) -> APIRouter:
         get_job(job_id)
         return service.log(job_id)
 
-    @api.post("/uploads", status_code=201, tags=["uploads"])
-    async def upload(request: Request, file: Annotated[UploadFile, File()]) -> Any:
-        """Media for job inputs. The type comes from the content (an image PIL reads, a
-        video that decodes), not the name; returns the id that inputs refer to."""
-        limit = service.uploads.max_bytes  # the declared size was checked before parsing
-        upload_id, part = service.uploads.new_part()
-        size = 0
+    @api.post("/uploads", status_code=201, tags=["uploads"], openapi_extra=UPLOAD_BODY)
+    async def upload(request: Request) -> Any:
+        """Media for job inputs: one multipart/form-data part named `file`. The type comes
+        from the content (an image PIL reads, a video that decodes), not the name; returns
+        the id that inputs refer to. Streamed to disk once, in a thread."""
         try:
-            with part.open("wb") as fh:
-                while chunk := await file.read(_UPLOAD_CHUNK):
-                    size += len(chunk)
-                    if size > limit:
-                        raise _TooLarge
-                    fh.write(chunk)
-        except _TooLarge:
-            part.unlink(missing_ok=True)
-            return upload_too_large(limit)
-        except BaseException:
-            part.unlink(missing_ok=True)
-            raise
-        meta = await asyncio.to_thread(service.uploads.commit, upload_id, part, file.filename)
-        return meta
+            return await receive_upload(request, service.uploads)
+        except UploadRefused as exc:
+            return exc.response
+
+    @api.get("/uploads/{upload_id}", tags=["uploads"], response_model=None)
+    def uploaded(request: Request, upload_id: str) -> FileResponse | JSONResponse:
+        """An upload's bytes, under the client's file name (range requests work): what a
+        job's inputs were, for a before / after beside its output."""
+        try:
+            path = service.uploads.path(upload_id)
+        except InputError as exc:
+            raise NotFound(exc.message, hint=exc.hint) from None
+        return range_refusal(request.headers.get("range"), path) or FileResponse(
+            path, filename=service.uploads.client_name(upload_id)
+        )
 
     return api

@@ -28,10 +28,9 @@ def router(service: JobService) -> APIRouter:
         """Every workflow with its input schema, outputs, resource needs, live stream, and
         whether this server's workers can run it (what is missing, and the fix)."""
         from vfxmocap.device import resolve_device
-        from vfxmocap.models.store import ModelStore
         from vfxmocap.workflows.readiness import readiness
 
-        device, store = resolve_device(workers_device), ModelStore()
+        device, store = resolve_device(workers_device), service.models
         return [
             {
                 "name": w.name,
@@ -47,16 +46,14 @@ def router(service: JobService) -> APIRouter:
                     "extras": list(w.resources.extras),
                 },
                 "live": None if w.live is None else _live(w.live),
-                "here": readiness(w, device, store),
+                "here": readiness(w, device, store, public=True),
             }
             for w in all_workflows()
         ]
 
     @api.get("/models")
     def models() -> list[dict[str, Any]]:
-        from vfxmocap.models.store import ModelStore
-
-        store = ModelStore()
+        store = service.models
         return [
             {"task": spec.task, "memory_gb": spec.memory_gb, **_public(store.status(spec.name))}
             for spec in store.catalog
@@ -66,9 +63,8 @@ def router(service: JobService) -> APIRouter:
     def model_requirements(name: str) -> dict[str, Any]:
         """Can this model run here: its files present and whole, and memory enough."""
         from vfxmocap.device import resolve_device
-        from vfxmocap.models.store import ModelStore
 
-        store = ModelStore()
+        store = service.models
         try:
             spec = store.catalog.get(name)
         except VfxError as exc:
@@ -79,7 +75,8 @@ def router(service: JobService) -> APIRouter:
             **_public(status),
             "memory_gb": spec.memory_gb,
             "device_memory_gb": device.memory_gb,
-            "memory_fits": spec.memory_gb <= device.memory_gb,
+            "usable_memory_gb": device.usable_memory_gb,
+            "memory_fits": spec.memory_gb <= device.usable_memory_gb,
         }
 
     @api.get("/system")
@@ -93,6 +90,7 @@ def router(service: JobService) -> APIRouter:
             "version": __version__,
             "device": device.to_dict(),
             "workers": settings.workers,
+            "backends": service.available_backends(),
             "expected_fps": expected_fps(device),
         }
 
@@ -157,9 +155,11 @@ def _public(status: Any) -> dict[str, Any]:
 
 
 def _live(spec: LiveSpec) -> dict[str, Any]:
-    """A live stream as a client opens it: `WS /api/stream/{name}`, settings first."""
+    """A live stream as a client opens it: `WS /api/stream/{name}`, settings first;
+    `frames` names the input a preview (`POST /api/preview`) reads a frame of, or is null."""
     return {
         "name": spec.name,
         "settings": spec.settings.model_json_schema(),
         "files": list(spec.files),
+        "frames": spec.frames,
     }

@@ -36,6 +36,81 @@ def match_color(patch: Frame, target: Frame, mask: Mask) -> Frame:
     return result
 
 
+_MAX_SHARPEN = 1.5  # the most unsharp-mask gain a soft face gets
+_MAX_SOFTEN = 8.0  # the widest blur (Gaussian sigma, frame px) a sharp face gets
+_DETAIL_SIDE = 192  # detail is compared on images at most this big (the search is cheap)
+
+
+def match_sharpness(patch: Frame, target: Frame, mask: Mask) -> Frame:
+    """Give the warped face the fine detail of the frame it goes into: a source sharper
+    than a soft, upscaled or defocused frame is blurred, a softer one sharpened (unsharp
+    mask, gain at most 1.5), until the high-frequency energy (RMS of the Laplacian of the
+    grey image) inside `mask` matches the target's there. A face sharper than the frame
+    around it reads as pasted on. Energies are compared at most `_DETAIL_SIDE` pixels
+    across, so a close-up costs what a small face does."""
+    box = _inside((mask > 127).astype(np.float32), 0)
+    if box is None:
+        return patch
+    h, w = mask[box].shape
+    scale = min(1.0, _DETAIL_SIDE / max(h, w))
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+
+    def small(image: Frame) -> NDArray[np.float32]:
+        grey = cv2.cvtColor(image[box], cv2.COLOR_RGB2GRAY)
+        shrunk: NDArray[np.float32] = cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
+        return shrunk.astype(np.float32)
+
+    inside = cv2.resize(mask[box], size, interpolation=cv2.INTER_NEAREST)
+    if cv2.countNonZero(inside) < 16:
+        return patch
+    grey, want = small(patch), _detail(small(target), inside)
+    have = _detail(grey, inside)
+    if abs(have - want) <= 0.05 * want:
+        return patch
+    if have > want:  # blur: the sigma whose result has the target's energy (bisection)
+        lo, hi = 0.0, _MAX_SOFTEN * scale
+        for _ in range(6):
+            mid = (lo + hi) / 2
+            if _detail(cv2.GaussianBlur(grey, (0, 0), mid), inside) > want:
+                lo = mid
+            else:
+                hi = mid
+        return _blurred(patch, (lo + hi) / 2 / scale)
+    detail = cv2.subtract(grey, cv2.GaussianBlur(grey, (0, 0), max(0.5, scale)))
+    lo, hi = 0.0, _MAX_SHARPEN
+    for _ in range(6):
+        mid = (lo + hi) / 2
+        if _detail(cv2.scaleAdd(detail, mid, grey), inside) < want:
+            lo = mid
+        else:
+            hi = mid
+    gain = (lo + hi) / 2
+    sharp: Frame = cv2.addWeighted(patch, 1.0 + gain, _blurred(patch, 1.0), -gain, 0.0)
+    return sharp
+
+
+def _blurred(image: Frame, sigma: float) -> Frame:
+    """Gaussian blur; a wide one on an image shrunk first (area filter), then scaled back:
+    the same softness for a fraction of the cost."""
+    if sigma < 0.3:
+        return image
+    if sigma <= 2.0:
+        direct: Frame = cv2.GaussianBlur(image, (0, 0), sigma)
+        return direct
+    h, w = image.shape[:2]
+    k = sigma / 1.5
+    size = (max(1, round(w / k)), max(1, round(h / k)))
+    shrunk = cv2.GaussianBlur(cv2.resize(image, size, interpolation=cv2.INTER_AREA), (0, 0), 1.2)
+    out: Frame = cv2.resize(shrunk, (w, h), interpolation=cv2.INTER_LINEAR)
+    return out
+
+
+def _detail(grey: NDArray[np.float32], inside: Mask) -> float:
+    """High-frequency energy: the RMS of the Laplacian where `inside` is set."""
+    lap = cv2.Laplacian(grey, cv2.CV_32F)
+    return float(np.sqrt(cv2.mean(cv2.multiply(lap, lap), mask=inside)[0]))
+
+
 def _low_pass(image: Frame, factor: int = 8) -> NDArray[np.float32]:
     """The shading, not the texture: an image 8x smaller, blurred (float, its own size)."""
     h, w = image.shape[:2]

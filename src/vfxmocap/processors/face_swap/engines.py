@@ -8,7 +8,7 @@ match and blending, in `paste()`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -17,7 +17,13 @@ from pydantic import BaseModel, Field
 
 from vfxmocap.core.errors import InputError
 from vfxmocap.media.image import Frame
-from vfxmocap.processors.face_swap.blend import BlendMode, alpha_blend, blend, match_color
+from vfxmocap.processors.face_swap.blend import (
+    BlendMode,
+    alpha_blend,
+    blend,
+    match_color,
+    match_sharpness,
+)
 from vfxmocap.processors.face_swap.masks import (
     MaskOptions,
     face_mask,
@@ -27,19 +33,20 @@ from vfxmocap.processors.face_swap.masks import (
 )
 from vfxmocap.processors.face_swap.shape import transfer_shape
 from vfxmocap.processors.face_swap.warp import warp_backdrop, warp_face
-from vfxmocap.vision.faces import Face
+from vfxmocap.vision.faces import Face, box_from_landmarks
 from vfxmocap.vision.segmentation import skin_outliers
 
 _ROI_MARGIN = 0.25  # of the face box, around the target face
 _HOLE_BLUR = 0.04  # feather, in face widths, where the patch ends inside the mask
 # The skin a colour model is learnt from: face without eyes, brows and lips.
-SKIN = MaskOptions(kind="regions", regions=["skin"], blur=0.0)
+SKIN = MaskOptions(kind="regions", regions=["skin"], blur=0.0, forehead=0.35)
 
 
 class PasteOptions(BaseModel):
     mask: MaskOptions = Field(default_factory=MaskOptions)
     blend: BlendMode = "multiband"
     color_match: bool = True
+    sharpness_match: bool = True
     opacity: float = Field(1.0, ge=0, le=1)
     occlusion: bool = False
 
@@ -122,8 +129,11 @@ def paste(
         drawn[hole > 0] = 0
     size = face_size(local)
     patch = rendered.patch
+    inside = np.minimum(mask, drawn)
     if opts.color_match:
-        patch = match_color(patch, region, np.minimum(mask, drawn))
+        patch = match_color(patch, region, inside)
+    if opts.sharpness_match:
+        patch = match_sharpness(patch, original, inside)
     alpha = soft_edge(mask, opts.mask.blur, size) * soft_edge(drawn, _HOLE_BLUR, size)
     result = blend(patch, region, alpha, opts.blend)
     kept = _kept(original, local, opts, None if keep_out is None else keep_out[y0:y1, x0:x1])
@@ -189,10 +199,13 @@ def swap_face(
     source: SourceFace,
     opts: PasteOptions,
     keep_out: NDArray[np.float32] | None = None,
-) -> bool:
-    """Swap one face in place; False when the face is too small or off-frame to swap."""
+) -> Face | None:
+    """Swap one face in place; returns the face as drawn (the geometric engine moves its
+    outline to the source's), None when it is too small or off-frame to swap."""
     roi = target_roi(target, frame.shape)
     if roi is None:
-        return False
-    paste(frame, engine.render(frame, target, source, roi), roi, opts, keep_out)
-    return True
+        return None
+    rendered = engine.render(frame, target, source, roi)
+    paste(frame, rendered, roi, opts, keep_out)
+    drawn = rendered.landmarks
+    return replace(target, box=box_from_landmarks(drawn), landmarks=drawn, embedding=None)

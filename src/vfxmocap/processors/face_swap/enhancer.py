@@ -58,5 +58,10 @@ class FaceEnhancer:
             return False
         crop, matrix = align(frame, face.kps5, FFHQ * self.size, self.size)
         restored = Rendered(*warp_back(self.restore(crop), matrix, roi), face.landmarks)
-        paste(frame, restored, roi, opts.model_copy(update={"color_match": False}))
+        paste(
+            frame,
+            restored,
+            roi,
+            opts.model_copy(update={"color_match": False, "sharpness_match": False}),
+        )
         return True

@@ -39,7 +39,9 @@ class MaskOptions(BaseModel):
         True, description="Keep the target's mouth opening, open or closed (speech, expression)."
     )
     mouth_open_threshold: float = Field(0.12, ge=0, le=1)
-    forehead: float = Field(0.35, ge=0, le=1, description="Share of the forehead kept (oval).")
+    forehead: float = Field(
+        0.85, ge=0, le=1, description="Share of the forehead swapped (oval), brows up to hairline."
+    )
 
 
 def _poly(mask: Mask, points: NDArray[np.floating[Any]], value: int = 255) -> None:

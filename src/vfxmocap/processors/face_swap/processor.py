@@ -55,6 +55,11 @@ class SwapOptions(BaseModel):
     mask: MaskOptions = Field(default_factory=MaskOptions)
     blend: Literal["multiband", "poisson", "feather"] = "multiband"
     color_match: bool = True
+    sharpness_match: bool = Field(
+        True,
+        description="Match the swapped face's fine detail to the frame's: a source sharper "
+        "than the frame is blurred to it, a softer one sharpened.",
+    )
     opacity: float = Field(1.0, ge=0, le=1)
     occlusion: bool = Field(False, description="Keep hands and objects in front of the face.")
     enhance: bool = Field(False, description="Restore the swapped face with GFPGAN/CodeFormer.")
@@ -65,6 +70,7 @@ class SwapOptions(BaseModel):
             mask=self.mask,
             blend=self.blend,
             color_match=self.color_match,
+            sharpness_match=self.sharpness_match,
             opacity=self.opacity,
             occlusion=self.occlusion,
         )
@@ -230,10 +236,11 @@ class FaceSwapProcessor:
         keep_out = self._occluders(frame, state) if state.options.occlusion else None
         paste = state.options.paste()
         for face, src in pairs:
-            if swap_face(state.engine, out, face, state.sources[src], paste, keep_out):
+            drawn = swap_face(state.engine, out, face, state.sources[src], paste, keep_out)
+            if drawn is not None:
                 state.stats.faces_swapped += 1
-                if state.enhancer is not None:
-                    state.enhancer.enhance(out, face, paste)
+                if state.enhancer is not None:  # restored inside the outline as drawn
+                    state.enhancer.enhance(out, drawn, paste)
         return out
 
     @staticmethod

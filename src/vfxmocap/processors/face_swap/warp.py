@@ -54,16 +54,17 @@ def _affines(
 
 
 def visible_triangles(
-    landmarks: NDArray[np.float32],
+    landmarks: NDArray[np.float32], tris: NDArray[np.int32] | None = None
 ) -> tuple[NDArray[np.int32], NDArray[np.int32]]:
     """Triangles in drawing order: those turned away first, then those facing the camera far
     to near; returns (indices, triangles).
 
     Back-face culling by winding: a triangle faces the camera when it winds the same way in
     the image as on the face seen from the front (the mesh turned frontal by its own head
-    pose). A triangle folded over by a turned head winds the other way.
+    pose). A triangle folded over by a turned head winds the other way. `tris` replaces the
+    mesh's own triangles (e.g. other fans over the eyes).
     """
-    tris = triangles()
+    tris = triangles() if tris is None else tris
     p = landmarks[:, :3].astype(np.float64) * np.array([1.0, -1.0, -1.0])  # y up, z to camera
     axes = face_axes(p)
     frontal = (p - p.mean(axis=0)) @ axes.T  # face frame: x across, y up
@@ -84,20 +85,25 @@ def _signed_areas(xy: NDArray[np.float64], tris: NDArray[np.int32]) -> NDArray[n
     return area
 
 
-def _maps(
+def piecewise_maps(
     source_points: Points,
     target_points: Points,
     tris: NDArray[np.int32],
     roi: tuple[int, int, int, int],
+    max_side: int = _MAX_WORK_SIDE,
 ) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.uint8]]:
     """Per ROI pixel, where to sample the source (x and y maps), and 255 where a triangle
-    covers it; elsewhere the maps are the identity (of target pixels, shifted by the ROI)."""
+    covers it; elsewhere the maps are the identity (of target pixels, shifted by the ROI).
+    The maps are worked out at most `max_side` pixels wide or high, then interpolated."""
     x0, y0, x1, y1 = roi
     width, height = x1 - x0, y1 - y0
-    scale = min(1.0, _MAX_WORK_SIDE / max(width, height))
+    scale = min(1.0, max_side / max(width, height))
     work_w, work_h = max(1, round(width * scale)), max(1, round(height * scale))
-    # work pixel centres as cv2.resize places them: w = (u + 0.5) * scale - 0.5
-    target_xy = (target_points[:, :2] - np.array([x0, y0], np.float32) + 0.5) * scale - 0.5
+    # per axis, the scale cv2.resize will use; work pixel centres as it places them:
+    # w = (u + 0.5) * s - 0.5
+    sx, sy = work_w / width, work_h / height
+    factor = np.array([sx, sy], np.float32)
+    target_xy = (target_points[:, :2] - np.array([x0, y0], np.float32) + 0.5) * factor - 0.5
     matrices, ok = _affines(target_xy, source_points[:, :2], tris)
     index = np.full((work_h, work_w), len(tris), np.int32)
     polygons = np.round(target_xy * (1 << _SUBPIXEL)).astype(np.int32)[tris]  # (n, 3, 2)
@@ -105,8 +111,9 @@ def _maps(
     for i in np.flatnonzero(ok).tolist():
         fill(index, polygons[i], i, cv2.LINE_8, _SUBPIXEL)
     # the last row is the identity: a work pixel maps to its ROI pixel in frame coordinates
-    shift = 0.5 / scale - 0.5
-    identity = np.array([[1 / scale, 0], [0, 1 / scale], [x0 + shift, y0 + shift]], np.float64)
+    identity = np.array(
+        [[1 / sx, 0], [0, 1 / sy], [x0 + 0.5 / sx - 0.5, y0 + 0.5 / sy - 0.5]], np.float64
+    )
     coef = np.concatenate([matrices, identity[None]]).reshape(-1, 6).astype(np.float32)[index]
     ys, xs = np.mgrid[0:work_h, 0:work_w].astype(np.float32)
     map_x = coef[..., 0] * xs + coef[..., 2] * ys + coef[..., 4]
@@ -149,7 +156,7 @@ def warp_face(
     _, tris = visible_triangles(target_landmarks)
     shrink = _span(target_landmarks) / max(_span(source_points), 1.0)
     image, points = _area_filtered(source_image, source_points, shrink)
-    map_x, map_y, mask = _maps(points, target_landmarks, tris, roi)
+    map_x, map_y, mask = piecewise_maps(points, target_landmarks, tris, roi)
     warped: Frame = cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
     h, w = image.shape[:2]
     # a mesh reaching past the source image's edge (a tight crop) would draw reflected junk
@@ -168,7 +175,7 @@ def _ring(outline: Points, roi: tuple[int, int, int, int]) -> Points:
 
 
 @cache
-def _strip(n: int, offset: int) -> NDArray[np.int32]:
+def ring_strip(n: int, offset: int) -> NDArray[np.int32]:
     """Triangles between a closed loop of n points (0..n-1) and its ring (offset..offset+n-1)."""
     i = np.arange(n)
     j = (i + 1) % n
@@ -192,10 +199,10 @@ def warp_backdrop(
     _, face_tris = visible_triangles(moved)
     # ring points are stacked after the landmarks: vertex n + k of the strip is ring point k
     loop = np.concatenate([outline, len(original) + np.arange(len(outline))])
-    tris = np.concatenate([loop[_strip(len(outline), len(outline))], face_tris])
+    tris = np.concatenate([loop[ring_strip(len(outline), len(outline))], face_tris])
     src = np.concatenate([original[:, :2], ring])
     dst = np.concatenate([moved[:, :2], ring])
-    map_x, map_y, cover = _maps(src, dst, tris, roi)
+    map_x, map_y, cover = piecewise_maps(src, dst, tris, roi)
     warped: Frame = cv2.remap(frame, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
     x0, y0, x1, y1 = roi
     untouched = cover == 0  # outside the ring: exactly the frame, not a resampled copy
