@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 import tracemalloc
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -127,6 +128,22 @@ def test_transform_video_keeps_rate_and_audio(tmp_path: Path, video_with_audio: 
     first = next(iter(VideoReader(result.output)))
     original = next(iter(VideoReader(video_with_audio)))
     assert np.abs(first.astype(int) - original[:, ::-1].astype(int)).mean() < 4
+
+
+def test_non_square_pixels_are_kept_for_frames_of_the_source_size(
+    tmp_path: Path, carphone: Path
+) -> None:
+    """carphone's QCIF pixels are 128/117 wide: a same-size output plays in the same shape,
+    a resized one (its pixels made by the process) is square."""
+    assert probe(carphone).sample_aspect == Fraction(128, 117)
+    with open_source(carphone) as source:
+        same = transform_video(source, lambda f: f, tmp_path / "same.mp4")
+    assert probe(same.output).sample_aspect == Fraction(128, 117)
+    with open_source(carphone) as source:
+        half = transform_video(
+            source, lambda f: np.ascontiguousarray(f[::2, ::2]), tmp_path / "h.mp4"
+        )
+    assert probe(half.output).sample_aspect == 1
 
 
 def test_cancel_leaves_no_output(tmp_path: Path, carphone: Path) -> None:

@@ -237,7 +237,12 @@ def transform_video(
     if progress is not None:
         progress.stage("frames", source.frame_count)
     with VideoWriter(
-        output, fps=source.fps, crf=crf, preset=preset, audio_from=source.audio_path
+        output,
+        fps=source.fps,
+        crf=crf,
+        preset=preset,
+        audio_from=source.audio_path,
+        sample_aspect=source.sample_aspect,
     ) as writer:
         sink = writer.write if progress is None else with_previews(writer.write, progress)
         stats = run_pipeline(source, process, sink, progress=progress, cancel=cancel)

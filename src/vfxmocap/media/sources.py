@@ -10,6 +10,7 @@ import glob
 import re
 import time
 from collections.abc import Iterable, Iterator
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,8 @@ class FrameSource:
     fps: float = 30.0
     frame_count: int | None = None  # None: unknown or endless (a camera)
     audio_path: Path | None = None  # a file whose audio a writer can carry over
+    # A video's pixel aspect with its frame size, for a writer to keep (None: square).
+    sample_aspect: tuple[Fraction, tuple[int, int]] | None = None
     live: bool = False
 
     def timed(self) -> Iterator[tuple[float, Frame]]:
@@ -59,6 +62,8 @@ class VideoSource(FrameSource):
         self.name, self.fps, self.frame_count = str(path), info.fps, info.frame_count
         self.info = info
         self.audio_path = Path(path) if info.has_audio else None
+        if info.sample_aspect != 1:
+            self.sample_aspect = (info.sample_aspect, (info.width, info.height))
 
     def timed(self) -> Iterator[tuple[float, Frame]]:
         return self._reader.timed()

@@ -45,10 +45,14 @@ class VideoInfo:
     has_audio: bool
     audio_codec: str | None
     container: str
+    # Width over height of one pixel as displayed (1 for square pixels; 128/117 for
+    # carphone's QCIF): a player stretches the frame by it.
+    sample_aspect: Fraction = Fraction(1)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["frame_rate"] = str(self.frame_rate)
+        data["sample_aspect"] = str(self.sample_aspect)
         data["fps"] = round(self.fps, 3)
         data["duration_s"] = round(self.duration_s, 3)
         return data
@@ -133,8 +137,10 @@ def probe(path: str | Path) -> VideoInfo:
             duration = (container.duration or 0) / 1_000_000
         count = int(stream.frames) or max(1, round(duration * float(rate)))
         width, height = first.width, first.height
+        aspect = Fraction(stream.codec_context.sample_aspect_ratio or 1)
         if rotation in (90, 270):
             width, height = height, width
+            aspect = 1 / aspect
         audio = container.streams.audio[0] if container.streams.audio else None
         return VideoInfo(
             path=str(path),
@@ -150,6 +156,7 @@ def probe(path: str | Path) -> VideoInfo:
             has_audio=audio is not None,
             audio_codec=audio.codec_context.name if audio is not None else None,
             container=container.format.name,
+            sample_aspect=aspect if aspect > 0 else Fraction(1),
         )
     finally:
         container.close()
@@ -257,7 +264,10 @@ class VideoWriter:
         crf: int | None = None,
         preset: str | None = None,
         audio_from: str | Path | None = None,
+        sample_aspect: tuple[Fraction, tuple[int, int]] | None = None,
     ) -> None:
+        """`sample_aspect` is a source's pixel aspect and frame size: frames of that size
+        keep its non-square pixels (a processed frame of another size has square ones)."""
         settings = get_settings()
         self.path = Path(path)
         if self.path.suffix.lower() not in (".mp4", ".mov", ".m4v"):
@@ -269,6 +279,7 @@ class VideoWriter:
         self.preset = preset or settings.video_preset
         self.frames_written = 0
         self.size: tuple[int, int] | None = None
+        self._sample_aspect = sample_aspect
         self._out = AtomicFile(self.path)
         self._stream: Any = None
         self._audio: _AudioCarry | None = None
@@ -317,6 +328,8 @@ class VideoWriter:
         stream.pix_fmt = "yuv420p"
         stream.options = {"crf": str(self.crf), "preset": self.preset}
         stream.codec_context.time_base = 1 / self.rate
+        if self._sample_aspect is not None and self._sample_aspect[1] == (width, height):
+            stream.codec_context.sample_aspect_ratio = self._sample_aspect[0]
         self._stream = stream
         self.size = (width, height)
 
