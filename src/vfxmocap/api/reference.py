@@ -9,8 +9,10 @@ from typing import Any
 
 from vfxmocap.device import DeviceReport
 
-# bench/transcode.py, bench/swap.py (one face), bench/mocap.py (end to end).
-MEASURED_FPS_720P = {"transcode": 90.0, "swap": 37.6, "mocap": 48.0}
+# Idle-machine runs of 2026-12-02: the transcode baseline (decode + encode) as bench/swap.py
+# and bench/mocap.py measured it, bench/swap.py (one face), bench/mocap.py (end to end with
+# BVH, JSON and the pose video), bench/animate.py (a 720p driver, a 512x512 portrait).
+MEASURED_FPS_720P = {"transcode": 54.0, "swap": 16.1, "mocap": 16.5, "animate": 59.5}
 MEASURED_CORES = 2
 
 
