@@ -346,15 +346,21 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         yield client
 
 
+def served_model(server: Any, folder: Path) -> str:
+    """A model folder copied into the server's models folder, and the name a client gives it
+    (over the API a model folder must lie in there)."""
+    models = server.app.state.service.settings.models_dir
+    shutil.copytree(folder, models / folder.name, dirs_exist_ok=True)
+    return folder.name
+
+
 def test_a_generate_job_through_the_api(tiny: dict[str, Path], server: Any) -> None:
     from tests.test_api import submit, wait
 
-    models = server.app.state.service.settings.models_dir  # over the API: a name in there
-    shutil.copytree(tiny["wan-t2v"], models / "tiny-wan", dirs_exist_ok=True)
     job_id = submit(
         server,
         "generate",
-        model="tiny-wan",
+        model=served_model(server, tiny["wan-t2v"]),
         prompt=PROMPT,
         frames=5,
         width=32,
@@ -432,14 +438,12 @@ def test_a_pose_transfer_job_through_the_api(
     """Uploaded driver and reference; the job records the plan and serves all three outputs."""
     from tests.test_api import submit, upload, wait
 
-    models = server.app.state.service.settings.models_dir  # over the API: a name in there
-    shutil.copytree(tiny["wan-vace"], models / "tiny-vace", dirs_exist_ok=True)
     job_id = submit(
         server,
         "pose-transfer",
         driving=upload(server, carphone),
         reference=upload(server, astronaut),
-        model="tiny-vace",
+        model=served_model(server, tiny["wan-vace"]),
         prompt=PROMPT,
         frames=5,
         width=32,
