@@ -247,6 +247,11 @@ def test_every_video_model_in_the_catalog_is_a_family_the_planner_can_place(mach
     for spec in entries:
         tiers = [figures(spec.name).gb[t] for t in Offload]
         assert tiers == sorted(tiers, reverse=True), spec.name
+        # 8-bit figures for the resident tiers, each below its bf16 figure.
+        int8 = figures(spec.name).int8
+        assert set(int8) == {Offload.NONE, Offload.MODEL}, spec.name
+        assert all(int8[t] < figures(spec.name).gb[t] for t in int8), spec.name
+        assert int8[Offload.NONE] >= int8[Offload.MODEL], spec.name
         assert spec.license.strip() and spec.weights_gb and spec.source.repo, spec.name
         assert plan(gpu, figures(spec.name), family_of(spec.pipeline or "", spec.name))
 

@@ -171,7 +171,7 @@ def _available_memory_gb() -> float | None:
     psutil = _import_optional("psutil")
     if psutil is None:
         return None
-    return round(psutil.virtual_memory().available / 1024**3, 2)
+    return round(float(psutil.virtual_memory().available) / 1024**3, 2)
 
 
 def _free_memory_gb(kind: str, torch: ModuleType | None, index: int | None) -> float | None:
@@ -187,16 +187,16 @@ def _free_memory_gb(kind: str, torch: ModuleType | None, index: int | None) -> f
             return None
         free, _total = mem_get_info(index or 0)
         ours = getattr(torch.cuda, "memory_reserved", lambda _i: 0)(index or 0)
-        return round((free + ours) / 1024**3, 2)
+        return round(float(free + ours) / 1024**3, 2)
     mps = getattr(torch, "mps", None)
     working_set = getattr(mps, "recommended_max_memory", None)
     if working_set is None:
         return None
-    cap = working_set() / 1024**3
+    cap = float(working_set()) / 1024**3
     ram = _available_memory_gb()
     if ram is None:
         return round(cap, 2)
-    ours = getattr(mps, "driver_allocated_memory", lambda: 0)() / 1024**3
+    ours = float(getattr(mps, "driver_allocated_memory", lambda: 0)()) / 1024**3
     return round(min(cap, ram + ours), 2)
 
 

@@ -267,7 +267,7 @@ def _bitsandbytes_config(path: Path, plan: Plan) -> dict[str, Any]:
             f"bitsandbytes quantization runs on CUDA only; this plan runs on {plan.device}",
             hint="Use optimum-quanto for 8-bit weights on MPS or CPU.",
         )
-    from diffusers import PipelineQuantizationConfig
+    from diffusers.quantizers.pipe_quant_config import PipelineQuantizationConfig
 
     components = [c for c in _components(_read_index(path)) if quantized(c)]
     return {
