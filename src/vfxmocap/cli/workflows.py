@@ -517,8 +517,29 @@ def generate(
         str, typer.Option("--model", "-m", help="Catalog name, cached Hub repo id, or folder.")
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output .mp4 (+ .json).")],
-    prompt: Annotated[str | None, typer.Option("--prompt", "-p", help="What to show.")] = None,
-    negative: Annotated[str | None, typer.Option(help="What to avoid.")] = None,
+    prompt: Annotated[
+        str | None,
+        typer.Option(
+            "--prompt", "-p", help="What to show; or a schedule: '0s: a man walks, 4s: he runs'."
+        ),
+    ] = None,
+    prompt_schedule: Annotated[
+        str | None, typer.Option(help="Schedule file: one 'TIME: prompt' a line.")
+    ] = None,
+    negative: Annotated[
+        str | None, typer.Option(help="What to avoid (replaces the family's default).")
+    ] = None,
+    template: Annotated[
+        bool,
+        typer.Option(
+            "--template/--no-template",
+            help="Word the prompt with the family's template and default negative.",
+        ),
+    ] = True,
+    expand_prompt: Annotated[
+        str | None,
+        typer.Option(help="Expand the prompt first with this local text model (off by default)."),
+    ] = None,
     image: Annotated[str | None, typer.Option(help="First frame (image-to-video).")] = None,
     last_image: Annotated[
         str | None, typer.Option(help="Last frame (Wan first-last-frame, LTX).")
@@ -533,7 +554,16 @@ def generate(
     reference: Annotated[
         list[str] | None, typer.Option(help="Reference image for Wan VACE (repeatable).")
     ] = None,
-    frames: Annotated[int | None, typer.Option(help="Frames (rounded to the family's).")] = None,
+    frames: Annotated[
+        int | None, typer.Option(help="Frames (rounded to the family's; long: chained).")
+    ] = None,
+    duration: Annotated[float | None, typer.Option(help="Seconds instead of --frames.")] = None,
+    segment_frames: Annotated[
+        int | None, typer.Option(help="Frames per segment of a chained video.")
+    ] = None,
+    seam_frames: Annotated[
+        int | None, typer.Option(help="Frames segments overlap, cross-faded (default 4).")
+    ] = None,
     width: Annotated[int | None, typer.Option(help="Width in pixels.")] = None,
     height: Annotated[int | None, typer.Option(help="Height in pixels.")] = None,
     steps: Annotated[int | None, typer.Option(help="Denoising steps.")] = None,
@@ -552,13 +582,19 @@ def generate(
         model=model,
         output=output,
         prompt=prompt,
+        prompt_schedule=prompt_schedule,
         negative=negative,
+        template=None if template else False,
+        expand_prompt=expand_prompt,
         image=image,
         last_image=last_image,
         video=video,
         mask=mask,
         reference=reference or None,
         frames=frames,
+        duration=duration,
+        segment_frames=segment_frames,
+        seam_frames=seam_frames,
         width=width,
         height=height,
         steps=steps,
@@ -580,7 +616,20 @@ def pose_transfer(
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output .mp4 (+ .json).")],
     reference: Annotated[str | None, typer.Option(help="The character's image (Wan VACE).")] = None,
-    negative: Annotated[str | None, typer.Option(help="What to avoid.")] = None,
+    negative: Annotated[
+        str | None, typer.Option(help="What to avoid (replaces the family's default).")
+    ] = None,
+    template: Annotated[
+        bool,
+        typer.Option(
+            "--template/--no-template",
+            help="Word the prompt with the family's template and default negative.",
+        ),
+    ] = True,
+    expand_prompt: Annotated[
+        str | None,
+        typer.Option(help="Expand the prompt first with this local text model (off by default)."),
+    ] = None,
     frames: Annotated[int | None, typer.Option(help="Frames (default: the driver's).")] = None,
     width: Annotated[int | None, typer.Option(help="Width in pixels.")] = None,
     height: Annotated[int | None, typer.Option(help="Height in pixels.")] = None,
@@ -598,6 +647,8 @@ def pose_transfer(
         output=output,
         reference=reference,
         negative=negative,
+        template=None if template else False,
+        expand_prompt=expand_prompt,
         frames=frames,
         width=width,
         height=height,

@@ -193,6 +193,7 @@ def scene_frames(scenes: list[Scene], fps: float, total: int, field: str) -> lis
 # --- expansion -----------------------------------------------------------------------
 
 EXPAND_NEW_TOKENS = 120  # a paragraph: what a video model's text encoder reads usefully
+EXPAND_MIN_TOKENS = 8  # a model that stops at once has expanded nothing
 EXPAND_MAX_CHARS = 600
 INSTRUCTION = (
     "You expand short prompts for a text-to-video model into one vivid paragraph: the "
@@ -204,7 +205,6 @@ INSTRUCTION = (
 def text_model_folder(model: str) -> Path:
     """A transformers causal language model's folder: a catalog name (the store's folder or
     its repo in the local Hugging Face cache), a folder, or a cached Hub repo id."""
-    from vfxmocap.generation.loader import hub_snapshot
     from vfxmocap.models.store import HUB, REPO_ID, ModelStore
 
     store = ModelStore()
@@ -212,11 +212,11 @@ def text_model_folder(model: str) -> Path:
         spec = store.catalog.get(model)
         folder = store.directory(spec)
         if not (folder / "config.json").is_file() and spec.source.repo:
-            folder = hub_snapshot(spec.source.repo, spec.source.revision)
+            folder = _cached(spec.source.repo, spec.source.revision, f"{model!r} ({folder})")
     elif Path(model).expanduser().exists() and not model.startswith(HUB):
         folder = Path(model).expanduser()
     elif REPO_ID.match(model.removeprefix(HUB)):
-        folder = hub_snapshot(model.removeprefix(HUB), None)
+        folder = _cached(model.removeprefix(HUB), None, repr(model))
     else:
         raise ModelMissing(
             f"expand_prompt: {model!r} is neither a catalog model, a folder, nor a Hub repo id",
@@ -229,6 +229,20 @@ def text_model_folder(model: str) -> Path:
             hint="Place the model's files (config.json, weights, tokenizer) in that folder.",
         )
     return folder
+
+
+def _cached(repo: str, revision: str | None, named: str) -> Path:
+    from vfxmocap.generation.loader import hub_snapshot
+
+    try:
+        return hub_snapshot(repo, revision)
+    except ModelMissing as exc:
+        raise ModelMissing(
+            f"expand_prompt: {named} is not downloaded: {repo} is not in the local Hugging "
+            "Face cache (vfxmocap never downloads at run time)",
+            hint=f"Fetch it once (`vfx models pull` for a catalog model, or `hf download "
+            f"{repo}`), or give a transformers folder.",
+        ) from exc
 
 
 @dataclass(frozen=True)
@@ -286,6 +300,7 @@ def _generate_text(tokenizer: Any, lm: Any, prompt: str) -> str:
             input_ids=encoded["input_ids"],
             attention_mask=encoded.get("attention_mask"),
             max_new_tokens=EXPAND_NEW_TOKENS,
+            min_new_tokens=EXPAND_MIN_TOKENS,
             do_sample=False,
             pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop,
         )

@@ -41,6 +41,7 @@ from vfxmocap.generation.prompts import (
     parse_schedule,
     read_schedule,
     scene_frames,
+    text_model_folder,
     word,
 )
 from vfxmocap.generation.prompts import expand as expand_prompts
@@ -355,6 +356,8 @@ def word_scenes(
     if inputs.expand_prompt and expand:
         expanded = expand_prompts(texts, inputs.expand_prompt)
         texts = [expanded.prompts.get(text, text) for text in texts]
+    elif inputs.expand_prompt:  # a plan: the text model must be there, not run
+        text_model_folder(inputs.expand_prompt)
     worded = [
         word(family.name, text, inputs.negative, use_template=inputs.template) for text in texts
     ]

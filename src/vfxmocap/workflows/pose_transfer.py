@@ -38,7 +38,15 @@ class PoseTransferInputs(BaseModel):
         None, description="The character's image (Wan VACE's reference; AnimateDiff takes none)."
     )
     prompt: str = Field(description="The character and the scene.")
-    negative: str = Field("", description="What to avoid.")
+    negative: str = Field(
+        "", description="What to avoid; replaces the model family's default negative."
+    )
+    template: bool = Field(
+        True, description="Word the prompt with the model family's template and default negative."
+    )
+    expand_prompt: str | None = Field(
+        None, description="A local text model that expands the prompt first; off by default."
+    )
     model: str = Field(
         description="A pose-conditioned model: Wan VACE, or AnimateDiff with an OpenPose "
         "ControlNet (catalog name, cached Hub repo id, or folder)."
@@ -67,6 +75,8 @@ def run(inputs: PoseTransferInputs, progress: Progress, cancel: CancelToken) -> 
                 model=inputs.model,
                 prompt=inputs.prompt,
                 negative=inputs.negative,
+                template=inputs.template,
+                expand_prompt=inputs.expand_prompt,
                 frames=inputs.frames,
                 width=width,
                 height=height,
@@ -152,7 +162,7 @@ POSE_TRANSFER = register(
         resources=generate.RESOURCES,
         requires=requirements,
         files=("driving", "reference"),
-        model_inputs=("model",),
+        model_inputs=("model", "expand_prompt"),
         place_outputs=generate.place_outputs,  # video.mp4 in the job's folder
     )
 )
