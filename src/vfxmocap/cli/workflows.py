@@ -510,6 +510,23 @@ def edit_face(
     report(run_workflow("edit-face", inputs, quiet=as_json), as_json)
 
 
+# Prompt options `generate` and `pose-transfer` share.
+NegativeOpt = Annotated[
+    str | None, typer.Option(help="What to avoid (replaces the family's default).")
+]
+TemplateOpt = Annotated[
+    bool,
+    typer.Option(
+        "--template/--no-template",
+        help="Word the prompt with the family's template and default negative.",
+    ),
+]
+ExpandOpt = Annotated[
+    str | None,
+    typer.Option(help="Expand the prompt first with this local text model (off by default)."),
+]
+
+
 @app.command()
 @guarded
 def generate(
@@ -526,20 +543,9 @@ def generate(
     prompt_schedule: Annotated[
         str | None, typer.Option(help="Schedule file: one 'TIME: prompt' a line.")
     ] = None,
-    negative: Annotated[
-        str | None, typer.Option(help="What to avoid (replaces the family's default).")
-    ] = None,
-    template: Annotated[
-        bool,
-        typer.Option(
-            "--template/--no-template",
-            help="Word the prompt with the family's template and default negative.",
-        ),
-    ] = True,
-    expand_prompt: Annotated[
-        str | None,
-        typer.Option(help="Expand the prompt first with this local text model (off by default)."),
-    ] = None,
+    negative: NegativeOpt = None,
+    template: TemplateOpt = True,
+    expand_prompt: ExpandOpt = None,
     image: Annotated[str | None, typer.Option(help="First frame (image-to-video).")] = None,
     last_image: Annotated[
         str | None, typer.Option(help="Last frame (Wan first-last-frame, LTX).")
@@ -616,20 +622,9 @@ def pose_transfer(
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output .mp4 (+ .json).")],
     reference: Annotated[str | None, typer.Option(help="The character's image (Wan VACE).")] = None,
-    negative: Annotated[
-        str | None, typer.Option(help="What to avoid (replaces the family's default).")
-    ] = None,
-    template: Annotated[
-        bool,
-        typer.Option(
-            "--template/--no-template",
-            help="Word the prompt with the family's template and default negative.",
-        ),
-    ] = True,
-    expand_prompt: Annotated[
-        str | None,
-        typer.Option(help="Expand the prompt first with this local text model (off by default)."),
-    ] = None,
+    negative: NegativeOpt = None,
+    template: TemplateOpt = True,
+    expand_prompt: ExpandOpt = None,
     frames: Annotated[int | None, typer.Option(help="Frames (default: the driver's).")] = None,
     width: Annotated[int | None, typer.Option(help="Width in pixels.")] = None,
     height: Annotated[int | None, typer.Option(help="Height in pixels.")] = None,
