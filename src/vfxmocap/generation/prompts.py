@@ -4,8 +4,9 @@ clips, and optional prompt expansion by a small local text model.
 Templates live in `prompts.toml` beside this module (one table per family); a user's file
 (VFX_PROMPT_TEMPLATES) replaces whole tables. A schedule is `0s: a man walks, 4s: he starts
 running` (or the same, one entry a line, in a file). Expansion runs a causal language model
-from the model store through transformers, greedy and bounded; torch and transformers are
-imported only when it is asked for.
+from the model store through transformers, greedy and bounded, on the CPU (a 0.5B model
+takes seconds there, and the accelerator's memory stays the video model's); torch and
+transformers are imported only when it is asked for.
 """
 
 from __future__ import annotations

@@ -510,6 +510,7 @@ class _Run:
         timings = {"denoise_s": 0.0, "decode_s": 0.0}
         made = []
         for segment in segments:
+            self.cancel.check()
             worded = self.wording.worded[segment.scene]
             asked = self._segment_request(request, segment, worded)
             if segment.index:
