@@ -378,6 +378,40 @@ def test_a_generate_job_through_the_api(tiny: dict[str, Path], server: Any) -> N
     assert meta["plan"]["offload"] == "none" and meta["step_downs"] == []
 
 
+def test_a_chained_schedule_job_through_the_api(
+    tiny: dict[str, Path], server: Any, astronaut: Path
+) -> None:
+    """A schedule in the prompt and an uploaded first frame; the job's summary and sidecar
+    carry the segments and the prompts as worded."""
+    from tests.test_api import submit, upload, wait
+
+    job_id = submit(
+        server,
+        "generate",
+        model=served_model(server, tiny["wan-i2v"]),
+        prompt="0s: a red cat runs, 1s: a dog runs in the snow",
+        image=upload(server, astronaut),
+        negative="fog",
+        frames=13,
+        fps=8,
+        segment_frames=9,
+        seam_frames=1,
+        width=32,
+        height=32,
+        steps=2,
+        seed=3,
+    )
+    job = wait(server, job_id, timeout=180)
+    assert job["state"] == "succeeded", job
+    assert (job["summary"]["segments"], job["summary"]["frames"]) == (2, 13)
+    assert (job["summary"]["prompt"], job["summary"]["negative"]) == ("a red cat runs", "fog")
+    meta = server.get(f"/api/jobs/{job_id}/outputs/metadata").json()
+    assert [(s["start"], s["kept"], s["prompt"]) for s in meta["segments"]] == [
+        (0, 8, "a red cat runs"),
+        (7, 6, "a dog runs in the snow"),
+    ]
+
+
 def _one_component_folder(folder: Path) -> Path:
     """A diffusers folder whose transformer has real safetensors weights (a 256x256 tensor)."""
     from safetensors.numpy import save_file

@@ -155,6 +155,10 @@ def test_the_final_prompt_and_negative_are_used_and_recorded(
     )
     assert (calls[1]["prompt"], calls[1]["negative_prompt"]) == (PROMPT, "")
     assert plain.summary["negative"] == ""
+    mine = generate(
+        tiny["animatediff"], tmp_path / "n.mp4", prompt=PROMPT, negative="fog", plan_only=True
+    )
+    assert (mine.summary["prompt"], mine.summary["negative"]) == (final, "fog")
 
 
 # --- chains --------------------------------------------------------------------------

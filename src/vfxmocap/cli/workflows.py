@@ -541,7 +541,7 @@ def generate(
         ),
     ] = None,
     prompt_schedule: Annotated[
-        str | None, typer.Option(help="Schedule file: one 'TIME: prompt' a line.")
+        Path | None, typer.Option(help="Schedule file instead of --prompt: 'TIME: prompt' a line.")
     ] = None,
     negative: NegativeOpt = None,
     template: TemplateOpt = True,
@@ -584,11 +584,19 @@ def generate(
     """Generate a video with a diffusers model (Wan 2.1 / 2.2 / VACE, LTX-Video, Stable Video
     Diffusion, CogVideoX, AnimateDiff). Options not given take the model family's defaults
     (`vfx workflows generate`)."""
+    if prompt_schedule is not None:
+        if prompt:
+            raise InvalidParams(
+                "prompt_schedule: give --prompt-schedule or --prompt, not both",
+                hint="Put every scene in the schedule file, or drop --prompt-schedule.",
+            )
+        from vfxmocap.generation.prompts import read_schedule
+
+        prompt = read_schedule(prompt_schedule)
     inputs = given(
         model=model,
         output=output,
         prompt=prompt,
-        prompt_schedule=prompt_schedule,
         negative=negative,
         template=None if template else False,
         expand_prompt=expand_prompt,

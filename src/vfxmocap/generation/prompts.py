@@ -115,16 +115,19 @@ class Scene:
     prompt: str
 
 
+def _uncommented(text: str) -> str:
+    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+
+
 def is_schedule(text: str) -> bool:
     """Whether a prompt is written as a schedule (it starts with a time: `0s: ...`)."""
-    return bool(_LOOKS_TIMED.match(text))
+    return bool(_LOOKS_TIMED.match(_uncommented(text)))
 
 
 def parse_schedule(text: str, field: str = "prompt") -> list[Scene]:
     """`0s: a man walks, 4s: he starts running` as scenes; InvalidParams naming `field` for
     a schedule that is malformed, does not start at 0s or whose times do not increase."""
-    lines = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
-    text = "\n".join(lines).strip()
+    text = _uncommented(text).strip()
     hint = 'Write the schedule as "0s: a man walks, 4s: he starts running".'
     marks = list(_TIME.finditer(text))
     if not marks or marks[0].start() != 0:
@@ -157,16 +160,18 @@ def parse_schedule(text: str, field: str = "prompt") -> list[Scene]:
     return scenes
 
 
-def read_schedule(path: str) -> list[Scene]:
-    """A schedule file: the same `TIME: prompt` entries, one a line (`#` starts a comment)."""
+def read_schedule(path: Path) -> str:
+    """A schedule file's text, for --prompt: the same `TIME: prompt` entries, one a line
+    (`#` starts a comment line). The API takes the schedule in `prompt` itself."""
     try:
-        text = Path(path).read_text("utf-8")
+        text = _uncommented(path.read_text("utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
         raise InvalidParams(
             f"prompt_schedule: {path} cannot be read: {exc}",
             hint="Give a UTF-8 text file with one `TIME: prompt` entry a line.",
         ) from exc
-    return parse_schedule(text, "prompt_schedule")
+    parse_schedule(text, "prompt_schedule")  # a malformed file is named as the file
+    return text
 
 
 def scene_frames(scenes: list[Scene], fps: float, total: int, field: str) -> list[int]:
@@ -267,11 +272,14 @@ def expand(prompts: list[str], model: str) -> Expanded:
 
 
 def _load_text_model(folder: Path, model: str) -> tuple[Any, Any]:
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-        lm: Any = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True)
+        lm: Any = AutoModelForCausalLM.from_pretrained(
+            folder, local_files_only=True, dtype=torch.float32
+        )
         lm.eval()
     except (OSError, ValueError, KeyError) as exc:
         raise ModelMissing(

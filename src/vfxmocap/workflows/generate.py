@@ -39,7 +39,6 @@ from vfxmocap.generation.prompts import (
     Worded,
     is_schedule,
     parse_schedule,
-    read_schedule,
     scene_frames,
     text_model_folder,
     word,
@@ -51,7 +50,7 @@ from vfxmocap.workflows.registry import Resources, Workflow, WorkflowResult, reg
 
 log = get_logger("workflows.generate")
 
-_MEDIA = ("image", "last_image", "video", "mask", "reference", "audio", "prompt_schedule")
+_MEDIA = ("image", "last_image", "video", "mask", "reference", "audio")
 _LIBRARIES = ("torch", "diffusers", "transformers", "accelerate", "vfxmocap")
 
 
@@ -64,9 +63,6 @@ class GenerateInputs(BaseModel):
         "",
         description="What to show; required for text-to-video. A schedule makes a "
         "multi-scene clip: '0s: a man walks, 4s: he starts running'.",
-    )
-    prompt_schedule: str | None = Field(
-        None, description="A schedule file instead of --prompt: one 'TIME: prompt' a line."
     )
     negative: str = Field(
         "", description="What to avoid; replaces the model family's default negative."
@@ -149,20 +145,12 @@ def request_for(inputs: GenerateInputs, family: Family, frames: int | None) -> R
 def given(inputs: GenerateInputs) -> frozenset[str]:
     """The conditioning the inputs carry (the field names a family's rules speak of)."""
     text = {name for name in ("prompt", "negative") if getattr(inputs, name).strip()}
-    text |= {"prompt"} if inputs.prompt_schedule else set()
     media = {n for n in ("image", "last_image", "video", "mask") if getattr(inputs, n)}
     return frozenset(text | media | ({"reference"} if inputs.reference else set()))
 
 
 def scenes_of(inputs: GenerateInputs) -> list[Scene]:
-    """The prompt's scenes: a schedule file, a schedule written in --prompt, or one scene."""
-    if inputs.prompt_schedule and inputs.prompt.strip():
-        raise InvalidParams(
-            "prompt_schedule: give a prompt schedule file or --prompt, not both",
-            hint="Put every scene in the schedule file, or drop --prompt-schedule.",
-        )
-    if inputs.prompt_schedule:
-        return read_schedule(inputs.prompt_schedule)
+    """The prompt's scenes: a schedule (`0s: ..., 4s: ...`) or one scene."""
     if is_schedule(inputs.prompt):
         return parse_schedule(inputs.prompt)
     return [Scene(0.0, inputs.prompt)]

@@ -52,7 +52,7 @@ class PoseTransferInputs(BaseModel):
         "ControlNet (catalog name, cached Hub repo id, or folder)."
     )
     frames: int | None = Field(
-        None, ge=1, le=1025, description="Default: the driver's length (the model's rules)."
+        None, ge=1, le=4096, description="Default: the driver's length (chained past one segment)."
     )
     width: int | None = Field(None, ge=16, le=4096, description="Default: the driver's shape.")
     height: int | None = Field(None, ge=16, le=4096, description="Default: the driver's shape.")
