@@ -363,6 +363,8 @@ def test_prompt_expansion_runs_the_local_text_model_bounded_and_recorded(
     assert set(expanded.split()) <= set(WORDS)  # the tiny model's words, decoded
     assert calls[0]["prompt"] == sidecar["prompt"] == expanded
     assert sidecar["prompt_given"] == PROMPT
+    stages = list(dict.fromkeys(e.stage for e in result.events))
+    assert stages[:3] == ["plan", "expand prompt", "load model"]
     again = generate(tiny["wan-t2v"], tmp_path / "f.mp4", **size)  # greedy: the same text
     assert again.summary["prompt"] == expanded
 

@@ -363,14 +363,20 @@ def run(inputs: GenerateInputs, progress: Progress, cancel: CancelToken) -> Work
     request = shape.conformed.request
     pixels = request.width * request.height * request.frames
     placed = plan(resolve_device(), ref.figures, ref.family, pixels)
-    wording = word_scenes(inputs, ref.family, scenes, expand=not inputs.plan_only)
     if inputs.plan_only:
+        wording = word_scenes(inputs, ref.family, scenes, expand=False)
         segments = _segments(ref.family, shape, request)
         summary = _summary(ref, class_name, request, placed, shape.conformed.notes)
-        return WorkflowResult({}, {**summary, **_told(shape, segments, wording)})
+        return WorkflowResult({}, {**summary, **_told(segments, wording)})
     # The job shows its plan from the start (its progress message), not only at the end.
     progress.stage("plan", 1, message=placed.describe())
     progress.advance(1, message=placed.describe())
+    if inputs.expand_prompt:
+        progress.stage("expand prompt", 1, message=inputs.expand_prompt)
+    wording = word_scenes(inputs, ref.family, scenes, expand=True)
+    if inputs.expand_prompt:
+        progress.advance(1)
+        cancel.check()
     run = _Run(inputs, ref, class_name, shape, wording, progress, cancel)
     return run.with_recovery(placed, run.media(request))
 
@@ -382,7 +388,7 @@ def _segments(family: Family, shape: Shape, request: Request) -> list[Segment]:
     return plan_segments(family, request, shape.total, shape.scene_starts, shape.seam)
 
 
-def _told(shape: Shape, segments: list[Segment], wording: Wording) -> dict[str, Any]:
+def _told(segments: list[Segment], wording: Wording) -> dict[str, Any]:
     """What the job's result says of its prompts and segments."""
     first = wording.worded[0]
     return {
@@ -476,7 +482,7 @@ class _Run:
             "seam_frames": self.shape.seam,
             "segments": made,
         }
-        told = _told(self.shape, segments, self.wording)
+        told = _told(segments, self.wording)
         _write_sidecar(
             sidecar, inputs, ref, self.class_name, request, placed, fps, timings, recorded, told
         )
