@@ -235,6 +235,25 @@ def test_pose_transfer_renders_the_drivers_pose_at_its_timing_with_its_audio(
     assert sorted(tmp_path.iterdir()) == before  # refused before the mocap pass
 
 
+def test_pose_transfer_chains_segments_along_the_drivers_pose(
+    tiny: dict[str, Path], tmp_path: Path, carphone: Path
+) -> None:
+    """20 of carphone's frames in 9-frame segments: three segments, each later one
+    following its part of the pose video after the previous one's last two frames; the
+    output has every frame asked for."""
+    from vfxmocap.workflows import get_workflow
+
+    out = tmp_path / "long.mp4"
+    chain = {"frames": 20, "segment_frames": 9, "seam_frames": 2, "steps": 2, "seed": 1}
+    result = get_workflow("pose-transfer")(
+        {"driving": str(carphone), "output": out, "model": str(tiny["wan-vace"]), **chain, **SMALL}
+    )
+    assert probe(out).frame_count == 20 and result.summary["segments"] == 3
+    sidecar = json.loads(result.outputs["metadata"].read_text())
+    cut = [(s["start"], s["kept"], s["overlap"]) for s in sidecar["segments"]]
+    assert cut == [(0, 9, 0), (7, 9, 2), (14, 6, 2)] and sidecar["seam_frames"] == 2
+
+
 def test_cli_pose_transfer_names_a_missing_model_and_writes_nothing(
     tmp_path: Path, carphone: Path
 ) -> None:

@@ -521,6 +521,10 @@ TemplateOpt = Annotated[
         help="Word the prompt with the family's template and default negative.",
     ),
 ]
+SegmentOpt = Annotated[int | None, typer.Option(help="Frames per segment of a chained video.")]
+SeamOpt = Annotated[
+    int | None, typer.Option(help="Frames segments overlap, cross-faded (default 4).")
+]
 ExpandOpt = Annotated[
     str | None,
     typer.Option(help="Expand the prompt first with this local text model (off by default)."),
@@ -564,12 +568,8 @@ def generate(
         int | None, typer.Option(help="Frames (rounded to the family's; long: chained).")
     ] = None,
     duration: Annotated[float | None, typer.Option(help="Seconds instead of --frames.")] = None,
-    segment_frames: Annotated[
-        int | None, typer.Option(help="Frames per segment of a chained video.")
-    ] = None,
-    seam_frames: Annotated[
-        int | None, typer.Option(help="Frames segments overlap, cross-faded (default 4).")
-    ] = None,
+    segment_frames: SegmentOpt = None,
+    seam_frames: SeamOpt = None,
     width: Annotated[int | None, typer.Option(help="Width in pixels.")] = None,
     height: Annotated[int | None, typer.Option(help="Height in pixels.")] = None,
     steps: Annotated[int | None, typer.Option(help="Denoising steps.")] = None,
@@ -634,6 +634,8 @@ def pose_transfer(
     template: TemplateOpt = True,
     expand_prompt: ExpandOpt = None,
     frames: Annotated[int | None, typer.Option(help="Frames (default: the driver's).")] = None,
+    segment_frames: SegmentOpt = None,
+    seam_frames: SeamOpt = None,
     width: Annotated[int | None, typer.Option(help="Width in pixels.")] = None,
     height: Annotated[int | None, typer.Option(help="Height in pixels.")] = None,
     steps: Annotated[int | None, typer.Option(help="Denoising steps.")] = None,
@@ -653,6 +655,8 @@ def pose_transfer(
         template=None if template else False,
         expand_prompt=expand_prompt,
         frames=frames,
+        segment_frames=segment_frames,
+        seam_frames=seam_frames,
         width=width,
         height=height,
         steps=steps,

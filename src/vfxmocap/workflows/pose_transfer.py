@@ -54,6 +54,12 @@ class PoseTransferInputs(BaseModel):
     frames: int | None = Field(
         None, ge=1, le=4096, description="Default: the driver's length (chained past one segment)."
     )
+    segment_frames: int | None = Field(
+        None, ge=2, le=1025, description="Frames per segment of a chained video."
+    )
+    seam_frames: int = Field(
+        4, ge=1, le=64, description="Frames each segment overlaps the one before (cross-faded)."
+    )
     width: int | None = Field(None, ge=16, le=4096, description="Default: the driver's shape.")
     height: int | None = Field(None, ge=16, le=4096, description="Default: the driver's shape.")
     steps: int | None = Field(None, ge=1, le=500, description="Denoising steps.")
@@ -78,6 +84,8 @@ def run(inputs: PoseTransferInputs, progress: Progress, cancel: CancelToken) -> 
                 template=inputs.template,
                 expand_prompt=inputs.expand_prompt,
                 frames=inputs.frames,
+                segment_frames=inputs.segment_frames,
+                seam_frames=inputs.seam_frames,
                 width=width,
                 height=height,
                 steps=inputs.steps,
