@@ -46,7 +46,14 @@ from vfxmocap.core.errors import DeviceError
 from vfxmocap.core.progress import CancelToken, Progress, ProgressEvent
 from vfxmocap.device import resolve_device
 from vfxmocap.generation.families import Request, family_of
-from vfxmocap.generation.loader import _place, configure_vae, load, quantize_with_quanto, resolve
+from vfxmocap.generation.loader import (
+    _components,
+    _place,
+    configure_vae,
+    load,
+    quantize_with_quanto,
+    resolve,
+)
 from vfxmocap.generation.planner import MemoryFigures, plan
 from vfxmocap.generation.render import render
 from vfxmocap.models.cache import model_cache
@@ -190,11 +197,8 @@ def parameters(folder: Path, index: dict[str, Any]) -> dict[str, int]:
 
 
 def _models(index: dict[str, Any]) -> list[tuple[str, tuple[str, str]]]:
-    return [
-        (name, (value[0], value[1]))
-        for name, value in index.items()
-        if not name.startswith("_") and isinstance(value, list) and None not in value
-    ]
+    """(component, (library, class)) for each component model_index.json lists."""
+    return [(name, (index[name][0], index[name][1])) for name in _components(index)]
 
 
 def random_weights(

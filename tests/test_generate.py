@@ -382,28 +382,56 @@ def served_model(server: Any, folder: Path) -> str:
     return folder.name
 
 
-def test_a_generate_job_through_the_api(tiny: dict[str, Path], server: Any) -> None:
+def tiny_job(
+    server: Any, workflow: str, folder: Path, timeout: float = 180, **inputs: Any
+) -> tuple[str, dict[str, Any]]:
+    """A job on a tiny model at 32x32, 2 steps, seed 3, waited for: its id and its record
+    (it must succeed)."""
     from tests.test_api import submit, wait
 
-    job_id = submit(
-        server,
-        "generate",
-        model=served_model(server, tiny["wan-t2v"]),
-        prompt=PROMPT,
-        frames=5,
-        width=32,
-        height=32,
-        steps=2,
-        seed=3,
-    )
-    job = wait(server, job_id, timeout=180)
+    small = {"width": 32, "height": 32, "steps": 2, "seed": 3}
+    job_id = submit(server, workflow, model=served_model(server, folder), **small, **inputs)
+    job = wait(server, job_id, timeout=timeout)
     assert job["state"] == "succeeded", job
+    return job_id, job
+
+
+def test_a_generate_job_through_the_api(tiny: dict[str, Path], server: Any) -> None:
+    job_id, job = tiny_job(server, "generate", tiny["wan-t2v"], prompt=PROMPT, frames=5)
     video = server.get(f"/api/jobs/{job_id}/outputs/video")
     assert video.status_code == 200 and len(video.content) > 0
     meta = server.get(f"/api/jobs/{job_id}/outputs/metadata").json()
     assert (meta["frames"], meta["seed"], meta["width"]) == (5, 3, 32)
     assert job["summary"]["plan"].startswith("cpu: float32 (VAE float32), offload none")
     assert meta["plan"]["offload"] == "none" and meta["step_downs"] == []
+
+
+def test_a_chained_schedule_job_through_the_api(
+    tiny: dict[str, Path], server: Any, astronaut: Path
+) -> None:
+    """A schedule in the prompt and an uploaded first frame; the job's summary and sidecar
+    carry the segments and the prompts as worded."""
+    from tests.test_api import upload
+
+    job_id, job = tiny_job(
+        server,
+        "generate",
+        tiny["wan-i2v"],
+        prompt="0s: a red cat runs, 1s: a dog runs in the snow",
+        image=upload(server, astronaut),
+        negative="fog",
+        frames=13,
+        fps=8,
+        segment_frames=9,
+        seam_frames=1,
+    )
+    assert (job["summary"]["segments"], job["summary"]["frames"]) == (2, 13)
+    assert (job["summary"]["prompt"], job["summary"]["negative"]) == ("a red cat runs", "fog")
+    meta = server.get(f"/api/jobs/{job_id}/outputs/metadata").json()
+    assert [(s["start"], s["kept"], s["prompt"]) for s in meta["segments"]] == [
+        (0, 8, "a red cat runs"),
+        (7, 6, "a dog runs in the snow"),
+    ]
 
 
 def _one_component_folder(folder: Path) -> Path:
@@ -464,23 +492,18 @@ def test_a_pose_transfer_job_through_the_api(
     tiny: dict[str, Path], server: Any, carphone: Path, astronaut: Path
 ) -> None:
     """Uploaded driver and reference; the job records the plan and serves all three outputs."""
-    from tests.test_api import submit, upload, wait
+    from tests.test_api import upload
 
-    job_id = submit(
+    job_id, job = tiny_job(
         server,
         "pose-transfer",
+        tiny["wan-vace"],
+        timeout=240,
         driving=upload(server, carphone),
         reference=upload(server, astronaut),
-        model=served_model(server, tiny["wan-vace"]),
         prompt=PROMPT,
         frames=5,
-        width=32,
-        height=32,
-        steps=2,
-        seed=3,
     )
-    job = wait(server, job_id, timeout=240)
-    assert job["state"] == "succeeded", job
     assert job["summary"]["pipeline"] == "WanVACEPipeline"
     assert job["summary"]["plan"].startswith("cpu: float32")
     for name in ("video", "metadata", "pose_video"):

@@ -96,12 +96,16 @@ def test_wan_vace_follows_a_control_video_with_a_mask_and_a_reference(
 def test_a_control_video_sets_the_frames_never_more_than_it_has(
     tiny: dict[str, Path], tmp_path: Path, carphone: Path
 ) -> None:
-    """carphone has 120 frames: Wan's nearest 4k+1 is 121, one too many, so 117."""
-    planned = generate(
+    """carphone has 120 frames: in one segment Wan's nearest 4k+1 is 121, one too many, so
+    117; in segments of Wan's 81 (a chain), exactly 120."""
+    one = {"video": str(carphone), "plan_only": True, "segment_frames": 121, **SMALL}
+    planned = generate(tiny["wan-vace"], tmp_path / "x.mp4", **one)
+    assert (planned.summary["frames"], planned.summary["segments"]) == (117, 1)
+    assert "frames 121 -> 117: the video has 120" in planned.summary["rounded"]
+    chained = generate(
         tiny["wan-vace"], tmp_path / "x.mp4", video=str(carphone), plan_only=True, **SMALL
     )
-    assert planned.summary["frames"] == 117
-    assert "frames 121 -> 117: the video has 120" in planned.summary["rounded"]
+    assert (chained.summary["frames"], chained.summary["segments"]) == (120, 2)
     with pytest.raises(InvalidParams, match=r"^video: .* has 120 frames, fewer than the 121"):
         generate(tiny["wan-vace"], tmp_path / "x.mp4", video=str(carphone), frames=121, **SMALL)
 
@@ -122,20 +126,22 @@ def test_ltx_conditions_on_a_video_or_first_and_last_keyframes(
 def test_stable_video_diffusion_makes_its_checkpoints_frames_from_an_image_only(
     tiny: dict[str, Path], tmp_path: Path, astronaut: Path
 ) -> None:
-    """The tiny SVD is a 14-frame checkpoint (img2vid's): 25 asked is rounded, and said;
-    its VAE decodes in chunks, as the plan says."""
+    """The tiny SVD is a 14-frame checkpoint (img2vid's): 10 asked is rounded, and said, 25
+    is a chain of 14-frame segments; its VAE decodes in chunks, as the plan says."""
     out = tmp_path / "svd.mp4"
     result = generate(
-        tiny["svd"], out, image=str(astronaut), frames=25, width=64, height=70, steps=2
+        tiny["svd"], out, image=str(astronaut), frames=10, width=64, height=70, steps=2
     )
     assert probe(out).frame_count == 14 and result.summary["size"] == "64x64"
     assert result.summary["rounded"] == (
-        "frames 25 -> 14: this Stable Video Diffusion checkpoint makes 14 frames; "
+        "frames 10 -> 14: this Stable Video Diffusion checkpoint makes 14 frames; "
         "height 70 -> 64: Stable Video Diffusion needs multiples of 64"
     )
     assert "decoding 8 frames at once" in result.summary["plan"]
     sidecar = json.loads(result.outputs["metadata"].read_text())
     assert sidecar["plan"]["decode_chunk"] == 8
+    long = generate(tiny["svd"], out, image=str(astronaut), frames=25, plan_only=True)
+    assert (long.summary["frames"], long.summary["segments"]) == (25, 3)  # 14 + 10 + 1 new
     with pytest.raises(InvalidParams, match=r"^prompt: .*image-to-video and takes no prompt"):
         generate(tiny["svd"], tmp_path / "x.mp4", image=str(astronaut), prompt=PROMPT)
     with pytest.raises(InvalidParams, match=r"^image: .* needs an image"):
@@ -227,6 +233,25 @@ def test_pose_transfer_renders_the_drivers_pose_at_its_timing_with_its_audio(
     with pytest.raises(InvalidParams, match=r"^video: .*text-to-video and takes no video"):
         get_workflow("pose-transfer")({**inputs, "model": str(tiny["wan-t2v"])})
     assert sorted(tmp_path.iterdir()) == before  # refused before the mocap pass
+
+
+def test_pose_transfer_chains_segments_along_the_drivers_pose(
+    tiny: dict[str, Path], tmp_path: Path, carphone: Path
+) -> None:
+    """20 of carphone's frames in 9-frame segments: three segments, each later one
+    following its part of the pose video after the previous one's last two frames; the
+    output has every frame asked for."""
+    from vfxmocap.workflows import get_workflow
+
+    out = tmp_path / "long.mp4"
+    chain = {"frames": 20, "segment_frames": 9, "seam_frames": 2, "steps": 2, "seed": 1}
+    result = get_workflow("pose-transfer")(
+        {"driving": str(carphone), "output": out, "model": str(tiny["wan-vace"]), **chain, **SMALL}
+    )
+    assert probe(out).frame_count == 20 and result.summary["segments"] == 3
+    sidecar = json.loads(result.outputs["metadata"].read_text())
+    cut = [(s["start"], s["kept"], s["overlap"]) for s in sidecar["segments"]]
+    assert cut == [(0, 9, 0), (7, 9, 2), (14, 6, 2)] and sidecar["seam_frames"] == 2
 
 
 def test_cli_pose_transfer_names_a_missing_model_and_writes_nothing(

@@ -510,6 +510,27 @@ def edit_face(
     report(run_workflow("edit-face", inputs, quiet=as_json), as_json)
 
 
+# Prompt options `generate` and `pose-transfer` share.
+NegativeOpt = Annotated[
+    str | None, typer.Option(help="What to avoid (replaces the family's default).")
+]
+TemplateOpt = Annotated[
+    bool,
+    typer.Option(
+        "--template/--no-template",
+        help="Word the prompt with the family's template and default negative.",
+    ),
+]
+SegmentOpt = Annotated[int | None, typer.Option(help="Frames per segment of a chained video.")]
+SeamOpt = Annotated[
+    int | None, typer.Option(help="Frames segments overlap, cross-faded (default 4).")
+]
+ExpandOpt = Annotated[
+    str | None,
+    typer.Option(help="Expand the prompt first with this local text model (off by default)."),
+]
+
+
 @app.command()
 @guarded
 def generate(
@@ -517,8 +538,18 @@ def generate(
         str, typer.Option("--model", "-m", help="Catalog name, cached Hub repo id, or folder.")
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output .mp4 (+ .json).")],
-    prompt: Annotated[str | None, typer.Option("--prompt", "-p", help="What to show.")] = None,
-    negative: Annotated[str | None, typer.Option(help="What to avoid.")] = None,
+    prompt: Annotated[
+        str | None,
+        typer.Option(
+            "--prompt", "-p", help="What to show; or a schedule: '0s: a man walks, 4s: he runs'."
+        ),
+    ] = None,
+    prompt_schedule: Annotated[
+        Path | None, typer.Option(help="Schedule file instead of --prompt: 'TIME: prompt' a line.")
+    ] = None,
+    negative: NegativeOpt = None,
+    template: TemplateOpt = True,
+    expand_prompt: ExpandOpt = None,
     image: Annotated[str | None, typer.Option(help="First frame (image-to-video).")] = None,
     last_image: Annotated[
         str | None, typer.Option(help="Last frame (Wan first-last-frame, LTX).")
@@ -533,7 +564,12 @@ def generate(
     reference: Annotated[
         list[str] | None, typer.Option(help="Reference image for Wan VACE (repeatable).")
     ] = None,
-    frames: Annotated[int | None, typer.Option(help="Frames (rounded to the family's).")] = None,
+    frames: Annotated[
+        int | None, typer.Option(help="Frames (rounded to the family's; long: chained).")
+    ] = None,
+    duration: Annotated[float | None, typer.Option(help="Seconds instead of --frames.")] = None,
+    segment_frames: SegmentOpt = None,
+    seam_frames: SeamOpt = None,
     width: Annotated[int | None, typer.Option(help="Width in pixels.")] = None,
     height: Annotated[int | None, typer.Option(help="Height in pixels.")] = None,
     steps: Annotated[int | None, typer.Option(help="Denoising steps.")] = None,
@@ -548,17 +584,31 @@ def generate(
     """Generate a video with a diffusers model (Wan 2.1 / 2.2 / VACE, LTX-Video, Stable Video
     Diffusion, CogVideoX, AnimateDiff). Options not given take the model family's defaults
     (`vfx workflows generate`)."""
+    if prompt_schedule is not None:
+        if prompt:
+            raise InvalidParams(
+                "prompt_schedule: give --prompt-schedule or --prompt, not both",
+                hint="Put every scene in the schedule file, or drop --prompt-schedule.",
+            )
+        from vfxmocap.generation.prompts import read_schedule
+
+        prompt = read_schedule(prompt_schedule)
     inputs = given(
         model=model,
         output=output,
         prompt=prompt,
         negative=negative,
+        template=None if template else False,
+        expand_prompt=expand_prompt,
         image=image,
         last_image=last_image,
         video=video,
         mask=mask,
         reference=reference or None,
         frames=frames,
+        duration=duration,
+        segment_frames=segment_frames,
+        seam_frames=seam_frames,
         width=width,
         height=height,
         steps=steps,
@@ -580,8 +630,12 @@ def pose_transfer(
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output .mp4 (+ .json).")],
     reference: Annotated[str | None, typer.Option(help="The character's image (Wan VACE).")] = None,
-    negative: Annotated[str | None, typer.Option(help="What to avoid.")] = None,
+    negative: NegativeOpt = None,
+    template: TemplateOpt = True,
+    expand_prompt: ExpandOpt = None,
     frames: Annotated[int | None, typer.Option(help="Frames (default: the driver's).")] = None,
+    segment_frames: SegmentOpt = None,
+    seam_frames: SeamOpt = None,
     width: Annotated[int | None, typer.Option(help="Width in pixels.")] = None,
     height: Annotated[int | None, typer.Option(help="Height in pixels.")] = None,
     steps: Annotated[int | None, typer.Option(help="Denoising steps.")] = None,
@@ -598,7 +652,11 @@ def pose_transfer(
         output=output,
         reference=reference,
         negative=negative,
+        template=None if template else False,
+        expand_prompt=expand_prompt,
         frames=frames,
+        segment_frames=segment_frames,
+        seam_frames=seam_frames,
         width=width,
         height=height,
         steps=steps,

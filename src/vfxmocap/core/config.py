@@ -47,6 +47,11 @@ class Settings(BaseSettings):
         description="Extra model catalog (TOML) whose entries add to or replace the "
         "built-in ones: custom or fine-tuned models.",
     )
+    prompt_templates: Path | None = Field(
+        None,
+        description="Extra prompt templates (TOML, one table per video family with "
+        "`template` and `negative`) that replace the built-in ones for their families.",
+    )
     models_dir: Path = Field(
         default_factory=lambda: Path(platformdirs.user_cache_dir(APP_NAME)) / "models",
         description="Where model files are stored and looked up.",

@@ -92,6 +92,7 @@ class Family:
     mps_dtype: ClassVar[str] = "bfloat16"
     vae_dtype: ClassVar[str | None] = None  # a VAE that needs its own dtype (else the plan's)
     decode_chunks: ClassVar[bool] = False  # the call takes decode_chunk_size (SVD)
+    chains_control: ClassVar[bool] = False  # a chain can follow a control video (VACE)
 
     def for_folder(self, folder: Path) -> Family:
         """This family as a particular checkpoint has it (SVD: its frame count)."""
@@ -161,6 +162,22 @@ class Family:
                 hint=f"Give the {name} option.",
             )
         return class_name
+
+    def segment_frames(self) -> int:
+        """The frames one segment takes: what the model was trained to make at once (a
+        longer video is a chain of segments where the family can chain)."""
+        return self.max_frames or int(self.default("frames"))
+
+    def chain_class(self, class_name: str) -> str | None:
+        """The class every segment of a chained video runs as (each later segment starts
+        from frames of the one before), or None when this checkpoint cannot start from a
+        frame (a text-only model)."""
+        return class_name if self.classes[class_name] == "image-to-video" else None
+
+    def chained(self, request: Request, previous: list[Any]) -> Request:
+        """A later segment's request: conditioned on the first of the previous segment's
+        overlapping frames (PIL images), as its first frame."""
+        return replace(request, image=previous[0])
 
     def call_kwargs(self, request: Request, class_name: str) -> dict[str, Any]:
         """The pipeline call's arguments for a conformed request (generator and callback
@@ -278,6 +295,27 @@ class WanVACE(Wan):
             )
         return super().check(class_name, given)
 
+    chains_control = True
+
+    def chain_class(self, class_name: str) -> str | None:
+        return class_name
+
+    def chained(self, request: Request, previous: list[Any]) -> Request:
+        """VACE extends a video: the previous segment's overlapping frames lead its control
+        video, masked black (kept); the rest is the segment's control (gray when none) under
+        its mask (white: generate)."""
+        from PIL import Image
+
+        size = (request.width, request.height)
+        seam = len(previous)
+        rest = request.frames - seam
+        video = list(request.video[seam:]) if request.video is not None else []
+        video += [Image.new("RGB", size, (127, 127, 127))] * (rest - len(video))
+        masks = list(request.mask[seam:]) if request.mask is not None else []
+        masks += [Image.new("RGB", size, (255, 255, 255))] * (rest - len(masks))
+        kept = [Image.new("RGB", size, (0, 0, 0))] * seam
+        return replace(request, video=[*previous, *video], mask=[*kept, *masks])
+
     def call_kwargs(self, request: Request, class_name: str) -> dict[str, Any]:
         kwargs = super().call_kwargs(request, class_name)
         for key, value in (("video", request.video), ("mask", request.mask)):
@@ -330,6 +368,11 @@ class LTX(Family):
         else:
             chosen = "LTXPipeline" if class_name != "LTXConditionPipeline" else class_name
         return self.check(chosen, given)
+
+    def chain_class(self, class_name: str) -> str | None:
+        """The same weights as LTXConditionPipeline: a later segment is conditioned on the
+        previous one's frames (a keyframe at its frame 0)."""
+        return "LTXConditionPipeline"
 
     def call_kwargs(self, request: Request, class_name: str) -> dict[str, Any]:
         kwargs = super().call_kwargs(request, class_name)

@@ -51,12 +51,12 @@ def resolve(model: str, store: ModelStore | None = None, *, files: bool = True) 
     if model in store.catalog.names():
         return _from_catalog(model, store, files)
     if model.startswith(HUB) and REPO_ID.match(model.removeprefix(HUB)):
-        return _from_folder(model, _hub_snapshot(model.removeprefix(HUB), None), None)
+        return _from_folder(model, hub_snapshot(model.removeprefix(HUB), None), None)
     folder = Path(model).expanduser()
     if folder.exists():
         return _from_folder(model, folder, None)
     if REPO_ID.match(model):
-        return _from_folder(model, _hub_snapshot(model, None), None)
+        return _from_folder(model, hub_snapshot(model, None), None)
     names = [s.name for s in store.catalog if s.backend == "diffusers"]
     raise ModelMissing(
         f"model: {model!r} is neither a catalog model, a folder, nor a Hub repo id",
@@ -70,7 +70,7 @@ def _from_catalog(name: str, store: ModelStore, files: bool) -> ModelRef:
     folder = store.directory(spec)
     if not (folder / "model_index.json").is_file() and spec.source.repo:
         try:
-            folder = _hub_snapshot(spec.source.repo, spec.source.revision)
+            folder = hub_snapshot(spec.source.repo, spec.source.revision)
         except ModelMissing:
             if files or spec.pipeline is None:
                 store.require(name)  # raises, saying where the store wants the repo
@@ -87,7 +87,7 @@ def catalog_figures(spec: ModelSpec) -> MemoryFigures:
     return MemoryFigures.from_tiers(tiers, "catalog", spec.quantized_gb)
 
 
-def _hub_snapshot(repo: str, revision: str | None) -> Path:
+def hub_snapshot(repo: str, revision: str | None) -> Path:
     """A repo's snapshot folder in the local Hugging Face cache, never fetched."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError

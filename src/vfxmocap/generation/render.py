@@ -32,15 +32,19 @@ def render(
     cancel: CancelToken,
     class_name: str,
     extra: dict[str, Any] | None = None,
+    span: tuple[int, int] = (0, 1),
 ) -> Rendered:
     """Denoise and decode `request`; `Cancelled` from a step aborts at once, without the
-    decode, and frees the offload hooks."""
+    decode, and frees the offload hooks. `span` (index, count): this is one segment of a
+    chain, and the denoise stage counts the steps of all of them."""
     import torch
 
     marks = {"start": time.perf_counter()}
-    callback = _step_callback(family, request, progress, cancel, marks)
+    callback = _step_callback(family, request, progress, cancel, marks, span)
     kwargs = {**family.call_kwargs(request, class_name), **(extra or {})}
-    progress.stage("denoise", request.steps)
+    index, count = span
+    if index == 0:
+        progress.stage("denoise", request.steps * count)
     try:
         with torch.inference_mode():
             result = pipe(
@@ -50,7 +54,8 @@ def render(
             )
     finally:
         pipe.maybe_free_model_hooks()  # a raise inside the loop skips diffusers' own call
-    progress.advance(1)
+    if index == count - 1:
+        progress.advance(1)  # the decode stage
     marks["decoded"] = time.perf_counter()
     return Rendered(_to_frames(result.frames[0]), _timings(marks))
 
@@ -61,12 +66,15 @@ def _step_callback(
     progress: Progress,
     cancel: CancelToken,
     marks: dict[str, float],
+    span: tuple[int, int],
 ) -> Any:
     """The `callback_on_step_end`: count the step, maybe preview, raise on cancel."""
+    index, count = span
+    segment = f"segment {index + 1}/{count}" if count > 1 else ""
 
     def on_step_end(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> Any:
         cancel.check()
-        progress.advance(1)
+        progress.advance(1, message=segment)
         last = step + 1 == request.steps
         if progress.wants_preview() and (step % PREVIEW_EVERY == 0 or last):
             latents = family.video_latents(tensors["latents"], pipe, request)
@@ -75,7 +83,10 @@ def _step_callback(
             progress.preview(thumbnail_jpeg(image))
         if last:
             marks["denoised"] = time.perf_counter()
-            progress.stage("decode", 1, message="VAE decode")
+            if index == count - 1:
+                progress.stage("decode", 1, message="VAE decode")
+            else:  # a middle segment's decode counts inside the chain's denoise stage
+                progress.advance(0, message=f"{segment}: VAE decode")
         return tensors
 
     return on_step_end

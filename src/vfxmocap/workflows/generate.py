@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from vfxmocap.core.errors import (
+    DeviceError,
     InsufficientMemory,
     InvalidParams,
     ModelMissing,
@@ -28,9 +29,21 @@ from vfxmocap.core.files import atomic_path
 from vfxmocap.core.log import get_logger
 from vfxmocap.core.progress import CancelToken, Progress
 from vfxmocap.device import release_memory, resolve_device
+from vfxmocap.generation.chain import Segment, conditioning, join, plan_segments
 from vfxmocap.generation.families import Conformed, Family, Request
 from vfxmocap.generation.loader import ModelRef, configure_vae, load, resolve, unload
 from vfxmocap.generation.planner import Plan, plan, step_down
+from vfxmocap.generation.prompts import (
+    Expanded,
+    Scene,
+    Worded,
+    is_schedule,
+    parse_schedule,
+    scene_frames,
+    text_model_folder,
+    word,
+)
+from vfxmocap.generation.prompts import expand as expand_prompts
 from vfxmocap.media.image import read_image
 from vfxmocap.media.video import VideoReader, VideoWriter, probe
 from vfxmocap.workflows.registry import Resources, Workflow, WorkflowResult, register
@@ -46,8 +59,24 @@ class GenerateInputs(BaseModel):
         description="Catalog name, Hub repo id in the local cache (hf:org/name: never a "
         "folder), or a folder (over the API: one in the server's models folder)."
     )
-    prompt: str = Field("", description="What to show; required for text-to-video.")
-    negative: str = Field("", description="What to avoid.")
+    prompt: str = Field(
+        "",
+        description="What to show; required for text-to-video. A schedule makes a "
+        "multi-scene clip: '0s: a man walks, 4s: he starts running'.",
+    )
+    negative: str = Field(
+        "", description="What to avoid; replaces the model family's default negative."
+    )
+    template: bool = Field(
+        True,
+        description="Word the prompt with the model family's template and default negative "
+        "(prompts.toml, VFX_PROMPT_TEMPLATES); off: the prompt as given.",
+    )
+    expand_prompt: str | None = Field(
+        None,
+        description="A local text model (catalog name, folder or cached repo id) that "
+        "expands each prompt into a paragraph first; off by default.",
+    )
     image: str | None = Field(None, description="First frame, for image-to-video.")
     last_image: str | None = Field(None, description="Last frame (Wan first-last-frame, LTX).")
     video: str | None = Field(
@@ -62,7 +91,24 @@ class GenerateInputs(BaseModel):
         default_factory=list, description="Reference images for Wan VACE (a character...)."
     )
     frames: int | None = Field(
-        None, ge=1, le=1025, description="Default: the control video's length, else the family's."
+        None,
+        ge=1,
+        le=4096,
+        description="Default: the control video's length, else the family's. More than one "
+        "segment takes makes a chain of segments.",
+    )
+    duration: float | None = Field(
+        None, gt=0, le=600, description="Seconds instead of --frames (at --fps)."
+    )
+    segment_frames: int | None = Field(
+        None,
+        ge=2,
+        le=1025,
+        description="Frames per segment of a long or multi-scene video (default: what the "
+        "family makes at once).",
+    )
+    seam_frames: int = Field(
+        4, ge=1, le=64, description="Frames each segment overlaps the one before (cross-faded)."
     )
     width: int | None = Field(None, ge=16, le=4096, description="Default: the family's.")
     height: int | None = Field(None, ge=16, le=4096, description="Default: the family's.")
@@ -77,14 +123,13 @@ class GenerateInputs(BaseModel):
     plan_only: bool = Field(False, description="Print the memory plan; generate nothing.")
 
 
-def request_for(inputs: GenerateInputs, family: Family, video_frames: int | None) -> Request:
-    """The request with the defaults filled in where the inputs leave them: the control
-    video's length for frames, the family's for the rest."""
+def request_for(inputs: GenerateInputs, family: Family, frames: int | None) -> Request:
+    """The request with the defaults filled in where the inputs leave them: `frames` (the
+    clip's or one segment's), else the family's, and the family's for the rest."""
 
     def pick(value: Any, key: str) -> Any:
         return family.default(key) if value is None else value
 
-    frames = inputs.frames if inputs.frames is not None else video_frames
     return Request(
         prompt=inputs.prompt,
         negative=inputs.negative,
@@ -104,11 +149,104 @@ def given(inputs: GenerateInputs) -> frozenset[str]:
     return frozenset(text | media | ({"reference"} if inputs.reference else set()))
 
 
-def _conform(inputs: GenerateInputs, ref: ModelRef) -> Conformed:
+def scenes_of(inputs: GenerateInputs) -> list[Scene]:
+    """The prompt's scenes: a schedule (`0s: ..., 4s: ...`) or one scene."""
+    if is_schedule(inputs.prompt):
+        return parse_schedule(inputs.prompt)
+    return [Scene(0.0, inputs.prompt)]
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The clip's frames and how they are made: one pass, or a chain of segments."""
+
+    conformed: Conformed  # one pass's request, or one segment's (frames: the limit)
+    total: int  # the output's frames
+    scene_starts: list[int]  # each scene's first frame
+    chained: bool
+    seam: int = 0  # frames each segment overlaps the one before
+
+
+def _total_frames(inputs: GenerateInputs, family: Family, length: int | None, fps: float) -> int:
+    if inputs.duration is not None and inputs.frames is not None:
+        raise InvalidParams(
+            "duration: give --frames or --duration, not both",
+            hint="Drop one of them (duration x fps is the frame count).",
+        )
+    if inputs.duration is not None:
+        frames = max(1, round(inputs.duration * fps))
+        if length is not None and frames > length:
+            raise InvalidParams(
+                f"duration: {inputs.duration:g}s is {frames} frames at {fps:g} fps; "
+                f"{inputs.video} has {length}",
+                hint="Give a shorter --duration, or leave it out (the video's length).",
+            )
+        return frames
+    if inputs.frames is not None:
+        return inputs.frames
+    return int(length if length is not None else family.default("frames"))
+
+
+def shape_of(
+    inputs: GenerateInputs, ref: ModelRef, class_name: str, scenes: list[Scene], fps: float
+) -> tuple[Shape, str]:
+    """The clip's frames, and the class that makes them: more frames than one segment
+    takes, or more than one scene, make a chain where the family can start a segment from
+    frames; a model that cannot is refused when a chain was asked for (a schedule, a
+    duration, --segment-frames) and otherwise makes one pass, as its rules allow."""
+    family = ref.family
+    length = probe(inputs.video).frame_count if inputs.video else None
+    total = _total_frames(inputs, family, length, fps)
+    segment = inputs.segment_frames or family.segment_frames()
+    limit = family.conform(request_for(inputs, family, segment))
+    field = "prompt" if len(scenes) > 1 else "duration" if inputs.duration else "frames"
+    needed = len(scenes) > 1 or total > limit.request.frames
+    asked = len(scenes) > 1 or inputs.duration is not None or inputs.segment_frames is not None
+    chain_class = family.chain_class(class_name) if needed else None
+    if needed and chain_class is None and asked:
+        why = "a multi-scene schedule" if len(scenes) > 1 else f"{total} frames"
+        raise InvalidParams(
+            f"{field}: {why} needs a chain of segments, each starting from the previous "
+            f"one's frames, and this {family.label} model ({class_name}) is "
+            f"{family.mode_of(class_name)}: it cannot start from a frame",
+            hint=f"Use an image-to-video model (or Wan VACE, LTX-Video), or keep to one "
+            f"segment: one scene and at most {limit.request.frames} frames.",
+        )
+    if chain_class is None:
+        single = _conform(inputs, ref, total, length)
+        if needed:
+            single.notes.append(
+                f"frames {total}: more than the {limit.request.frames} a {family.label} "
+                "segment takes, and this model cannot chain segments: one pass"
+            )
+        starts = scene_frames(scenes, fps, single.request.frames, field)
+        return Shape(single, single.request.frames, starts, False), class_name
+    _chainable(inputs, family, chain_class)
+    if length is not None and inputs.frames is not None and inputs.frames > length:
+        _conform(inputs, ref, total, length)  # raises, naming the video's length
+    starts = scene_frames(scenes, fps, total, field)
+    return Shape(limit, total, starts, True, inputs.seam_frames), chain_class
+
+
+def _chainable(inputs: GenerateInputs, family: Family, class_name: str) -> None:
+    """A chain's segments all run as `class_name`: what a later segment cannot take."""
+    family.check(class_name, given(inputs))
+    if inputs.last_image:
+        raise InvalidParams(
+            "last_image: a chained video (more than one segment) takes no last frame",
+            hint="Drop --last-image, or keep to one segment.",
+        )
+    if inputs.video and not family.chains_control:
+        raise InvalidParams(
+            f"video: a chained {family.label} video cannot also follow a video",
+            hint="Drop --video, or keep to one segment (fewer frames, one scene).",
+        )
+
+
+def _conform(inputs: GenerateInputs, ref: ModelRef, total: int, length: int | None) -> Conformed:
     """The request by the family's rules; with a control video, never more frames than it
     has (rounded down to the rules, and said)."""
-    length = probe(inputs.video).frame_count if inputs.video else None
-    conformed = ref.family.conform(request_for(inputs, ref.family, length))
+    conformed = ref.family.conform(request_for(inputs, ref.family, total))
     request, notes = conformed.request, list(conformed.notes)
     if length is not None and inputs.frames is not None and inputs.frames > length:
         raise InvalidParams(
@@ -128,16 +266,17 @@ def _conform(inputs: GenerateInputs, ref: ModelRef) -> Conformed:
     return Conformed(request, notes)
 
 
-def with_media(inputs: GenerateInputs, request: Request) -> Request:
+def with_media(inputs: GenerateInputs, request: Request, frames: int | None = None) -> Request:
     """The request with its images and videos read and resized to the request's size, as
-    the PIL images diffusers takes."""
+    the PIL images diffusers takes (`frames` of the videos: default the request's)."""
     size = (request.width, request.height)
+    count = frames or request.frames
     return replace(
         request,
         image=_image(inputs.image, size),
         last_image=_image(inputs.last_image, size),
-        video=_video("video", inputs.video, size, request.frames),
-        mask=_video("mask", inputs.mask, size, request.frames),
+        video=_video("video", inputs.video, size, count),
+        mask=_video("mask", inputs.mask, size, count),
         reference=[_image(path, size) for path in inputs.reference] or None,
     )
 
@@ -172,22 +311,92 @@ def _pil(frame: Any, size: tuple[int, int]) -> Any:
     return Image.fromarray(cv2.resize(frame, size, interpolation=cv2.INTER_AREA))
 
 
+@dataclass(frozen=True)
+class Wording:
+    """Each scene's prompt as the pipeline gets it, and how it got there."""
+
+    scenes: list[Scene]
+    worded: list[Worded]
+    expanded: Expanded | None
+
+    def to_dict(self) -> dict[str, Any]:
+        first = self.worded[0]
+        return {
+            "template": first.template,
+            "default_negative": first.default_negative,
+            "expanded": None
+            if self.expanded is None
+            else {"model": self.expanded.model, "prompts": self.expanded.prompts},
+            "scenes": [
+                {"at_s": scene.at_s, "given": scene.prompt, "prompt": worded.prompt}
+                for scene, worded in zip(self.scenes, self.worded, strict=True)
+            ],
+        }
+
+
+def word_scenes(
+    inputs: GenerateInputs, family: Family, scenes: list[Scene], *, expand: bool
+) -> Wording:
+    """The scenes' prompts expanded (when asked and `expand`), then worded by the family's
+    template; the negative is the user's, else the family's default."""
+    expanded = None
+    texts = [scene.prompt for scene in scenes]
+    if inputs.expand_prompt and expand:
+        expanded = expand_prompts(texts, inputs.expand_prompt)
+        texts = [expanded.prompts.get(text, text) for text in texts]
+    elif inputs.expand_prompt:  # a plan: the text model must be there, not run
+        text_model_folder(inputs.expand_prompt)
+    worded = [
+        word(family.name, text, inputs.negative, use_template=inputs.template) for text in texts
+    ]
+    return Wording(scenes, worded, expanded)
+
+
 def run(inputs: GenerateInputs, progress: Progress, cancel: CancelToken) -> WorkflowResult:
     ref = resolve(inputs.model, files=not inputs.plan_only)
     class_name = ref.family.pipeline_class(ref.class_name, given(inputs))
-    conformed = _conform(inputs, ref)
-    for note in conformed.notes:
+    scenes = scenes_of(inputs)
+    fps = inputs.fps or ref.family.default("fps")
+    shape, class_name = shape_of(inputs, ref, class_name, scenes, fps)
+    for note in shape.conformed.notes:
         log.warning("%s", note)
-    request = conformed.request
+    request = shape.conformed.request
     pixels = request.width * request.height * request.frames
     placed = plan(resolve_device(), ref.figures, ref.family, pixels)
     if inputs.plan_only:
-        return WorkflowResult({}, _summary(ref, class_name, request, placed, conformed.notes))
+        wording = word_scenes(inputs, ref.family, scenes, expand=False)
+        segments = _segments(ref.family, shape, request)
+        summary = _summary(ref, class_name, request, placed, shape.conformed.notes)
+        return WorkflowResult({}, {**summary, **_told(segments, wording)})
     # The job shows its plan from the start (its progress message), not only at the end.
     progress.stage("plan", 1, message=placed.describe())
     progress.advance(1, message=placed.describe())
-    run = _Run(inputs, ref, class_name, conformed.notes, progress, cancel)
-    return run.with_recovery(placed, with_media(inputs, request))
+    if inputs.expand_prompt:
+        progress.stage("expand prompt", 1, message=inputs.expand_prompt)
+    wording = word_scenes(inputs, ref.family, scenes, expand=True)
+    if inputs.expand_prompt:
+        progress.advance(1)
+        cancel.check()
+    run = _Run(inputs, ref, class_name, shape, wording, progress, cancel)
+    return run.with_recovery(placed, run.media(request))
+
+
+def _segments(family: Family, shape: Shape, request: Request) -> list[Segment]:
+    """The chain's segments at `request`'s segment length, or the one pass as a segment."""
+    if not shape.chained:
+        return [Segment(0, 0, request.frames, 0, request.frames, 0)]
+    return plan_segments(family, request, shape.total, shape.scene_starts, shape.seam)
+
+
+def _told(segments: list[Segment], wording: Wording) -> dict[str, Any]:
+    """What the job's result says of its prompts and segments."""
+    first = wording.worded[0]
+    return {
+        "frames": segments[-1].start + segments[-1].kept,
+        "segments": len(segments),
+        "prompt": first.prompt,
+        "negative": first.negative,
+    }
 
 
 class _Run:
@@ -198,17 +407,24 @@ class _Run:
         inputs: GenerateInputs,
         ref: ModelRef,
         class_name: str,
-        notes: list[str],
+        shape: Shape,
+        wording: Wording,
         progress: Progress,
         cancel: CancelToken,
     ) -> None:
         self.inputs, self.ref, self.class_name = inputs, ref, class_name
-        self.notes, self.progress, self.cancel = notes, progress, cancel
+        self.shape, self.wording = shape, wording
+        self.notes, self.progress, self.cancel = shape.conformed.notes, progress, cancel
         self.step_downs: list[str] = []
+
+    def media(self, request: Request) -> Request:
+        """The request's media; a chain's videos for the whole clip (segments take slices)."""
+        return with_media(self.inputs, request, self.shape.total if self.shape.chained else None)
 
     def with_recovery(self, placed: Plan, request: Request) -> WorkflowResult:
         """Generate; on out-of-memory free what the try held, then step down (offload tier,
-        then resolution, then frames), each step logged, sent as progress and recorded."""
+        then resolution, then frames: a chain's segments get shorter), each step logged,
+        sent as progress and recorded."""
         asked = request
         while True:
             try:
@@ -236,11 +452,9 @@ class _Run:
             self.step_downs.append(step.note)
             self.progress.stage("out of memory", 1, message=step.note)
             self.progress.advance(1, message=step.note)
-            placed, request = step.plan, with_media(self.inputs, step.request)
+            placed, request = step.plan, self.media(step.request)
 
     def generate(self, placed: Plan, request: Request) -> WorkflowResult:
-        from vfxmocap.generation.render import render
-
         inputs, ref, progress, cancel = self.inputs, self.ref, self.progress, self.cancel
         started = time.perf_counter()
         progress.stage("load model", 1)
@@ -248,30 +462,101 @@ class _Run:
         progress.advance(1, message="warm" if not loaded.cold else "loaded")
         cancel.check()
         configure_vae(loaded.pipe, placed)
-        extra = placed.call_kwargs()
-        rendered = render(
-            loaded.pipe, ref.family, request, progress, cancel, self.class_name, extra
-        )
+        segments = _segments(ref.family, self.shape, request)
+        frames, timings, made = self.render_segments(loaded.pipe, placed, request, segments)
         fps = inputs.fps or ref.family.default("fps")
         encode_started = time.perf_counter()
-        _write_video(inputs.output, rendered.frames, fps, inputs.audio, progress, cancel)
+        _write_video(inputs.output, frames, fps, inputs.audio, progress, cancel)
         timings = {
             "load_s": round(loaded.seconds, 4),
             "warm": not loaded.cold,
-            **rendered.timings,
+            **timings,
             "encode_s": round(time.perf_counter() - encode_started, 4),
             "total_s": round(time.perf_counter() - started, 4),
         }
         sidecar = inputs.output.with_suffix(".json")
-        recorded = {"notes": self.notes, "step_downs": self.step_downs}
+        recorded = {
+            "notes": self.notes,
+            "step_downs": self.step_downs,
+            **self.wording.to_dict(),
+            "seam_frames": self.shape.seam,
+            "segments": made,
+        }
+        told = _told(segments, self.wording)
         _write_sidecar(
-            sidecar, inputs, ref, self.class_name, request, placed, fps, timings, recorded
+            sidecar, inputs, ref, self.class_name, request, placed, fps, timings, recorded, told
         )
-        summary = _summary(ref, self.class_name, request, placed, self.notes)
+        summary = {**_summary(ref, self.class_name, request, placed, self.notes), **told}
         if self.step_downs:
             summary["step_downs"] = self.step_downs
         outputs = {"video": inputs.output, "metadata": sidecar}
         return WorkflowResult(outputs, {**summary, **timings})
+
+    def render_segments(
+        self, pipe: Any, placed: Plan, request: Request, segments: list[Segment]
+    ) -> tuple[list[Any], dict[str, float], list[dict[str, Any]]]:
+        """Each segment in turn, a later one conditioned on the frames it overlaps; the
+        frames joined with the seams cross-faded, the timings summed, each segment recorded."""
+        from vfxmocap.generation.render import render
+
+        family, extra = self.ref.family, placed.call_kwargs()
+        kept: list[list[Any]] = []
+        timings = {"denoise_s": 0.0, "decode_s": 0.0}
+        made = []
+        for segment in segments:
+            self.cancel.check()
+            worded = self.wording.worded[segment.scene]
+            asked = self._segment_request(request, segment, worded)
+            if segment.index:
+                size = (request.width, request.height)
+                previous = [_pil(f, size) for f in conditioning(kept[-1], segment)]
+                asked = family.chained(asked, previous)
+            span = (segment.index, len(segments))
+            rendered = render(
+                pipe, family, asked, self.progress, self.cancel, self.class_name, extra, span
+            )
+            if len(rendered.frames) < segment.kept:
+                raise DeviceError(
+                    f"segment {segment.index + 1}: the pipeline made {len(rendered.frames)} "
+                    f"frames, not the {asked.frames} asked",
+                    hint="Report this with the sidecar of a shorter run.",
+                )
+            kept.append(rendered.frames[: segment.kept])
+            for key, value in rendered.timings.items():
+                timings[key] = round(timings[key] + value, 4)
+            made.append(
+                {
+                    **segment.to_dict(),
+                    "prompt": worded.prompt,
+                    "negative": worded.negative,
+                    "seed": asked.seed,
+                    "conditioned_on": None
+                    if not segment.index
+                    else f"frames {segment.start}-{segment.start + segment.overlap - 1}",
+                }
+            )
+        return join(kept, segments), timings, made
+
+    def _segment_request(self, request: Request, segment: Segment, worded: Worded) -> Request:
+        """One segment's request: its frames, prompt and seed (the clip's seed plus its
+        index: the same seed, the same chain), and its slice of the videos."""
+
+        def part(frames: Any) -> Any:
+            if frames is None or not self.shape.chained:
+                return frames
+            piece = list(frames[segment.start : segment.start + segment.generated])
+            return piece + [piece[-1]] * (segment.generated - len(piece))  # past the end
+
+        return replace(
+            request,
+            frames=segment.generated,
+            prompt=worded.prompt,
+            negative=worded.negative,
+            seed=(request.seed + segment.index) % 2**63,
+            image=request.image if segment.index == 0 else None,
+            video=part(request.video),
+            mask=part(request.mask),
+        )
 
 
 def _write_video(
@@ -313,20 +598,25 @@ def _write_sidecar(
     placed: Plan,
     fps: float,
     timings: dict[str, Any],
-    recorded: dict[str, list[str]],
+    recorded: dict[str, Any],
+    told: dict[str, Any],
 ) -> None:
-    """How the video was made: enough to make it again (with what was rounded and what an
-    out-of-memory stepped down)."""
+    """How the video was made: enough to make it again (with what was rounded, what an
+    out-of-memory stepped down, the prompts as worded and each segment)."""
     data = {
-        "prompt": request.prompt,
-        "negative": request.negative,
+        "prompt": told["prompt"],
+        "negative": told["negative"],
+        "prompt_given": inputs.prompt,
+        "negative_given": inputs.negative,
+        "expand_prompt": inputs.expand_prompt,
         "model": inputs.model,
         "model_path": str(ref.path),
         "revision": ref.revision,
         "pipeline": class_name,
         **{name: getattr(inputs, name) for name in _MEDIA},
         "seed": request.seed,
-        "frames": request.frames,
+        "frames": told["frames"],
+        "segment_frames": request.frames,
         "width": request.width,
         "height": request.height,
         "fps": fps,
@@ -382,7 +672,7 @@ GENERATE = register(
         resources=RESOURCES,
         requires=requirements,
         files=_MEDIA,
-        model_inputs=("model",),
+        model_inputs=("model", "expand_prompt"),
         place_outputs=place_outputs,
     )
 )

@@ -38,13 +38,27 @@ class PoseTransferInputs(BaseModel):
         None, description="The character's image (Wan VACE's reference; AnimateDiff takes none)."
     )
     prompt: str = Field(description="The character and the scene.")
-    negative: str = Field("", description="What to avoid.")
+    negative: str = Field(
+        "", description="What to avoid; replaces the model family's default negative."
+    )
+    template: bool = Field(
+        True, description="Word the prompt with the model family's template and default negative."
+    )
+    expand_prompt: str | None = Field(
+        None, description="A local text model that expands the prompt first; off by default."
+    )
     model: str = Field(
         description="A pose-conditioned model: Wan VACE, or AnimateDiff with an OpenPose "
         "ControlNet (catalog name, cached Hub repo id, or folder)."
     )
     frames: int | None = Field(
-        None, ge=1, le=1025, description="Default: the driver's length (the model's rules)."
+        None, ge=1, le=4096, description="Default: the driver's length (chained past one segment)."
+    )
+    segment_frames: int | None = Field(
+        None, ge=2, le=1025, description="Frames per segment of a chained video."
+    )
+    seam_frames: int = Field(
+        4, ge=1, le=64, description="Frames each segment overlaps the one before (cross-faded)."
     )
     width: int | None = Field(None, ge=16, le=4096, description="Default: the driver's shape.")
     height: int | None = Field(None, ge=16, le=4096, description="Default: the driver's shape.")
@@ -67,7 +81,11 @@ def run(inputs: PoseTransferInputs, progress: Progress, cancel: CancelToken) -> 
                 model=inputs.model,
                 prompt=inputs.prompt,
                 negative=inputs.negative,
+                template=inputs.template,
+                expand_prompt=inputs.expand_prompt,
                 frames=inputs.frames,
+                segment_frames=inputs.segment_frames,
+                seam_frames=inputs.seam_frames,
                 width=width,
                 height=height,
                 steps=inputs.steps,
@@ -152,7 +170,7 @@ POSE_TRANSFER = register(
         resources=generate.RESOURCES,
         requires=requirements,
         files=("driving", "reference"),
-        model_inputs=("model",),
+        model_inputs=("model", "expand_prompt"),
         place_outputs=generate.place_outputs,  # video.mp4 in the job's folder
     )
 )
