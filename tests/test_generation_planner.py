@@ -479,3 +479,9 @@ def test_a_tiny_pipeline_loads_with_int8_weights_on_the_cpu_and_still_generates(
         [np.abs(a.astype(int) - b).mean() for a, b in zip(videos[None], frames, strict=True)]
     )
     assert np.stack(frames).std() > 5 and difference < 2  # a picture, moved little by 8 bits
+
+
+def test_this_linux_machine_reports_the_ram_it_has_available() -> None:
+    """The CPU probe reads /proc/meminfo's MemAvailable: some, and no more than the RAM."""
+    available = device._available_memory_gb()
+    assert available is not None and 0 < available <= device._system_memory_gb() + 0.1
