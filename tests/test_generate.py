@@ -175,11 +175,19 @@ def test_cancel_between_steps_stops_at_once_and_writes_nothing(
     assert not list(tmp_path.iterdir())
 
 
-def out_of_memory_on_first(monkeypatch: pytest.MonkeyPatch, calls: int) -> list[tuple[int, ...]]:
+def out_of_memory_on_first(
+    monkeypatch: pytest.MonkeyPatch, calls: int, backends: tuple[str, ...] = ()
+) -> list[tuple[int, ...]]:
     """The tiny Wan transformer raises CUDA's out-of-memory error on its first `calls`
-    forward passes, as a too-large video would; returns the latent shape of every pass."""
+    forward passes, as a too-large video would; returns the latent shape of every pass.
+    `backends`: the quantization backends the planner sees (none: its 8-bit rung is left
+    out whatever is installed)."""
     torch = require("torch")
     from diffusers import WanTransformer3DModel
+
+    from vfxmocap.generation import planner
+
+    monkeypatch.setattr(planner, "installed_quant_backends", lambda: backends)
 
     shapes: list[tuple[int, ...]] = []
     forward = WanTransformer3DModel.forward
@@ -216,6 +224,26 @@ def test_out_of_memory_steps_down_the_resolution_records_each_step_and_succeeds(
     assert list(dict.fromkeys(recorded)) == steps
     assert json.loads(result.outputs["metadata"].read_text())["step_downs"] == steps
     assert len([k for k in model_cache().cached() if str(tiny["wan-t2v"].resolve()) in k]) == 1
+
+
+def test_out_of_memory_on_the_cpu_tries_8bit_weights_first_and_generates_with_them(
+    tiny: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With optimum-quanto installed, the first step down keeps the size and loads the
+    pipeline again with int8 weights; the unquantized one leaves the model cache."""
+    require("optimum.quanto")
+    model_cache().clear()
+    out_of_memory_on_first(monkeypatch, 1, backends=("quanto",))
+    out = tmp_path / "int8.mp4"
+    result = generate(tiny["wan-t2v"], out, prompt=PROMPT, frames=9, width=64, height=64)
+    assert result.summary["step_downs"] == [
+        "out of memory at 64x64x9, offload none: offload none, int8 weights (quanto)"
+    ]
+    recorded = json.loads(result.outputs["metadata"].read_text())["plan"]
+    assert (recorded["quantize"], recorded["quant_backend"]) == ("int8", "quanto")
+    assert (probe(out).width, probe(out).frame_count) == (64, 9)
+    cached = [k for k in model_cache().cached() if str(tiny["wan-t2v"].resolve()) in k]
+    assert [k[-1] for k in cached] == ["int8-quanto"]
 
 
 def test_out_of_memory_at_every_step_is_retryable_insufficient_memory_and_frees_the_model(
@@ -480,3 +508,69 @@ def test_a_pose_transfer_job_through_the_api(
     assert job["summary"]["plan"].startswith("cpu: float32")
     for name in ("video", "metadata", "pose_video"):
         assert server.get(f"/api/jobs/{job_id}/outputs/{name}").status_code == 200, name
+
+
+# --- bench/generate.py --random-weights -----------------------------------------------------
+
+
+def _bench() -> Any:
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "generate.py"
+    spec = importlib.util.spec_from_file_location("bench_generate", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_benchmark_builds_a_model_from_its_configs_alone_and_runs_it(tiny, tmp_path) -> None:
+    """`--random-weights CONFIG`: a tiny Wan folder with its weight files removed (what a
+    Hub repo is without them) is built with random weights, sized on the meta device as
+    our loader sizes the saved weights, planned, and run for the asked size and steps."""
+    from vfxmocap.generation.loader import _safetensors_elements
+
+    configs = tmp_path / "configs"
+    shutil.copytree(tiny["wan-t2v"], configs, ignore=shutil.ignore_patterns("*.safetensors"))
+    row = _bench().random_weights(configs, 32, 32, 9, 3)
+    assert (row["model"], row["video"], row["steps"]) == ("WanPipeline", "32x32x9", 3)
+    saved = {
+        name: sum(_safetensors_elements(f) for f in (tiny["wan-t2v"] / name).glob("*.safetensors"))
+        for name in ("transformer", "text_encoder", "vae")
+    }
+    assert row["parameters"] == saved
+    assert row["s_per_step"] > 0 and row["peak_gb"] > 0 and row["plan"].startswith("cpu: ")
+
+
+def test_a_full_size_config_is_sized_on_the_meta_device_against_its_published_size(
+    tmp_path,
+) -> None:
+    """Wan 2.1 T2V 1.3B's published transformer config (its Hub repo's
+    transformer/config.json) counts the 1.3B parameters its name says, without allocating
+    them."""
+    folder = tmp_path / "wan-1.3b"
+    (folder / "transformer").mkdir(parents=True)
+    index = {"_class_name": "WanPipeline", "transformer": ["diffusers", "WanTransformer3DModel"]}
+    (folder / "model_index.json").write_text(json.dumps(index))
+    config = {
+        "_class_name": "WanTransformer3DModel",
+        "added_kv_proj_dim": None,
+        "attention_head_dim": 128,
+        "cross_attn_norm": True,
+        "eps": 1e-06,
+        "ffn_dim": 8960,
+        "freq_dim": 256,
+        "image_dim": None,
+        "in_channels": 16,
+        "num_attention_heads": 12,
+        "num_layers": 30,
+        "out_channels": 16,
+        "patch_size": [1, 2, 2],
+        "qk_norm": "rms_norm_across_heads",
+        "rope_max_seq_len": 1024,
+        "text_dim": 4096,
+    }
+    (folder / "transformer" / "config.json").write_text(json.dumps(config))
+    bench = _bench()
+    counts = bench.parameters(folder, bench._index(folder))
+    assert counts["transformer"] / 1e9 == pytest.approx(1.3, abs=0.15)

@@ -74,6 +74,12 @@ class DeviceReport:
     torch_version: str | None = None
     onnxruntime_version: str | None = None
     warnings: list[str] = field(default_factory=list)
+    # What this process may still allocate there, when the device can tell: CUDA's free
+    # memory plus what this process's allocator holds (its warm pipelines are its own to
+    # give back); on MPS Metal's recommended working set, less what other processes leave
+    # of unified memory; on CPU the RAM the OS reports available. None: not known (the
+    # planner then counts `usable_memory_gb`).
+    free_memory_gb: float | None = None
 
     @property
     def usable_memory_gb(self) -> float:
@@ -153,6 +159,45 @@ def _system_memory_gb() -> float:
     except (ValueError, OSError, AttributeError):
         return 0.0
     return round(pages * page_size / 1024**3, 1)
+
+
+def _available_memory_gb() -> float | None:
+    """RAM the OS says new allocations may take (MemAvailable), else psutil's figure."""
+    meminfo = Path("/proc/meminfo")
+    if meminfo.exists():
+        match = re.search(r"^MemAvailable:\s+(\d+) kB", meminfo.read_text(), re.MULTILINE)
+        if match:
+            return round(int(match.group(1)) * 1024 / 1024**3, 2)
+    psutil = _import_optional("psutil")
+    if psutil is None:
+        return None
+    return round(float(psutil.virtual_memory().available) / 1024**3, 2)
+
+
+def _free_memory_gb(kind: str, torch: ModuleType | None, index: int | None) -> float | None:
+    """`DeviceReport.free_memory_gb`: probed now, so a job plans with what is free when it
+    starts, not with what the machine has."""
+    if kind == "cpu":
+        return _available_memory_gb()
+    if torch is None:
+        return None
+    if kind == "cuda":
+        mem_get_info = getattr(torch.cuda, "mem_get_info", None)
+        if mem_get_info is None:
+            return None
+        free, _total = mem_get_info(index or 0)
+        ours = getattr(torch.cuda, "memory_reserved", lambda _i: 0)(index or 0)
+        return round(float(free + ours) / 1024**3, 2)
+    mps = getattr(torch, "mps", None)
+    working_set = getattr(mps, "recommended_max_memory", None)
+    if working_set is None:
+        return None
+    cap = float(working_set()) / 1024**3
+    ram = _available_memory_gb()
+    if ram is None:
+        return round(cap, 2)
+    ours = float(getattr(mps, "driver_allocated_memory", lambda: 0)()) / 1024**3
+    return round(min(cap, ram + ours), 2)
 
 
 def _cpu_name() -> str:
@@ -345,6 +390,7 @@ def resolve_device(requested: str | None = None) -> DeviceReport:
         torch_version=getattr(torch, "__version__", None) if torch else None,
         onnxruntime_version=getattr(ort, "__version__", None) if ort else None,
         warnings=_advice(kind, torch, providers),
+        free_memory_gb=_free_memory_gb(kind, torch, index),
     )
 
 

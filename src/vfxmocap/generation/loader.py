@@ -20,7 +20,7 @@ from vfxmocap.core.errors import DeviceError, ModelMissing
 from vfxmocap.core.log import get_logger
 from vfxmocap.device import release_memory
 from vfxmocap.generation.families import Family, family_of
-from vfxmocap.generation.planner import MemoryFigures, Offload, Plan
+from vfxmocap.generation.planner import MemoryFigures, Offload, Plan, quantized
 from vfxmocap.models.cache import model_cache
 from vfxmocap.models.catalog import ModelSpec
 from vfxmocap.models.store import HUB, REPO_ID, ModelStore
@@ -84,7 +84,7 @@ def catalog_figures(spec: ModelSpec) -> MemoryFigures:
     """A catalog model's figures per offload tier; one `memory_gb` serves every tier when the
     entry gives no breakdown."""
     tiers = spec.offload_gb or {tier.value: spec.memory_gb for tier in Offload}
-    return MemoryFigures.from_tiers(tiers, "catalog")
+    return MemoryFigures.from_tiers(tiers, "catalog", spec.quantized_gb)
 
 
 def hub_snapshot(repo: str, revision: str | None) -> Path:
@@ -246,10 +246,54 @@ def _load_pipeline(path: Path, class_name: str, plan: Plan) -> Any:
     transformers.utils.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     dtypes = {"default": getattr(torch, plan.dtype), "vae": getattr(torch, plan.vae_dtype)}
     log.info("loading %s from %s (%s)", class_name, path, plan.describe())
-    pipe = getattr(diffusers, class_name).from_pretrained(path, dtype=dtypes, local_files_only=True)
+    extra = _bitsandbytes_config(path, plan)
+    pipe = getattr(diffusers, class_name).from_pretrained(
+        path, dtype=dtypes, local_files_only=True, **extra
+    )
+    if plan.quant_backend == "quanto":
+        quantize_with_quanto(pipe)
     _place(pipe, plan)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def _bitsandbytes_config(path: Path, plan: Plan) -> dict[str, Any]:
+    """`from_pretrained`'s quantization_config for bitsandbytes' 8-bit weights (CUDA only:
+    its kernels are CUDA's, and the planner never picks it elsewhere)."""
+    if plan.quant_backend != "bitsandbytes":
+        return {}
+    if not plan.device.startswith("cuda"):
+        raise DeviceError(
+            f"bitsandbytes quantization runs on CUDA only; this plan runs on {plan.device}",
+            hint="Use optimum-quanto for 8-bit weights on MPS or CPU.",
+        )
+    from diffusers.quantizers.pipe_quant_config import PipelineQuantizationConfig
+
+    components = [c for c in _components(_read_index(path)) if quantized(c)]
+    return {
+        "quantization_config": PipelineQuantizationConfig(
+            quant_backend="bitsandbytes_8bit",
+            quant_kwargs={"load_in_8bit": True},
+            components_to_quantize=components,
+        )
+    }
+
+
+def quantize_with_quanto(pipe: Any) -> list[str]:
+    """Replace the linear layers of the pipeline's denoiser and text encoders with
+    optimum-quanto's int8-weight ones (frozen: the weights are stored as int8), before the
+    pipeline moves to its device, so only 8-bit weights reach it. Returns what it quantized."""
+    import torch
+    from optimum.quanto import freeze, qint8, quantize
+
+    done = []
+    for name, module in pipe.components.items():
+        if quantized(name) and isinstance(module, torch.nn.Module):
+            quantize(module, weights=qint8)
+            freeze(module)
+            done.append(name)
+    log.info("int8 weights (optimum-quanto) in %s", ", ".join(done) or "nothing")
+    return done
 
 
 def _place(pipe: Any, plan: Plan) -> None:

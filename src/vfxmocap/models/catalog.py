@@ -62,6 +62,9 @@ class ModelSpec(BaseModel):
     # Diffusers pipelines: peak accelerator GB per offload tier (none, model, group,
     # sequential) in half precision at the family's reference size; the planner reads them.
     offload_gb: dict[str, float] = Field(default_factory=dict)
+    # The same with 8-bit weights in the denoiser and text encoders (tiers none and model):
+    # the planner offers them where a quantization backend is installed.
+    quantized_gb: dict[str, float] = Field(default_factory=dict)
     pipeline: str | None = None  # diffusers: model_index.json's `_class_name`
     # A snapshot's weights in GB at bf16 (published parameter counts x 2 bytes): about what
     # its download and disk take (repos that keep float32 copies take more).

@@ -437,7 +437,7 @@ class _Run:
             # Out of the except block: the traceback, and the tensors its frames held, are
             # gone before the memory is released.
             step = step_down(placed, request, asked, self.ref.figures, self.ref.family)
-            if step is None or step.plan.offload is not placed.offload:
+            if step is None or step.plan.key() != placed.key():  # placed otherwise
                 unload(self.ref, self.class_name, placed)
             else:  # the weights fit as placed: keep them warm, free the activations
                 release_memory(placed.device)
