@@ -246,6 +246,22 @@ def test_out_of_memory_on_the_cpu_tries_8bit_weights_first_and_generates_with_th
     assert [k[-1] for k in cached] == ["int8-quanto"]
 
 
+def test_quantize_off_never_takes_8bit_weights_even_with_a_backend_installed(
+    tiny: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--quantize off: with optimum-quanto seen as installed the first step down is the
+    smaller size, not int8 weights, and the plan records unquantized weights."""
+    model_cache().clear()
+    out_of_memory_on_first(monkeypatch, 1, backends=("quanto",))
+    out = tmp_path / "off.mp4"
+    result = generate(
+        tiny["wan-t2v"], out, prompt=PROMPT, frames=9, width=64, height=64, quantize="off"
+    )
+    assert result.summary["step_downs"] == ["out of memory at 64x64x9, offload none: 48x48"]
+    recorded = json.loads(result.outputs["metadata"].read_text())["plan"]
+    assert (recorded["quantize"], recorded["quant_backend"]) == (None, None)
+
+
 def test_out_of_memory_at_every_step_is_retryable_insufficient_memory_and_frees_the_model(
     tiny: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

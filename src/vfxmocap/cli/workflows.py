@@ -525,6 +525,10 @@ SegmentOpt = Annotated[int | None, typer.Option(help="Frames per segment of a ch
 SeamOpt = Annotated[
     int | None, typer.Option(help="Frames segments overlap, cross-faded (default 4).")
 ]
+QuantizeOpt = Annotated[
+    str | None,
+    typer.Option(help="auto: 8-bit weights where they help the model fit; off: never."),
+]
 ExpandOpt = Annotated[
     str | None,
     typer.Option(help="Expand the prompt first with this local text model (off by default)."),
@@ -576,6 +580,7 @@ def generate(
     guidance: Annotated[float | None, typer.Option(help="Guidance scale.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed (the same seed, the same frames).")] = None,
     fps: Annotated[float | None, typer.Option(help="Frame rate of the MP4.")] = None,
+    quantize: QuantizeOpt = None,
     plan_only: Annotated[
         bool, typer.Option("--plan-only", help="Print the memory plan and stop.")
     ] = False,
@@ -615,6 +620,7 @@ def generate(
         guidance=guidance,
         seed=seed,
         fps=fps,
+        quantize=quantize,
         plan_only=plan_only or None,
     )
     report(run_workflow("generate", inputs, quiet=as_json), as_json)
@@ -641,6 +647,7 @@ def pose_transfer(
     steps: Annotated[int | None, typer.Option(help="Denoising steps.")] = None,
     guidance: Annotated[float | None, typer.Option(help="Guidance scale.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed (the same seed, the same frames).")] = None,
+    quantize: QuantizeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """A character moving like the performer in --driving: our mocap draws the OpenPose
@@ -662,6 +669,7 @@ def pose_transfer(
         steps=steps,
         guidance=guidance,
         seed=seed,
+        quantize=quantize,
     )
     report(run_workflow("pose-transfer", inputs, quiet=as_json), as_json)
 

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -120,6 +120,11 @@ class GenerateInputs(BaseModel):
         None, description="A file whose audio the MP4 carries (cut at the video's end)."
     )
     output: Path = Field(description="Output .mp4; its sidecar JSON goes beside it.")
+    quantize: Literal["auto", "off"] = Field(
+        "auto",
+        description="8-bit weights where they keep a model resident or spare an offload "
+        "tier (auto), or never (off: full-precision weights, more offload).",
+    )
     plan_only: bool = Field(False, description="Print the memory plan; generate nothing.")
 
 
@@ -362,7 +367,7 @@ def run(inputs: GenerateInputs, progress: Progress, cancel: CancelToken) -> Work
         log.warning("%s", note)
     request = shape.conformed.request
     pixels = request.width * request.height * request.frames
-    placed = plan(resolve_device(), ref.figures, ref.family, pixels)
+    placed = plan(resolve_device(), ref.figures, ref.family, pixels, backends=_backends(inputs))
     if inputs.plan_only:
         wording = word_scenes(inputs, ref.family, scenes, expand=False)
         segments = _segments(ref.family, shape, request)
@@ -379,6 +384,12 @@ def run(inputs: GenerateInputs, progress: Progress, cancel: CancelToken) -> Work
         cancel.check()
     run = _Run(inputs, ref, class_name, shape, wording, progress, cancel)
     return run.with_recovery(placed, run.media(request))
+
+
+def _backends(inputs: GenerateInputs) -> tuple[str, ...] | None:
+    """The quantization backends the planner may use: none with --quantize off, else the
+    installed ones (None: looked up)."""
+    return () if inputs.quantize == "off" else None
 
 
 def _segments(family: Family, shape: Shape, request: Request) -> list[Segment]:
@@ -436,7 +447,14 @@ class _Run:
                 reason = oom.message
             # Out of the except block: the traceback, and the tensors its frames held, are
             # gone before the memory is released.
-            step = step_down(placed, request, asked, self.ref.figures, self.ref.family)
+            step = step_down(
+                placed,
+                request,
+                asked,
+                self.ref.figures,
+                self.ref.family,
+                backends=_backends(self.inputs),
+            )
             if step is None or step.plan.key() != placed.key():  # placed otherwise
                 unload(self.ref, self.class_name, placed)
             else:  # the weights fit as placed: keep them warm, free the activations

@@ -15,6 +15,7 @@ import shutil
 import tempfile
 from dataclasses import replace
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -65,6 +66,9 @@ class PoseTransferInputs(BaseModel):
     steps: int | None = Field(None, ge=1, le=500, description="Denoising steps.")
     guidance: float | None = Field(None, ge=0, le=50, description="Classifier-free guidance.")
     seed: int | None = Field(None, ge=0, lt=2**63, description="Default: a random one, recorded.")
+    quantize: Literal["auto", "off"] = Field(
+        "auto", description="8-bit weights where they help the model fit (auto), or never (off)."
+    )
     output: Path = Field(description="Output .mp4; its sidecar JSON and pose video go beside it.")
 
 
@@ -91,6 +95,7 @@ def run(inputs: PoseTransferInputs, progress: Progress, cancel: CancelToken) -> 
                 steps=inputs.steps,
                 guidance=inputs.guidance,
                 seed=inputs.seed,
+                quantize=inputs.quantize,
                 fps=driver.fps,
                 audio=inputs.driving if driver.has_audio else None,
                 output=inputs.output,
