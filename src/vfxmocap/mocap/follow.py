@@ -129,7 +129,7 @@ def find_people(
         if box is None or any(_overlap(box, s) > 0.8 for s in seen):
             break
         seen.append(box)
-        if not frame_reason(pose.image, mask_agreement(pose.image, mask), opts):
+        if not frame_reason(pose.image, mask_agreement(pose.image, mask, size), opts):
             people.append(Person(pose, box))
         _black_out(work, box)
     return sorted(people, key=lambda p: p.box[0] + p.box[2])
@@ -207,13 +207,14 @@ class Follower:
             return self._search(frame, mask, index)
         return self._follow(frame, mask)
 
-    def _valid(self, pose: PoseFrame, mask: NDArray[np.float32] | None) -> bool:
-        return not frame_reason(pose.image, mask_agreement(pose.image, mask), self.options)
+    def _valid(self, pose: PoseFrame, mask: NDArray[np.float32] | None, frame: Frame) -> bool:
+        agreement = mask_agreement(pose.image, mask, (frame.shape[1], frame.shape[0]))
+        return not frame_reason(pose.image, agreement, self.options)
 
     def _search(self, frame: Frame, mask: NDArray[np.float32] | None, index: int) -> PoseFrame:
         """Nobody followed yet: the whole frame, until a real person shows; then choose."""
         pose = self.tracker(frame)
-        if not self._valid(pose, mask):
+        if not self._valid(pose, mask, frame):
             return pose  # a phantom or nothing: the presence checks turn it down
         size = (frame.shape[1], frame.shape[0])
         people = find_people(frame, mask, self.tracker, self.options)
@@ -252,7 +253,7 @@ class Follower:
         pose.image[:, 0] += x0
         pose.image[:, 1] += y0
         box = person_box(pose.image, (frame.shape[1], frame.shape[0]))
-        if box is None or not self._valid(pose, mask):
+        if box is None or not self._valid(pose, mask, frame):
             track.lost += 1
             return pose
         if not self._continuous(box):

@@ -66,31 +66,44 @@ class PresenceOptions:
     min_run: int = 3  # frames: a shorter blip of "person" is noise
 
 
-def mask_agreement(image: Array, mask: NDArray[np.float32] | None) -> float:
+def mask_agreement(
+    image: Array, mask: NDArray[np.float32] | None, size: tuple[int, int]
+) -> float:
     """Share of the torso's sampled points (the legs' when no torso is seen) on the person
-    mask; NaN when there is no pose, 0 when nothing visible falls inside the frame."""
+    mask; NaN when there is no pose, 0 when nothing visible falls inside the frame. `image`
+    is in the pixels of a frame of `size` (width, height); the mask may be smaller (a
+    segmentation of the frame shrunk), and is sampled at the same places."""
     if mask is None or not np.isfinite(image[:, 0]).any():
         return float("nan")
-    h, w = mask.shape[:2]
+    scale = np.array([mask.shape[1] / size[0], mask.shape[0] / size[1]])
     for segments in (TORSO_SEGMENTS, LIMB_SEGMENTS):
-        hits = _samples(image, mask, segments, w, h)
+        hits = _samples(image, mask, segments, scale)
         if len(hits) >= 6:
             return float(np.mean(hits))
     return 0.0
 
 
+_STEPS = np.linspace(0.0, 1.0, 5)[:, None]
+
+
 def _samples(
-    image: Array, mask: NDArray[np.float32], segments: tuple[tuple[str, str], ...], w: int, h: int
-) -> list[bool]:
-    hits: list[bool] = []
-    for a, b in segments:
-        pa, pb = image[P[a]], image[P[b]]
-        if min(pa[2], pb[2]) < 0.5:
-            continue
-        for t in np.linspace(0.0, 1.0, 5):
-            x, y = pa[:2] * (1 - t) + pb[:2] * t
-            if 0 <= x < w and 0 <= y < h:
-                hits.append(bool(mask[int(y), int(x)] > 0.5))
+    image: Array,
+    mask: NDArray[np.float32],
+    segments: tuple[tuple[str, str], ...],
+    scale: NDArray[np.float64],
+) -> NDArray[np.bool_]:
+    """Whether each of 5 points along each segment seen (both ends visible) inside the
+    frame falls on the mask."""
+    h, w = mask.shape[:2]
+    ends = [(image[P[a]], image[P[b]]) for a, b in segments]
+    seen = [(pa[:2], pb[:2]) for pa, pb in ends if min(pa[2], pb[2]) >= 0.5]
+    if not seen:
+        return np.zeros(0, bool)
+    starts, stops = (np.stack(side) for side in zip(*seen, strict=True))
+    points = (starts[:, None] * (1 - _STEPS) + stops[:, None] * _STEPS).reshape(-1, 2) * scale
+    x, y = points[:, 0], points[:, 1]
+    inside = (x >= 0) & (x < w) & (y >= 0) & (y < h)
+    hits: NDArray[np.bool_] = mask[y[inside].astype(int), x[inside].astype(int)] > 0.5
     return hits
 
 

@@ -69,7 +69,8 @@ class PoseFrame:
     left_hand: NDArray[np.float32] | None = None  # (21, 3) pixels (x, y) and relative z
     right_hand: NDArray[np.float32] | None = None
     face: NDArray[np.float32] | None = None  # (478, 3) pixels
-    person_mask: NDArray[np.float32] | None = None  # (H, W) in [0, 1], when one was computed
+    person_mask: NDArray[np.float32] | None = None  # [0, 1], when one was computed (may be
+    # smaller than the frame: a segmentation of the frame shrunk)
 
     @property
     def present(self) -> bool:

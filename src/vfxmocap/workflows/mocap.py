@@ -25,7 +25,7 @@ from vfxmocap.mocap.bvh import animate, write_bvh
 from vfxmocap.mocap.filters import FilterOptions, Motion, clean, concat
 from vfxmocap.mocap.follow import PersonChoice
 from vfxmocap.mocap.live import LivePose, PoseOptions
-from vfxmocap.mocap.matte import MatteMode, composite, cover, soft_mask
+from vfxmocap.mocap.matte import MatteMode, composite, cover, fitted, soft_mask
 from vfxmocap.mocap.plausible import repair
 from vfxmocap.mocap.take import Take, capture, joined, split, vet
 from vfxmocap.samples import sample_path
@@ -84,7 +84,7 @@ class _Matte:
 
     def __call__(self, frame: Frame, pose: PoseFrame) -> None:
         assert pose.person_mask is not None  # the capture segments every frame
-        alpha = soft_mask(pose.person_mask)
+        alpha = soft_mask(fitted(pose.person_mask, frame))
         background = None
         if self.mode == "image" and self.background is not None:
             background = cover(self.background, (frame.shape[1], frame.shape[0]))
