@@ -18,14 +18,17 @@ video draws nothing, and the JSON says `present: false` with the reason.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
 
+from vfxmocap.media.image import Frame
 from vfxmocap.vision.pose import P
 
 Array = NDArray[np.float32]
+Mask = NDArray[np.float32]
 
 CORE = [P["left_shoulder"], P["right_shoulder"], P["left_hip"], P["right_hip"]]
 # Torso sides, diagonals and the neck: they cover the body's middle, which a segmentation
@@ -120,13 +123,48 @@ def judge(
 
 def frame_reason(image: Array, agreement: float, opts: PresenceOptions) -> str:
     """The checks one frame can pass on its own: "" for a person, else why not."""
+    reason = pose_reason(image, opts)
+    if not reason and not agreement >= opts.min_agreement:  # NaN (no mask) fails too
+        return "off_person_mask"
+    return reason
+
+
+def pose_reason(image: Array, opts: PresenceOptions) -> str:
+    """The checks on the pose detector's own scores alone (no mask needed)."""
     if not np.isfinite(image[:, 0]).any():
         return "not_detected"
     if float(np.nanmean(image[CORE, 2])) < opts.min_visibility:
         return "low_visibility"
-    if not agreement >= opts.min_agreement:  # NaN (no mask) fails too
-        return "off_person_mask"
     return ""
+
+
+class LazyMask:
+    """One frame's person mask, segmented the first time it is asked for: a frame whose
+    skeleton already fails on the pose's own scores (nobody, the road seen from above) is
+    never segmented. `segment` runs on `small`, the frame shrunk; `size` is the frame's
+    (width, height), the pixels the skeletons are in."""
+
+    def __init__(
+        self, segment: Callable[[Frame], Mask], small: Frame, size: tuple[int, int]
+    ) -> None:
+        self._segment = segment
+        self._small = small
+        self.size = size
+        self.mask: Mask | None = None
+
+    def get(self) -> Mask:
+        if self.mask is None:
+            self.mask = self._segment(self._small)
+        return self.mask
+
+    def check(self, image: Array, opts: PresenceOptions) -> tuple[str, float]:
+        """`frame_reason` for a skeleton in this frame, with its agreement (NaN when the
+        pose's own scores fail it and no mask was needed)."""
+        reason = pose_reason(image, opts)
+        if reason:
+            return reason, float("nan")
+        agreement = mask_agreement(image, self.get(), self.size)
+        return frame_reason(image, agreement, opts), agreement
 
 
 def _measures(world: Array) -> NDArray[np.float64]:

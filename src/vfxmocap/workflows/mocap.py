@@ -83,7 +83,7 @@ class _Matte:
             raise InvalidParams(f"{self.dir} is not empty; choose another --output-dir")
 
     def __call__(self, frame: Frame, pose: PoseFrame) -> None:
-        assert pose.person_mask is not None  # the capture segments every frame
+        assert pose.person_mask is not None  # the capture keeps every frame's mask
         alpha = soft_mask(fitted(pose.person_mask, frame))
         background = None
         if self.mode == "image" and self.background is not None:
@@ -261,6 +261,7 @@ def _track(
                 cancel=cancel,
                 on_frame=hook,
                 person=inputs.person,
+                keep_masks=matte is not None,
             )
             ok = True
         finally:
