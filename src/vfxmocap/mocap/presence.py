@@ -69,9 +69,7 @@ class PresenceOptions:
     min_run: int = 3  # frames: a shorter blip of "person" is noise
 
 
-def mask_agreement(
-    image: Array, mask: NDArray[np.float32] | None, size: tuple[int, int]
-) -> float:
+def mask_agreement(image: Array, mask: NDArray[np.float32] | None, size: tuple[int, int]) -> float:
     """Share of the torso's sampled points (the legs' when no torso is seen) on the person
     mask; NaN when there is no pose, 0 when nothing visible falls inside the frame. `image`
     is in the pixels of a frame of `size` (width, height); the mask may be smaller (a
