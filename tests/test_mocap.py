@@ -599,6 +599,32 @@ def test_only_frames_passing_the_pose_scores_are_segmented() -> None:
     assert masks[False][10:] == [True] * 10  # the man: every frame checked on the mask
 
 
+def test_lose_runs_a_blank_frame_only_while_tracking(carphone_frames) -> None:
+    """After a frame with the man in it the graph tracks his region, and losing it costs a
+    blank frame; after a frame with nobody the graph detects anyway: nothing to run."""
+    tracker = PoseTracker()
+    runs: list[tuple[int, ...]] = []
+    real = tracker._model.process
+
+    def counted(image: np.ndarray):  # type: ignore[no-untyped-def]
+        runs.append(image.shape)
+        return real(image)
+
+    tracker._model.process = counted
+    try:
+        assert tracker(carphone_frames[0]).present
+        tracker.lose()
+        assert runs[-1] == (64, 64, 3) and len(runs) == 2
+        tracker.lose()  # the blank found nobody
+        assert len(runs) == 2
+        assert not tracker(np.zeros_like(carphone_frames[0])).present
+        tracker.lose()
+        assert len(runs) == 3
+        assert tracker(carphone_frames[1]).present  # found again by the detector
+    finally:
+        tracker.close()
+
+
 def test_carphone_is_one_take_present_throughout(carphone_take) -> None:
     vetted = vet(carphone_take)
     assert carphone_take.cuts == [] and len(split(vetted)) == 1
