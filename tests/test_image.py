@@ -19,6 +19,7 @@ from vfxmocap.media.image import (
     encode_image,
     image_header,
     read_image,
+    shrunk,
     stream_limit,
     write_image,
 )
@@ -190,3 +191,14 @@ def test_the_header_of_what_we_decode_and_of_nothing_else() -> None:
     first.save(gif, format="GIF")
     assert image_header(b"this is text, not an image") is None
     assert image_header(gif.getvalue()) is None
+
+
+def test_shrunk_keeps_the_aspect_and_matches_one_area_resize(astronaut: Path) -> None:
+    wide = cv2.resize(read_image(astronaut), (1280, 720), interpolation=cv2.INTER_LINEAR)
+    small = shrunk(wide, 320)
+    assert small.shape == (180, 320, 3)
+    direct = cv2.resize(wide, (320, 180), interpolation=cv2.INTER_AREA)
+    assert np.abs(small.astype(int) - direct.astype(int)).max() <= 1  # halvings: same averages
+    odd = shrunk(wide[:, :1000], 300)  # 1000 -> 500 (halved) -> 300
+    assert odd.shape == (216, 300, 3)
+    assert shrunk(wide, 2000) is wide  # never enlarged

@@ -337,6 +337,46 @@ def test_openpose_drawing_matches_controlnet_conventions() -> None:
     assert not empty.any()
 
 
+def _controlnet_draw_body(canvas: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """ControlNet's draw_bodypose as it is written: each limb filled on a copy of the whole
+    canvas, which is then blended back."""
+    import math
+
+    import cv2
+
+    for i in range(18):
+        if np.isfinite(points[i]).all():
+            cv2.circle(canvas, (int(points[i][0]), int(points[i][1])), 4, openpose.COLORS[i], -1)
+    for i, (a, b) in enumerate(openpose.LIMB_SEQ[:17]):
+        ya, yb = points[a - 1], points[b - 1]
+        if not (np.isfinite(ya).all() and np.isfinite(yb).all()):
+            continue
+        limb = canvas.copy()
+        mx, my = (ya[1] + yb[1]) / 2, (ya[0] + yb[0]) / 2
+        length = math.hypot(ya[1] - yb[1], ya[0] - yb[0])
+        angle = math.degrees(math.atan2(ya[1] - yb[1], ya[0] - yb[0]))
+        polygon = cv2.ellipse2Poly((int(my), int(mx)), (int(length / 2), 4), int(angle), 0, 360, 1)
+        cv2.fillConvexPoly(limb, polygon, openpose.COLORS[i])
+        canvas = cv2.addWeighted(canvas, 0.4, limb, 0.6, 0)
+    return canvas
+
+
+def test_limbs_blended_in_their_box_give_controlnets_pixels(bikes_take) -> None:
+    """Blending each limb over its bounding box only is the same picture as ControlNet's
+    whole-canvas blend, on the cyclist's real skeletons over their frames and on black,
+    limbs cut by the frame's edge included."""
+    with VideoReader(sample_path("bikes")) as reader:
+        frames = {i: f for i, f in enumerate(reader) if i in (34, 110, 130)}
+    for i, frame in frames.items():
+        assert bikes_take.present[i]
+        coco = openpose.to_coco18(bikes_take.image[i, :, :2], bikes_take.image[i, :, 2])
+        shifted = coco + np.array([frame.shape[1] * 0.6, -frame.shape[0] * 0.3])  # off two edges
+        for points in (coco, shifted):
+            for canvas in (frame, np.zeros_like(frame)):
+                expected = _controlnet_draw_body(canvas.copy(), points)
+                assert np.array_equal(openpose.draw_body(canvas.copy(), points), expected)
+
+
 def test_blazepose_to_coco18_mapping() -> None:
     points = np.arange(66, dtype=float).reshape(33, 2)
     coco = openpose.to_coco18(points, np.ones(33))
@@ -506,6 +546,83 @@ def test_presence_only_where_a_person_is(bikes_take, bikes_vetted) -> None:
     bollard = {reasons[i] for i in range(215, 242) if raw[i]}
     assert bollard == {"off_person_mask"}  # every skeleton fitted to the bollard
     assert all(reasons[i] == "" for i in np.flatnonzero(present))
+
+
+def test_only_frames_passing_the_pose_scores_are_segmented() -> None:
+    """The road seen from above and the first frames of the man in traffic: the road's
+    frames fail on the pose's own scores and need no mask; the man's are segmented, each
+    mask a shrunk frame's, and present. A matte asks for every frame's mask."""
+    from vfxmocap.media.sources import IteratorSource
+    from vfxmocap.mocap.take import CHECK_WIDTH
+    from vfxmocap.vision.segmentation import PersonSegmenter
+
+    with VideoReader(sample_path("bikes")) as reader:
+        frames = [f for i, f in enumerate(reader) if 20 <= i < 40]  # road to 29, then the man
+    segmenter = PersonSegmenter()
+    calls = [0]
+    real = segmenter._model.process
+
+    def counted(image: np.ndarray):  # type: ignore[no-untyped-def]
+        calls[0] += 1
+        assert image.shape[1] == CHECK_WIDTH
+        return real(image)
+
+    segmenter._model.process = counted
+    masks: dict[bool, list[bool]] = {}
+    try:
+        for keep in (False, True):
+            calls[0] = 0
+            seen: list[bool] = []
+            tracker = PoseTracker()
+            try:
+                take = capture(
+                    IteratorSource(frames, fps=25.0),
+                    tracker,
+                    segmenter=segmenter,
+                    keep_masks=keep,
+                    on_frame=lambda frame, pose, seen=seen: seen.append(
+                        pose.person_mask is not None
+                    ),
+                )
+            finally:
+                tracker.close()
+            vetted = vet(take)
+            assert take.cuts == [10] and vetted.present[10:].mean() >= 0.9
+            assert not vetted.present[:10].any()
+            masks[keep] = seen
+            if keep:
+                assert calls[0] == len(frames) and all(seen)
+            else:
+                assert calls[0] == sum(seen) and 10 <= calls[0] < len(frames)
+    finally:
+        segmenter.close()
+    assert masks[False][10:] == [True] * 10  # the man: every frame checked on the mask
+
+
+def test_lose_runs_a_blank_frame_only_while_tracking(carphone_frames) -> None:
+    """After a frame with the man in it the graph tracks his region, and losing it costs a
+    blank frame; after a frame with nobody the graph detects anyway: nothing to run."""
+    tracker = PoseTracker()
+    runs: list[tuple[int, ...]] = []
+    real = tracker._model.process
+
+    def counted(image: np.ndarray):  # type: ignore[no-untyped-def]
+        runs.append(image.shape)
+        return real(image)
+
+    tracker._model.process = counted
+    try:
+        assert tracker(carphone_frames[0]).present
+        tracker.lose()
+        assert runs[-1] == (64, 64, 3) and len(runs) == 2
+        tracker.lose()  # the blank found nobody
+        assert len(runs) == 2
+        assert not tracker(np.zeros_like(carphone_frames[0])).present
+        tracker.lose()
+        assert len(runs) == 3
+        assert tracker(carphone_frames[1]).present  # found again by the detector
+    finally:
+        tracker.close()
 
 
 def test_carphone_is_one_take_present_throughout(carphone_take) -> None:

@@ -20,7 +20,7 @@ from numpy.typing import NDArray
 from pydantic import Field
 
 from vfxmocap.media.image import Frame
-from vfxmocap.mocap.presence import PresenceOptions, frame_reason, mask_agreement
+from vfxmocap.mocap.presence import LazyMask, PresenceOptions
 from vfxmocap.vision.pose import PoseFrame, PoseTracker, empty_frame
 
 Array = NDArray[np.float32]
@@ -110,7 +110,7 @@ def _black_out(frame: Frame, box: Box, grow: float = 0.2) -> None:
 
 def find_people(
     frame: Frame,
-    mask: NDArray[np.float32] | None,
+    mask: LazyMask,
     tracker: PoseTracker,
     options: PresenceOptions | None = None,
 ) -> list[Person]:
@@ -129,7 +129,7 @@ def find_people(
         if box is None or any(_overlap(box, s) > 0.8 for s in seen):
             break
         seen.append(box)
-        if not frame_reason(pose.image, mask_agreement(pose.image, mask), opts):
+        if not mask.check(pose.image, opts)[0]:
             people.append(Person(pose, box))
         _black_out(work, box)
     return sorted(people, key=lambda p: p.box[0] + p.box[2])
@@ -198,7 +198,7 @@ class Follower:
         self._track = _Track()
         self.takes.append(Followed(str(self.choice)))
 
-    def __call__(self, frame: Frame, mask: NDArray[np.float32] | None, index: int) -> PoseFrame:
+    def __call__(self, frame: Frame, mask: LazyMask, index: int) -> PoseFrame:
         self.other_person = False
         track = self._track
         if track.done:
@@ -207,10 +207,10 @@ class Follower:
             return self._search(frame, mask, index)
         return self._follow(frame, mask)
 
-    def _valid(self, pose: PoseFrame, mask: NDArray[np.float32] | None) -> bool:
-        return not frame_reason(pose.image, mask_agreement(pose.image, mask), self.options)
+    def _valid(self, pose: PoseFrame, mask: LazyMask) -> bool:
+        return not mask.check(pose.image, self.options)[0]
 
-    def _search(self, frame: Frame, mask: NDArray[np.float32] | None, index: int) -> PoseFrame:
+    def _search(self, frame: Frame, mask: LazyMask, index: int) -> PoseFrame:
         """Nobody followed yet: the whole frame, until a real person shows; then choose."""
         pose = self.tracker(frame)
         if not self._valid(pose, mask):
@@ -234,7 +234,7 @@ class Follower:
             return pose
         return chosen.pose
 
-    def _follow(self, frame: Frame, mask: NDArray[np.float32] | None) -> PoseFrame:
+    def _follow(self, frame: Frame, mask: LazyMask) -> PoseFrame:
         track = self._track
         assert track.box is not None
         window = self._window(frame.shape[1], frame.shape[0])

@@ -20,6 +20,16 @@ def soft_mask(segmentation: NDArray[np.float32]) -> NDArray[np.float32]:
     return alpha
 
 
+def fitted(mask: NDArray[np.float32], frame: Frame) -> NDArray[np.float32]:
+    """A person mask computed on a shrunk frame, at the frame's size (bilinear, as the
+    segmentation graph itself upsamples its model's output)."""
+    h, w = frame.shape[:2]
+    if mask.shape[:2] == (h, w):
+        return mask
+    out: NDArray[np.float32] = cv2.resize(mask, (w, h), interpolation=cv2.INTER_LINEAR)
+    return out
+
+
 def composite(
     frame: Frame, alpha: NDArray[np.float32], mode: MatteMode, background: Frame | None = None
 ) -> Frame:

@@ -124,7 +124,7 @@ def to_coco18(
 
 
 def draw_body(canvas: Frame, points: NDArray[np.float64]) -> Frame:
-    """Draw COCO-18 points (NaN = missing) in ControlNet's style; returns the new canvas."""
+    """Draw COCO-18 points (NaN = missing) in ControlNet's style, in place; returns the canvas."""
     for i in range(18):
         if np.isfinite(points[i]).all():
             x, y = points[i]
@@ -133,7 +133,6 @@ def draw_body(canvas: Frame, points: NDArray[np.float64]) -> Frame:
         a, b = LIMB_SEQ[i][0] - 1, LIMB_SEQ[i][1] - 1
         if not (np.isfinite(points[a]).all() and np.isfinite(points[b]).all()):
             continue
-        limb = canvas.copy()
         ys, xs = points[[a, b], 0], points[[a, b], 1]  # ControlNet's naming: Y is x, X is y
         mx, my = float(np.mean(xs)), float(np.mean(ys))
         length = math.hypot(xs[0] - xs[1], ys[0] - ys[1])
@@ -141,9 +140,23 @@ def draw_body(canvas: Frame, points: NDArray[np.float64]) -> Frame:
         polygon = cv2.ellipse2Poly(
             (int(my), int(mx)), (int(length / 2), STICK_WIDTH), int(angle), 0, 360, 1
         )
-        cv2.fillConvexPoly(limb, polygon, COLORS[i])
-        canvas = cv2.addWeighted(canvas, 0.4, limb, 0.6, 0)
+        _blend_limb(canvas, polygon, COLORS[i])
     return canvas
+
+
+def _blend_limb(canvas: Frame, polygon: NDArray[np.int32], color: tuple[int, int, int]) -> None:
+    """ControlNet's limb: the filled polygon blended 60 % over the canvas. Blending a copy
+    of the whole canvas leaves every pixel off the polygon as it was, so only the polygon's
+    bounding box is blended, in place (the same pixels, for a fraction of the work)."""
+    h, w = canvas.shape[:2]
+    x, y, bw, bh = cv2.boundingRect(polygon)
+    x0, y0, x1, y1 = max(0, x), max(0, y), min(w, x + bw), min(h, y + bh)
+    if x1 <= x0 or y1 <= y0:
+        return
+    region = canvas[y0:y1, x0:x1]
+    limb = region.copy()
+    cv2.fillConvexPoly(limb, polygon - np.array([x0, y0], np.int32), color)
+    canvas[y0:y1, x0:x1] = cv2.addWeighted(region, 0.4, limb, 0.6, 0)
 
 
 def _hsv_rgb(h: float) -> tuple[int, int, int]:

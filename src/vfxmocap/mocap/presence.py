@@ -18,14 +18,17 @@ video draws nothing, and the JSON says `present: false` with the reason.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
 
+from vfxmocap.media.image import Frame
 from vfxmocap.vision.pose import P
 
 Array = NDArray[np.float32]
+Mask = NDArray[np.float32]
 
 CORE = [P["left_shoulder"], P["right_shoulder"], P["left_hip"], P["right_hip"]]
 # Torso sides, diagonals and the neck: they cover the body's middle, which a segmentation
@@ -66,31 +69,42 @@ class PresenceOptions:
     min_run: int = 3  # frames: a shorter blip of "person" is noise
 
 
-def mask_agreement(image: Array, mask: NDArray[np.float32] | None) -> float:
+def mask_agreement(image: Array, mask: NDArray[np.float32] | None, size: tuple[int, int]) -> float:
     """Share of the torso's sampled points (the legs' when no torso is seen) on the person
-    mask; NaN when there is no pose, 0 when nothing visible falls inside the frame."""
+    mask; NaN when there is no pose, 0 when nothing visible falls inside the frame. `image`
+    is in the pixels of a frame of `size` (width, height); the mask may be smaller (a
+    segmentation of the frame shrunk), and is sampled at the same places."""
     if mask is None or not np.isfinite(image[:, 0]).any():
         return float("nan")
-    h, w = mask.shape[:2]
+    scale = np.array([mask.shape[1] / size[0], mask.shape[0] / size[1]])
     for segments in (TORSO_SEGMENTS, LIMB_SEGMENTS):
-        hits = _samples(image, mask, segments, w, h)
+        hits = _samples(image, mask, segments, scale)
         if len(hits) >= 6:
             return float(np.mean(hits))
     return 0.0
 
 
+_STEPS = np.linspace(0.0, 1.0, 5)[:, None]
+
+
 def _samples(
-    image: Array, mask: NDArray[np.float32], segments: tuple[tuple[str, str], ...], w: int, h: int
-) -> list[bool]:
-    hits: list[bool] = []
-    for a, b in segments:
-        pa, pb = image[P[a]], image[P[b]]
-        if min(pa[2], pb[2]) < 0.5:
-            continue
-        for t in np.linspace(0.0, 1.0, 5):
-            x, y = pa[:2] * (1 - t) + pb[:2] * t
-            if 0 <= x < w and 0 <= y < h:
-                hits.append(bool(mask[int(y), int(x)] > 0.5))
+    image: Array,
+    mask: NDArray[np.float32],
+    segments: tuple[tuple[str, str], ...],
+    scale: NDArray[np.float64],
+) -> NDArray[np.bool_]:
+    """Whether each of 5 points along each segment seen (both ends visible) inside the
+    frame falls on the mask."""
+    h, w = mask.shape[:2]
+    ends = [(image[P[a]], image[P[b]]) for a, b in segments]
+    seen = [(pa[:2], pb[:2]) for pa, pb in ends if min(pa[2], pb[2]) >= 0.5]
+    if not seen:
+        return np.zeros(0, bool)
+    starts, stops = (np.stack(side) for side in zip(*seen, strict=True))
+    points = (starts[:, None] * (1 - _STEPS) + stops[:, None] * _STEPS).reshape(-1, 2) * scale
+    x, y = points[:, 0], points[:, 1]
+    inside = (x >= 0) & (x < w) & (y >= 0) & (y < h)
+    hits: NDArray[np.bool_] = mask[y[inside].astype(int), x[inside].astype(int)] > 0.5
     return hits
 
 
@@ -107,13 +121,48 @@ def judge(
 
 def frame_reason(image: Array, agreement: float, opts: PresenceOptions) -> str:
     """The checks one frame can pass on its own: "" for a person, else why not."""
+    reason = pose_reason(image, opts)
+    if not reason and not agreement >= opts.min_agreement:  # NaN (no mask) fails too
+        return "off_person_mask"
+    return reason
+
+
+def pose_reason(image: Array, opts: PresenceOptions) -> str:
+    """The checks on the pose detector's own scores alone (no mask needed)."""
     if not np.isfinite(image[:, 0]).any():
         return "not_detected"
     if float(np.nanmean(image[CORE, 2])) < opts.min_visibility:
         return "low_visibility"
-    if not agreement >= opts.min_agreement:  # NaN (no mask) fails too
-        return "off_person_mask"
     return ""
+
+
+class LazyMask:
+    """One frame's person mask, segmented the first time it is asked for: a frame whose
+    skeleton already fails on the pose's own scores (nobody, the road seen from above) is
+    never segmented. `segment` runs on `small`, the frame shrunk; `size` is the frame's
+    (width, height), the pixels the skeletons are in."""
+
+    def __init__(
+        self, segment: Callable[[Frame], Mask], small: Frame, size: tuple[int, int]
+    ) -> None:
+        self._segment = segment
+        self._small = small
+        self.size = size
+        self.mask: Mask | None = None
+
+    def get(self) -> Mask:
+        if self.mask is None:
+            self.mask = self._segment(self._small)
+        return self.mask
+
+    def check(self, image: Array, opts: PresenceOptions) -> tuple[str, float]:
+        """`frame_reason` for a skeleton in this frame, with its agreement (NaN when the
+        pose's own scores fail it and no mask was needed)."""
+        reason = pose_reason(image, opts)
+        if reason:
+            return reason, float("nan")
+        agreement = mask_agreement(image, self.get(), self.size)
+        return frame_reason(image, agreement, opts), agreement
 
 
 def _measures(world: Array) -> NDArray[np.float64]:

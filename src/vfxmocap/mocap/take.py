@@ -16,17 +16,22 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vfxmocap.core.progress import CancelToken, Progress
-from vfxmocap.media.image import Frame, thumbnail_jpeg
+from vfxmocap.media.image import Frame, shrunk, thumbnail_jpeg
 from vfxmocap.media.pipeline import run_pipeline
 from vfxmocap.media.sources import FrameSource
 from vfxmocap.mocap import openpose
 from vfxmocap.mocap.cuts import CutDetector
 from vfxmocap.mocap.follow import Followed, Follower, PersonChoice
-from vfxmocap.mocap.presence import PresenceOptions, judge, mask_agreement
+from vfxmocap.mocap.presence import LazyMask, PresenceOptions, judge
 from vfxmocap.vision.pose import NUM_FACE, NUM_HAND, NUM_POSE, PoseFrame, PoseTracker
 from vfxmocap.vision.segmentation import PersonSegmenter
 
 Array = NDArray[np.float32]
+
+# Width of the one shrunk copy of each frame that the segmentation and the cut detector
+# share: the selfie model sees 256x144 whatever it is given, so a 720p frame costs it twice
+# a 320-wide one and gives the same mask (the person mask stays at this size).
+CHECK_WIDTH = 320
 
 
 @dataclass
@@ -93,11 +98,14 @@ def capture(
     segmenter: PersonSegmenter | None = None,
     cuts: CutDetector | None = None,
     person: PersonChoice = "largest",
+    keep_masks: bool = False,
 ) -> Take:
     """Track every frame of `source`, decoding in a thread ahead of the tracker, following
     one person per shot (`person` says whom, at the shot's first frame with a person).
     `on_frame(frame, pose)` runs in the writer thread, for per-frame outputs (a matte); the
-    pose carries the person mask it was checked against."""
+    pose carries the person mask it was checked against, at most `CHECK_WIDTH` wide: on
+    every frame with `keep_masks`, else only where the skeleton's own scores passed (a
+    frame they fail is not segmented)."""
     times: list[float] = []
     frames: list[PoseFrame] = []
     agreement: list[float] = []
@@ -111,13 +119,14 @@ def capture(
 
     def track(item: tuple[int, tuple[float, Frame]]) -> tuple[float, Frame, PoseFrame]:
         index, (t, frame) = item
-        if detector(frame):
+        small = shrunk(frame, CHECK_WIDTH)
+        if detector(small):
             cut_frames.append(index)
             follower.cut()  # never carry a track across a cut
-        mask = seg(frame)
+        mask = LazyMask(seg, small, (frame.shape[1], frame.shape[0]))
         pose = follower(frame, mask, index)
-        pose.person_mask = mask
-        agreement.append(mask_agreement(pose.image, mask))
+        agreement.append(mask.check(pose.image, follower.options)[1])
+        pose.person_mask = mask.get() if keep_masks else mask.mask
         others.append(follower.other_person)
         return t, frame, pose
 

@@ -69,7 +69,8 @@ class PoseFrame:
     left_hand: NDArray[np.float32] | None = None  # (21, 3) pixels (x, y) and relative z
     right_hand: NDArray[np.float32] | None = None
     face: NDArray[np.float32] | None = None  # (478, 3) pixels
-    person_mask: NDArray[np.float32] | None = None  # (H, W) in [0, 1], when one was computed
+    person_mask: NDArray[np.float32] | None = None  # [0, 1], when one was computed (may be
+    # smaller than the frame: a segmentation of the frame shrunk)
 
     @property
     def present(self) -> bool:
@@ -113,6 +114,8 @@ class PoseTracker:
                     enable_segmentation=segmentation,
                 )
         self.last_segmentation: NDArray[np.float32] | None = None
+        self._static = static
+        self._tracking = False  # whether the graph holds a region from the last frame
         self._quiet_runs = 16  # the graph logs set-up notes from worker threads at first
 
     def close(self) -> None:
@@ -121,11 +124,16 @@ class PoseTracker:
     def reset(self) -> None:
         """Forget the tracked region (at a shot cut): the next frame runs the detector."""
         self._model.reset()
+        self._tracking = False
 
     def lose(self) -> None:
         """Drop the tracked region without restarting the graph (a restart costs several
-        frames): after a frame with nobody in it, the next frame runs the detector."""
-        self._model.process(np.zeros((64, 64, 3), np.uint8))
+        frames): after a frame with nobody in it, the next frame runs the detector. When the
+        last frame already found nobody the graph holds no region, and nothing is run (the
+        blank frame costs a detector run, as much as a tracked frame)."""
+        if self._tracking:
+            self._model.process(np.zeros((64, 64, 3), np.uint8))
+            self._tracking = False
 
     def __call__(self, frame: Frame) -> PoseFrame:
         h, w = frame.shape[:2]
@@ -136,6 +144,9 @@ class PoseTracker:
         else:
             result = self._model.process(frame)
         self.last_segmentation = getattr(result, "segmentation_mask", None)
+        # landmarks found: the graph tracks their region into the next frame (a static
+        # graph detects on every frame)
+        self._tracking = result.pose_landmarks is not None and not self._static
         if result.pose_landmarks is None:
             return empty_frame()
         image = np.array(

@@ -25,7 +25,7 @@ from vfxmocap.mocap.bvh import animate, write_bvh
 from vfxmocap.mocap.filters import FilterOptions, Motion, clean, concat
 from vfxmocap.mocap.follow import PersonChoice
 from vfxmocap.mocap.live import LivePose, PoseOptions
-from vfxmocap.mocap.matte import MatteMode, composite, cover, soft_mask
+from vfxmocap.mocap.matte import MatteMode, composite, cover, fitted, soft_mask
 from vfxmocap.mocap.plausible import repair
 from vfxmocap.mocap.take import Take, capture, joined, split, vet
 from vfxmocap.samples import sample_path
@@ -83,8 +83,8 @@ class _Matte:
             raise InvalidParams(f"{self.dir} is not empty; choose another --output-dir")
 
     def __call__(self, frame: Frame, pose: PoseFrame) -> None:
-        assert pose.person_mask is not None  # the capture segments every frame
-        alpha = soft_mask(pose.person_mask)
+        assert pose.person_mask is not None  # the capture keeps every frame's mask
+        alpha = soft_mask(fitted(pose.person_mask, frame))
         background = None
         if self.mode == "image" and self.background is not None:
             background = cover(self.background, (frame.shape[1], frame.shape[0]))
@@ -261,6 +261,7 @@ def _track(
                 cancel=cancel,
                 on_frame=hook,
                 person=inputs.person,
+                keep_masks=matte is not None,
             )
             ok = True
         finally:
