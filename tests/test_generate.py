@@ -590,3 +590,62 @@ def test_a_full_size_config_is_sized_on_the_meta_device_against_its_published_si
     bench = _bench()
     counts = bench.parameters(folder, bench._index(folder))
     assert counts["transformer"] / 1e9 == pytest.approx(1.3, abs=0.15)
+
+
+ANIMATEDIFF_ENTRY = """
+[[models]]
+name = "tiny-animatediff"
+task = "text-to-video"
+backend = "diffusers"
+description = "A toy AnimateDiff laid out as the catalog's animatediff-v1-5-2."
+license = "test"
+memory_gb = 1.0
+pipeline = "AnimateDiffPipeline"
+snapshot = true
+source = { kind = "huggingface", repo = "example/tiny-sd-base" }
+components = { motion_adapter = "example/tiny-motion-adapter" }
+"""
+
+
+def test_a_catalog_model_with_a_component_repo_says_what_to_place_then_generates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """AnimateDiff's catalog layout: a Stable Diffusion 1.5 base (its index naming the safety
+    checker it leaves out) with the motion adapter's own repo in motion_adapter/. Without the
+    adapter the model is missing and the message names both repos and folders; placed, the
+    catalog's pipeline class runs over the base, counting the adapter's weights."""
+    from tests.tiny_pipelines import animatediff_catalog_layout
+    from vfxmocap.core.config import reload_settings
+    from vfxmocap.generation.loader import resolve
+    from vfxmocap.models.store import ModelStore
+
+    catalog = tmp_path / "catalog.toml"
+    catalog.write_text(ANIMATEDIFF_ENTRY)
+    monkeypatch.setenv("VFX_CATALOG", str(catalog))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    reload_settings()
+    store = ModelStore()
+    folder = store.directory(store.catalog.get("tiny-animatediff"))
+    animatediff_catalog_layout(folder)
+    shutil.rmtree(folder / "motion_adapter")
+    state = store.status("tiny-animatediff")
+    assert state.missing == [
+        "motion_adapter/config.json",
+        "motion_adapter/diffusion_pytorch_model.safetensors",
+    ]
+    with pytest.raises(ModelMissing) as missing:
+        resolve("tiny-animatediff")
+    assert f"example/tiny-sd-base into {folder}" in missing.value.message
+    assert f"example/tiny-motion-adapter into {folder / 'motion_adapter'}" in missing.value.message
+
+    animatediff_catalog_layout(folder)
+    ref = resolve("tiny-animatediff")
+    assert (ref.class_name, ref.family.name, ref.parts) == (
+        "AnimateDiffPipeline",
+        "animatediff",
+        {"motion_adapter": folder / "motion_adapter"},
+    )
+    out = tmp_path / "ad.mp4"
+    result = generate("tiny-animatediff", out, prompt=PROMPT, frames=8, width=64, height=64)
+    assert result.summary["pipeline"] == "AnimateDiffPipeline"
+    assert (probe(out).width, probe(out).frame_count) == (64, 8)

@@ -8,6 +8,7 @@ configs, a T5 / UMT5 text encoder from a config, and a WordLevel tokenizer wrapp
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -360,6 +361,27 @@ def animatediff() -> Any:
     from diffusers import AnimateDiffPipeline
 
     return AnimateDiffPipeline(**_animatediff_parts())
+
+
+def animatediff_catalog_layout(folder: Path) -> Path:
+    """AnimateDiff as its catalog entry places it: a Stable Diffusion 1.5 base folder whose
+    model_index.json names the safety checker that the entry's snapshot patterns leave out
+    (as the real repo's does), and the motion adapter, saved as
+    its own repo, in motion_adapter/."""
+    from diffusers import StableDiffusionPipeline
+    from transformers import CLIPImageProcessor
+
+    parts = _animatediff_parts()
+    adapter = parts.pop("motion_adapter")
+    parts.pop("image_encoder")
+    parts["feature_extractor"] = CLIPImageProcessor()
+    base = StableDiffusionPipeline(**parts, safety_checker=None, requires_safety_checker=False)
+    base.save_pretrained(folder)
+    index = json.loads((folder / "model_index.json").read_text())
+    index["safety_checker"] = ["stable_diffusion", "StableDiffusionSafetyChecker"]
+    (folder / "model_index.json").write_text(json.dumps(index))
+    adapter.save_pretrained(folder / "motion_adapter")
+    return folder
 
 
 def animatediff_controlnet() -> Any:

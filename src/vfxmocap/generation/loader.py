@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import struct
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from math import prod
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,9 @@ from vfxmocap.models.store import HUB, REPO_ID, ModelStore
 log = get_logger("generation.loader")
 
 _WEIGHTS = (".safetensors", ".bin", ".pt", ".pth")
+# A Stable Diffusion base repo's component that AnimateDiff pipelines built over it do not
+# take (its catalog entries leave its files out).
+_BASE_ONLY = frozenset({"safety_checker"})
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,8 @@ class ModelRef:
     weights_gb: float  # the weights in half precision: what the model cache counts
     spec: ModelSpec | None = None  # its catalog entry, if any
     revision: str | None = None  # the Hub commit of a cached snapshot
+    # Components from other repos (a catalog entry's `components`): name -> their folder.
+    parts: dict[str, Path] = field(default_factory=dict)
 
 
 def resolve(model: str, store: ModelStore | None = None, *, files: bool = True) -> ModelRef:
@@ -68,16 +73,18 @@ def _from_catalog(name: str, store: ModelStore, files: bool) -> ModelRef:
     """The store's folder of a catalog model, else its repo in the Hugging Face cache."""
     spec = store.catalog.get(name)
     folder = store.directory(spec)
-    if not (folder / "model_index.json").is_file() and spec.source.repo:
+    parts = {part: folder / part for part in spec.components}
+    if not store.status(name).ready and spec.source.repo:
         try:
             folder = hub_snapshot(spec.source.repo, spec.source.revision)
+            parts = {part: hub_snapshot(repo, None) for part, repo in spec.components.items()}
         except ModelMissing:
             if files or spec.pipeline is None:
                 store.require(name)  # raises, saying where the store wants the repo
                 raise
             family = family_of(spec.pipeline, name)
             return ModelRef(name, folder, spec.pipeline, family, catalog_figures(spec), 0.0, spec)
-    return _from_folder(name, folder, spec)
+    return _from_folder(name, folder, spec, parts)
 
 
 def catalog_figures(spec: ModelSpec) -> MemoryFigures:
@@ -102,23 +109,34 @@ def hub_snapshot(repo: str, revision: str | None) -> Path:
         ) from exc
 
 
-def _from_folder(model: str, folder: Path, spec: ModelSpec | None) -> ModelRef:
+def _from_folder(
+    model: str, folder: Path, spec: ModelSpec | None, parts: dict[str, Path] | None = None
+) -> ModelRef:
+    """The model in a diffusers folder; with `parts` (components from other repos), the
+    catalog's pipeline class over the folder's base components."""
     index = _read_index(folder)
-    class_name = str(index.get("_class_name", ""))
+    parts = parts or {}
+    if spec is not None and spec.pipeline and parts:
+        class_name = spec.pipeline
+        listed = [name for name in _components(index) if name not in _BASE_ONLY]
+    else:
+        class_name = str(index.get("_class_name", ""))
+        listed = _components(index)
     family = family_of(class_name, str(folder)).for_folder(folder)
-    missing = [name for name in _components(index) if not _has_files(folder / name)]
+    missing = [name for name in listed if not _has_files(folder / name)]
+    missing += [str(path) for path in parts.values() if not _has_files(path)]
     if missing:
         raise ModelMissing(
             f"model {model!r}: {folder} lacks the component folder(s) "
             f"{', '.join(missing)} that model_index.json lists",
             hint=f"Place each component's files (config and weights) in {folder}/<component>/.",
         )
-    weights = {name: _weights_gb(folder / name) for name in _components(index)}
+    weights = {name: _weights_gb(folder / name) for name in listed}
+    weights |= {name: _weights_gb(path) for name, path in parts.items()}
     figures = catalog_figures(spec) if spec is not None else MemoryFigures.from_weights(weights)
     revision = folder.name if folder.parent.name == "snapshots" else None
-    return ModelRef(
-        model, folder, class_name, family, figures, round(sum(weights.values()), 4), spec, revision
-    )
+    gb = round(sum(weights.values()), 4)
+    return ModelRef(model, folder, class_name, family, figures, gb, spec, revision, parts)
 
 
 def _read_index(folder: Path) -> dict[str, Any]:
@@ -135,6 +153,19 @@ def _read_index(folder: Path) -> dict[str, Any]:
         raise ModelMissing(f"model: {path} cannot be read: {exc}") from exc
     if not isinstance(data, dict):
         raise ModelMissing(f"model: {path} is not a diffusers model index")
+    return data
+
+
+def _read_config(folder: Path) -> dict[str, Any]:
+    try:
+        data = json.loads((folder / "config.json").read_text("utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelMissing(
+            f"model component {folder} has no readable config.json: {exc}",
+            hint="Place the component repo's config.json and weights in that folder.",
+        ) from exc
+    if not isinstance(data, dict) or not isinstance(data.get("_class_name"), str):
+        raise ModelMissing(f"model component {folder}: config.json names no diffusers class")
     return data
 
 
@@ -220,7 +251,7 @@ def load(ref: ModelRef, class_name: str, plan: Plan) -> Loaded:
 
     def build() -> Any:
         loads.append(True)
-        return _load_pipeline(ref.path, class_name, plan)
+        return _load_pipeline(ref.path, class_name, plan, ref.parts)
 
     pipe = model_cache().get(key, build, ref.weights_gb)
     return Loaded(pipe, bool(loads), time.perf_counter() - started)
@@ -237,7 +268,7 @@ def _cache_key(ref: ModelRef, class_name: str, plan: Plan) -> tuple[str, ...]:
     return ("diffusers", str(ref.path.resolve()), class_name, *plan.key())
 
 
-def _load_pipeline(path: Path, class_name: str, plan: Plan) -> Any:
+def _load_pipeline(path: Path, class_name: str, plan: Plan, parts: dict[str, Path]) -> Any:
     import diffusers
     import torch
     import transformers
@@ -247,6 +278,11 @@ def _load_pipeline(path: Path, class_name: str, plan: Plan) -> Any:
     dtypes = {"default": getattr(torch, plan.dtype), "vae": getattr(torch, plan.vae_dtype)}
     log.info("loading %s from %s (%s)", class_name, path, plan.describe())
     extra = _bitsandbytes_config(path, plan)
+    for part, folder in parts.items():  # each its own diffusers model, by its config's class
+        model_class = getattr(diffusers, str(_read_config(folder).get("_class_name")))
+        extra[part] = model_class.from_pretrained(
+            folder, dtype=dtypes["default"], local_files_only=True
+        )
     pipe = getattr(diffusers, class_name).from_pretrained(
         path, dtype=dtypes, local_files_only=True, **extra
     )

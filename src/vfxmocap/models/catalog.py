@@ -66,6 +66,11 @@ class ModelSpec(BaseModel):
     # the planner offers them where a quantization backend is installed.
     quantized_gb: dict[str, float] = Field(default_factory=dict)
     pipeline: str | None = None  # diffusers: model_index.json's `_class_name`
+    # Components from other Hugging Face repos (name -> repo id), each fetched into the
+    # snapshot's folder of that name and handed to `pipeline` on loading, which then replaces
+    # the base repo's own class: AnimateDiff's motion adapter (and a ControlNet) beside a
+    # Stable Diffusion 1.5 base.
+    components: dict[str, str] = Field(default_factory=dict)
     # A snapshot's weights in GB at bf16 (published parameter counts x 2 bytes): about what
     # its download and disk take (repos that keep float32 copies take more).
     weights_gb: float | None = Field(None, ge=0)
@@ -77,6 +82,8 @@ class ModelSpec(BaseModel):
     def _has_files(self) -> ModelSpec:
         if not self.files and not self.snapshot:
             raise ValueError(f"model {self.name} lists no files")
+        if self.components and not (self.snapshot and self.pipeline):
+            raise ValueError(f"model {self.name}: components need snapshot and pipeline")
         if self.source.kind == "url" and any(f.url is None for f in self.files):
             raise ValueError(f"model {self.name}: every file of a url source needs a url")
         return self

@@ -37,6 +37,9 @@ REPO_ID = re.compile(r"^(?!\.+/)(?!.*/\.+$)[\w.-]+/[\w.-]+$")
 MODELS_PLACE = "<models>"  # how the models folder is named to API clients
 HUB = "hf:"  # "hf:org/name": a Hub repo id and never a folder, whatever exists on disk
 _HASH_CACHE = ".verified.json"
+# What a component repo (a motion adapter, a ControlNet) gives a pipeline: its config and
+# full-precision safetensors weights, not the fp16, .bin and .pth copies such repos also keep.
+_COMPONENT_FILES = ["config.json", "diffusion_pytorch_model.safetensors"]
 
 
 class Readiness(StrEnum):
@@ -161,12 +164,14 @@ class ModelStore:
         spec = self.catalog.get(name)
         directory = self.directory(spec)
         if spec.snapshot:
-            ready = (directory / "model_index.json").is_file()
+            wanted = ["model_index.json"]
+            wanted += [f"{part}/{file}" for part in spec.components for file in _COMPONENT_FILES]
+            missing = [path for path in wanted if not (directory / path).is_file()]
             return ModelStatus(
                 name,
-                Readiness.PRESENT if ready else Readiness.MISSING,
+                Readiness.MISSING if missing else Readiness.PRESENT,
                 directory,
-                missing=[] if ready else ["model_index.json"],
+                missing=missing,
             )
         cache = self._load_hash_cache(spec)
         verify = verify or spec.builtin  # built-ins are a few MB: always check them
@@ -219,9 +224,13 @@ class ModelStore:
     def _placement(self, spec: ModelSpec, missing: list[str]) -> str:
         """Which file to fetch from where, and the exact path to put it at."""
         if spec.snapshot:
+            directory = self.directory(spec)
+            parts = "".join(
+                f", and {repo} into {directory / part}" for part, repo in spec.components.items()
+            )
             return (
                 f"model {spec.name!r} is not downloaded: fetch the Hugging Face repo "
-                f"{spec.source.repo} into {self.directory(spec)}"
+                f"{spec.source.repo} into {directory}{parts}"
             )
         files = [file for file in spec.files if file.path in missing]
         urls = [spec.url_for(file) or "" for file in files]
@@ -354,19 +363,24 @@ class ModelStore:
         from huggingface_hub import snapshot_download
         from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
-        try:
-            check_reachable(f"https://huggingface.co/{spec.source.repo}")
-            snapshot_download(
-                repo_id=str(spec.source.repo),
-                revision=spec.source.revision,
-                local_dir=self.directory(spec),
-                allow_patterns=spec.snapshot_patterns,
-            )
-        except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as exc:
-            raise ModelMissing(
-                f"could not download {spec.source.repo} ({exc}). " + self._placement(spec, []),
-                hint=self._pull_hint(spec),
-            ) from exc
+        directory = self.directory(spec)
+        # The base repo (its needed files), then each component repo into its folder.
+        pulls = [(str(spec.source.repo), directory, spec.snapshot_patterns)]
+        pulls += [
+            (repo, directory / part, _COMPONENT_FILES) for part, repo in spec.components.items()
+        ]
+        for repo, local_dir, patterns in pulls:
+            revision = spec.source.revision if local_dir == directory else None
+            try:
+                check_reachable(f"https://huggingface.co/{repo}")
+                snapshot_download(
+                    repo_id=repo, revision=revision, local_dir=local_dir, allow_patterns=patterns
+                )
+            except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as exc:
+                raise ModelMissing(
+                    f"could not download {repo} ({exc}). " + self._placement(spec, []),
+                    hint=self._pull_hint(spec),
+                ) from exc
 
 
 def check_reachable(url: str, timeout: float = 3.0) -> None:
