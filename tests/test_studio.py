@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from tests.conftest import ALLOW_SKIP, require
@@ -21,6 +22,9 @@ CHROMIUM = "/usr/bin/chromium"
 TOKEN = "studio-test-token-0123456789"
 # `VFX_STUDIO_SCREENSHOTS=docs/images` remakes the README's screenshots.
 SHOTS = os.environ.get("VFX_STUDIO_SCREENSHOTS")
+# WebGL (the BVH player) on SwiftShader, Chromium's CPU renderer, through ANGLE: headless has
+# no GPU, and this way Chromium logs no "GPU stall due to ReadPixels" warnings for each frame.
+WEBGL = ["--use-angle=swiftshader", "--enable-unsafe-swiftshader"]
 
 
 def shot(tmp: Path, name: str) -> str:
@@ -58,7 +62,7 @@ def playwright() -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def browser(playwright: Any) -> Iterator[Any]:
-    launched = playwright.chromium.launch(executable_path=CHROMIUM)
+    launched = playwright.chromium.launch(executable_path=CHROMIUM, args=WEBGL)
     yield launched
     launched.close()
 
@@ -321,8 +325,26 @@ def drawn(page: Any, selector: str, colour: tuple[int, int, int]) -> int:
     return count
 
 
+def seen(element: Any) -> np.ndarray:
+    """An element as the screen shows it (RGB)."""
+    import cv2
+
+    png = np.frombuffer(element.screenshot(), np.uint8)
+    return cv2.cvtColor(cv2.imdecode(png, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
+def near(image: np.ndarray, colour: tuple[int, int, int]) -> int:
+    """How many pixels of an image are near `colour`."""
+    return int((np.abs(image.astype(int) - colour).sum(axis=2) < 60).sum())
+
+
+def moved(a: np.ndarray, b: np.ndarray) -> int:
+    """How many pixels differ clearly between two views."""
+    return int((np.abs(a.astype(int) - b.astype(int)).max(axis=2) > 40).sum())
+
+
 def test_mocap_results_play_the_bvh_skeleton_and_plot_the_face_curves(
-    server: ServerProcess, page: Any
+    server: ServerProcess, page: Any, tmp_path: Path
 ) -> None:
     with server.client() as client:
         job = client.submit_files(
@@ -330,17 +352,40 @@ def test_mocap_results_play_the_bvh_skeleton_and_plot_the_face_curves(
         )
         assert client.wait(job["id"])["state"] == "succeeded"
     page.goto(f"{server.url}/#/job/{job['id']}")
-    canvas = page.locator(".bvh-canvas")
+    canvas = page.locator('.bvh-canvas[data-frames="20"]')  # three.js's BVHLoader parsed it
     canvas.wait_for()
-    assert int(canvas.get_attribute("data-frames")) == 20
     assert int(canvas.get_attribute("data-joints")) > 10
-    page.wait_for_timeout(300)
-    bones = drawn(page, ".bvh-canvas", (0x4E, 0xA1, 0xFF))
-    assert bones > 200  # a skeleton's lines, not an empty canvas
+    page.wait_for_function("document.querySelector('.bvh-canvas').dataset.frame !== undefined")
+    # Read back as the screen shows it (the compositor's copy, no WebGL readPixels).
+    bones = near(seen(canvas), (0x4E, 0xA1, 0xFF))
+    assert bones > 200, bones  # a skeleton's lines, not an empty canvas
+    assert near(seen(canvas), (0xFF, 0xD1, 0x66)) > 20  # its joints
+    page.click('.bvh button:has-text("Pause")')
+    slide(page, '.bvh input[type="range"]', 0)
+    page.wait_for_function("document.querySelector('.bvh-canvas').dataset.frame === '0'")
+    first = seen(canvas)
+    slide(page, '.bvh input[type="range"]', 15)  # scrubbed: the take moved
+    page.wait_for_function("document.querySelector('.bvh-canvas').dataset.frame === '15'")
+    assert page.inner_text(".bvh output") == "16 / 20"
+    page.wait_for_timeout(100)
+    scrubbed = seen(canvas)
+    assert moved(first, scrubbed) > 20
     canvas.focus()
-    before = page.eval_on_selector(".bvh-canvas", "c => c.toDataURL()")
-    page.keyboard.press("ArrowLeft")  # orbit
-    assert page.eval_on_selector(".bvh-canvas", "c => c.toDataURL()") != before
+    page.keyboard.press("ArrowLeft")  # orbit from the keyboard
+    page.wait_for_timeout(100)
+    turned = seen(canvas)
+    assert moved(scrubbed, turned) > 50
+    box = canvas.bounding_box()
+    page.mouse.move(box["x"] + 200, box["y"] + 180)  # and by dragging (OrbitControls)
+    page.mouse.down()
+    page.mouse.move(box["x"] + 320, box["y"] + 150, steps=5)
+    page.mouse.up()
+    page.wait_for_timeout(100)
+    dragged = seen(canvas)
+    assert moved(turned, dragged) > 50
+    assert page.eval_on_selector(".bvh-canvas", "c => c.dataset.frame") == "15"  # still paused
+    assert near(dragged, (0x4E, 0xA1, 0xFF)) > 200
+    page.screenshot(path=shot(tmp_path, "studio_mocap.jpg"), full_page=True)
     # The pose JSON over the input video, at the video's frame.
     page.wait_for_selector(".overlay-canvas")
     page.eval_on_selector(".overlay-video", "v => { v.currentTime = 0.3; }")
