@@ -360,6 +360,7 @@ def test_mocap_results_play_the_bvh_skeleton_and_plot_the_face_curves(
     bones = near(seen(canvas), (0x4E, 0xA1, 0xFF))
     assert bones > 200, bones  # a skeleton's lines, not an empty canvas
     assert near(seen(canvas), (0xFF, 0xD1, 0x66)) > 20  # its joints
+    page.locator(".bvh").screenshot(path=shot(tmp_path, "studio_bvh.jpg"))
     page.click('.bvh button:has-text("Pause")')
     slide(page, '.bvh input[type="range"]', 0)
     page.wait_for_function("document.querySelector('.bvh-canvas').dataset.frame === '0'")
@@ -385,13 +386,14 @@ def test_mocap_results_play_the_bvh_skeleton_and_plot_the_face_curves(
     assert moved(turned, dragged) > 50
     assert page.eval_on_selector(".bvh-canvas", "c => c.dataset.frame") == "15"  # still paused
     assert near(dragged, (0x4E, 0xA1, 0xFF)) > 200
-    page.screenshot(path=shot(tmp_path, "studio_mocap.jpg"), full_page=True)
     # The pose JSON over the input video, at the video's frame.
     page.wait_for_selector(".overlay-canvas")
     page.eval_on_selector(".overlay-video", "v => { v.currentTime = 0.3; }")
     page.wait_for_function("document.querySelector('.overlay-canvas').dataset.frame === '9'")
     assert drawn(page, ".overlay-canvas", (0x4E, 0xA1, 0xFF)) > 50  # the limbs
     assert drawn(page, ".overlay-canvas", (0xFF, 0xD1, 0x66)) > 20  # the joints
+    boxes = [page.locator(s).bounding_box() for s in (".overlay-video", ".overlay-canvas")]
+    assert boxes[0] == boxes[1]  # the pose lies on the picture, stretched as the video is
     curves = page.locator(".curves-canvas")
     curves.wait_for()
     assert int(curves.get_attribute("data-curves")) > 0

@@ -243,8 +243,10 @@ export function PoseOverlay({ url, video }) {
   }, [take]);
   if (!take) return html`<p class="loading">Loading the pose…</p>`;
   return html`<div class="overlay">
-    <video ref=${player} src=${video} controls muted preload="auto" class="overlay-video"></video>
-    <canvas ref=${canvas} class="overlay-canvas" aria-label="tracked pose over the video"></canvas>
+    <div class="overlay-frame">
+      <video ref=${player} src=${video} controls muted preload="auto" class="overlay-video"></video>
+      <canvas ref=${canvas} class="overlay-canvas" aria-label="tracked pose over the video"></canvas>
+    </div>
     <p class="muted">${take.frames} frames · ${take.landmarks.length} landmarks at ${take.fps} fps</p>
   </div>`;
 }
