@@ -151,7 +151,10 @@ def test_a_swap_from_the_form_runs_to_the_end_and_its_video_plays(
     job_card(page, "succeeded").wait_for(timeout=120_000)
     seen = sorted(page.evaluate("[...window.seen]"))
     assert len([p for p in seen if 0 < p < 100]) >= 2, seen  # it moved, not jumped to the end
+    assert "on local: local workers" in job_card(page, "succeeded").inner_text()
     job_card(page, "succeeded").locator("text=Results").click()
+    route = page.locator('.results .route[data-backend="local"]')  # where it ran, and why
+    assert "local workers" in route.inner_text()
     video = page.locator("video.result-video")
     video.wait_for()
     played = page.evaluate(
@@ -285,6 +288,26 @@ def test_preview_shows_one_frame_before_and_after(
     assert [s[:2] for s in sizes] == [[176, 144], [176, 144]]
     assert sizes[0][2] != sizes[1][2]  # the swap changed the frame
     page.locator("#preview").screenshot(path=shot(tmp_path, "studio_preview.jpg"))
+
+
+def test_animate_previews_the_portrait_moved_by_one_driving_frame(
+    server: ServerProcess, page: Any
+) -> None:
+    page.goto(server.url + "/#/create")
+    page.select_option("#workflow", "animate")
+    upload(page, "source", sample_path("astronaut"))
+    upload(page, "driving", sample_path("carphone"))
+    assert "one frame of driving" in page.inner_text("#preview")
+    page.click("text=Preview frame")
+    page.wait_for_selector("#preview-after")
+    still = page.get_attribute("#preview-after", "src")  # frame 0: the neutral pose itself
+    slide(page, "#preview-frame", 100)
+    page.wait_for_function("s => document.querySelector('#preview-after').src !== s", arg=still)
+    sizes = page.evaluate(
+        """() => ['#preview-before', '#preview-after'].map(s => {
+        const i = document.querySelector(s); return [i.naturalWidth, i.naturalHeight]; })"""
+    )
+    assert sizes == [[176, 144], [512, 512]]  # the driving frame, then the portrait it moved
 
 
 def test_the_queue_resyncs_after_the_server_restarts(browser: Any, tmp_path: Path) -> None:
