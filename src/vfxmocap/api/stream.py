@@ -12,8 +12,8 @@ Back-pressure: only the newest frame waits. A frame that arrives while another w
 replaces it and is counted as dropped (and never answered), so nothing queues without bound
 and latency stays one frame deep. The waiting frame is taken up before a processed frame is
 answered, so a client that keeps two frames in flight (one processed, one waiting) and sends
-the next on each answer has none dropped. Everything a connection holds (the processor, its models, the waiting
-frame) is released when it disconnects.
+the next on each answer has none dropped. Everything a connection holds (the processor, its
+models, the waiting frame) is released when it disconnects.
 
 Limits: a frame over `stream_max_pixels` (4K) is refused from its header with an error
 message, before it is decoded; a client address may hold `stream_max_per_client` streams

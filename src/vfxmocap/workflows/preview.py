@@ -52,7 +52,7 @@ def read_frames(
         wanted = [max(0, min(i, count - 1)) if count else max(0, i) for i in indices]
         found: dict[int, Frame] = {}
         shown, frame = -1, None
-        for shown, frame in enumerate(source):  # noqa: B007 (the last one is kept)
+        for shown, frame in enumerate(source):  # the last one is kept past the loop
             if shown in wanted:
                 found[shown] = frame
             if shown >= max(wanted):
