@@ -366,6 +366,16 @@ def moved(a: np.ndarray, b: np.ndarray) -> int:
     return int((np.abs(a.astype(int) - b.astype(int)).max(axis=2) > 40).sum())
 
 
+def after_render(page: Any, action: Any) -> np.ndarray:
+    """The BVH player's canvas as shown once it has drawn again after `action`."""
+    count = page.eval_on_selector(".bvh-canvas", "c => Number(c.dataset.renders || 0)")
+    action()
+    page.wait_for_function(
+        "n => Number(document.querySelector('.bvh-canvas').dataset.renders) > n", arg=count
+    )
+    return seen(page.locator(".bvh-canvas"))
+
+
 def test_mocap_results_play_the_bvh_skeleton_and_plot_the_face_curves(
     server: ServerProcess, page: Any, tmp_path: Path
 ) -> None:
@@ -391,21 +401,20 @@ def test_mocap_results_play_the_bvh_skeleton_and_plot_the_face_curves(
     slide(page, '.bvh input[type="range"]', 15)  # scrubbed: the take moved
     page.wait_for_function("document.querySelector('.bvh-canvas').dataset.frame === '15'")
     assert page.inner_text(".bvh output") == "16 / 20"
-    page.wait_for_timeout(100)
     scrubbed = seen(canvas)
     assert moved(first, scrubbed) > 20
     canvas.focus()
-    page.keyboard.press("ArrowLeft")  # orbit from the keyboard
-    page.wait_for_timeout(100)
-    turned = seen(canvas)
+    turned = after_render(page, lambda: page.keyboard.press("ArrowLeft"))  # orbit by key
     assert moved(scrubbed, turned) > 50
     box = canvas.bounding_box()
-    page.mouse.move(box["x"] + 200, box["y"] + 180)  # and by dragging (OrbitControls)
-    page.mouse.down()
-    page.mouse.move(box["x"] + 320, box["y"] + 150, steps=5)
-    page.mouse.up()
-    page.wait_for_timeout(100)
-    dragged = seen(canvas)
+
+    def drag() -> None:  # and by dragging (OrbitControls)
+        page.mouse.move(box["x"] + 200, box["y"] + 180)
+        page.mouse.down()
+        page.mouse.move(box["x"] + 320, box["y"] + 150, steps=5)
+        page.mouse.up()
+
+    dragged = after_render(page, drag)
     assert moved(turned, dragged) > 50
     assert page.eval_on_selector(".bvh-canvas", "c => c.dataset.frame") == "15"  # still paused
     assert near(dragged, (0x4E, 0xA1, 0xFF)) > 200

@@ -131,6 +131,7 @@ function start(THREE, BVHLoader, OrbitControls, text, canvas, onFrame) {
       mixer.setTime(time);
       place();
       renderer.render(scene, camera);
+      canvas.dataset.renders = String(Number(canvas.dataset.renders || 0) + 1);
       canvas.dataset.frame = String(Math.min(frames - 1, Math.floor(time / frameTime + 1e-6)));
       const index = Number(canvas.dataset.frame);
       if (index !== shown) { shown = index; onFrame(index); }
