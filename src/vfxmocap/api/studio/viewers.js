@@ -32,8 +32,10 @@ export function BvhPlayer({ url }) {
     })().catch((e) => setFailed(e.message || String(e)));
     return () => { closed = true; if (player.current) player.current.close(); player.current = null; };
   }, [url]);
-  useEffect(() => { if (player.current) player.current.playing = playing; }, [playing, take]);
-  const scrub = (index) => { setPlaying(false); player.current.seek(index); };
+  // Told to the player at once, not in an effect after the next paint: a scrub lands on the
+  // frame asked for, not a frame or two past it.
+  const play = (on) => { setPlaying(on); if (player.current) player.current.playing = on; };
+  const scrub = (index) => { play(false); player.current.seek(index); };
   const keys = { ArrowLeft: [-0.1, 0], ArrowRight: [0.1, 0], ArrowUp: [0, -0.1], ArrowDown: [0, 0.1] };
   return html`<div class="bvh">
     <canvas ref=${canvas} class="bvh-canvas" width="480" height="360" tabindex="0"
@@ -43,7 +45,7 @@ export function BvhPlayer({ url }) {
     ${failed ? html`<p class="error" role="alert">The skeleton cannot be shown: ${failed}</p>`
       : !take ? html`<p class="loading">Loading the skeleton…</p>`
       : html`<div class="slider">
-      <button type="button" onClick=${() => setPlaying(!playing)}>${playing ? "Pause" : "Play"}</button>
+      <button type="button" onClick=${() => play(!playing)}>${playing ? "Pause" : "Play"}</button>
       <input type="range" aria-label="frame" min="0" max=${take.frames - 1} value=${frame}
         onInput=${(e) => scrub(parseInt(e.target.value, 10))} />
       <output>${frame + 1} / ${take.frames}</output>
