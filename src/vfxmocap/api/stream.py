@@ -12,7 +12,8 @@ Back-pressure: only the newest frame waits. A frame that arrives while another w
 replaces it and is counted as dropped (and never answered), so nothing queues without bound
 and latency stays one frame deep. The waiting frame is taken up before a processed frame is
 answered, so a client that keeps two frames in flight (one processed, one waiting) and sends
-the next on each answer has none dropped. Everything a connection holds (the processor, its
+the next on each answer sees a drop only when two frames arrive together (one was still in
+transit). Everything a connection holds (the processor, its
 models, the waiting frame) is released when it disconnects.
 
 Limits: a frame over `stream_max_pixels` (4K) is refused from its header with an error
@@ -282,7 +283,7 @@ async def _serve(
             except VfxError as exc:  # an undecodable frame: say so, keep the stream
                 encoded, answer = None, exc.message
             # Take up the waiting frame before answering: a client that sends its next frame
-            # on each answer (one processed, one waiting) then never sees a frame dropped.
+            # on each answer (one processed, one waiting) then does not overtake it.
             taken = newest.pop() if newest else None
             arrived.clear()
             if receiver.done():
