@@ -982,7 +982,11 @@ def test_the_backend_can_be_chosen_and_the_route_is_shown(server: TestClient) ->
     chosen = server.post("/api/jobs", json={"workflow": "sleep", "backend": "local"})
     assert chosen.status_code == 202, chosen.text
     assert chosen.json()["backend"] == "local" and "local workers" in chosen.json()["route"]
-    assert wait(server, chosen.json()["id"])["route"] == chosen.json()["route"]
+    done = wait(server, chosen.json()["id"])  # GET /api/jobs/{id}: stored with the job
+    assert (done["backend"], done["route"]) == ("local", chosen.json()["route"])
+    auto = server.post("/api/jobs", json={"workflow": "sleep"}).json()  # auto: the order's first
+    assert auto["backend"] == "local"
+    assert server.get(f"/api/jobs/{auto['id']}").json()["route"] == auto["route"]
     absent = server.post("/api/jobs", json={"workflow": "sleep", "backend": "celery"})
     assert absent.status_code == 503
     error = absent.json()["error"]
@@ -1021,6 +1025,39 @@ def test_preview_of_mocap_draws_the_skeleton_on_the_frame(server: TestClient) ->
     before, after = _data_url_image(body["before"]), _data_url_image(body["after"])
     changed = np.abs(after.astype(int) - before.astype(int)).max(axis=2) > 60
     assert 0.001 < changed.mean() < 0.2  # lines over the cyclist, the rest untouched
+
+
+def test_preview_of_animate_drives_the_portrait_from_the_neutral_frame(
+    server: TestClient,
+) -> None:
+    portrait = read_image(sample_path("astronaut"))
+    inputs = {
+        "source": upload(server, sample_path("astronaut")),
+        "driving": upload(server, sample_path("carphone")),
+    }
+
+    def preview(frame: int, **more: Any) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+        body = {"workflow": "animate", "inputs": {**inputs, **more}, "frame": frame}
+        response = server.post("/api/preview", json=body)
+        assert response.status_code == 200, response.text
+        shown = response.json()
+        return shown, _data_url_image(shown["before"]), _data_url_image(shown["after"])
+
+    body, before, still = preview(0)  # the neutral frame itself: the portrait as it is
+    assert (body["frame"], body["frames"]) == (0, 120) and before.shape == (144, 176, 3)
+    assert still.shape == portrait.shape
+    assert np.abs(still.astype(int) - portrait).mean() < 6
+    body, before, moved = preview(100)  # the driver's head has moved since frame 0
+    frames = list(VideoReader(sample_path("carphone")))
+    assert (
+        np.abs(before.astype(int) - frames[100]).mean()
+        < np.abs(before.astype(int) - frames[0]).mean()
+    )
+    changed = np.abs(moved.astype(int) - still).max(axis=2) > 30
+    assert 0.005 < changed.mean() < 0.5  # the face moved, not the whole picture
+    # With that frame as the neutral pose, the same frame leaves the portrait as it is.
+    _, _, other = preview(100, neutral=100)
+    assert np.abs(other.astype(int) - portrait).mean() < 6
 
 
 # --- model names over the API -------------------------------------------------------------

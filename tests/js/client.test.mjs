@@ -102,3 +102,67 @@ test("preview one frame, and stream frames through a live processor", async () =
   const head = new Uint8Array(await frames[0].arrayBuffer()).slice(0, 2);
   assert.deepEqual([...head], [0xff, 0xd8]); // a JPEG back
 });
+
+const until = async (check, what, ms = 15_000) => {
+  const deadline = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+};
+
+test("a stream keeps its window of frames in flight, and dropped frames free it again", async () => {
+  const stamp = await vfx.upload(await file(process.env.VFX_FACE));
+  const target = await vfx.upload(await file(process.env.VFX_IMAGE));
+  const shot = await vfx.preview("stamp", { image: stamp.id, target: target.id });
+  const jpeg = Buffer.from(shot.before.split(",")[1], "base64");
+  let frames = 0, stats = null;
+  // A window of 4 lets a burst outrun the server: it processes one frame, keeps the newest
+  // waiting one and drops those between, which are never answered.
+  const stream = vfx.stream("stamp", { image: stamp.id, size: 16 }, {
+    onFrame: () => { frames += 1; }, onStats: (s) => { stats = s; }, window: 4,
+  });
+  let sent = 0;
+  try {
+    await stream.ready;
+    for (let burst = 0; burst < 3; burst++) {
+      while (stream.send(jpeg)) sent += 1; // back to back, until the window is full
+      assert.equal(stream.inFlight(), 4);
+      assert.equal(stream.send(jpeg), false);
+      // Answered or reported dropped (the stats, about once a second): the window opens again.
+      await until(() => stream.inFlight() === 0, `the window to empty (burst ${burst})`);
+    }
+  } finally {
+    stream.close();
+  }
+  assert.equal(sent, 12);
+  assert.ok(frames >= 3, `${frames} frames back`); // at least the first of each burst
+  assert.ok(stats.dropped > 0, `the bursts outran the server: ${JSON.stringify(stats)}`);
+  assert.equal(frames + stats.dropped, sent);
+
+  // The default window: one frame processed, one waiting, the next sent on each answer. The
+  // server takes up the waiting frame before it answers, so a frame is dropped only when
+  // two arrive together (a loaded server, a frame still in transit), and a dropped frame
+  // never holds the window shut: the stats report it.
+  let steadyStats = null;
+  const steady = vfx.stream("stamp", { image: stamp.id, size: 16 }, {
+    onFrame: () => { frames += 1; }, onStats: (s) => { steadyStats = s; },
+  });
+  try {
+    await steady.ready;
+    frames = 0;
+    let accepted = 0;
+    while (steady.send(jpeg)) accepted += 1;
+    assert.equal(accepted, 2);
+    for (let i = 0; i < 30; i++) {
+      await until(() => steady.canSend(), `room in the window (frame ${i})`);
+      assert.ok(steady.send(jpeg));
+    }
+    await until(() => steady.inFlight() === 0, "every frame answered or reported dropped");
+    await until(() => steadyStats !== null && steadyStats.frames === frames, "the stats");
+    assert.equal(frames + steadyStats.dropped, 32);
+    assert.ok(frames >= 16, JSON.stringify(steadyStats)); // drops are the exception
+  } finally {
+    steady.close();
+  }
+});

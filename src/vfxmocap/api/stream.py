@@ -9,9 +9,12 @@ and about once a second with a JSON stats message `{type: "stats", fps_in, fps_o
 latency_p50_ms, latency_p95_ms, dropped, frames}`.
 
 Back-pressure: only the newest frame waits. A frame that arrives while another waits
-replaces it and is counted as dropped, so nothing queues without bound and latency stays
-one frame deep. Everything a connection holds (the processor, its models, the waiting
-frame) is released when it disconnects.
+replaces it and is counted as dropped (and never answered), so nothing queues without bound
+and latency stays one frame deep. The waiting frame is taken up before a processed frame is
+answered, so a client that keeps two frames in flight (one processed, one waiting) and sends
+the next on each answer sees a drop only when two frames arrive together (one was still in
+transit). Everything a connection holds (the processor, its
+models, the waiting frame) is released when it disconnects.
 
 Limits: a frame over `stream_max_pixels` (4K) is refused from its header with an error
 message, before it is decoded; a client address may hold `stream_max_per_client` streams
@@ -260,19 +263,33 @@ async def _serve(
 
     receiver = asyncio.create_task(receive())
     reporter = asyncio.create_task(stats())
+    taken: tuple[bytes, float] | None = None  # the next frame, out of `newest` already
     try:
         while True:
-            waiter = asyncio.create_task(arrived.wait())
-            done, _ = await asyncio.wait({waiter, receiver}, return_when=asyncio.FIRST_COMPLETED)
-            if receiver in done:
-                waiter.cancel()
-                receiver.result()  # raises WebSocketDisconnect when the client left
-            arrived.clear()
-            data, received_at = newest.pop()
+            if taken is None:
+                waiter = asyncio.create_task(arrived.wait())
+                done, _ = await asyncio.wait(
+                    {waiter, receiver}, return_when=asyncio.FIRST_COMPLETED
+                )
+                if receiver in done:
+                    waiter.cancel()
+                    receiver.result()  # raises WebSocketDisconnect when the client left
+                arrived.clear()
+                taken = newest.pop()
+            data, received_at = taken
+            answer = ""
             try:
                 encoded = await loop.run_in_executor(pool, work, data)
             except VfxError as exc:  # an undecodable frame: say so, keep the stream
-                message = public_text(websocket.app.state.service, exc.message)
+                encoded, answer = None, exc.message
+            # Take up the waiting frame before answering: a client that sends its next frame
+            # on each answer (one processed, one waiting) then does not overtake it.
+            taken = newest.pop() if newest else None
+            arrived.clear()
+            if receiver.done():
+                receiver.result()
+            if encoded is None:
+                message = public_text(websocket.app.state.service, answer)
                 await websocket.send_json({"type": "error", "message": message})
                 continue
             await websocket.send_bytes(encoded)

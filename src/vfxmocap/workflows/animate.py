@@ -136,6 +136,12 @@ def demo(out_dir: Path) -> AnimateInputs:
     )
 
 
+def _neutral_index(inputs: AnimateInputs) -> int:
+    """A preview drives the portrait from the render's neutral frame (frame 0 when the first
+    with a face is: the render also sees frame 0 first)."""
+    return inputs.neutral
+
+
 RESOURCES = Resources(device="any", memory_gb=1.0, models=engine_models("builtin"))
 
 
@@ -158,6 +164,12 @@ ANIMATE = register(
         demo=demo,
         files=("source", "driving"),
         place_outputs=place_outputs,
-        live=LiveSpec("animate", PortraitAnimator(), files=("source",)),
+        live=LiveSpec(
+            "animate",
+            PortraitAnimator(),
+            files=("source",),
+            frames="driving",
+            reference=_neutral_index,
+        ),
     )
 )

@@ -2,7 +2,9 @@
 
 Any workflow whose live spec names the input field its frames come from (`LiveSpec.frames`)
 can be previewed, built-in or plugin: the processor is prepared from the same inputs as the
-render (`LiveSpec.setup`), runs on the chosen frame, and is closed again.
+render (`LiveSpec.setup`), sees the input's reference frame first where the workflow names
+one (`LiveSpec.reference`: animate's neutral pose), runs on the chosen frame, and is closed
+again.
 """
 
 from __future__ import annotations
@@ -39,35 +41,50 @@ def preview_spec(flow: Workflow) -> LiveSpec:
     return flow.live
 
 
-def read_frame(spec: str, index: int, deadline: float) -> tuple[Frame, int, int, float]:
-    """Frame `index` of an image, video or sequence (the last one when past its end), its
-    index, the number of frames and the frame rate. Decoding stops at `deadline`."""
+def read_frames(
+    spec: str, indices: tuple[int, ...], deadline: float
+) -> tuple[list[tuple[int, Frame]], int, float]:
+    """Frames `indices` of an image, video or sequence, read in one pass (an index past the
+    end: the last frame) as (index shown, frame), with the number of frames and the frame
+    rate. Decoding stops at `deadline`."""
     with open_source(spec) as source:
         count = int(getattr(source, "frame_count", 0) or 0)
-        wanted = max(0, min(index, count - 1)) if count else max(0, index)
+        wanted = [max(0, min(i, count - 1)) if count else max(0, i) for i in indices]
+        found: dict[int, Frame] = {}
         shown, frame = -1, None
-        for shown, frame in enumerate(source):  # noqa: B007 (the last one is kept)
-            if shown >= wanted:
+        for shown, frame in enumerate(source):  # the last one is kept past the loop
+            if shown in wanted:
+                found[shown] = frame
+            if shown >= max(wanted):
                 break
             if time.monotonic() > deadline:
                 raise _too_slow()
         if frame is None:
             raise InvalidParams(f"{spec} has no frames to preview")
-        return frame, shown, max(count, shown + 1), source.fps or 30.0
+        # Past the end of a source that did not know its length: its last frame.
+        picked = [(i, found[i]) if i in found else (shown, frame) for i in wanted]
+        return picked, max(count, shown + 1), source.fps or 30.0
 
 
 def run_preview(flow: Workflow, inputs: BaseModel, index: int, time_limit_s: float) -> Preview:
-    """The workflow's processor, prepared from its parsed `inputs`, on frame `index`."""
+    """The workflow's processor, prepared from its parsed `inputs`, on frame `index` (after
+    its reference frame, when the workflow names one)."""
     started = time.monotonic()
     deadline = started + time_limit_s
     spec = preview_spec(flow)
     assert spec.frames is not None
-    before, shown, count, fps = read_frame(str(getattr(inputs, spec.frames)), index, deadline)
+    reference = () if spec.reference is None else (spec.reference(inputs),)
+    frames, count, fps = read_frames(
+        str(getattr(inputs, spec.frames)), (*reference, index), deadline
+    )
+    shown, before = frames[-1]
     settings: BaseModel | dict[str, Any] = (
         spec.setup(inputs) if spec.setup is not None else inputs.model_dump()
     )
     running = spec.start(settings)
     try:
+        for at, frame in frames[:-1]:  # seen first; what it draws is not the preview
+            running(frame, at / fps)
         if time.monotonic() > deadline:
             raise _too_slow()
         after = running(before, shown / fps)

@@ -85,6 +85,10 @@ class LiveSpec:
     # The processor's options from the workflow's parsed inputs, as its render sets them up
     # (default: the inputs' fields of the same names).
     setup: Callable[[Any], BaseModel] | None = None
+    # The frame of that input the processor sees first, before the previewed one, given the
+    # workflow's parsed inputs: one that later frames are measured from (animate's neutral
+    # pose). None: the previewed frame alone.
+    reference: Callable[[Any], int] | None = None
 
     @property
     def settings(self) -> type[BaseModel]:

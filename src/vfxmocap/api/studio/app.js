@@ -248,7 +248,7 @@ function JobCard({ job, act, preview }) {
         aria-valuenow=${Math.round(percent)} data-percent=${percent}>
         <div style=${`width:${percent}%`}></div></div>
       <div class="muted">${Math.round(percent)}%${job.state === "running" && job.eta_s != null ? ` · ETA ${formatEta(job.eta_s)}` : ""}
-        ${job.position != null ? ` · position ${job.position}` : ""}${job.route ? ` · ${job.route}` : ""}</div>` : null}
+        ${job.position != null ? ` · position ${job.position}` : ""}${job.backend ? ` · on ${job.backend}${job.route ? `: ${job.route}` : ""}` : ""}</div>` : null}
     ${preview && job.state === "running" && html`<img class="live-thumb" src=${preview} alt="preview of the job's current frame" />`}
     ${job.error && html`<${ErrorBox} error=${job.error} />`}
     <div class="actions">

@@ -4,7 +4,6 @@ import { useEffect, useRef, useState } from "preact/hooks";
 import { SchemaForm, defaults, html, pruned } from "./form.js";
 
 const MAX_SIDE = 640; // frames are scaled down to this before they are sent
-const IN_FLIGHT = 2; // frames sent and not yet answered: more only adds latency
 
 export function Live({ client, workflows }) {
   const streams = workflows.filter((w) => w.live).map((w) => w.live);
@@ -18,7 +17,7 @@ export function Live({ client, workflows }) {
   const [error, setError] = useState(null);
   const video = useRef(null);
   const canvas = useRef(null);
-  const session = useRef({ stream: null, media: null, timer: null, inFlight: 0, frames: 0 });
+  const session = useRef({ stream: null, media: null, timer: null, grabbing: false, frames: 0 });
 
   useEffect(() => { if (spec) setSettings(defaults(spec.settings, spec.settings)); }, [name]);
   const listCameras = async () => {
@@ -31,10 +30,8 @@ export function Live({ client, workflows }) {
   const openStream = () => {
     const s = session.current;
     if (s.stream) s.stream.close();
-    s.inFlight = 0;
     const stream = client.stream(name, pruned(settings), {
       onFrame: async (jpeg) => {
-        s.inFlight = Math.max(0, s.inFlight - 1);
         const bitmap = await createImageBitmap(jpeg);
         const c = canvas.current;
         if (!c) return;
@@ -67,11 +64,14 @@ export function Live({ client, workflows }) {
     const grab = document.createElement("canvas");
     const tick = () => {
       const v = video.current;
-      if (s.stream && v && v.videoWidth && s.inFlight < IN_FLIGHT) {
+      // One frame grabbed at a time (its JPEG encodes off this loop), sent when the stream's
+      // window has room: the stream's own count of frames in flight, never this loop's.
+      if (!s.grabbing && s.stream && s.stream.canSend() && v && v.videoWidth) {
+        s.grabbing = true;
         const scale = Math.min(1, MAX_SIDE / Math.max(v.videoWidth, v.videoHeight));
         grab.width = Math.round(v.videoWidth * scale); grab.height = Math.round(v.videoHeight * scale);
         grab.getContext("2d").drawImage(v, 0, 0, grab.width, grab.height);
-        grab.toBlob((blob) => { if (blob && s.stream && s.stream.send(blob)) s.inFlight += 1; }, "image/jpeg", 0.8);
+        grab.toBlob((blob) => { s.grabbing = false; if (blob && s.stream) s.stream.send(blob); }, "image/jpeg", 0.8);
       }
       s.timer = requestAnimationFrame(tick);
     };
@@ -84,7 +84,7 @@ export function Live({ client, workflows }) {
     if (s.timer) cancelAnimationFrame(s.timer);
     if (s.stream) s.stream.close();
     if (s.media) s.media.getTracks().forEach((t) => t.stop());
-    Object.assign(s, { stream: null, media: null, timer: null, inFlight: 0 });
+    Object.assign(s, { stream: null, media: null, timer: null, grabbing: false });
     setRunning(false);
   }
 

@@ -295,19 +295,29 @@ export class Client {
 
   /**
    * A live stream (`WS /api/stream/{name}`): settings first (upload ids in file fields),
-   * then JPEG/WebP frames in and processed JPEG frames out. `send` returns false while
-   * the stream is not ready; the server keeps only the newest waiting frame.
+   * then JPEG/WebP frames in and processed JPEG frames out. The server processes one frame
+   * at a time and keeps only the newest waiting one (an older waiting frame is dropped and
+   * never answered), so the stream keeps at most `window` frames in flight: `send` returns
+   * false while the stream is not ready or the window is full. A frame counts as in flight
+   * until it is answered (a processed frame, or an error for a frame it could not read) or
+   * the server's stats report it dropped, so a dropped frame never holds the window shut.
    * @param {string} name swap, pose, or a plugin's stream
    * @param {Record<string, any>} settings
    * @param {{onFrame?: (jpeg: Blob) => void, onStats?: (s: StreamStats) => void,
-   *   onError?: (message: string) => void, onClose?: (info: {code: number, reason: string}) => void}} [handlers]
-   * @returns {{ready: Promise<void>, send: (frame: Blob|ArrayBuffer) => boolean, close: () => void}}
+   *   onError?: (message: string) => void, onClose?: (info: {code: number, reason: string}) => void,
+   *   window?: number}} [handlers] `window`: frames in flight at most (default 2: one being
+   *   processed, one waiting; more only adds latency and drops)
+   * @returns {{ready: Promise<void>, send: (frame: Blob|ArrayBuffer) => boolean,
+   *   canSend: () => boolean, inFlight: () => number, close: () => void}}
    */
   stream(name, settings, handlers = {}) {
     const url = this.url(`/api/stream/${encodeURIComponent(name)}`, {}, true).replace(/^http/, "ws");
     const socket = new this.WebSocket(url);
     socket.binaryType = "blob";
+    const limit = Math.max(1, handlers.window ?? 2);
     let isReady = false;
+    let sent = 0, answered = 0, dropped = 0; // dropped: as the server's last stats said
+    const inFlight = () => Math.max(0, sent - answered - dropped);
     /** @type {(v?: any) => void} */ let ready = () => {};
     /** @type {(e: any) => void} */ let refused = () => {};
     const whenReady = new Promise((resolve, reject) => { ready = resolve; refused = reject; });
@@ -316,13 +326,17 @@ export class Client {
       if (typeof m.data === "string") {
         const message = JSON.parse(m.data);
         if (message.type === "ready") { isReady = true; ready(); }
-        else if (message.type === "stats" && handlers.onStats) handlers.onStats(message);
-        else if (message.type === "error") {
-          if (!isReady) refused(new VfxError("stream_refused", message.message));
+        else if (message.type === "stats") {
+          dropped = message.dropped;
+          if (handlers.onStats) handlers.onStats(message);
+        } else if (message.type === "error") {
+          if (isReady) answered += 1; // a frame it could not read: answered, not processed
+          else refused(new VfxError("stream_refused", message.message));
           if (handlers.onError) handlers.onError(message.message);
         }
-      } else if (handlers.onFrame) {
-        handlers.onFrame(m.data instanceof Blob ? m.data : new Blob([m.data], { type: "image/jpeg" }));
+      } else {
+        answered += 1;
+        if (handlers.onFrame) handlers.onFrame(m.data instanceof Blob ? m.data : new Blob([m.data], { type: "image/jpeg" }));
       }
     };
     socket.onclose = (c) => {
@@ -330,9 +344,12 @@ export class Client {
       refused(new VfxError("stream_closed", c.reason || `closed (${c.code})`));
       if (handlers.onClose) handlers.onClose({ code: c.code, reason: c.reason });
     };
+    const canSend = () => isReady && inFlight() < limit;
     return {
       ready: whenReady,
-      send(frame) { if (!isReady) return false; socket.send(frame); return true; },
+      canSend,
+      inFlight,
+      send(frame) { if (!canSend()) return false; socket.send(frame); sent += 1; return true; },
       close() { socket.close(); },
     };
   }

@@ -1,147 +1,148 @@
-// Viewers for motion outputs, on a 2-D canvas (no WebGL needed): a BVH skeleton player with
-// orbit (drag, or arrow keys) and CSV curves (Live Link Face blendshapes, keypoints).
+// Viewers for motion outputs: a 3-D BVH skeleton player (three.js, WebGL), CSV curves (Live
+// Link Face blendshapes, keypoints) and a pose JSON drawn over its video (2-D canvases).
 import { useEffect, useRef, useState } from "preact/hooks";
 import { html } from "./form.js";
 
-/** Parse BVH text: joints (name, parent, offset, channels) and the motion frames. */
-export function parseBvh(text) {
-  const tokens = text.split(/\s+/).filter(Boolean);
-  const joints = [];
-  const stack = [];
-  let i = 0;
-  let channelCount = 0;
-  while (i < tokens.length && tokens[i] !== "MOTION") {
-    const t = tokens[i++];
-    if (t === "ROOT" || t === "JOINT" || t === "End") {
-      const name = t === "End" ? `${joints[stack.at(-1)].name}_end` : tokens[i];
-      i += 1; // the name, or "Site"
-      joints.push({ name, parent: stack.length ? stack.at(-1) : -1, offset: [0, 0, 0], channels: [], start: channelCount });
-      stack.push(joints.length - 1);
-    } else if (t === "OFFSET") {
-      joints[stack.at(-1)].offset = [0, 1, 2].map((k) => parseFloat(tokens[i + k]));
-      i += 3;
-    } else if (t === "CHANNELS") {
-      const n = parseInt(tokens[i++], 10);
-      const joint = joints[stack.at(-1)];
-      joint.channels = tokens.slice(i, i + n);
-      joint.start = channelCount;
-      channelCount += n;
-      i += n;
-    } else if (t === "}") {
-      stack.pop();
-    }
-  }
-  i += 1; // MOTION
-  const count = parseInt(tokens[i + 1], 10); // Frames: N
-  const frameTime = parseFloat(tokens[i + 4]); // Frame Time: T
-  i += 5;
-  const frames = [];
-  for (let f = 0; f < count; f++) {
-    frames.push(tokens.slice(i, i + channelCount).map(Number));
-    i += channelCount;
-  }
-  return { joints, frames, frameTime: frameTime > 0 ? frameTime : 1 / 30 };
-}
+const BONE = 0x4ea1ff;
+const JOINT = 0xffd166;
 
-const multiply = (a, b) => a.map((row, r) => b[0].map((_, c) => row.reduce((s, v, k) => s + v * b[k][c], 0)));
-function rotation(axis, degrees) {
-  const r = (degrees * Math.PI) / 180, c = Math.cos(r), s = Math.sin(r);
-  if (axis === "X") return [[1, 0, 0], [0, c, -s], [0, s, c]];
-  if (axis === "Y") return [[c, 0, s], [0, 1, 0], [-s, 0, c]];
-  return [[c, -s, 0], [s, c, 0], [0, 0, 1]];
-}
-
-/** World positions of every joint at one frame (forward kinematics, channel order). */
-export function pose(bvh, frame) {
-  const values = bvh.frames[frame] || [];
-  const world = [];
-  for (const [index, joint] of bvh.joints.entries()) {
-    let offset = [...joint.offset];
-    let rot = [[1, 0, 0], [0, 1, 0], [0, 0, 1]];
-    joint.channels.forEach((channel, k) => {
-      const v = values[joint.start + k] || 0;
-      const axis = channel[0];
-      if (channel.endsWith("position")) offset["XYZ".indexOf(axis)] += v;
-      else rot = multiply(rot, rotation(axis, v));
-    });
-    if (joint.parent < 0) world[index] = { rot, pos: offset };
-    else {
-      const parent = world[joint.parent];
-      const moved = parent.rot.map((row) => row.reduce((s, v, k) => s + v * offset[k], 0));
-      world[index] = { rot: multiply(parent.rot, rot), pos: moved.map((v, k) => v + parent.pos[k]) };
-    }
-  }
-  return world.map((w) => w.pos);
-}
-
+/** A BVH take in 3-D: three.js's BVHLoader builds the skeleton and its animation clip, a
+ * SkeletonHelper draws the bones, OrbitControls orbit / zoom / pan with the pointer (arrow
+ * keys orbit too), and play / pause / a frame slider scrub it. three.js (about 2 MB) loads
+ * only when a BVH is shown. */
 export function BvhPlayer({ url }) {
   const canvas = useRef(null);
-  const [bvh, setBvh] = useState(null);
+  const player = useRef(null); // the three.js objects, once loaded
+  const [take, setTake] = useState(null); // { joints, frames, frameTime }
+  const [failed, setFailed] = useState(null);
   const [frame, setFrame] = useState(0);
   const [playing, setPlaying] = useState(true);
-  const view = useRef({ yaw: 0.6, pitch: 0.2, drag: null });
-  useEffect(() => { fetch(url).then((r) => r.text()).then((t) => setBvh(parseBvh(t))); }, [url]);
   useEffect(() => {
-    if (!bvh || !playing || bvh.frames.length < 2) return undefined;
-    const timer = setInterval(() => setFrame((f) => (f + 1) % bvh.frames.length), bvh.frameTime * 1000);
-    return () => clearInterval(timer);
-  }, [bvh, playing]);
-  useEffect(() => {
-    if (!bvh || !canvas.current) return;
-    draw(canvas.current, bvh, frame, view.current);
-  });
-  const orbit = (dyaw, dpitch) => {
-    view.current.yaw += dyaw;
-    view.current.pitch = Math.max(-1.5, Math.min(1.5, view.current.pitch + dpitch));
-    draw(canvas.current, bvh, frame, view.current);
-  };
-  if (!bvh) return html`<p class="loading">Loading the skeleton…</p>`;
+    let closed = false;
+    (async () => {
+      const [THREE, { BVHLoader }, { OrbitControls }, text] = await Promise.all([
+        import("three"),
+        import("three/addons/loaders/BVHLoader.js"),
+        import("three/addons/controls/OrbitControls.js"),
+        fetch(url).then((r) => r.text()),
+      ]);
+      if (closed || !canvas.current) return;
+      player.current = start(THREE, BVHLoader, OrbitControls, text, canvas.current, setFrame);
+      setTake(player.current.take);
+    })().catch((e) => setFailed(e.message || String(e)));
+    return () => { closed = true; if (player.current) player.current.close(); player.current = null; };
+  }, [url]);
+  // Told to the player at once, not in an effect after the next paint: a scrub lands on the
+  // frame asked for, not a frame or two past it.
+  const play = (on) => { setPlaying(on); if (player.current) player.current.playing = on; };
+  const scrub = (index) => { play(false); player.current.seek(index); };
+  const keys = { ArrowLeft: [-0.1, 0], ArrowRight: [0.1, 0], ArrowUp: [0, -0.1], ArrowDown: [0, 0.1] };
   return html`<div class="bvh">
     <canvas ref=${canvas} class="bvh-canvas" width="480" height="360" tabindex="0"
-      aria-label="3-D skeleton: drag or use the arrow keys to orbit"
-      data-joints=${bvh.joints.length} data-frames=${bvh.frames.length}
-      onPointerDown=${(e) => { view.current.drag = [e.clientX, e.clientY]; }}
-      onPointerMove=${(e) => { const d = view.current.drag; if (d) { orbit((e.clientX - d[0]) / 100, (e.clientY - d[1]) / 100); view.current.drag = [e.clientX, e.clientY]; } }}
-      onPointerUp=${() => { view.current.drag = null; }}
-      onKeyDown=${(e) => { const k = { ArrowLeft: [-0.1, 0], ArrowRight: [0.1, 0], ArrowUp: [0, -0.1], ArrowDown: [0, 0.1] }[e.key]; if (k) { e.preventDefault(); orbit(...k); } }} />
-    <div class="slider">
-      <button type="button" onClick=${() => setPlaying(!playing)}>${playing ? "Pause" : "Play"}</button>
-      <input type="range" aria-label="frame" min="0" max=${bvh.frames.length - 1} value=${frame}
-        onInput=${(e) => { setPlaying(false); setFrame(parseInt(e.target.value, 10)); }} />
-      <output>${frame + 1} / ${bvh.frames.length}</output>
-    </div>
+      aria-label="3-D skeleton: drag to orbit, wheel to zoom, right-drag to pan, arrow keys orbit"
+      data-joints=${take ? take.joints : ""} data-frames=${take ? take.frames : ""}
+      onKeyDown=${(e) => { const k = keys[e.key]; if (k && player.current) { e.preventDefault(); player.current.orbit(...k); } }} />
+    ${failed ? html`<p class="error" role="alert">The skeleton cannot be shown: ${failed}</p>`
+      : !take ? html`<p class="loading">Loading the skeleton…</p>`
+      : html`<div class="slider">
+      <button type="button" onClick=${() => play(!playing)}>${playing ? "Pause" : "Play"}</button>
+      <input type="range" aria-label="frame" min="0" max=${take.frames - 1} value=${frame}
+        onInput=${(e) => scrub(parseInt(e.target.value, 10))} />
+      <output>${frame + 1} / ${take.frames}</output>
+    </div>`}
   </div>`;
 }
 
-function draw(c, bvh, frame, view) {
-  const ctx = c.getContext("2d");
-  ctx.fillStyle = "#0d0f12";
-  ctx.fillRect(0, 0, c.width, c.height);
-  const points = pose(bvh, frame);
-  const cy = Math.cos(view.yaw), sy = Math.sin(view.yaw), cp = Math.cos(view.pitch), sp = Math.sin(view.pitch);
-  const projected = points.map(([x, y, z]) => {
-    const rx = cy * x + sy * z, rz = -sy * x + cy * z;
-    return [rx, cp * y - sp * rz];
-  });
-  // Fit the first frame's extent, so the skeleton stays put while it moves.
-  if (!view.fit) {
-    const xs = projected.map((p) => p[0]), ys = projected.map((p) => p[1]);
-    const span = Math.max(Math.max(...xs) - Math.min(...xs), Math.max(...ys) - Math.min(...ys), 1e-6);
-    view.fit = { scale: (0.8 * Math.min(c.width, c.height)) / span, cx: (Math.max(...xs) + Math.min(...xs)) / 2, cy: (Math.max(...ys) + Math.min(...ys)) / 2 };
-  }
-  const { scale, cx, cy: cy0 } = view.fit;
-  const screen = projected.map(([x, y]) => [c.width / 2 + (x - cx) * scale, c.height / 2 - (y - cy0) * scale]);
-  ctx.strokeStyle = "#4ea1ff";
-  ctx.lineWidth = 3;
-  ctx.beginPath();
-  bvh.joints.forEach((j, k) => {
-    if (j.parent < 0) return;
-    ctx.moveTo(...screen[j.parent]);
-    ctx.lineTo(...screen[k]);
-  });
-  ctx.stroke();
-  ctx.fillStyle = "#ffd166";
-  for (const [x, y] of screen) ctx.fillRect(x - 2, y - 2, 4, 4);
+/** The scene of one take on `canvas`: drawn when it changes (a frame, an orbit), not on every
+ * animation frame, so a paused player costs nothing. */
+function start(THREE, BVHLoader, OrbitControls, text, canvas, onFrame) {
+  const { skeleton, clip } = new BVHLoader().parse(text);
+  const times = clip.tracks.length ? clip.tracks[0].times : [0];
+  const frames = times.length;
+  const frameTime = frames > 1 ? times[1] - times[0] : 1 / 30;
+  const renderer = new THREE.WebGLRenderer({ canvas, antialias: true });
+  renderer.setPixelRatio(window.devicePixelRatio || 1);
+  renderer.setSize(canvas.width, canvas.height, false);
+  renderer.setClearColor(0x0d0f12);
+  const scene = new THREE.Scene();
+  const body = new THREE.Group();
+  body.add(skeleton.bones[0]);
+  scene.add(body);
+  const bones = new THREE.SkeletonHelper(skeleton.bones[0]);
+  bones.setColors(new THREE.Color(BONE), new THREE.Color(BONE));
+  scene.add(bones);
+  const points = new THREE.BufferGeometry();
+  points.setAttribute("position", new THREE.Float32BufferAttribute(new Float32Array(skeleton.bones.length * 3), 3));
+  const joints = new THREE.Points(points, new THREE.PointsMaterial({ color: JOINT, size: 5, sizeAttenuation: false }));
+  scene.add(joints);
+  const mixer = new THREE.AnimationMixer(body);
+  mixer.clipAction(clip).play();
+  const place = () => {
+    body.updateMatrixWorld(true);
+    const at = new THREE.Vector3();
+    skeleton.bones.forEach((bone, k) => { bone.getWorldPosition(at); points.attributes.position.setXYZ(k, at.x, at.y, at.z); });
+    points.attributes.position.needsUpdate = true;
+    points.computeBoundingSphere();
+  };
+  mixer.setTime(0);
+  place();
+  // Framed on the first frame, the floor under it: the take moves inside a still view.
+  const box = new THREE.Box3().setFromBufferAttribute(points.attributes.position);
+  const centre = box.getCenter(new THREE.Vector3());
+  const size = Math.max(...box.getSize(new THREE.Vector3()).toArray(), 1e-3);
+  const floor = new THREE.GridHelper(size * 4, 16, 0x3a4150, 0x22262e);
+  floor.position.set(centre.x, box.min.y, centre.z);
+  scene.add(floor);
+  const camera = new THREE.PerspectiveCamera(40, canvas.width / canvas.height, size / 100, size * 100);
+  camera.position.set(centre.x + size * 0.9, centre.y + size * 0.35, centre.z + size * 1.8);
+  const controls = new OrbitControls(camera, canvas);
+  controls.target.copy(centre);
+  controls.update();
+  let dirty = true, handle = 0, last = performance.now(), time = 0, shown = 0;
+  controls.addEventListener("change", () => { dirty = true; });
+  const state = {
+    take: { joints: skeleton.bones.length, frames, frameTime },
+    playing: true,
+    seek(index) {
+      time = Math.max(0, Math.min(frames - 1, index)) * frameTime;
+      dirty = true;
+    },
+    orbit(dAzimuth, dPolar) {
+      const offset = camera.position.clone().sub(controls.target);
+      const turn = new THREE.Spherical().setFromVector3(offset);
+      turn.theta += dAzimuth;
+      turn.phi = Math.max(0.05, Math.min(Math.PI - 0.05, turn.phi + dPolar));
+      camera.position.copy(controls.target).add(offset.setFromSpherical(turn));
+      controls.update();
+      dirty = true;
+    },
+    close() {
+      cancelAnimationFrame(handle);
+      controls.dispose();
+      points.dispose();
+      renderer.dispose();
+    },
+  };
+  const tick = (now) => {
+    if (state.playing && frames > 1) {
+      time = (time + (now - last) / 1000) % (frames * frameTime);
+      dirty = true;
+    }
+    last = now;
+    if (dirty) {
+      mixer.setTime(time);
+      place();
+      renderer.render(scene, camera);
+      canvas.dataset.renders = String(Number(canvas.dataset.renders || 0) + 1);
+      canvas.dataset.frame = String(Math.min(frames - 1, Math.floor(time / frameTime + 1e-6)));
+      const index = Number(canvas.dataset.frame);
+      if (index !== shown) { shown = index; onFrame(index); }
+      dirty = false;
+    }
+    handle = requestAnimationFrame(tick);
+  };
+  handle = requestAnimationFrame(tick);
+  return state;
 }
 
 const COLOURS = ["#4ea1ff", "#ffd166", "#ef476f", "#06d6a0", "#c77dff", "#f78c6b", "#8ecae6", "#b5e48c"];
@@ -245,8 +246,10 @@ export function PoseOverlay({ url, video }) {
   }, [take]);
   if (!take) return html`<p class="loading">Loading the pose…</p>`;
   return html`<div class="overlay">
-    <video ref=${player} src=${video} controls muted preload="auto" class="overlay-video"></video>
-    <canvas ref=${canvas} class="overlay-canvas" aria-label="tracked pose over the video"></canvas>
+    <div class="overlay-frame">
+      <video ref=${player} src=${video} controls muted preload="auto" class="overlay-video"></video>
+      <canvas ref=${canvas} class="overlay-canvas" aria-label="tracked pose over the video"></canvas>
+    </div>
     <p class="muted">${take.frames} frames · ${take.landmarks.length} landmarks at ${take.fps} fps</p>
   </div>`;
 }
