@@ -37,7 +37,9 @@ from vfxmocap.vision.faces import Face, box_from_landmarks
 from vfxmocap.vision.segmentation import skin_outliers
 
 _ROI_MARGIN = 0.25  # of the face box, around the target face
-_HOLE_BLUR = 0.04  # feather, in face widths, where the patch ends inside the mask
+# feather, in face widths, where the patch ends inside the mask (the mouth opening): a wider
+# one lets the target's lip edge show through the source's lips as a ring
+_HOLE_BLUR = 0.02
 # The skin a colour model is learnt from: face without eyes, brows and lips.
 SKIN = MaskOptions(kind="regions", regions=["skin"], blur=0.0, forehead=0.35)
 
