@@ -32,7 +32,7 @@ from vfxmocap.processors.face_swap.masks import (
     soft_edge,
 )
 from vfxmocap.processors.face_swap.shape import transfer_shape
-from vfxmocap.processors.face_swap.warp import warp_backdrop, warp_face
+from vfxmocap.processors.face_swap.warp import backdrop_mesh, warp_backdrop, warp_face
 from vfxmocap.vision.faces import Face, box_from_landmarks
 from vfxmocap.vision.segmentation import skin_outliers
 
@@ -189,8 +189,13 @@ class GeometricEngine:
     ) -> Rendered:
         points = source.face.landmarks[:, :2]
         mesh = transfer_shape(target.landmarks, source.face.landmarks, self.shape)
-        patch, coverage = warp_face(source.image, points, mesh, roi)
-        backdrop = warp_backdrop(frame, target.landmarks, mesh, roi) if self.shape > 0 else None
+        if self.shape <= 0:
+            patch, coverage = warp_face(source.image, points, mesh, roi)
+            return Rendered(patch, coverage, mesh)
+        # the face and the frame behind it share one rasterisation of the drawn mesh
+        behind = backdrop_mesh(target.landmarks, mesh, roi)
+        patch, coverage = warp_face(source.image, points, mesh, roi, behind.raster, behind.face)
+        backdrop = warp_backdrop(frame, target.landmarks, mesh, roi, behind)
         return Rendered(patch, coverage, mesh, backdrop)
 
 
