@@ -37,9 +37,7 @@ from vfxmocap.vision.faces import Face, box_from_landmarks
 from vfxmocap.vision.segmentation import skin_outliers
 
 _ROI_MARGIN = 0.25  # of the face box, around the target face
-# feather, in face widths, where the patch ends inside the mask (the mouth opening): a wider
-# one lets the target's lip edge show through the source's lips as a ring
-_HOLE_BLUR = 0.02
+_HOLE_BLUR = 0.03  # feather, in face widths, where the patch ends inside the mask
 # The skin a colour model is learnt from: face without eyes, brows and lips.
 SKIN = MaskOptions(kind="regions", regions=["skin"], blur=0.0, forehead=0.35)
 
@@ -135,7 +133,15 @@ def paste(
     if opts.color_match:
         patch = match_color(patch, region, inside)
     if opts.sharpness_match:
-        patch = match_sharpness(patch, original, inside)
+        # judged with the target's mouth opening in place: the line where the source's lips
+        # meet it is detail the output shows, and a sharp source must not draw it crisper
+        # than the frame does
+        judged = inside
+        if hole is not None:
+            patch = patch.copy()
+            np.copyto(patch, region, where=(hole > 0)[..., None])
+            judged = np.where(hole > 0, mask, inside)
+        patch = match_sharpness(patch, original, judged)
     alpha = soft_edge(mask, opts.mask.blur, size) * soft_edge(drawn, _HOLE_BLUR, size)
     result = blend(patch, region, alpha, opts.blend)
     kept = _kept(original, local, opts, None if keep_out is None else keep_out[y0:y1, x0:x1])

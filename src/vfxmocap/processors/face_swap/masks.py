@@ -105,7 +105,7 @@ def mouth_hole(
     None with `mouth_mask` off (the source's mouth is drawn, teeth and all). Growing it
     further shows the target's own lip edge as a ring inside the source's lips and costs
     identity (bench/swap_quality.py, astronaut -> carphone 720p, shape 1: dlib distance to
-    the source 0.476 grown by 3% of the face with a 4% fade, 0.449 by 1 px with 2%)."""
+    the source 0.476 grown by 3% of the face with a 4% fade, 0.45 by 1 px with 2-3%)."""
     if not opts.mouth_mask:
         return None
     lm = landmarks[:, :2].astype(np.float32)
