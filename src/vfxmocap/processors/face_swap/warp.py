@@ -116,10 +116,7 @@ def rasterise(
     target_xy = (target_points[:, :2] - np.array([x0, y0], np.float32) + 0.5) * factor - 0.5
     index = np.full((work_h, work_w), len(tris), np.int32)
     polygons = np.round(target_xy * (1 << _SUBPIXEL)).astype(np.int32)[tris]  # (n, 3, 2)
-    p = target_xy[tris].astype(np.float64)
-    area = (p[:, 1, 0] - p[:, 0, 0]) * (p[:, 2, 1] - p[:, 0, 1]) - (p[:, 2, 0] - p[:, 0, 0]) * (
-        p[:, 1, 1] - p[:, 0, 1]
-    )
+    area = _signed_areas(target_xy.astype(np.float64), tris)  # degenerate ones are skipped
     fill = cv2.fillConvexPoly
     for i in np.flatnonzero(np.abs(area) > 1e-3).tolist():
         fill(index, polygons[i], i, cv2.LINE_8, _SUBPIXEL)
