@@ -418,25 +418,31 @@ def proportions(landmarks: np.ndarray) -> np.ndarray:
     return np.array([np.linalg.norm(lm[a] - lm[b]) / eyes for a, b in pairs])
 
 
+@pytest.mark.parametrize(("name", "reach"), [("astronaut", 0.6), ("tom_hanks", 0.7)])
 def test_the_shape_slider_moves_the_face_towards_the_source(
-    analyzer, carphone_large, astronaut: Path
+    analyzer, carphone_large, name: str, reach: float
 ) -> None:
     """Measured on the output images (landmarks found afresh), averaged over three frames
     (a landmark fit on one frame, softened to the frame's detail, wobbles by about the
     step between 0 and 0.5): 1.0 is nearer than 0.5, which is nearer than 0 (the target's
-    own shape)."""
-    source = proportions(analyzer.analyze(read_image(astronaut))[0].landmarks)
+    own shape). Tom Hanks is a 112 px aligned crop, turned a little: measured with room
+    around it, as the detector needs; his proportions, fitted on so few pixels, are known
+    less well, so at 1.0 the output comes a little less far towards them (measured 0.62 of
+    the distance at 0, the astronaut under 0.6)."""
+    path = sample_path(name)
+    view = hanks_in_frame() if name == "tom_hanks" else read_image(path)
+    source = proportions(analyzer.analyze(view)[0].landmarks)
 
     def distance(shape: float) -> float:
         found = []
         for index in (10, 30, 96):
-            out, _ = swap_still(carphone_large[index], [str(astronaut)], shape=shape)
+            out, _ = swap_still(carphone_large[index], [str(path)], shape=shape)
             found.append(np.abs(proportions(analyzer.analyze(out)[0].landmarks) - source).mean())
         return float(np.mean(found))
 
     d0, d5, d1 = distance(0.0), distance(0.5), distance(1.0)
     assert d1 < d5 < d0, (d0, d5, d1)
-    assert d1 < 0.6 * d0
+    assert d1 < reach * d0
 
 
 def _skin_edges() -> np.ndarray:

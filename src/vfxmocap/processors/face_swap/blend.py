@@ -18,10 +18,12 @@ def match_color(patch: Frame, target: Frame, mask: Mask) -> Frame:
     """Give the warped face the target skin's colour and lighting level, keeping the source's
     own shading and detail: means match fully (white balance, tone), the contrast of the
     low frequencies only within bounds, and the high frequencies stay the source's. Reinhard
-    on all pixels would squash the source's texture to a softer target's contrast."""
-    src = cv2.cvtColor(patch, cv2.COLOR_RGB2LAB)
-    # the correction is smooth, so it is worked out on images 8x smaller
-    low_src, low_dst = _low_pass(src), _low_pass(cv2.cvtColor(target, cv2.COLOR_RGB2LAB))
+    on all pixels would squash the source's texture to a softer target's contrast.
+
+    The correction is smooth, so it is worked out in Lab on images 8x smaller and added to
+    the patch as an RGB offset: no full-size colour conversion, whatever the face's size."""
+    low_rgb = _low_pass(patch)
+    low_src, low_dst = _lab(low_rgb), _lab(_low_pass(target))
     small = cv2.resize(mask, (low_src.shape[1], low_src.shape[0]), interpolation=cv2.INTER_AREA)
     inside = small > 127
     if inside.sum() < 4:
@@ -29,11 +31,18 @@ def match_color(patch: Frame, target: Frame, mask: Mask) -> Frame:
     s_mean, s_std = _stats(low_src[inside])
     d_mean, d_std = _stats(low_dst[inside])
     gain = np.clip(d_std / s_std, 0.8, 1.25)  # lighting contrast, never the source's shading
-    shift = (d_mean - s_mean) + (gain - 1.0) * (low_src - s_mean)
-    full = cv2.resize(shift, (patch.shape[1], patch.shape[0]), interpolation=cv2.INTER_LINEAR)
-    lab = cv2.convertScaleAbs(cv2.add(src, full, dtype=cv2.CV_32F))  # rounds and saturates
-    result: Frame = cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
+    corrected = low_src + (d_mean - s_mean) + (gain - 1.0) * (low_src - s_mean)
+    rgb = cv2.cvtColor(corrected.astype(np.float32), cv2.COLOR_LAB2RGB)
+    offset = np.float32(255.0) * np.clip(rgb, 0.0, 1.0) - low_rgb
+    full = cv2.resize(offset, (patch.shape[1], patch.shape[0]), interpolation=cv2.INTER_LINEAR)
+    result: Frame = cv2.add(patch, full, dtype=cv2.CV_8U)  # rounds and saturates
     return result
+
+
+def _lab(rgb: NDArray[np.float32]) -> NDArray[np.float32]:
+    """Lab (L 0-100) of a float RGB image in 0-255."""
+    lab: NDArray[np.float32] = cv2.cvtColor(rgb * np.float32(1 / 255), cv2.COLOR_RGB2LAB)
+    return lab
 
 
 _MAX_SHARPEN = 1.5  # the most unsharp-mask gain a soft face gets

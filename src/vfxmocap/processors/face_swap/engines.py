@@ -25,6 +25,8 @@ from vfxmocap.processors.face_swap.blend import (
     match_sharpness,
 )
 from vfxmocap.processors.face_swap.masks import (
+    CLOSED_SOURCE_GROW,
+    OPEN_GROW,
     MaskOptions,
     face_mask,
     face_size,
@@ -32,12 +34,16 @@ from vfxmocap.processors.face_swap.masks import (
     soft_edge,
 )
 from vfxmocap.processors.face_swap.shape import transfer_shape
-from vfxmocap.processors.face_swap.warp import warp_backdrop, warp_face
+from vfxmocap.processors.face_swap.warp import backdrop_mesh, warp_backdrop, warp_face
 from vfxmocap.vision.faces import Face, box_from_landmarks
+from vfxmocap.vision.landmarks import mouth_openness
 from vfxmocap.vision.segmentation import skin_outliers
 
 _ROI_MARGIN = 0.25  # of the face box, around the target face
-_HOLE_BLUR = 0.04  # feather, in face widths, where the patch ends inside the mask
+_SOURCE_MOUTH_OPEN = 0.05  # mouth openness over which a source's lips end at an opening
+# feather, in face widths, where the patch ends inside the mask (the mouth opening): 3% where
+# the source's lips reach it, 4% over a closed source mouth stretched open
+_HOLE_BLUR = {True: 0.03, False: 0.04}
 # The skin a colour model is learnt from: face without eyes, brows and lips.
 SKIN = MaskOptions(kind="regions", regions=["skin"], blur=0.0, forehead=0.35)
 
@@ -98,6 +104,8 @@ class Rendered:
     coverage: NDArray[np.uint8]
     landmarks: NDArray[np.float32]
     backdrop: Frame | None = None
+    # the source's lips end at an opening of its own: drawn up to the target's (masks.py)
+    lips_to_opening: bool = False
 
 
 def paste(
@@ -124,7 +132,8 @@ def paste(
     # what the patch covers, less the mouth opening: a narrow fade there, so the lips are
     # the source's right up to the target's teeth or lip line
     drawn = rendered.coverage.copy()
-    hole = mouth_hole(shape, local, opts.mask)
+    lips = rendered.lips_to_opening
+    hole = mouth_hole(shape, local, opts.mask, OPEN_GROW if lips else CLOSED_SOURCE_GROW)
     if hole is not None:
         drawn[hole > 0] = 0
     size = face_size(local)
@@ -133,8 +142,16 @@ def paste(
     if opts.color_match:
         patch = match_color(patch, region, inside)
     if opts.sharpness_match:
-        patch = match_sharpness(patch, original, inside)
-    alpha = soft_edge(mask, opts.mask.blur, size) * soft_edge(drawn, _HOLE_BLUR, size)
+        # judged with the target's mouth opening in place: the line where the source's lips
+        # meet it is detail the output shows, and a sharp source must not draw it crisper
+        # than the frame does
+        judged = inside
+        if hole is not None:
+            patch = patch.copy()
+            np.copyto(patch, region, where=(hole > 0)[..., None])
+            judged = np.where(hole > 0, mask, inside)
+        patch = match_sharpness(patch, original, judged)
+    alpha = soft_edge(mask, opts.mask.blur, size) * soft_edge(drawn, _HOLE_BLUR[lips], size)
     result = blend(patch, region, alpha, opts.blend)
     kept = _kept(original, local, opts, None if keep_out is None else keep_out[y0:y1, x0:x1])
     frame[y0:y1, x0:x1] = result if kept is None else alpha_blend(original, result, kept)
@@ -187,9 +204,16 @@ class GeometricEngine:
     ) -> Rendered:
         points = source.face.landmarks[:, :2]
         mesh = transfer_shape(target.landmarks, source.face.landmarks, self.shape)
-        patch, coverage = warp_face(source.image, points, mesh, roi)
-        backdrop = warp_backdrop(frame, target.landmarks, mesh, roi) if self.shape > 0 else None
-        return Rendered(patch, coverage, mesh, backdrop)
+        # the source's own lips reach its mouth opening only where it has one
+        lips = mouth_openness(source.face.landmarks) > _SOURCE_MOUTH_OPEN
+        if self.shape <= 0:
+            patch, coverage = warp_face(source.image, points, mesh, roi)
+            return Rendered(patch, coverage, mesh, lips_to_opening=lips)
+        # the face and the frame behind it share one rasterisation of the drawn mesh
+        behind = backdrop_mesh(target.landmarks, mesh, roi)
+        patch, coverage = warp_face(source.image, points, mesh, roi, behind.raster, behind.face)
+        backdrop = warp_backdrop(frame, target.landmarks, mesh, roi, behind)
+        return Rendered(patch, coverage, mesh, backdrop, lips)
 
 
 def swap_face(

@@ -9,6 +9,7 @@ pixel then maps through its triangle's affine transform back into the source, an
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import cache
 
 import cv2
@@ -85,16 +86,25 @@ def _signed_areas(xy: NDArray[np.float64], tris: NDArray[np.int32]) -> NDArray[n
     return area
 
 
-def piecewise_maps(
-    source_points: Points,
+@dataclass
+class Raster:
+    """Target triangles rasterised once, at most `max_side` pixels across: per work pixel,
+    the index of the triangle drawn there (len(tris) where none is). Any number of warps
+    that share the target mesh (the face, the frame behind it) reuse it."""
+
+    index: NDArray[np.int32]
+    target_xy: Points  # target points in work pixels
+    tris: NDArray[np.int32]
+    roi: tuple[int, int, int, int]
+    scale: tuple[float, float]  # work pixels per ROI pixel, per axis
+
+
+def rasterise(
     target_points: Points,
     tris: NDArray[np.int32],
     roi: tuple[int, int, int, int],
     max_side: int = _MAX_WORK_SIDE,
-) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.uint8]]:
-    """Per ROI pixel, where to sample the source (x and y maps), and 255 where a triangle
-    covers it; elsewhere the maps are the identity (of target pixels, shifted by the ROI).
-    The maps are worked out at most `max_side` pixels wide or high, then interpolated."""
+) -> Raster:
     x0, y0, x1, y1 = roi
     width, height = x1 - x0, y1 - y0
     scale = min(1.0, max_side / max(width, height))
@@ -104,26 +114,57 @@ def piecewise_maps(
     sx, sy = work_w / width, work_h / height
     factor = np.array([sx, sy], np.float32)
     target_xy = (target_points[:, :2] - np.array([x0, y0], np.float32) + 0.5) * factor - 0.5
-    matrices, ok = _affines(target_xy, source_points[:, :2], tris)
     index = np.full((work_h, work_w), len(tris), np.int32)
     polygons = np.round(target_xy * (1 << _SUBPIXEL)).astype(np.int32)[tris]  # (n, 3, 2)
+    area = _signed_areas(target_xy.astype(np.float64), tris)  # degenerate ones are skipped
     fill = cv2.fillConvexPoly
-    for i in np.flatnonzero(ok).tolist():
+    for i in np.flatnonzero(np.abs(area) > 1e-3).tolist():
         fill(index, polygons[i], i, cv2.LINE_8, _SUBPIXEL)
+    return Raster(index, target_xy, tris, roi, (sx, sy))
+
+
+def raster_maps(
+    raster: Raster, source_points: Points, drawn: NDArray[np.bool_] | None = None
+) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.uint8]]:
+    """Per ROI pixel, where to sample the source (x and y maps), and 255 where a triangle
+    (of those `drawn`, all by default) covers it; elsewhere the maps are the identity (of
+    target pixels, shifted by the ROI). Worked out at the raster's size, then interpolated."""
+    x0, y0, x1, y1 = raster.roi
+    width, height = x1 - x0, y1 - y0
+    sx, sy = raster.scale
+    tris = raster.tris
+    matrices, ok = _affines(raster.target_xy, source_points[:, :2], tris)
+    if drawn is not None:
+        ok &= drawn
     # the last row is the identity: a work pixel maps to its ROI pixel in frame coordinates
     identity = np.array(
         [[1 / sx, 0], [0, 1 / sy], [x0 + 0.5 / sx - 0.5, y0 + 0.5 / sy - 0.5]], np.float64
     )
-    coef = np.concatenate([matrices, identity[None]]).reshape(-1, 6).astype(np.float32)[index]
+    matrices[~ok] = identity
+    table = np.concatenate([matrices, identity[None]]).reshape(-1, 6).astype(np.float32)
+    coef = table[raster.index]
+    work_h, work_w = raster.index.shape
     ys, xs = np.mgrid[0:work_h, 0:work_w].astype(np.float32)
     map_x = coef[..., 0] * xs + coef[..., 2] * ys + coef[..., 4]
     map_y = coef[..., 1] * xs + coef[..., 3] * ys + coef[..., 5]
-    mask: NDArray[np.uint8] = np.where(index < len(tris), 255, 0).astype(np.uint8)
-    if scale < 1.0:  # the maps are smooth: interpolate them to full size
+    covered = np.append(ok, False)[raster.index]
+    mask: NDArray[np.uint8] = np.where(covered, 255, 0).astype(np.uint8)
+    if (work_w, work_h) != (width, height):  # the maps are smooth: interpolate them
         map_x = cv2.resize(map_x, (width, height), interpolation=cv2.INTER_LINEAR)
         map_y = cv2.resize(map_y, (width, height), interpolation=cv2.INTER_LINEAR)
         mask = cv2.resize(mask, (width, height), interpolation=cv2.INTER_LINEAR)
     return map_x, map_y, mask
+
+
+def piecewise_maps(
+    source_points: Points,
+    target_points: Points,
+    tris: NDArray[np.int32],
+    roi: tuple[int, int, int, int],
+    max_side: int = _MAX_WORK_SIDE,
+) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.uint8]]:
+    """`raster_maps` of the target triangles rasterised for this one warp."""
+    return raster_maps(rasterise(target_points, tris, roi, max_side), source_points)
 
 
 def _area_filtered(image: Frame, points: Points, shrink: float) -> tuple[Frame, Points]:
@@ -147,16 +188,24 @@ def warp_face(
     source_points: Points,
     target_landmarks: NDArray[np.float32],
     roi: tuple[int, int, int, int],
+    raster: Raster | None = None,
+    drawn: NDArray[np.bool_] | None = None,
 ) -> tuple[Frame, NDArray[np.uint8]]:
     """Warp the source face into the target ROI (x0, y0, x1, y1).
 
     Returns the warped RGB patch and its coverage mask (255 where the mesh covers), both of
-    the ROI's size.
+    the ROI's size. `raster` (with the `drawn` triangles that are the face's) reuses a
+    rasterisation of the target mesh made for another warp; its first points are the
+    target landmarks.
     """
-    _, tris = visible_triangles(target_landmarks)
+    if raster is None:
+        _, tris = visible_triangles(target_landmarks)
+        raster = rasterise(target_landmarks, tris, roi)
     shrink = _span(target_landmarks) / max(_span(source_points), 1.0)
     image, points = _area_filtered(source_image, source_points, shrink)
-    map_x, map_y, mask = piecewise_maps(points, target_landmarks, tris, roi)
+    extra = len(raster.target_xy) - len(points)  # points of the raster no source point has
+    padded = np.concatenate([points[:, :2], np.zeros((extra, 2), np.float32)]) if extra else points
+    map_x, map_y, mask = raster_maps(raster, padded, drawn)
     warped: Frame = cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
     h, w = image.shape[:2]
     # a mesh reaching past the source image's edge (a tight crop) would draw reflected junk
@@ -185,24 +234,45 @@ def ring_strip(n: int, offset: int) -> NDArray[np.int32]:
     return strip
 
 
-def warp_backdrop(
-    frame: Frame,
-    original: NDArray[np.float32],
-    moved: NDArray[np.float32],
-    roi: tuple[int, int, int, int],
-) -> Frame:
-    """The frame's ROI warped so the face, hair and background edge follow the face mesh
-    from `original` to `moved` landmarks (frame pixels), fading to no change at a ring
-    around the face; what the swapped face does not cover still fits its new outline."""
+@dataclass
+class Backdrop:
+    """The moved face mesh and a ring around it, rasterised once: `raster` draws the strip
+    from the outline out to the ring first, then the face's triangles (`face` marks them);
+    `original` are the same points before the move (where the frame is sampled)."""
+
+    raster: Raster
+    original: Points
+    face: NDArray[np.bool_]
+
+
+def backdrop_mesh(
+    original: NDArray[np.float32], moved: NDArray[np.float32], roi: tuple[int, int, int, int]
+) -> Backdrop:
     outline = np.array(FACE_OVAL)
     ring = _ring(original[outline, :2], roi)
     _, face_tris = visible_triangles(moved)
     # ring points are stacked after the landmarks: vertex n + k of the strip is ring point k
     loop = np.concatenate([outline, len(original) + np.arange(len(outline))])
-    tris = np.concatenate([loop[ring_strip(len(outline), len(outline))], face_tris])
-    src = np.concatenate([original[:, :2], ring])
+    strip = loop[ring_strip(len(outline), len(outline))]
+    tris = np.concatenate([strip, face_tris])
     dst = np.concatenate([moved[:, :2], ring])
-    map_x, map_y, cover = piecewise_maps(src, dst, tris, roi)
+    face = np.arange(len(tris)) >= len(strip)
+    return Backdrop(rasterise(dst, tris, roi), np.concatenate([original[:, :2], ring]), face)
+
+
+def warp_backdrop(
+    frame: Frame,
+    original: NDArray[np.float32],
+    moved: NDArray[np.float32],
+    roi: tuple[int, int, int, int],
+    mesh: Backdrop | None = None,
+) -> Frame:
+    """The frame's ROI warped so the face, hair and background edge follow the face mesh
+    from `original` to `moved` landmarks (frame pixels), fading to no change at a ring
+    around the face; what the swapped face does not cover still fits its new outline.
+    `mesh` is `backdrop_mesh(original, moved, roi)` when the caller has made it."""
+    mesh = backdrop_mesh(original, moved, roi) if mesh is None else mesh
+    map_x, map_y, cover = raster_maps(mesh.raster, mesh.original)
     warped: Frame = cv2.remap(frame, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
     x0, y0, x1, y1 = roi
     untouched = cover == 0  # outside the ring: exactly the frame, not a resampled copy
