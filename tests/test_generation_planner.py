@@ -37,6 +37,9 @@ def machine(monkeypatch: pytest.MonkeyPatch):
     """`machine("cuda", 24)` -> the DeviceReport of a simulated 24 GB CUDA machine."""
     monkeypatch.delenv("VFX_DEVICE", raising=False)
     reload_settings()
+    # On CPU the planner counts this process's warm pipelines back as free: none here
+    # (earlier tests in the session may have left some in the model cache).
+    monkeypatch.setattr(planner, "_held_gb", lambda kind: 0.0)
 
     def install(
         kind: str,
