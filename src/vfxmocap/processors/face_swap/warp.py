@@ -17,6 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vfxmocap.media.image import Frame
+from vfxmocap.processors.face_swap.blend import copy_where
 from vfxmocap.vision.landmarks import FACE_OVAL, face_axes, triangles
 
 Points = NDArray[np.float32]
@@ -194,9 +195,9 @@ def warp_face(
     """Warp the source face into the target ROI (x0, y0, x1, y1).
 
     Returns the warped RGB patch and its coverage mask (255 where the mesh covers), both of
-    the ROI's size. `raster` (with the `drawn` triangles that are the face's) reuses a
-    rasterisation of the target mesh made for another warp; its first points are the
-    target landmarks.
+    the ROI's size; the patch is black outside the box of the coverage. `raster` (with the
+    `drawn` triangles that are the face's) reuses a rasterisation of the target mesh made
+    for another warp; its first points are the target landmarks.
     """
     if raster is None:
         _, tris = visible_triangles(target_landmarks)
@@ -206,11 +207,17 @@ def warp_face(
     extra = len(raster.target_xy) - len(points)  # points of the raster no source point has
     padded = np.concatenate([points[:, :2], np.zeros((extra, 2), np.float32)]) if extra else points
     map_x, map_y, mask = raster_maps(raster, padded, drawn)
-    warped: Frame = cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-    h, w = image.shape[:2]
-    # a mesh reaching past the source image's edge (a tight crop) would draw reflected junk
-    outside = (map_x < 0) | (map_y < 0) | (map_x > w - 1) | (map_y > h - 1)
-    mask[outside] = 0
+    warped = np.zeros((*mask.shape, 3), np.uint8)
+    # only the pixels the face covers are worth sampling (the ROI has a wide margin)
+    x, y, bw, bh = cv2.boundingRect(mask)
+    box = (slice(y, y + bh), slice(x, x + bw))
+    if bw and bh:
+        sx, sy = map_x[box], map_y[box]
+        warped[box] = cv2.remap(image, sx, sy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        h, w = image.shape[:2]
+        # a mesh reaching past the source image's edge (a tight crop) would draw reflected junk
+        outside = (sx < 0) | (sy < 0) | (sx > w - 1) | (sy > h - 1)
+        mask[box][outside] = 0
     return warped, mask
 
 
@@ -276,5 +283,5 @@ def warp_backdrop(
     warped: Frame = cv2.remap(frame, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
     x0, y0, x1, y1 = roi
     untouched = cover == 0  # outside the ring: exactly the frame, not a resampled copy
-    warped[untouched] = frame[y0:y1, x0:x1][untouched]
+    copy_where(warped, frame[y0:y1, x0:x1], untouched)
     return warped
