@@ -10,7 +10,7 @@ pixel then maps through its triangle's affine transform back into the source, an
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 
 import cv2
 import numpy as np
@@ -124,6 +124,15 @@ def rasterise(
     return Raster(index, target_xy, tris, roi, (sx, sy))
 
 
+@lru_cache(maxsize=8)  # ROI sizes change from frame to frame: a few, not all of them
+def _grid(width: int, height: int) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """x and y of every pixel of a width x height image (read only: shared)."""
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    xs.flags.writeable = False
+    ys.flags.writeable = False
+    return xs, ys
+
+
 def raster_maps(
     raster: Raster, source_points: Points, drawn: NDArray[np.bool_] | None = None
 ) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.uint8]]:
@@ -142,14 +151,20 @@ def raster_maps(
         [[1 / sx, 0], [0, 1 / sy], [x0 + 0.5 / sx - 0.5, y0 + 0.5 / sy - 0.5]], np.float64
     )
     matrices[~ok] = identity
-    table = np.concatenate([matrices, identity[None]]).reshape(-1, 6).astype(np.float32)
-    coef = table[raster.index]
+    # per coefficient, a contiguous column gathered by triangle index (one strided gather
+    # of all six is several times slower)
+    table = np.concatenate([matrices, identity[None]]).reshape(-1, 6).T.astype(np.float32)
+    a, b, c, d, e, f = (np.take(column, raster.index) for column in table)
     work_h, work_w = raster.index.shape
-    ys, xs = np.mgrid[0:work_h, 0:work_w].astype(np.float32)
-    map_x = coef[..., 0] * xs + coef[..., 2] * ys + coef[..., 4]
-    map_y = coef[..., 1] * xs + coef[..., 3] * ys + coef[..., 5]
-    covered = np.append(ok, False)[raster.index]
-    mask: NDArray[np.uint8] = np.where(covered, 255, 0).astype(np.uint8)
+    xs, ys = _grid(work_w, work_h)
+    map_x = a * xs
+    map_x += c * ys
+    map_x += e
+    map_y = b * xs
+    map_y += d * ys
+    map_y += f
+    covered = np.where(np.append(ok, False), 255, 0).astype(np.uint8)
+    mask: NDArray[np.uint8] = np.take(covered, raster.index)
     if (work_w, work_h) != (width, height):  # the maps are smooth: interpolate them
         map_x = cv2.resize(map_x, (width, height), interpolation=cv2.INTER_LINEAR)
         map_y = cv2.resize(map_y, (width, height), interpolation=cv2.INTER_LINEAR)
