@@ -18,15 +18,19 @@ from pydantic import BaseModel, Field
 from vfxmocap.core.errors import InputError
 from vfxmocap.media.image import Frame
 from vfxmocap.processors.face_swap.blend import (
+    BLEND_MARGIN,
     BlendMode,
     alpha_blend,
     blend,
+    copy_where,
     match_color,
     match_sharpness,
+    work_box,
 )
 from vfxmocap.processors.face_swap.masks import (
     CLOSED_SOURCE_GROW,
     OPEN_GROW,
+    Mask,
     MaskOptions,
     face_mask,
     face_size,
@@ -129,15 +133,50 @@ def paste(
     region = original if rendered.backdrop is None or not whole else rendered.backdrop
     shape = (region.shape[0], region.shape[1])
     mask = face_mask(shape, local, opts.mask)
+    result = region.copy()
+    # everything below changes pixels only inside the mask, or (the blend pyramid's wide
+    # seam) a few pixels around it: work on that box, not on the whole ROI's margin
+    box = work_box(mask, BLEND_MARGIN)
+    if box is not None:
+        grow = OPEN_GROW if rendered.lips_to_opening else CLOSED_SOURCE_GROW
+        hole = mouth_hole(shape, local, opts.mask, grow)
+        result[box] = _blend_face(
+            rendered.patch[box],
+            region[box],
+            original[box],
+            mask[box],
+            rendered.coverage[box],
+            None if hole is None else hole[box],
+            face_size(local),
+            rendered.lips_to_opening,
+            opts,
+        )
+    kept = _kept(original, local, opts, None if keep_out is None else keep_out[y0:y1, x0:x1])
+    frame[y0:y1, x0:x1] = result if kept is None else alpha_blend(original, result, kept)
+
+
+def _blend_face(
+    patch: Frame,
+    region: Frame,
+    original: Frame,
+    mask: Mask,
+    coverage: Mask,
+    hole: Mask | None,
+    size: float,
+    lips: bool,
+    opts: PasteOptions,
+) -> Frame:
+    """The patch colour- and sharpness-matched and blended over `region` inside `mask`
+    (all cropped alike); `original` is the frame before any warp."""
     # what the patch covers, less the mouth opening: a narrow fade there, so the lips are
     # the source's right up to the target's teeth or lip line
-    drawn = rendered.coverage.copy()
-    lips = rendered.lips_to_opening
-    hole = mouth_hole(shape, local, opts.mask, OPEN_GROW if lips else CLOSED_SOURCE_GROW)
+    drawn = coverage.copy()
+    # the blend pyramid spreads the patch a little past the coverage: there it is the region,
+    # so nothing the mesh does not draw (black, or the source's surroundings) bleeds in
+    patch = patch.copy()
+    copy_where(patch, region, coverage == 0)
     if hole is not None:
         drawn[hole > 0] = 0
-    size = face_size(local)
-    patch = rendered.patch
     inside = np.minimum(mask, drawn)
     if opts.color_match:
         patch = match_color(patch, region, inside)
@@ -147,14 +186,11 @@ def paste(
         # than the frame does
         judged = inside
         if hole is not None:
-            patch = patch.copy()
-            np.copyto(patch, region, where=(hole > 0)[..., None])
+            copy_where(patch, region, hole > 0)
             judged = np.where(hole > 0, mask, inside)
         patch = match_sharpness(patch, original, judged)
     alpha = soft_edge(mask, opts.mask.blur, size) * soft_edge(drawn, _HOLE_BLUR[lips], size)
-    result = blend(patch, region, alpha, opts.blend)
-    kept = _kept(original, local, opts, None if keep_out is None else keep_out[y0:y1, x0:x1])
-    frame[y0:y1, x0:x1] = result if kept is None else alpha_blend(original, result, kept)
+    return blend(patch, region, alpha, opts.blend)
 
 
 def _kept(

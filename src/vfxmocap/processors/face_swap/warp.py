@@ -10,13 +10,14 @@ pixel then maps through its triangle's affine transform back into the source, an
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 
 import cv2
 import numpy as np
 from numpy.typing import NDArray
 
 from vfxmocap.media.image import Frame
+from vfxmocap.processors.face_swap.blend import copy_where
 from vfxmocap.vision.landmarks import FACE_OVAL, face_axes, triangles
 
 Points = NDArray[np.float32]
@@ -123,6 +124,15 @@ def rasterise(
     return Raster(index, target_xy, tris, roi, (sx, sy))
 
 
+@lru_cache(maxsize=8)  # ROI sizes change from frame to frame: a few, not all of them
+def _grid(width: int, height: int) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """x and y of every pixel of a width x height image (read only: shared)."""
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    xs.flags.writeable = False
+    ys.flags.writeable = False
+    return xs, ys
+
+
 def raster_maps(
     raster: Raster, source_points: Points, drawn: NDArray[np.bool_] | None = None
 ) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.uint8]]:
@@ -141,14 +151,20 @@ def raster_maps(
         [[1 / sx, 0], [0, 1 / sy], [x0 + 0.5 / sx - 0.5, y0 + 0.5 / sy - 0.5]], np.float64
     )
     matrices[~ok] = identity
-    table = np.concatenate([matrices, identity[None]]).reshape(-1, 6).astype(np.float32)
-    coef = table[raster.index]
+    # per coefficient, a contiguous column gathered by triangle index (one strided gather
+    # of all six is several times slower)
+    table = np.concatenate([matrices, identity[None]]).reshape(-1, 6).T.astype(np.float32)
+    a, b, c, d, e, f = (np.take(column, raster.index) for column in table)
     work_h, work_w = raster.index.shape
-    ys, xs = np.mgrid[0:work_h, 0:work_w].astype(np.float32)
-    map_x = coef[..., 0] * xs + coef[..., 2] * ys + coef[..., 4]
-    map_y = coef[..., 1] * xs + coef[..., 3] * ys + coef[..., 5]
-    covered = np.append(ok, False)[raster.index]
-    mask: NDArray[np.uint8] = np.where(covered, 255, 0).astype(np.uint8)
+    xs, ys = _grid(work_w, work_h)
+    map_x = a * xs
+    map_x += c * ys
+    map_x += e
+    map_y = b * xs
+    map_y += d * ys
+    map_y += f
+    covered = np.where(np.append(ok, False), 255, 0).astype(np.uint8)
+    mask: NDArray[np.uint8] = np.take(covered, raster.index)
     if (work_w, work_h) != (width, height):  # the maps are smooth: interpolate them
         map_x = cv2.resize(map_x, (width, height), interpolation=cv2.INTER_LINEAR)
         map_y = cv2.resize(map_y, (width, height), interpolation=cv2.INTER_LINEAR)
@@ -194,9 +210,9 @@ def warp_face(
     """Warp the source face into the target ROI (x0, y0, x1, y1).
 
     Returns the warped RGB patch and its coverage mask (255 where the mesh covers), both of
-    the ROI's size. `raster` (with the `drawn` triangles that are the face's) reuses a
-    rasterisation of the target mesh made for another warp; its first points are the
-    target landmarks.
+    the ROI's size; the patch is black outside the box of the coverage. `raster` (with the
+    `drawn` triangles that are the face's) reuses a rasterisation of the target mesh made
+    for another warp; its first points are the target landmarks.
     """
     if raster is None:
         _, tris = visible_triangles(target_landmarks)
@@ -206,11 +222,17 @@ def warp_face(
     extra = len(raster.target_xy) - len(points)  # points of the raster no source point has
     padded = np.concatenate([points[:, :2], np.zeros((extra, 2), np.float32)]) if extra else points
     map_x, map_y, mask = raster_maps(raster, padded, drawn)
-    warped: Frame = cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-    h, w = image.shape[:2]
-    # a mesh reaching past the source image's edge (a tight crop) would draw reflected junk
-    outside = (map_x < 0) | (map_y < 0) | (map_x > w - 1) | (map_y > h - 1)
-    mask[outside] = 0
+    warped = np.zeros((*mask.shape, 3), np.uint8)
+    # only the pixels the face covers are worth sampling (the ROI has a wide margin)
+    x, y, bw, bh = cv2.boundingRect(mask)
+    box = (slice(y, y + bh), slice(x, x + bw))
+    if bw and bh:
+        sx, sy = map_x[box], map_y[box]
+        warped[box] = cv2.remap(image, sx, sy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        h, w = image.shape[:2]
+        # a mesh reaching past the source image's edge (a tight crop) would draw reflected junk
+        outside = (sx < 0) | (sy < 0) | (sx > w - 1) | (sy > h - 1)
+        mask[box][outside] = 0
     return warped, mask
 
 
@@ -276,5 +298,5 @@ def warp_backdrop(
     warped: Frame = cv2.remap(frame, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
     x0, y0, x1, y1 = roi
     untouched = cover == 0  # outside the ring: exactly the frame, not a resampled copy
-    warped[untouched] = frame[y0:y1, x0:x1][untouched]
+    copy_where(warped, frame[y0:y1, x0:x1], untouched)
     return warped
