@@ -23,7 +23,7 @@ from vfxmocap.mocap.bvh import CM, animate, fk_from_bvh, read_bvh, write_bvh
 from vfxmocap.mocap.filters import FilterOptions, clean
 from vfxmocap.mocap.plausible import MIRROR, repair
 from vfxmocap.mocap.skeleton import INDEX, NAMES, retarget
-from vfxmocap.mocap.take import capture, split, vet
+from vfxmocap.mocap.take import Take, capture, split, vet
 from vfxmocap.samples import sample_path
 from vfxmocap.vision.pose import P, PoseTracker
 from vfxmocap.workflows import get_workflow
@@ -33,12 +33,19 @@ BLENDER = shutil.which("blender")
 
 
 @pytest.fixture(scope="module")
-def bikes_take():
+def bikes_capture():
+    """The whole take, and the shots handed out while it was captured."""
     tracker = PoseTracker()
+    shots: list[Take] = []
     with open_source(sample_path("bikes")) as source:
-        take = capture(source, tracker)
+        take = capture(source, tracker, on_shot=shots.append)
     tracker.close()
-    return take
+    return take, shots
+
+
+@pytest.fixture(scope="module")
+def bikes_take(bikes_capture):
+    return bikes_capture[0]
 
 
 @pytest.fixture(scope="module")
@@ -517,6 +524,23 @@ def test_corrupt_input_exits_3(tmp_path: Path, bad_media) -> None:
     result = run_vfx("mocap", "-i", path, "-o", tmp_path / "o")
     assert result.returncode == 3 and reason in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "o" / "motion.bvh").exists()
+
+
+def test_shots_handed_out_during_capture_are_the_takes(bikes_capture) -> None:
+    """The control video is drawn from each shot as capture goes on: those shots, vetted
+    and repaired alone, must be exactly the takes the export cuts from the whole clip."""
+    take, shots = bikes_capture
+    takes = [repair(t) for t in split(vet(take))]
+    assert len(shots) == len(takes) == len(take.cuts) + 1
+    for shot, expected in zip(shots, takes, strict=True):
+        got = repair(vet(shot))
+        assert got.frame_range == expected.frame_range
+        assert got.reasons == expected.reasons
+        np.testing.assert_array_equal(got.image, expected.image)
+        np.testing.assert_array_equal(got.world, expected.world)
+        np.testing.assert_array_equal(got.times, expected.times)
+        assert got.size == expected.size
+    assert any(t.present.any() for t in takes) and not all(t.present.any() for t in takes)
 
 
 def test_cuts_split_bikes_into_its_shots(bikes_take) -> None:

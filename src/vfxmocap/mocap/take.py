@@ -99,13 +99,17 @@ def capture(
     cuts: CutDetector | None = None,
     person: PersonChoice = "largest",
     keep_masks: bool = False,
+    on_shot: Callable[[Take], None] | None = None,
 ) -> Take:
     """Track every frame of `source`, decoding in a thread ahead of the tracker, following
     one person per shot (`person` says whom, at the shot's first frame with a person).
     `on_frame(frame, pose)` runs in the writer thread, for per-frame outputs (a matte); the
     pose carries the person mask it was checked against, at most `CHECK_WIDTH` wide: on
     every frame with `keep_masks`, else only where the skeleton's own scores passed (a
-    frame they fail is not segmented)."""
+    frame they fail is not segmented). `on_shot(shot)` gets each shot as soon as its last
+    frame is in (in the writer thread, the last one after the pass): the raw take of those
+    rows, as `split` would cut it, so outputs drawn from the cleaned pose of a shot (the
+    control video) can be written while the next shot is captured."""
     times: list[float] = []
     frames: list[PoseFrame] = []
     agreement: list[float] = []
@@ -117,10 +121,24 @@ def capture(
     detector = cuts or CutDetector()
     follower = Follower(tracker, person)
 
-    def track(item: tuple[int, tuple[float, Frame]]) -> tuple[float, Frame, PoseFrame]:
+    shot_start = [0]
+
+    def shot(stop: int) -> Take:
+        start = shot_start[0]
+        part = _stack(
+            times[start:stop], frames[start:stop], (size[0], size[1]), source, tracker.holistic
+        )
+        part.frame_index = np.arange(start, stop, dtype=np.int64)
+        part.agreement = np.array(agreement[start:stop], np.float32)
+        part.other_person = np.array(others[start:stop], bool)
+        shot_start[0] = stop
+        return part
+
+    def track(item: tuple[int, tuple[float, Frame]]) -> tuple[float, Frame, PoseFrame, bool]:
         index, (t, frame) = item
         small = shrunk(frame, CHECK_WIDTH)
-        if detector(small):
+        cut = detector(small)
+        if cut:
             cut_frames.append(index)
             follower.cut()  # never carry a track across a cut
         mask = LazyMask(seg, small, (frame.shape[1], frame.shape[0]))
@@ -128,10 +146,12 @@ def capture(
         agreement.append(mask.check(pose.image, follower.options)[1])
         pose.person_mask = mask.get() if keep_masks else mask.mask
         others.append(follower.other_person)
-        return t, frame, pose
+        return t, frame, pose, cut
 
-    def collect(item: tuple[float, Frame, PoseFrame]) -> None:
-        t, frame, pose = item
+    def collect(item: tuple[float, Frame, PoseFrame, bool]) -> None:
+        t, frame, pose, cut = item
+        if cut and on_shot is not None and len(frames) > shot_start[0]:
+            on_shot(shot(len(frames)))
         size[:] = [frame.shape[1], frame.shape[0]]
         if on_frame is not None:
             on_frame(frame, pose)
@@ -147,6 +167,8 @@ def capture(
     finally:
         if own_segmenter:
             seg.close()
+    if on_shot is not None and len(frames) > shot_start[0]:
+        on_shot(shot(len(frames)))
     take = _stack(times, frames, (size[0], size[1]), source, tracker.holistic)
     take.agreement = np.array(agreement[: take.frames], np.float32)
     take.other_person = np.array(others[: take.frames], bool)
