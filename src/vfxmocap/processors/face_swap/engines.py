@@ -229,7 +229,7 @@ class GeometricEngine:
 
     name = "geometric"
 
-    def __init__(self, shape: float = 0.5) -> None:
+    def __init__(self, shape: float = 1.0) -> None:
         self.shape = shape
 
     def prepare(self, image: Frame, face: Face) -> SourceFace:

@@ -46,7 +46,7 @@ class SwapOptions(BaseModel):
     )
     source_face: int = Field(0, ge=0, description="Which face of a multi-face source image.")
     shape: float = Field(
-        0.5,
+        1.0,
         ge=0,
         le=1,
         description="Geometric engine: how far the source's face shape (outline, jaw, "
