@@ -78,7 +78,7 @@ def memory_child(clip: Path, out: Path) -> dict[str, Any]:
     samples: list[tuple[int, float]] = []
 
     def sample(event: ProgressEvent) -> None:
-        if event.stage == "track" and event.value and event.value % 500 == 0:
+        if event.stage == "track" and event.value and event.value % 100 == 0:
             samples.append((event.value, rss_mb("VmRSS")))
 
     get_workflow("mocap")(
