@@ -9,10 +9,11 @@ from typing import Any
 
 from vfxmocap.device import DeviceReport
 
-# Idle-machine runs of 2026-12-02: the transcode baseline (decode + encode) as bench/swap.py
-# and bench/mocap.py measured it, bench/swap.py (one face), bench/mocap.py (end to end with
-# BVH, JSON and the pose video), bench/animate.py (a 720p driver, a 512x512 portrait).
-MEASURED_FPS_720P = {"transcode": 54.0, "swap": 16.1, "mocap": 16.5, "animate": 59.5}
+# Idle-machine runs of 2026-12-02: the transcode baseline (decode + encode, 44-51 fps across
+# the runs of bench/swap.py and bench/mocap.py), bench/swap.py (one face, after its speed-up),
+# bench/mocap.py (end to end with BVH, JSON and the pose video, after its speed-up),
+# bench/animate.py (a 720p driver, a 512x512 portrait).
+MEASURED_FPS_720P = {"transcode": 50.8, "swap": 19.9, "mocap": 18.5, "animate": 59.5}
 MEASURED_CORES = 2
 
 
