@@ -138,6 +138,19 @@ def _draw_control(take: Take, motion: Motion, writer: VideoWriter, cancel: Cance
     run_pipeline(range(take.frames), draw, writer.write, cancel=cancel)
 
 
+class _Either:
+    """The event of a token that is set when the user cancels or `stopped` is set."""
+
+    def __init__(self, cancel: CancelToken, stopped: threading.Event) -> None:
+        self.cancel, self.stopped = cancel, stopped
+
+    def set(self) -> None:
+        self.stopped.set()
+
+    def is_set(self) -> bool:
+        return self.cancel.cancelled or self.stopped.is_set()
+
+
 class _ControlVideo:
     """The OpenPose control video, drawn from each shot's cleaned pose in a thread of its own
     while the capture goes on: a shot is cleaned (vetted, repaired, filtered: the same steps
@@ -153,10 +166,15 @@ class _ControlVideo:
         self.writers: list[VideoWriter] = []
         self.error: BaseException | None = None
         self.stopped = threading.Event()
+        # What the drawing checks between frames: the user's cancel, or `abort` (the job
+        # failed otherwise), so the thread stops within a frame and never outlives abort.
+        self.draw_cancel = CancelToken(_Either(cancel, self.stopped))
         self.thread = threading.Thread(target=self._work, name="vfx-control-video", daemon=True)
         self.thread.start()
 
     def __call__(self, shot: Take) -> None:
+        if self.error is not None:  # a shot failed to draw: stop the capture with it
+            raise self.error
         self.shots.put(shot)
 
     def _work(self) -> None:
@@ -177,7 +195,7 @@ class _ControlVideo:
                     writer = merged
                 else:
                     writer = self._writer(f"take{number:02d}", take.fps)
-                _draw_control(take, motion, writer, self.cancel)
+                _draw_control(take, motion, writer, self.draw_cancel)
                 if writer is not merged:
                     self._close(writer)
             if merged is not None:
@@ -206,10 +224,10 @@ class _ControlVideo:
             raise self.error
 
     def abort(self) -> None:
-        """Stop after the current shot and leave no file behind."""
+        """Stop the drawing (within a frame) and leave no file behind."""
         self.stopped.set()
         self.shots.put(None)
-        self.thread.join(30.0)
+        self.thread.join()  # only this thread touches the writers from here on
         for writer in list(self.writers):
             writer.abort()
         for path in self.staged.values():
