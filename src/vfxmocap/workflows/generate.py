@@ -227,8 +227,7 @@ def shape_of(
         starts = scene_frames(scenes, fps, single.request.frames, field)
         return Shape(single, single.request.frames, starts, False), class_name
     _chainable(inputs, family, chain_class)
-    if length is not None and inputs.frames is not None and inputs.frames > length:
-        _conform(inputs, ref, total, length)  # raises, naming the video's length
+    _check_length(inputs, length)
     starts = scene_frames(scenes, fps, total, field)
     return Shape(limit, total, starts, True, inputs.seam_frames), chain_class
 
@@ -248,16 +247,21 @@ def _chainable(inputs: GenerateInputs, family: Family, class_name: str) -> None:
         )
 
 
-def _conform(inputs: GenerateInputs, ref: ModelRef, total: int, length: int | None) -> Conformed:
-    """The request by the family's rules; with a control video, never more frames than it
-    has (rounded down to the rules, and said)."""
-    conformed = ref.family.conform(request_for(inputs, ref.family, total))
-    request, notes = conformed.request, list(conformed.notes)
+def _check_length(inputs: GenerateInputs, length: int | None) -> None:
+    """--frames may not ask for more frames than the control video has."""
     if length is not None and inputs.frames is not None and inputs.frames > length:
         raise InvalidParams(
             f"video: {inputs.video} has {length} frames, fewer than the {inputs.frames} asked",
             hint="Give --frames no more than the video has, or leave it out.",
         )
+
+
+def _conform(inputs: GenerateInputs, ref: ModelRef, total: int, length: int | None) -> Conformed:
+    """The request by the family's rules; with a control video, never more frames than it
+    has (rounded down to the rules, and said)."""
+    conformed = ref.family.conform(request_for(inputs, ref.family, total))
+    request, notes = conformed.request, list(conformed.notes)
+    _check_length(inputs, length)
     if length is not None and request.frames > length:  # rounded up past the video's end
         fewer = ref.family.conform(replace(request, frames=request.frames - ref.family.frame_step))
         if fewer.request.frames > length:
