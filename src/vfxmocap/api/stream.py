@@ -277,11 +277,10 @@ async def _serve(
                 arrived.clear()
                 taken = newest.pop()
             data, received_at = taken
-            answer = ""
             try:
                 encoded = await loop.run_in_executor(pool, work, data)
             except VfxError as exc:  # an undecodable frame: say so, keep the stream
-                encoded, answer = None, exc.message
+                encoded, message = None, public_text(websocket.app.state.service, exc.message)
             # Take up the waiting frame before answering: a client that sends its next frame
             # on each answer (one processed, one waiting) then does not overtake it.
             taken = newest.pop() if newest else None
@@ -289,7 +288,6 @@ async def _serve(
             if receiver.done():
                 receiver.result()
             if encoded is None:
-                message = public_text(websocket.app.state.service, answer)
                 await websocket.send_json({"type": "error", "message": message})
                 continue
             await websocket.send_bytes(encoded)
