@@ -76,6 +76,26 @@ RIGHT_BROW = sorted({i for e in _mesh.FACEMESH_RIGHT_EYEBROW for i in e})
 LEFT_BROW = sorted({i for e in _mesh.FACEMESH_LEFT_EYEBROW for i in e})
 NOSE = sorted({i for e in _mesh.FACEMESH_NOSE for i in e})
 
+
+def _enclosed(inner: list[int], outer: list[int]) -> list[int]:
+    """Every mesh vertex from the `inner` contour out to the `outer` one, both included: the
+    tessellation flooded from the inner contour, stopped at the outer."""
+    neighbours: dict[int, set[int]] = defaultdict(set)
+    for a, b in _mesh.FACEMESH_TESSELATION:
+        neighbours[a].add(b)
+        neighbours[b].add(a)
+    found, stack = set(outer), list(inner)
+    while stack:
+        v = stack.pop()
+        if v not in found:
+            found.add(v)
+            stack.extend(neighbours[v] - found)
+    return sorted(found)
+
+
+# The whole of the lips: both contours and the two rings of points between them (80 points).
+LIPS = _enclosed(LIPS_INNER, LIPS_OUTER)
+
 REGIONS: dict[str, list[list[int]]] = {
     "eyes": [RIGHT_EYE, LEFT_EYE],
     "brows": [RIGHT_BROW, LEFT_BROW],
