@@ -706,3 +706,31 @@ def test_a_softer_face_is_sharpened_towards_the_frame() -> None:
     assert detail(soft) + 0.15 * (detail(sharp) - detail(soft)) < detail(restored)
     assert detail(restored) < detail(sharp)
     assert np.array_equal(match_sharpness(sharp, sharp, mask), sharp)  # already matched
+
+
+def test_a_black_and_white_source_takes_the_target_s_colouring() -> None:
+    """Tom Hanks' sample is a grey photo, the astronaut a colour one. A grey face matched to
+    a colour one takes its colouring, lips and cheeks included (the chroma, smoothed, follows
+    the target's from place to place), not one flat skin tone; its shading stays its own."""
+    from skimage import data
+
+    from vfxmocap.processors.face_swap.blend import match_color
+    from vfxmocap.processors.face_swap.engines import is_monochrome
+
+    assert is_monochrome(read_image(sample_path("tom_hanks")))
+    assert not is_monochrome(read_image(sample_path("astronaut")))
+    colour = np.ascontiguousarray(data.astronaut()[40:232, 120:312])  # her face, 192 px
+    grey = cv2.cvtColor(cv2.cvtColor(colour, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
+    assert is_monochrome(grey)
+    mask = np.full(colour.shape[:2], 255, np.uint8)
+
+    def chroma(image: np.ndarray) -> np.ndarray:
+        lab = cv2.cvtColor(cv2.GaussianBlur(image, (0, 0), 8), cv2.COLOR_RGB2LAB)
+        return lab[..., 1:].reshape(-1, 2).astype(np.float64)
+
+    want = chroma(colour)
+    flat, tinted = match_color(grey, colour, mask), match_color(grey, colour, mask, True)
+    follows = [np.corrcoef(chroma(img)[:, 0], want[:, 0])[0, 1] for img in (flat, tinted)]
+    assert follows[1] > 0.8 > follows[0] + 0.3, follows
+    shading = lambda img: cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(np.float64)  # noqa: E731
+    assert np.corrcoef(shading(tinted).ravel(), shading(grey).ravel())[0, 1] > 0.95

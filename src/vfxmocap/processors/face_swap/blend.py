@@ -14,11 +14,15 @@ BlendMode = Literal["multiband", "poisson", "feather"]
 Mask = NDArray[np.uint8]
 
 
-def match_color(patch: Frame, target: Frame, mask: Mask) -> Frame:
+def match_color(patch: Frame, target: Frame, mask: Mask, target_chroma: bool = False) -> Frame:
     """Give the warped face the target skin's colour and lighting level, keeping the source's
     own shading and detail: means match fully (white balance, tone), the contrast of the
     low frequencies only within bounds, and the high frequencies stay the source's. Reinhard
     on all pixels would squash the source's texture to a softer target's contrast.
+
+    `target_chroma` (a black-and-white source, which has no colour of its own to keep):
+    the colour, not only its mean, is the target's own, smooth as its shading is, so lips
+    and cheeks keep their tints instead of the whole face taking one flat skin tone.
 
     The correction is smooth, so it is worked out in Lab on images 8x smaller and added to
     the patch as an RGB offset: no full-size colour conversion, whatever the face's size."""
@@ -32,6 +36,8 @@ def match_color(patch: Frame, target: Frame, mask: Mask) -> Frame:
     d_mean, d_std = _stats(low_dst[inside])
     gain = np.clip(d_std / s_std, 0.8, 1.25)  # lighting contrast, never the source's shading
     corrected = low_src + (d_mean - s_mean) + (gain - 1.0) * (low_src - s_mean)
+    if target_chroma:
+        corrected[..., 1:] = low_dst[..., 1:]
     rgb = cv2.cvtColor(corrected.astype(np.float32), cv2.COLOR_LAB2RGB)
     offset = np.float32(255.0) * np.clip(rgb, 0.0, 1.0) - low_rgb
     full = cv2.resize(offset, (patch.shape[1], patch.shape[0]), interpolation=cv2.INTER_LINEAR)

@@ -69,6 +69,17 @@ class SourceFace:
     image: Frame
     face: Face  # landmarks relative to `image`
     extra: dict[str, Any] = field(default_factory=dict)
+    monochrome: bool = False  # a black-and-white photo: its colour comes from the target
+
+
+def is_monochrome(image: Frame) -> bool:
+    """Whether an RGB image is grey (a black-and-white photo, or one stored as colour): its
+    channels differ by under 2 levels on average (JPEG's chroma noise included)."""
+    wide = image.astype(np.int16)
+    return bool(
+        np.abs(wide[..., 0] - wide[..., 1]).mean() < 2
+        and np.abs(wide[..., 1] - wide[..., 2]).mean() < 2
+    )
 
 
 def prepare_source(image: Frame, face: Face) -> SourceFace:
@@ -85,7 +96,8 @@ def prepare_source(image: Frame, face: Face) -> SourceFace:
         landmarks=face.landmarks - shift,
         score=face.score,
     )
-    return SourceFace(np.ascontiguousarray(image[y0:y1, x0:x1]), local)
+    crop = np.ascontiguousarray(image[y0:y1, x0:x1])
+    return SourceFace(crop, local, monochrome=is_monochrome(crop))
 
 
 def target_roi(face: Face, shape: tuple[int, ...]) -> tuple[int, int, int, int] | None:
@@ -110,6 +122,7 @@ class Rendered:
     backdrop: Frame | None = None
     # the source's lips end at an opening of its own: drawn up to the target's (masks.py)
     lips_to_opening: bool = False
+    monochrome: bool = False  # drawn from a black-and-white source: colour from the target
 
 
 def paste(
@@ -150,6 +163,7 @@ def paste(
             face_size(local),
             rendered.lips_to_opening,
             opts,
+            rendered.monochrome,
         )
     kept = _kept(original, local, opts, None if keep_out is None else keep_out[y0:y1, x0:x1])
     frame[y0:y1, x0:x1] = result if kept is None else alpha_blend(original, result, kept)
@@ -165,6 +179,7 @@ def _blend_face(
     size: float,
     lips: bool,
     opts: PasteOptions,
+    monochrome: bool = False,
 ) -> Frame:
     """The patch colour- and sharpness-matched and blended over `region` inside `mask`
     (all cropped alike); `original` is the frame before any warp."""
@@ -179,7 +194,7 @@ def _blend_face(
         drawn[hole > 0] = 0
     inside = np.minimum(mask, drawn)
     if opts.color_match:
-        patch = match_color(patch, region, inside)
+        patch = match_color(patch, region, inside, target_chroma=monochrome)
     if opts.sharpness_match:
         # judged with the target's mouth opening in place: the line where the source's lips
         # meet it is detail the output shows, and a sharp source must not draw it crisper
@@ -244,12 +259,14 @@ class GeometricEngine:
         lips = mouth_openness(source.face.landmarks) > _SOURCE_MOUTH_OPEN
         if self.shape <= 0:
             patch, coverage = warp_face(source.image, points, mesh, roi)
-            return Rendered(patch, coverage, mesh, lips_to_opening=lips)
+            return Rendered(
+                patch, coverage, mesh, lips_to_opening=lips, monochrome=source.monochrome
+            )
         # the face and the frame behind it share one rasterisation of the drawn mesh
         behind = backdrop_mesh(target.landmarks, mesh, roi)
         patch, coverage = warp_face(source.image, points, mesh, roi, behind.raster, behind.face)
         backdrop = warp_backdrop(frame, target.landmarks, mesh, roi, behind)
-        return Rendered(patch, coverage, mesh, backdrop, lips)
+        return Rendered(patch, coverage, mesh, backdrop, lips, source.monochrome)
 
 
 def swap_face(
