@@ -15,6 +15,11 @@ Expression: dlib's mouth opening (inner-lip gap over mouth width) and eye openin
 aspect ratio) of each output face against the original target face's: the target's expression
 must stay. Sharpness: the variance of the Laplacian inside the face, output over original.
 
+Floor: the source photo itself turned to face the camera by the engine's own mesh warp (its
+face, hair and background following), with no target at all. A frontal target can at best
+bring the output this close to a turned source: the output is a frontal view of the person,
+the reference a turned one.
+
 Side-by-side stills are written to docs/images/ (unless --no-stills).
 """
 
@@ -25,6 +30,7 @@ import importlib.util
 import json
 import sys
 import tempfile
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +41,10 @@ import numpy as np
 
 from vfxmocap.media.image import Frame, read_image, write_image
 from vfxmocap.media.video import VideoReader
+from vfxmocap.processors.face_swap.warp import backdrop_mesh, warp_backdrop, warp_face
 from vfxmocap.samples import sample_path
+from vfxmocap.vision.faces import MediaPipeFaceAnalyzer
+from vfxmocap.vision.landmarks import face_axes, head_pose
 from vfxmocap.workflows import get_workflow
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "images"
@@ -111,6 +120,40 @@ def jitter(d: Dlib, frames: list[Frame]) -> tuple[float, int]:
         if len(run) >= 3:
             accel.append(float(np.abs(run[-1] - 2 * run[-2] + run[-3]).mean()))
     return (float(np.mean(accel)) if accel else float("nan")), len(accel)
+
+
+def frontalised(d: Dlib, photo: Frame, reference: Frame) -> dict[str, float]:
+    """The photo turned to face the camera (its mesh rotated by its own head pose, the whole
+    image warped to follow, as the swap warps a source), and its dlib distance to `reference`.
+    The photo is given room first (reflected, doubled), as the face detector needs."""
+    room = photo
+    if photo.shape[0] < 200:  # the 112 px aligned crop
+        room = cv2.copyMakeBorder(photo, 56, 56, 56, 56, cv2.BORDER_REFLECT)
+        room = cv2.resize(room, None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC)
+    with closing(MediaPipeFaceAnalyzer(tiles=True)) as analyzer:
+        landmarks = analyzer.analyze(room)[0].landmarks
+    flip = np.array([1.0, -1.0, -1.0])  # y up, z to the camera
+    points = landmarks[:, :3].astype(np.float64) * flip
+    centre = points.mean(axis=0)
+    frontal = (((points - centre) @ face_axes(points).T + centre) * flip).astype(np.float32)
+    roi = (0, 0, room.shape[1], room.shape[0])
+    behind = backdrop_mesh(landmarks, frontal, roi)
+    face, cover = warp_face(room, landmarks[:, :2], frontal, roi, behind.raster, behind.face)
+    turned = warp_backdrop(room, landmarks, frontal, roi, behind)
+    turned[cover > 127] = face[cover > 127]
+    pose = head_pose(landmarks)
+    reference_descriptor = d.descriptor(reference, d.faces(reference)[0][0])
+
+    def distance(image: Frame) -> float:
+        rect = max(d.faces(image), key=lambda f: f[0].area())[0]
+        return round(float(np.linalg.norm(d.descriptor(image, rect) - reference_descriptor)), 3)
+
+    return {
+        "yaw": round(pose.yaw, 1),
+        "pitch": round(pose.pitch, 1),
+        "as_given_to_source": distance(room),
+        "frontal_to_source": distance(turned),
+    }
 
 
 def openness(points: np.ndarray) -> tuple[float, float]:
@@ -208,6 +251,10 @@ def main() -> int:
     hanks = read_image(hanks_path)
     hanks_view = cv2.resize(hanks, (224, 224))  # dlib's detector needs a larger face
     t1 = read_image(sample_path("t1"))
+    report["floor_frontalised"] = {
+        "astronaut": frontalised(d, astronaut, astronaut),
+        "hanks": frontalised(d, hanks, hanks_view),
+    }
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         if "hanks_t1" in pairs:  # Tom Hanks onto the six faces of t1

@@ -28,6 +28,10 @@ Box = NDArray[np.float32]  # x0, y0, x1, y1 in pixels
 _CROP = 256
 _CROP_MARGIN = 1.7  # crop side / face box side
 _TILE_OVERLAP = 0.3
+# A photo whose face reaches its edge (an aligned crop) is analysed again with this share of
+# its side reflected around it, enlarged to at least _ROOM_SIDE pixels.
+_ROOM = 0.5
+_ROOM_SIDE = 448
 
 
 @dataclass
@@ -213,9 +217,45 @@ class MediaPipeFaceAnalyzer:
             if face is not None:
                 face.score = score
                 faces.append(face)
-        # two detections can land on one face; keep one mesh per face
-        unique: list[Face] = []
-        for face in sorted(faces, key=lambda f: -f.area):
-            if all(iou(face.box, u.box) < 0.5 for u in unique):
-                unique.append(face)
-        return unique
+        return _one_per_face(faces)
+
+    def analyze_photo(self, image: Frame, tiles: bool | None = None) -> list[Face]:
+        """Every face of a photo, largest first, a tight crop too. An aligned face crop (the
+        face fills the image, as insightface's 112 px samples) leaves the detector and the
+        mesh no room: the mesh sees black past the image's edge and fits the face's outline
+        and depth worse. When a face reaches the edge, or none is found, the photo is
+        analysed again with reflected room around it, enlarged, and the faces found inside
+        the photo are mapped back (the mirrored copies in the room are not faces of it)."""
+        faces = self.analyze(image, tiles)
+        h, w = image.shape[:2]
+        edge = 0.02 * max(h, w)
+
+        def reaches_edge(box: Box) -> bool:
+            return bool(box[0] < edge or box[1] < edge or box[2] > w - edge or box[3] > h - edge)
+
+        if faces and not any(reaches_edge(f.box) for f in faces):
+            return faces
+        pad = int(_ROOM * max(h, w))
+        room = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_REFLECT)
+        scale = max(1.0, _ROOM_SIDE / max(room.shape[:2]))
+        if scale > 1.0:
+            room = cv2.resize(room, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
+        found = []
+        for face in self.analyze(room, tiles):
+            landmarks = face.landmarks.copy()
+            landmarks[:, :2] = landmarks[:, :2] / scale - pad
+            landmarks[:, 2] /= scale
+            box = box_from_landmarks(landmarks)
+            cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+            if 0 <= cx < w and 0 <= cy < h:
+                found.append(Face(box=box, landmarks=landmarks, score=face.score))
+        return _one_per_face(found) or faces
+
+
+def _one_per_face(faces: list[Face]) -> list[Face]:
+    """Largest first; two detections can land on one face: one mesh per face."""
+    unique: list[Face] = []
+    for face in sorted(faces, key=lambda f: -f.area):
+        if all(iou(face.box, u.box) < 0.5 for u in unique):
+            unique.append(face)
+    return unique

@@ -133,7 +133,7 @@ def _first_face(
     analyzer: MediaPipeFaceAnalyzer, path: str | Path, index: int, role: str
 ) -> tuple[Frame, Face]:
     image = read_image(path)
-    faces = analyzer.analyze(image, tiles=True)  # a source may be a group photo
+    faces = analyzer.analyze_photo(image, tiles=True)  # a group photo, or a tight face crop
     if not faces:
         raise InputError(
             f"{path}: no face found in the {role} image",
