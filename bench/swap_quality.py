@@ -138,7 +138,9 @@ def frontalised(d: Dlib, photo: Frame, reference: Frame) -> dict[str, float]:
     frontal = (((points - centre) @ face_axes(points).T + centre) * flip).astype(np.float32)
     roi = (0, 0, room.shape[1], room.shape[0])
     behind = backdrop_mesh(landmarks, frontal, roi)
-    face, cover = warp_face(room, landmarks[:, :2], frontal, roi, behind.raster, behind.face)
+    face, cover = warp_face(
+        room, behind.sampled(landmarks), frontal, roi, behind.raster, behind.face
+    )
     turned = warp_backdrop(room, landmarks, frontal, roi, behind)
     turned[cover > 127] = face[cover > 127]
     pose = head_pose(landmarks)

@@ -132,6 +132,14 @@ class HeadPose:
     roll: float
 
 
+def outline(landmarks: NDArray[np.floating[Any]], scale: float = 1.0) -> NDArray[np.float32]:
+    """The face oval (x, y), `scale` times as far from its centre as the landmarks' own."""
+    oval = np.asarray(landmarks, dtype=np.float32)[FACE_OVAL, :2]
+    centre = oval.mean(axis=0)
+    scaled: NDArray[np.float32] = centre + np.float32(scale) * (oval - centre)
+    return scaled
+
+
 def face_axes(points: NDArray[np.float64]) -> NDArray[np.float64]:
     """Rows: the face's own x (across, to the image's right when frontal), y (up) and z (out
     of the face, toward the camera when frontal), from mesh points given with y up and z

@@ -11,7 +11,6 @@ from pydantic import BaseModel, Field
 
 from vfxmocap.vision.landmarks import (
     CHIN,
-    FACE_OVAL,
     FOREHEAD,
     LEFT_BROW,
     LEFT_EYE_OUTER,
@@ -20,6 +19,7 @@ from vfxmocap.vision.landmarks import (
     RIGHT_BROW,
     RIGHT_EYE_OUTER,
     mouth_openness,
+    outline,
 )
 
 Mask = NDArray[np.uint8]
@@ -58,29 +58,34 @@ def _hull(mask: Mask, points: NDArray[np.floating[Any]], value: int = 255) -> No
     cv2.fillConvexPoly(mask, hull, value, cv2.LINE_8, 4)
 
 
-def _oval(lm: NDArray[np.float32], forehead: float) -> NDArray[np.float32]:
-    """The face contour with its top lowered to `forehead` of the way from brows to hairline,
-    so hair and a fringe stay the target's."""
+def _oval(lm: NDArray[np.float32], forehead: float, reach: float = 1.0) -> NDArray[np.float32]:
+    """The face contour, `reach` times as far from its centre as the landmarks', with its top
+    lowered to `forehead` of the way from brows to hairline, so hair and a fringe stay the
+    target's."""
     chin = lm[CHIN]
     up = lm[FOREHEAD] - chin
     up /= max(float(np.linalg.norm(up)), 1e-6)
     height = (lm[:, :2] - chin) @ up
     brows = float(height[RIGHT_BROW + LEFT_BROW].max())
     cut = brows + forehead * (float(height[FOREHEAD]) - brows)
-    oval = lm[FACE_OVAL].copy()
+    oval = outline(lm, reach)
     excess = np.maximum((oval - chin) @ up - cut, 0.0)
     lowered: NDArray[np.float32] = oval - excess[:, None] * up
     return lowered
 
 
-def face_mask(shape: tuple[int, int], landmarks: NDArray[np.float32], opts: MaskOptions) -> Mask:
-    """Binary (0/255) mask of the face in an image of `shape`; landmarks in its pixels."""
+def face_mask(
+    shape: tuple[int, int], landmarks: NDArray[np.float32], opts: MaskOptions, reach: float = 1.0
+) -> Mask:
+    """Binary (0/255) mask of the face in an image of `shape`; landmarks in its pixels. An
+    oval mask reaches `reach` times as far out as the landmarks' outline (below the forehead's
+    cut), a hull takes that outline in too, for a face drawn past it."""
     lm = landmarks[:, :2].astype(np.float32)
     mask = np.zeros(shape, np.uint8)
     if opts.kind == "hull":
-        _hull(mask, lm[:468])
+        _hull(mask, np.concatenate([lm[:468], outline(lm, reach)]))
     elif opts.kind == "oval":
-        _poly(mask, _oval(lm, opts.forehead))
+        _poly(mask, _oval(lm, opts.forehead, reach))
     else:
         wanted = opts.regions or ["skin"]
         if "skin" in wanted:

@@ -18,12 +18,16 @@ from numpy.typing import NDArray
 
 from vfxmocap.media.image import Frame
 from vfxmocap.processors.face_swap.blend import copy_where
-from vfxmocap.vision.landmarks import FACE_OVAL, face_axes, triangles
+from vfxmocap.vision.landmarks import FACE_OVAL, face_axes, outline, triangles
 
 Points = NDArray[np.float32]
 _SUBPIXEL = 4  # fixed-point bits for cv2.fillConvexPoly
 _MAX_WORK_SIDE = 256  # maps are computed at most at this size, then upscaled (they are smooth)
 _RING = 1.45  # the frame is warped out to this many times the face outline, then left alone
+# The face is drawn past its landmark outline to this many times it (from the outline's
+# centre): MediaPipe's oval runs just inside the silhouette, and the cheeks' and jaw's own
+# edge, the way they turn away into shadow, is the face's shape as much as the outline is.
+BAND = 1.2
 
 
 def _affines(
@@ -236,12 +240,9 @@ def warp_face(
     return warped, mask
 
 
-def _ring(outline: Points, roi: tuple[int, int, int, int]) -> Points:
-    """Points `_RING` times as far from the face centre as its outline, kept inside the ROI."""
-    centre = outline.mean(axis=0)
-    ring = centre + _RING * (outline - centre)
+def _within(points: Points, roi: tuple[int, int, int, int]) -> Points:
     x0, y0, x1, y1 = roi
-    clipped: Points = np.clip(ring, [x0, y0], [x1 - 1, y1 - 1]).astype(np.float32)
+    clipped: Points = np.clip(points, [x0, y0], [x1 - 1, y1 - 1]).astype(np.float32)
     return clipped
 
 
@@ -258,28 +259,42 @@ def ring_strip(n: int, offset: int) -> NDArray[np.int32]:
 
 @dataclass
 class Backdrop:
-    """The moved face mesh and a ring around it, rasterised once: `raster` draws the strip
-    from the outline out to the ring first, then the face's triangles (`face` marks them);
-    `original` are the same points before the move (where the frame is sampled)."""
+    """The moved face mesh, a band past its outline and a ring around it, rasterised once:
+    `raster` draws the strip from the band out to the ring first, then the band and the
+    face's triangles (`face` marks those two: what a face warp draws); `original` are the
+    same points before the move (where the frame is sampled)."""
 
     raster: Raster
     original: Points
     face: NDArray[np.bool_]
 
+    def sampled(self, source_points: Points) -> Points:
+        """A source face's points for this mesh's vertices: its landmarks, then its band
+        (the ring's points are never sampled from a source)."""
+        extra = len(self.original) - len(source_points) - len(FACE_OVAL)
+        points: Points = np.concatenate(
+            [source_points[:, :2], outline(source_points, BAND), np.zeros((extra, 2), np.float32)]
+        )
+        return points
+
 
 def backdrop_mesh(
     original: NDArray[np.float32], moved: NDArray[np.float32], roi: tuple[int, int, int, int]
 ) -> Backdrop:
-    outline = np.array(FACE_OVAL)
-    ring = _ring(original[outline, :2], roi)
+    n, k = len(original), len(FACE_OVAL)
+    band = _within(outline(moved, BAND), roi)
+    band_before = _within(outline(original, BAND), roi)
+    ring = _within(outline(original, _RING), roi)
     _, face_tris = visible_triangles(moved)
-    # ring points are stacked after the landmarks: vertex n + k of the strip is ring point k
-    loop = np.concatenate([outline, len(original) + np.arange(len(outline))])
-    strip = loop[ring_strip(len(outline), len(outline))]
-    tris = np.concatenate([strip, face_tris])
-    dst = np.concatenate([moved[:, :2], ring])
-    face = np.arange(len(tris)) >= len(strip)
-    return Backdrop(rasterise(dst, tris, roi), np.concatenate([original[:, :2], ring]), face)
+    # band points are stacked after the landmarks, ring points after them
+    inner = np.concatenate([FACE_OVAL, n + np.arange(k)])[ring_strip(k, k)]
+    outer = n + ring_strip(k, k)
+    tris = np.concatenate([outer, inner, face_tris])
+    dst = np.concatenate([moved[:, :2], band, ring])
+    face = np.arange(len(tris)) >= len(outer)
+    return Backdrop(
+        rasterise(dst, tris, roi), np.concatenate([original[:, :2], band_before, ring]), face
+    )
 
 
 def warp_backdrop(
