@@ -221,7 +221,8 @@ def warp_face(
     if raster is None:
         _, tris = visible_triangles(target_landmarks)
         raster = rasterise(target_landmarks, tris, roi)
-    shrink = _span(target_landmarks) / max(_span(source_points), 1.0)
+    n = len(target_landmarks)  # the landmarks: the band (and any ring) aside
+    shrink = _span(target_landmarks) / max(_span(source_points[:n]), 1.0)
     image, points = _area_filtered(source_image, source_points, shrink)
     extra = len(raster.target_xy) - len(points)  # points of the raster no source point has
     padded = np.concatenate([points[:, :2], np.zeros((extra, 2), np.float32)]) if extra else points
@@ -270,11 +271,8 @@ class Backdrop:
 
     def sampled(self, source_points: Points) -> Points:
         """A source face's points for this mesh's vertices: its landmarks, then its band
-        (the ring's points are never sampled from a source)."""
-        extra = len(self.original) - len(source_points) - len(FACE_OVAL)
-        points: Points = np.concatenate(
-            [source_points[:, :2], outline(source_points, BAND), np.zeros((extra, 2), np.float32)]
-        )
+        (the ring's points are never sampled from a source: `warp_face` pads them)."""
+        points: Points = np.concatenate([source_points[:, :2], outline(source_points, BAND)])
         return points
 
 
