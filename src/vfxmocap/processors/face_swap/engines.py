@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+import cv2
 import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, Field
@@ -40,7 +41,7 @@ from vfxmocap.processors.face_swap.masks import (
 from vfxmocap.processors.face_swap.shape import transfer_shape
 from vfxmocap.processors.face_swap.warp import BAND, backdrop_mesh, warp_backdrop, warp_face
 from vfxmocap.vision.faces import Face, box_from_landmarks
-from vfxmocap.vision.landmarks import mouth_openness
+from vfxmocap.vision.landmarks import mouth_openness, outline
 from vfxmocap.vision.segmentation import skin_outliers
 
 _ROI_MARGIN = 0.25  # of the face box, around the target face
@@ -103,6 +104,48 @@ def prepare_source(image: Frame, face: Face) -> SourceFace:
     )
     crop = np.ascontiguousarray(image[y0:y1, x0:x1])
     return SourceFace(crop, local, monochrome=is_monochrome(crop))
+
+
+_FILL_MAX = 0.15  # of the face width: how far past a tight crop's edge a source is filled in
+_FILL_SIDE = 256  # the fill is worked out at most this big (it is smooth), then scaled up
+
+
+def complete_edges(source: SourceFace) -> SourceFace:
+    """A source cut by its image's edge (an aligned crop cuts the chin or a cheek) filled in
+    past the edge, as far as the face is drawn (its band, up to 15% of the face width), by
+    inpainting: the mesh draws the skin's shading running on instead of ending in a hard
+    line across the chin (Tom Hanks -> carphone 720p, 24 frames, dlib distance to the
+    source 0.486 -> 0.479)."""
+    image, face = source.image, source.face
+    h, w = image.shape[:2]
+    band = outline(face.landmarks, BAND)
+    most = int(np.ceil(_FILL_MAX * face.width))
+    left, top = (int(np.ceil(-v)) + 2 for v in band.min(axis=0))
+    right = int(np.ceil(float(band[:, 0].max()) - (w - 1))) + 2
+    bottom = int(np.ceil(float(band[:, 1].max()) - (h - 1))) + 2
+    pads = [min(most, max(0, p)) for p in (top, bottom, left, right)]
+    if not any(pads):
+        return source
+    top, bottom, left, right = pads
+    padded = cv2.copyMakeBorder(image, top, bottom, left, right, cv2.BORDER_CONSTANT, value=0)
+    hole = np.full(padded.shape[:2], 255, np.uint8)
+    hole[top : top + h, left : left + w] = 0
+    scale = min(1.0, _FILL_SIDE / max(padded.shape[:2]))
+    if scale < 1.0:
+        small = cv2.resize(padded, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        small_hole = cv2.resize(hole, (small.shape[1], small.shape[0]), cv2.INTER_NEAREST)
+        filled = cv2.inpaint(small, small_hole, 5, cv2.INPAINT_TELEA)
+        filled = cv2.resize(filled, (padded.shape[1], padded.shape[0]), cv2.INTER_LINEAR)
+        copy_where(padded, filled, hole > 0)
+    else:
+        padded = cv2.inpaint(padded, hole, 5, cv2.INPAINT_TELEA)
+    shift = np.array([left, top], np.float32)
+    moved = Face(
+        box=face.box + np.tile(shift, 2),
+        landmarks=face.landmarks + np.append(shift, 0),
+        score=face.score,
+    )
+    return replace(source, image=padded, face=moved)
 
 
 def target_roi(face: Face, shape: tuple[int, ...]) -> tuple[int, int, int, int] | None:
@@ -256,7 +299,7 @@ class GeometricEngine:
         self.shape = shape
 
     def prepare(self, image: Frame, face: Face) -> SourceFace:
-        return prepare_source(image, face)
+        return complete_edges(prepare_source(image, face))
 
     def render(
         self, frame: Frame, target: Face, source: SourceFace, roi: tuple[int, int, int, int]
