@@ -114,8 +114,8 @@ def complete_edges(source: SourceFace) -> SourceFace:
     """A source cut by its image's edge (an aligned crop cuts the chin or a cheek) filled in
     past the edge, as far as the face is drawn (its band, up to 15% of the face width), by
     inpainting: the mesh draws the skin's shading running on instead of ending in a hard
-    line across the chin (Tom Hanks -> carphone 720p, 24 frames, dlib distance to the
-    source 0.486 -> 0.479)."""
+    line across the chin (a look, not identity: Tom Hanks -> carphone 720p, dlib distance
+    to the source 0.504 unfilled, 0.505 filled)."""
     image, face = source.image, source.face
     h, w = image.shape[:2]
     band = outline(face.landmarks, BAND)
