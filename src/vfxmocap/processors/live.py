@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vfxmocap.core.memory import keep_freed_memory
 from vfxmocap.media.image import Frame
 
 ProcessFn = Callable[[Frame, float], Frame]
@@ -43,6 +44,7 @@ class LiveSession:
         window: int = 300,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
+        keep_freed_memory()  # each frame reuses the last one's arrays instead of faulting them in
         self._process = process
         self._clock = clock
         self._latencies: deque[float] = deque(maxlen=window)

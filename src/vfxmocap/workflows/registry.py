@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from vfxmocap.core.config import get_settings
 from vfxmocap.core.errors import InvalidParams
 from vfxmocap.core.extras import missing_extra
+from vfxmocap.core.memory import keep_freed_memory
 from vfxmocap.core.progress import CancelToken, Progress
 from vfxmocap.processors.base import FrameProcessor, Prepared, prepare
 
@@ -144,6 +145,7 @@ class Workflow:
     ) -> WorkflowResult:
         parsed = self.parse(inputs)
         self._spare_inputs(parsed)
+        keep_freed_memory()  # frame loops reuse their big arrays instead of faulting them in
         try:
             return self.run(parsed, progress or Progress(), cancel or CancelToken())
         except ModuleNotFoundError as exc:  # an optional dependency: say which extra
