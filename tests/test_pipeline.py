@@ -117,6 +117,33 @@ def test_progress_counts_written_frames(carphone: Path, tmp_path: Path) -> None:
     assert events[-1].job_id == "j1" and events[-1].eta_s == 0.0
 
 
+def test_ahead_runs_in_frame_order_off_the_processing_thread(
+    carphone: Path, tmp_path: Path
+) -> None:
+    """`ahead` (a processor's analysis) sees every frame in order in the decode thread and
+    hands `process` what it returns, while `process` runs in the caller's thread."""
+    ahead_threads: set[str] = set()
+    process_threads: set[str] = set()
+    planned = iter(range(10**6))
+
+    def plan(frame: np.ndarray) -> tuple[int, np.ndarray]:
+        ahead_threads.add(threading.current_thread().name)
+        return next(planned), frame
+
+    seen: list[int] = []
+
+    def draw(item: tuple[int, np.ndarray]) -> np.ndarray:
+        process_threads.add(threading.current_thread().name)
+        seen.append(item[0])
+        return item[1]
+
+    with open_source(carphone) as source:
+        result = transform_video(source, draw, tmp_path / "o.mp4", ahead=plan)
+    assert seen == list(range(120)) and result.stats.frames == 120
+    assert ahead_threads == {"vfx-decode"}
+    assert process_threads == {threading.current_thread().name}
+
+
 def test_transform_video_keeps_rate_and_audio(tmp_path: Path, video_with_audio: Path) -> None:
     with open_source(video_with_audio) as source:
         result = transform_video(

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from vfxmocap.core.config import get_settings
 from vfxmocap.core.log import get_logger
@@ -221,9 +221,10 @@ def with_previews(sink: Callable[[Frame], None], progress: Progress) -> Callable
 
 def transform_video(
     source: FrameSource,
-    process: Callable[[Frame], Frame],
+    process: Callable[[T], Frame],
     output: str | Path,
     *,
+    ahead: Callable[[Frame], T] | None = None,
     progress: Progress | None = None,
     cancel: CancelToken | None = None,
     crf: int | None = None,
@@ -231,8 +232,10 @@ def transform_video(
 ) -> VideoResult:
     """The common video-to-video loop: stream `source` through `process` into an H.264 MP4.
 
-    Audio is carried over from the source, the frame rate kept, and the output written
-    atomically: on an error or a cancel no file appears at `output`.
+    `ahead`, when given, runs on each frame in the decode thread, in order, and `process`
+    gets what it returns: a processor's analysis (tracking, its models) overlaps the drawing
+    of the frame before. Audio is carried over from the source, the frame rate kept, and
+    the output written atomically: on an error or a cancel no file appears at `output`.
     """
     if progress is not None:
         progress.stage("frames", source.frame_count)
@@ -245,6 +248,7 @@ def transform_video(
         sample_aspect=source.sample_aspect,
     ) as writer:
         sink = writer.write if progress is None else with_previews(writer.write, progress)
-        stats = run_pipeline(source, process, sink, progress=progress, cancel=cancel)
+        frames = cast(Iterable[T], source) if ahead is None else map(ahead, source)
+        stats = run_pipeline(frames, process, sink, progress=progress, cancel=cancel)
     assert writer.size is not None
     return VideoResult(Path(output), stats, writer.size, source.fps)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from itertools import count
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from vfxmocap.media.sources import ImageSource, open_source
 from vfxmocap.processors.face_swap.processor import (
     FaceSwapProcessor,
     SwapOptions,
+    SwapPlan,
     SwapSetup,
     SwapState,
 )
@@ -65,12 +67,17 @@ def run(inputs: SwapInputs, progress: Progress, cancel: CancelToken) -> Workflow
                 image = next(iter(source))
                 write_image(inputs.output, processor.process_still(image, state))
                 return WorkflowResult({"output": inputs.output}, _summary(state, {}))
-            fps = source.fps
+            times = (i / source.fps for i in count())
 
-            def swap(frame: Frame) -> Frame:
-                return processor.process(frame, state, state.stats.frames / fps)
+            def plan(frame: Frame) -> SwapPlan:  # tracking, a frame ahead, in the decode thread
+                return processor.analyze(frame, state, next(times))
 
-            result = transform_video(source, swap, inputs.output, progress=progress, cancel=cancel)
+            def draw(planned: SwapPlan) -> Frame:
+                return processor.render(planned, state)
+
+            result = transform_video(
+                source, draw, inputs.output, ahead=plan, progress=progress, cancel=cancel
+            )
             return WorkflowResult(
                 {"output": result.output}, _summary(state, {"fps": round(result.stats.fps, 2)})
             )

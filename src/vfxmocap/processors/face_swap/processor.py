@@ -2,7 +2,8 @@
 
 `prepare(SwapSetup)` analyses the sources once (an error if a source has no face, before any
 target work); `process()` tracks faces across frames, picks which source goes where (once
-per track) and swaps. State (tracks, choices, counters) lives in `SwapState`, so a live
+per track) and swaps, in two halves a video overlaps: `analyze()` (tracking, MediaPipe)
+and `render()` (drawing). State (tracks, choices, counters) lives in `SwapState`, so a live
 stream and a video file are processed the same way.
 """
 
@@ -123,6 +124,16 @@ class SwapState:
                 model.close()
 
 
+@dataclass(frozen=True)
+class SwapPlan:
+    """One frame's swaps, as `FaceSwapProcessor.analyze` planned them: the frame, each face
+    with the index of its source, and where occluders keep the frame (1), if looked for."""
+
+    frame: Frame
+    pairs: list[tuple[Face, int]]
+    keep_out: NDArray[np.float32] | None = None
+
+
 def load_engine(options: SwapOptions) -> SwapEngine:
     if options.engine == "geometric":
         return GeometricEngine(shape=options.shape)
@@ -213,8 +224,31 @@ class FaceSwapProcessor:
 
     def process(self, frame: Frame, state: SwapState, t: float | None = None) -> Frame:
         """Swap the selected faces of one frame of a sequence (tracks carry over)."""
+        return self.render(self.analyze(frame, state, t), state)
+
+    def analyze(self, frame: Frame, state: SwapState, t: float | None = None) -> SwapPlan:
+        """The first half of `process`: track the faces, pick each one's source and find
+        what covers them. A video runs it in its decode thread, a frame or more ahead of
+        `render` (MediaPipe's graphs run there while the last frame is drawn); calls must
+        come in frame order, and only one at a time."""
         faces = state.tracker.update(frame, t)
-        return self._swap(frame, state, state.choices.pairs(frame, faces, state.tracker.ids))
+        return self._plan(frame, state, state.choices.pairs(frame, faces, state.tracker.ids))
+
+    def render(self, plan: SwapPlan, state: SwapState) -> Frame:
+        """The second half of `process`: draw the planned swaps (in plan order)."""
+        state.stats.frames += 1
+        if not plan.pairs:
+            state.stats.frames_without_faces += 1
+            return plan.frame
+        out = plan.frame.copy()
+        paste = state.options.paste()
+        for face, src in plan.pairs:
+            drawn = swap_face(state.engine, out, face, state.sources[src], paste, plan.keep_out)
+            if drawn is not None:
+                state.stats.faces_swapped += 1
+                if state.enhancer is not None:  # restored inside the outline as drawn
+                    state.enhancer.enhance(out, drawn, paste)
+        return out
 
     def process_still(self, image: Frame, state: SwapState) -> Frame:
         """Swap a single image: every face analysed from scratch, no tracking."""
@@ -222,26 +256,16 @@ class FaceSwapProcessor:
         for i, face in enumerate(faces):
             face.track_id = i
         state.choices.reset()  # a new image: no face is one seen before
-        return self._swap(image, state, state.choices.pairs(image, faces, range(len(faces))))
+        pairs = state.choices.pairs(image, faces, range(len(faces)))
+        return self.render(self._plan(image, state, pairs), state)
 
     def close(self, state: SwapState) -> None:
         state.close()
 
-    def _swap(self, frame: Frame, state: SwapState, pairs: list[tuple[Face, int]]) -> Frame:
-        state.stats.frames += 1
-        if not pairs:
-            state.stats.frames_without_faces += 1
-            return frame
-        out = frame.copy()
-        keep_out = self._occluders(frame, state) if state.options.occlusion else None
-        paste = state.options.paste()
-        for face, src in pairs:
-            drawn = swap_face(state.engine, out, face, state.sources[src], paste, keep_out)
-            if drawn is not None:
-                state.stats.faces_swapped += 1
-                if state.enhancer is not None:  # restored inside the outline as drawn
-                    state.enhancer.enhance(out, drawn, paste)
-        return out
+    def _plan(self, frame: Frame, state: SwapState, pairs: list[tuple[Face, int]]) -> SwapPlan:
+        """The faces to swap, with where occluders cover them (when asked and any face is)."""
+        keep_out = self._occluders(frame, state) if pairs and state.options.occlusion else None
+        return SwapPlan(frame, pairs, keep_out)
 
     @staticmethod
     def _occluders(frame: Frame, state: SwapState) -> NDArray[np.float32]:

