@@ -5,7 +5,7 @@ blend pyramids: a 720p close-up's float pyramid level alone is 5 MB). glibc's de
 such blocks back to the kernel when they are freed (mmap for blocks over its threshold, and,
 once its dynamic threshold has moved them onto the heap, a trim of the heap's top whenever it
 holds more than twice that free), so each frame faults pages in anew and the kernel zeroes
-them: on the 720p close-up that was a third of the blend's time (8.5 -> 4.0 ms) and
+them: on the 720p close-up that was a third of the blend's time (8.5 -> 4.2 ms) and
 about a tenth of the whole swap's CPU. Raising both thresholds keeps freed blocks in the
 heap, where the next frame reuses them; memory stays flat, at the loop's working set.
 

@@ -3,10 +3,11 @@
 Decoding runs in one thread, encoding in another, and processing in the caller's thread,
 one frame at a time in order (stateful processors: trackers, filters; the sink may run
 models too, e.g. a matte, since a MediaPipe graph may be called from any thread as long as
-calls do not overlap). Queues are bounded, so memory
-stays flat however long the video is. The first error in any stage stops all three and
-is re-raised in the caller; cancellation is checked between frames and while any stage
-waits, so a stalled source or sink cannot keep a cancelled job alive.
+calls do not overlap). `transform_video` may run a processor's first half (`ahead`: its
+tracking) in the decode thread, in order, a frame or more before the rest. Queues are
+bounded, so memory stays flat however long the video is. The first error in any stage
+stops all three and is re-raised in the caller; cancellation is checked between frames and
+while any stage waits, so a stalled source or sink cannot keep a cancelled job alive.
 """
 
 from __future__ import annotations
