@@ -15,10 +15,12 @@ Expression: dlib's mouth opening (inner-lip gap over mouth width) and eye openin
 aspect ratio) of each output face against the original target face's: the target's expression
 must stay. Sharpness: the variance of the Laplacian inside the face, output over original.
 
-Floor: the source photo itself turned to face the camera by the engine's own mesh warp (its
-face, hair and background following), with no target at all. A frontal target can at best
-bring the output this close to a turned source: the output is a frontal view of the person,
-the reference a turned one.
+Floor: the source photo itself turned by the engine's own mesh warp (its face, hair and
+background following), with no target at all: to face the camera (`floor_frontalised`), and
+on every measured frame to the target face's head pose (`floor_posed`). dlib's distance
+grows with the difference in pose between two views of one person, and the output has the
+target's pose, so a warp of this photo cannot bring the output nearer than `floor_posed`;
+`above_floor` is what the swap adds over it (the target's hair, outline, expression, light).
 
 Side-by-side stills are written to docs/images/ (unless --no-stills).
 """
@@ -30,7 +32,6 @@ import importlib.util
 import json
 import sys
 import tempfile
-from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -122,40 +123,74 @@ def jitter(d: Dlib, frames: list[Frame]) -> tuple[float, int]:
     return (float(np.mean(accel)) if accel else float("nan")), len(accel)
 
 
-def frontalised(d: Dlib, photo: Frame, reference: Frame) -> dict[str, float]:
-    """The photo turned to face the camera (its mesh rotated by its own head pose, the whole
-    image warped to follow, as the swap warps a source), and its dlib distance to `reference`.
-    The photo is given room first (reflected, doubled), as the face detector needs."""
-    room = photo
-    if photo.shape[0] < 200:  # the 112 px aligned crop
-        room = cv2.copyMakeBorder(photo, 56, 56, 56, 56, cv2.BORDER_REFLECT)
-        room = cv2.resize(room, None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC)
-    with closing(MediaPipeFaceAnalyzer(tiles=True)) as analyzer:
-        landmarks = analyzer.analyze(room)[0].landmarks
-    flip = np.array([1.0, -1.0, -1.0])  # y up, z to the camera
-    points = landmarks[:, :3].astype(np.float64) * flip
-    centre = points.mean(axis=0)
-    frontal = (((points - centre) @ face_axes(points).T + centre) * flip).astype(np.float32)
-    roi = (0, 0, room.shape[1], room.shape[0])
-    behind = backdrop_mesh(landmarks, frontal, roi)
-    face, cover = warp_face(
-        room, behind.sampled(landmarks), frontal, roi, behind.raster, behind.face
-    )
-    turned = warp_backdrop(room, landmarks, frontal, roi, behind)
-    turned[cover > 127] = face[cover > 127]
-    pose = head_pose(landmarks)
-    reference_descriptor = d.descriptor(reference, d.faces(reference)[0][0])
+class Turned:
+    """The source photo turned to a head pose by the engine's own mesh warp (its face, hair
+    and background following, as the swap warps a source), with no target at all: the
+    closest a warp of this photo gets to it in that pose. The photo is given room first
+    (reflected, doubled) when it is an aligned crop, as the face detector needs."""
 
-    def distance(image: Frame) -> float:
-        rect = max(d.faces(image), key=lambda f: f[0].area())[0]
-        return round(float(np.linalg.norm(d.descriptor(image, rect) - reference_descriptor)), 3)
+    _FLIP = np.array([1.0, -1.0, -1.0])  # y up, z to the camera
 
-    return {
-        "yaw": round(pose.yaw, 1),
-        "pitch": round(pose.pitch, 1),
-        "as_given_to_source": distance(room),
-        "frontal_to_source": distance(turned),
-    }
+    def __init__(self, d: Dlib, analyzer: MediaPipeFaceAnalyzer, photo: Frame, reference: Frame):
+        self.d = d
+        room = photo
+        if photo.shape[0] < 200:  # the 112 px aligned crop
+            room = cv2.copyMakeBorder(photo, 56, 56, 56, 56, cv2.BORDER_REFLECT)
+            room = cv2.resize(room, None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC)
+        self.room = room
+        self.landmarks = analyzer.analyze(room)[0].landmarks
+        self.view = reference  # the photo as dlib is shown it
+        self.reference = d.descriptor(reference, d.faces(reference)[0][0])
+
+    def to(self, axes: np.ndarray) -> Frame:
+        """The photo with its face turned to `axes` (`face_axes` rows, y up, z to the camera:
+        the identity is facing the camera)."""
+        landmarks = self.landmarks
+        points = landmarks[:, :3].astype(np.float64) * self._FLIP
+        centre = points.mean(axis=0)
+        moved = (points - centre) @ face_axes(points).T @ axes + centre
+        posed = (moved * self._FLIP).astype(np.float32)
+        roi = (0, 0, self.room.shape[1], self.room.shape[0])
+        behind = backdrop_mesh(landmarks, posed, roi)
+        face, cover = warp_face(
+            self.room, behind.sampled(landmarks), posed, roi, behind.raster, behind.face
+        )
+        turned = warp_backdrop(self.room, landmarks, posed, roi, behind)
+        turned[cover > 127] = face[cover > 127]
+        return turned
+
+    def distance(self, image: Frame) -> float | None:
+        found = self.d.faces(image)
+        if not found:
+            return None
+        rect = max(found, key=lambda f: f[0].area())[0]
+        return float(np.linalg.norm(self.d.descriptor(image, rect) - self.reference))
+
+    def floor(self) -> dict[str, float | None]:
+        pose = head_pose(self.landmarks)
+        as_given, frontal = self.distance(self.room), self.distance(self.to(np.eye(3)))
+        return {
+            "yaw": round(pose.yaw, 1),
+            "pitch": round(pose.pitch, 1),
+            "as_given_to_source": None if as_given is None else round(as_given, 3),
+            "frontal_to_source": None if frontal is None else round(frontal, 3),
+        }
+
+
+def posed_floor(
+    turned: Turned, analyzer: MediaPipeFaceAnalyzer, targets: list[Frame]
+) -> list[float | None]:
+    """Per target frame, the source photo alone turned to the target face's head pose (the
+    largest face's): what the output's distance to the source is to be judged against."""
+    floors: list[float | None] = []
+    for frame in targets:
+        faces = analyzer.analyze(frame)
+        if not faces:
+            floors.append(None)
+            continue
+        points = faces[0].landmarks[:, :3].astype(np.float64) * Turned._FLIP
+        floors.append(turned.distance(turned.to(face_axes(points))))
+    return floors
 
 
 def openness(points: np.ndarray) -> tuple[float, float]:
@@ -212,15 +247,31 @@ def _mean(rows: list[dict[str, float]], keys: list[str]) -> dict[str, float]:
 
 
 def video_pair(
-    d: Dlib, source: Path, source_view: Frame, clip: Path, out: Path, args: argparse.Namespace
+    d: Dlib,
+    source: Path,
+    turned: Turned,
+    analyzer: MediaPipeFaceAnalyzer,
+    clip: Path,
+    out: Path,
+    args: argparse.Namespace,
 ) -> tuple[dict[str, Any], list[Frame], list[Frame]]:
-    """Swap `source` onto the clip and measure identity, expression, sharpness and jitter."""
+    """Swap `source` onto the clip and measure identity (against the source photo turned to
+    each frame's pose, too), expression, sharpness and jitter."""
     get_workflow("swap")(
         {"sources": [str(source)], "target": str(clip), "output": out, "options": args.options}
     )
     before, after = list(VideoReader(clip)), list(VideoReader(out))
     pairs = list(zip(before[:: args.step], after[:: args.step], strict=True))
-    ids = [i for i in (identity(d, source_view, b, a) for b, a in pairs) if i["faces"]]
+    measured = [
+        (i, f)
+        for i, f in zip(
+            (identity(d, turned.view, b, a) for b, a in pairs),
+            posed_floor(turned, analyzer, [b for b, _ in pairs]),
+            strict=True,
+        )
+        if i["faces"]
+    ]
+    ids = [i for i, _ in measured]
     expr = [e for e in (expression(d, b, a) for b, a in pairs) if e is not None]
     report: dict[str, Any] = {
         "frames_measured": len(ids),
@@ -228,6 +279,10 @@ def video_pair(
         **_mean(expr, list(expr[0]) if expr else []),
     }
     report["source_over_target"] = round(report["output_to_source"] / report["output_to_target"], 3)
+    floored = [(i["output_to_source"], f) for i, f in measured if f is not None]
+    if floored:
+        report["floor_posed"] = round(float(np.mean([f for _, f in floored])), 3)
+        report["above_floor"] = round(float(np.mean([o - f for o, f in floored])), 3)
     if args.jitter:
         (jit_before, n_before), (jit_after, n_after) = jitter(d, before), jitter(d, after)
         report["jitter_original_px"] = round(jit_before, 3)
@@ -253,10 +308,10 @@ def main() -> int:
     hanks = read_image(hanks_path)
     hanks_view = cv2.resize(hanks, (224, 224))  # dlib's detector needs a larger face
     t1 = read_image(sample_path("t1"))
-    report["floor_frontalised"] = {
-        "astronaut": frontalised(d, astronaut, astronaut),
-        "hanks": frontalised(d, hanks, hanks_view),
-    }
+    analyzer = MediaPipeFaceAnalyzer(tiles=True)
+    turned = {"astronaut": Turned(d, analyzer, astronaut, astronaut)}
+    turned["hanks"] = Turned(d, analyzer, hanks, hanks_view)
+    report["floor_frontalised"] = {name: t.floor() for name, t in turned.items()}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         if "hanks_t1" in pairs:  # Tom Hanks onto the six faces of t1
@@ -276,15 +331,13 @@ def main() -> int:
         clip = clips.write_clip(
             work / "carphone720.mp4", clips.talking_heads(1280, 720), args.frames
         )
-        sources = {
-            "astronaut": (sample_path("astronaut"), astronaut),
-            "hanks": (hanks_path, hanks_view),
-        }
+        sources = {"astronaut": sample_path("astronaut"), "hanks": hanks_path}
         for name in ("astronaut", "hanks"):
             if name not in pairs:
                 continue
-            path, view = sources[name]
-            row, before, after = video_pair(d, path, view, clip, work / f"{name}.mp4", args)
+            row, before, after = video_pair(
+                d, sources[name], turned[name], analyzer, clip, work / f"{name}.mp4", args
+            )
             report[f"{name}_to_carphone_720p"] = row
             mid = len(before) // 2
             if args.stills and name == "astronaut":
@@ -294,6 +347,7 @@ def main() -> int:
                     before[mid][:, 200:1080],
                     after[mid][:, 200:1080],
                 )
+    analyzer.close()
     print(json.dumps(report, indent=1))
     return 0
 
