@@ -104,6 +104,28 @@ REGIONS: dict[str, list[list[int]]] = {
 }
 
 
+# Each landmark's mirror image across the face's midline (left <-> right). Found by matching
+# the mesh of flipped photos to the mesh of the photos (the astronaut, carphone frames), it
+# has a plain form: the mesh numbers the points of one half first (0-247, with the 28 on the
+# midline among them) and their mirror images after, in the same order (248-467); the
+# irises (468-472, 473-477) are a centre and four points each, two of them swapped.
+_MIDLINE = (0, 1, 2, 4, 5, 6, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 94, 151, 152, 164,
+            168, 175, 195, 197, 199, 200)  # fmt: skip
+
+
+def _mirror() -> NDArray[np.intp]:
+    index = np.arange(NUM_LANDMARKS)
+    one_half = np.setdiff1d(np.arange(248), _MIDLINE)
+    other_half = 248 + np.arange(len(one_half))
+    index[one_half], index[other_half] = other_half, one_half
+    irises = np.array([468, 469, 470, 471, 472]), np.array([473, 476, 475, 474, 477])
+    index[irises[0]], index[irises[1]] = irises[1], irises[0]
+    return index
+
+
+MIRROR = _mirror()
+
+
 @cache
 def triangles() -> NDArray[np.int32]:
     """Triangles of the mesh: the tessellation's faces plus fans over the eyes and mouth,

@@ -228,6 +228,27 @@ def copy_where(dst: Frame, src: Frame, where: NDArray[np.bool_]) -> None:
     cv2.copyTo(src, where.astype(np.uint8), dst)
 
 
+_FILL_SIDE = 256  # a fill is worked out at most this big (it is smooth), then scaled up
+
+
+def fill_in(image: Frame, hole: Mask) -> None:
+    """Fill `hole` (255: unknown) in place from the pixels around it (Telea inpainting), at
+    most `_FILL_SIDE` pixels across: a smooth continuation, cheap at any size."""
+    scale = min(1.0, _FILL_SIDE / max(image.shape[:2]))
+    small, small_hole = image, hole
+    if scale < 1.0:
+        small = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        small_hole = cv2.resize(
+            hole, (small.shape[1], small.shape[0]), interpolation=cv2.INTER_NEAREST
+        )
+    filled = cv2.inpaint(small, small_hole, 5, cv2.INPAINT_TELEA)
+    if scale < 1.0:
+        filled = cv2.resize(
+            filled, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR
+        )
+    copy_where(image, filled, hole > 0)
+
+
 def poisson(patch: Frame, target: Frame, mask: Mask) -> Frame:
     """Gradient-domain (Poisson) cloning: seamless, slower; for stills and offline renders."""
     ys, xs = np.nonzero(mask > 127)
@@ -243,11 +264,24 @@ def poisson(patch: Frame, target: Frame, mask: Mask) -> Frame:
     return out
 
 
-def blend(patch: Frame, target: Frame, alpha: NDArray[np.float32], mode: BlendMode) -> Frame:
+def blend(
+    patch: Frame,
+    target: Frame,
+    alpha: NDArray[np.float32],
+    mode: BlendMode,
+    exact: Mask | None = None,
+) -> Frame:
+    """`patch` over `target` with weights `alpha`; where `exact` is set (a mouth opening) the
+    result is the target's pixels unchanged.
+
+    The multiband blend's coarse levels reach a little past the last pixel of alpha > 0:
+    that is the seam fading out. Only `exact` is reset to the target; resetting everything
+    at alpha 0 would cut the fade off in a visible line along the mask's edge (10 levels at
+    a forehead brighter than the hair above it)."""
     if mode == "multiband":
         out = multiband(patch, target, alpha)
-        # coarse levels spread a little into the mask's holes (an open mouth): keep those exact
-        copy_where(out, target, alpha <= 0)
+        if exact is not None:
+            copy_where(out, target, exact > 0)
         return out
     if mode == "poisson":
         cloned = poisson(patch, target, np.where(alpha > 0.5, 255, 0).astype(np.uint8))

@@ -24,10 +24,12 @@ from vfxmocap.processors.face_swap.blend import (
     alpha_blend,
     blend,
     copy_where,
+    fill_in,
     match_color,
     match_sharpness,
     work_box,
 )
+from vfxmocap.processors.face_swap.frontal import frontal_view
 from vfxmocap.processors.face_swap.masks import (
     CLOSED_SOURCE_GROW,
     OPEN_GROW,
@@ -107,7 +109,6 @@ def prepare_source(image: Frame, face: Face) -> SourceFace:
 
 
 _FILL_MAX = 0.15  # of the face width: how far past a tight crop's edge a source is filled in
-_FILL_SIDE = 256  # the fill is worked out at most this big (it is smooth), then scaled up
 
 
 def complete_edges(source: SourceFace) -> SourceFace:
@@ -130,15 +131,7 @@ def complete_edges(source: SourceFace) -> SourceFace:
     padded = cv2.copyMakeBorder(image, top, bottom, left, right, cv2.BORDER_CONSTANT, value=0)
     hole = np.full(padded.shape[:2], 255, np.uint8)
     hole[top : top + h, left : left + w] = 0
-    scale = min(1.0, _FILL_SIDE / max(padded.shape[:2]))
-    if scale < 1.0:
-        small = cv2.resize(padded, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        small_hole = cv2.resize(hole, (small.shape[1], small.shape[0]), cv2.INTER_NEAREST)
-        filled = cv2.inpaint(small, small_hole, 5, cv2.INPAINT_TELEA)
-        filled = cv2.resize(filled, (padded.shape[1], padded.shape[0]), cv2.INTER_LINEAR)
-        copy_where(padded, filled, hole > 0)
-    else:
-        padded = cv2.inpaint(padded, hole, 5, cv2.INPAINT_TELEA)
+    fill_in(padded, hole)
     shift = np.array([left, top], np.float32)
     moved = Face(
         box=face.box + np.tile(shift, 2),
@@ -146,6 +139,17 @@ def complete_edges(source: SourceFace) -> SourceFace:
         score=face.score,
     )
     return replace(source, image=padded, face=moved)
+
+
+def turned_to_camera(source: SourceFace) -> SourceFace:
+    """A source turned from the camera (8° or more), made frontal with its far cheek drawn
+    from its near one (frontal.py); any other as it is."""
+    view = frontal_view(source.image, source.face.landmarks)
+    if view is None:
+        return source
+    image, landmarks = view
+    face = Face(box=box_from_landmarks(landmarks), landmarks=landmarks, score=source.face.score)
+    return replace(source, image=image, face=face)
 
 
 def target_roi(face: Face, shape: tuple[int, ...]) -> tuple[int, int, int, int] | None:
@@ -256,7 +260,7 @@ def _blend_face(
             judged = np.where(hole > 0, mask, inside)
         patch = match_sharpness(patch, original, judged)
     alpha = soft_edge(mask, opts.mask.blur, size) * soft_edge(drawn, _HOLE_BLUR[lips], size)
-    return blend(patch, region, alpha, opts.blend)
+    return blend(patch, region, alpha, opts.blend, hole)
 
 
 def _kept(
@@ -299,7 +303,7 @@ class GeometricEngine:
         self.shape = shape
 
     def prepare(self, image: Frame, face: Face) -> SourceFace:
-        return complete_edges(prepare_source(image, face))
+        return turned_to_camera(complete_edges(prepare_source(image, face)))
 
     def render(
         self, frame: Frame, target: Face, source: SourceFace, roi: tuple[int, int, int, int]

@@ -74,8 +74,8 @@ def visible_triangles(
     p = landmarks[:, :3].astype(np.float64) * np.array([1.0, -1.0, -1.0])  # y up, z to camera
     axes = face_axes(p)
     frontal = (p - p.mean(axis=0)) @ axes.T  # face frame: x across, y up
-    image_area = _signed_areas(p[:, :2], tris)
-    frontal_area = _signed_areas(frontal[:, :2], tris)
+    image_area = signed_areas(p[:, :2], tris)
+    frontal_area = signed_areas(frontal[:, :2], tris)
     facing = (image_area * np.sign(frontal_area) > 0) & (np.abs(frontal_area) > 1e-9)
     depth = landmarks[tris, 2].mean(axis=1)
     order = np.argsort(-depth)  # far (large MediaPipe z) first
@@ -83,7 +83,7 @@ def visible_triangles(
     return keep.astype(np.int32), tris[keep]
 
 
-def _signed_areas(xy: NDArray[np.float64], tris: NDArray[np.int32]) -> NDArray[np.float64]:
+def signed_areas(xy: NDArray[np.float64], tris: NDArray[np.int32]) -> NDArray[np.float64]:
     a, b, c = xy[tris[:, 0]], xy[tris[:, 1]], xy[tris[:, 2]]
     area: NDArray[np.float64] = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (c[:, 0] - a[:, 0]) * (
         b[:, 1] - a[:, 1]
@@ -121,7 +121,7 @@ def rasterise(
     target_xy = (target_points[:, :2] - np.array([x0, y0], np.float32) + 0.5) * factor - 0.5
     index = np.full((work_h, work_w), len(tris), np.int32)
     polygons = np.round(target_xy * (1 << _SUBPIXEL)).astype(np.int32)[tris]  # (n, 3, 2)
-    area = _signed_areas(target_xy.astype(np.float64), tris)  # degenerate ones are skipped
+    area = signed_areas(target_xy.astype(np.float64), tris)  # degenerate ones are skipped
     fill = cv2.fillConvexPoly
     for i in np.flatnonzero(np.abs(area) > 1e-3).tolist():
         fill(index, polygons[i], i, cv2.LINE_8, _SUBPIXEL)
