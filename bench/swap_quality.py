@@ -45,7 +45,7 @@ from vfxmocap.media.video import VideoReader
 from vfxmocap.processors.face_swap.warp import backdrop_mesh, warp_backdrop, warp_face
 from vfxmocap.samples import sample_path
 from vfxmocap.vision.faces import MediaPipeFaceAnalyzer
-from vfxmocap.vision.landmarks import face_axes, head_pose
+from vfxmocap.vision.landmarks import FLIP_YZ, face_axes, face_frame, head_pose
 from vfxmocap.workflows import get_workflow
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "images"
@@ -129,8 +129,6 @@ class Turned:
     closest a warp of this photo gets to it in that pose. The photo is given room first
     (reflected, doubled) when it is an aligned crop, as the face detector needs."""
 
-    _FLIP = np.array([1.0, -1.0, -1.0])  # y up, z to the camera
-
     def __init__(self, d: Dlib, analyzer: MediaPipeFaceAnalyzer, photo: Frame, reference: Frame):
         self.d = d
         room = photo
@@ -146,10 +144,8 @@ class Turned:
         """The photo with its face turned to `axes` (`face_axes` rows, y up, z to the camera:
         the identity is facing the camera)."""
         landmarks = self.landmarks
-        points = landmarks[:, :3].astype(np.float64) * self._FLIP
-        centre = points.mean(axis=0)
-        moved = (points - centre) @ face_axes(points).T @ axes + centre
-        posed = (moved * self._FLIP).astype(np.float32)
+        centre = landmarks[:, :3].astype(np.float64).mean(axis=0)
+        posed = ((face_frame(landmarks) @ axes) * FLIP_YZ + centre).astype(np.float32)
         roi = (0, 0, self.room.shape[1], self.room.shape[0])
         behind = backdrop_mesh(landmarks, posed, roi)
         face, cover = warp_face(
@@ -188,7 +184,7 @@ def posed_floor(
         if not faces:
             floors.append(None)
             continue
-        points = faces[0].landmarks[:, :3].astype(np.float64) * Turned._FLIP
+        points = faces[0].landmarks[:, :3].astype(np.float64) * FLIP_YZ
         floors.append(turned.distance(turned.to(face_axes(points))))
     return floors
 

@@ -16,7 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vfxmocap.core.files import atomic_path
-from vfxmocap.vision.landmarks import face_axes, head_pose
+from vfxmocap.vision.landmarks import FLIP_YZ, face_axes, head_pose
 
 Array = NDArray[np.float64]
 
@@ -111,7 +111,7 @@ _FULL = {
 
 def _features(face: Array) -> dict[str, float]:
     """Expression measures of one face (478, 3 pixels), in the head frame, in eye distances."""
-    p = face[:, :3] * np.array([1.0, -1.0, -1.0])  # y up, z toward the camera
+    p = face[:, :3] * FLIP_YZ  # y up, z toward the camera
     axes = face_axes(p)
     q = (p - p[_NOSE]) @ axes.T
     unit = float(np.linalg.norm(q[_EYE["Left"][2]] - q[_EYE["Right"][2]]))

@@ -30,6 +30,7 @@ from vfxmocap.processors.face_swap.warp import piecewise_maps, ring_strip, visib
 from vfxmocap.vision.faces import Face, MediaPipeFaceAnalyzer
 from vfxmocap.vision.landmarks import (
     FACE_OVAL,
+    FLIP_YZ,
     LEFT_EYE,
     LIPS_INNER,
     NOSE_TIP,
@@ -100,13 +101,9 @@ _TONGUE_RGB = np.array([118.0, 48.0, 52.0])  # the tongue's colour toward the lo
 _MAP_SIDE = 384
 
 
-def _flip() -> F64:
-    return np.array([1.0, -1.0, -1.0])
-
-
 def head_axes(points: F64) -> F64:
     """Rows: the face's x (across), y (up) and z (out of the face), in image coordinates."""
-    axes: F64 = face_axes(points * _flip()) * _flip()
+    axes: F64 = face_axes(points * FLIP_YZ) * FLIP_YZ
     return axes
 
 

@@ -154,6 +154,12 @@ class HeadPose:
     roll: float
 
 
+# MediaPipe's axes (y down, z away from the camera) <-> y up, z toward the camera, the frame
+# face_axes works in; its own inverse
+FLIP_YZ = np.array([1.0, -1.0, -1.0])
+FLIP_YZ.flags.writeable = False
+
+
 def outline(landmarks: NDArray[np.floating[Any]], scale: float = 1.0) -> NDArray[np.float32]:
     """The face oval (x, y), `scale` times as far from its centre as the landmarks' own."""
     oval = np.asarray(landmarks, dtype=np.float32)[FACE_OVAL, :2]
@@ -175,9 +181,17 @@ def face_axes(points: NDArray[np.float64]) -> NDArray[np.float64]:
     return axes
 
 
+def face_frame(landmarks: NDArray[np.floating[Any]]) -> NDArray[np.float64]:
+    """The mesh's points in the face's own frame, about their mean: x across (to the image's
+    right when frontal), y up, z out of the face; the face turned to look at the camera."""
+    p = np.asarray(landmarks, dtype=np.float64)[:, :3] * FLIP_YZ
+    frame: NDArray[np.float64] = (p - p.mean(axis=0)) @ face_axes(p).T
+    return frame
+
+
 def head_pose(landmarks: NDArray[np.floating[Any]]) -> HeadPose:
     """Head orientation from the mesh's own 3D shape (eye line and chin-forehead line)."""
-    p = np.asarray(landmarks, dtype=np.float64)[:, :3] * np.array([1.0, -1.0, -1.0])  # y, z up/out
+    p = np.asarray(landmarks, dtype=np.float64)[:, :3] * FLIP_YZ
     x, _, forward = face_axes(p)
     yaw = math.degrees(math.atan2(forward[0], forward[2]))
     pitch = math.degrees(math.asin(float(np.clip(forward[1], -1.0, 1.0))))

@@ -28,12 +28,13 @@ from vfxmocap.processors.face_swap.warp import (
 )
 from vfxmocap.vision.landmarks import (
     FACE_OVAL,
+    FLIP_YZ,
     LEFT_EYE,
     LIPS,
     MIRROR,
     NOSE,
     RIGHT_EYE,
-    face_axes,
+    face_frame,
     head_pose,
     outline,
     triangles,
@@ -57,7 +58,6 @@ _OWN = sorted(set(LEFT_EYE + RIGHT_EYE + list(range(468, 478)) + NOSE + LIPS))
 _SMOOTHING = 4  # rounds of averaging over neighbouring points: per triangle, areas are noisy
 _SMALL_FACE = 300  # px: a narrower face is drawn twice as large, as it is resampled twice
 _MARGIN = 0.05  # of the face width: room kept on the canvas around the drawn band
-_FLIP = np.array([1.0, -1.0, -1.0])  # MediaPipe axes <-> y up, z toward the camera
 
 
 def _mirror_weight(landmarks: Landmarks) -> NDArray[np.float64]:
@@ -95,12 +95,10 @@ def frontal_view(image: Frame, landmarks: Landmarks) -> tuple[Frame, Landmarks] 
     yaw = head_pose(landmarks).yaw
     if abs(yaw) < _MIN_YAW:
         return None
-    points = landmarks[:, :3].astype(np.float64) * _FLIP
-    # the face's own frame: x across (to the image's right), y up, z out of the face
-    face = (points - points.mean(axis=0)) @ face_axes(points).T
+    face = face_frame(landmarks)
     half = float(np.abs(face[FACE_OVAL, 0]).max())
     scale = 2.0 if 2 * half < _SMALL_FACE else 1.0
-    frontal = (face * _FLIP * scale).astype(np.float32)
+    frontal = (face * FLIP_YZ * scale).astype(np.float32)
     band = outline(frontal, BAND)
     margin = _MARGIN * 2 * half * scale
     frontal[:, :2] -= band.min(axis=0) - margin

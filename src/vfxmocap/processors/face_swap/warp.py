@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 
 from vfxmocap.media.image import Frame
 from vfxmocap.processors.face_swap.blend import copy_where
-from vfxmocap.vision.landmarks import FACE_OVAL, face_axes, outline, triangles
+from vfxmocap.vision.landmarks import FACE_OVAL, FLIP_YZ, face_frame, outline, triangles
 
 Points = NDArray[np.float32]
 _SUBPIXEL = 4  # fixed-point bits for cv2.fillConvexPoly
@@ -71,9 +71,8 @@ def visible_triangles(
     mesh's own triangles (e.g. other fans over the eyes).
     """
     tris = triangles() if tris is None else tris
-    p = landmarks[:, :3].astype(np.float64) * np.array([1.0, -1.0, -1.0])  # y up, z to camera
-    axes = face_axes(p)
-    frontal = (p - p.mean(axis=0)) @ axes.T  # face frame: x across, y up
+    p = landmarks[:, :3].astype(np.float64) * FLIP_YZ  # y up, z to camera
+    frontal = face_frame(landmarks)
     image_area = signed_areas(p[:, :2], tris)
     frontal_area = signed_areas(frontal[:, :2], tris)
     facing = (image_area * np.sign(frontal_area) > 0) & (np.abs(frontal_area) > 1e-9)
