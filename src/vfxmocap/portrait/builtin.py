@@ -32,9 +32,11 @@ from vfxmocap.vision.landmarks import (
     FACE_OVAL,
     FLIP_YZ,
     LEFT_EYE,
+    LEFT_IRIS,
     LIPS_INNER,
     NOSE_TIP,
     RIGHT_EYE,
+    RIGHT_IRIS,
     face_axes,
     mouth_openness,
     triangles,
@@ -81,7 +83,6 @@ _RIGHT_UPPER = [246, 161, 160, 159, 158, 157, 173]
 _RIGHT_LOWER = [7, 163, 144, 145, 153, 154, 155]
 _LEFT_UPPER = [466, 388, 387, 386, 385, 384, 398]
 _LEFT_LOWER = [249, 390, 373, 374, 380, 381, 382]
-_IRIS_A, _IRIS_B = list(range(468, 473)), list(range(473, 478))  # centre first
 _RIGHT_BROW_LINE = [46, 53, 52, 65, 55, 70, 63, 105, 66, 107]
 _LEFT_BROW_LINE = [276, 283, 282, 295, 285, 300, 293, 334, 296, 336]
 _CORNERS = (61, 291, 78, 308)  # mouth corners, person's right then left (outer, inner)
@@ -203,7 +204,9 @@ def _iris_fans(landmarks: F64) -> NDArray[np.int32]:
     out = []
     for loop in (RIGHT_EYE, LEFT_EYE):
         eye = landmarks[loop, :2].mean(axis=0)
-        iris = min((_IRIS_A[0], _IRIS_B[0]), key=lambda i: np.linalg.norm(landmarks[i, :2] - eye))
+        iris = min(
+            (RIGHT_IRIS[0], LEFT_IRIS[0]), key=lambda i: np.linalg.norm(landmarks[i, :2] - eye)
+        )
         n = len(loop)
         out += [(iris, loop[k], loop[(k + 1) % n]) for k in range(n)]
     return np.array(out, np.int32)
@@ -358,7 +361,7 @@ def edit_offsets(head: HeadFrame, edits: FaceEdits) -> F64:
     if np.any(gaze):
         for upper, loop in ((_RIGHT_UPPER, RIGHT_EYE), (_LEFT_UPPER, LEFT_EYE)):
             iris = _eye_iris(local, upper)
-            ring = _IRIS_A if iris == _IRIS_A[0] else _IRIS_B
+            ring = RIGHT_IRIS if iris == RIGHT_IRIS[0] else LEFT_IRIS
             half = np.ptp(local[loop], axis=0) / 2
             reach = np.maximum(half - np.ptp(local[ring], axis=0) / 2, 0.0) * [1.0, 1.0, 0.0]
             add(ring, np.tile(gaze * reach, (len(ring), 1)), 0.03 * w, loop)
@@ -367,7 +370,7 @@ def edit_offsets(head: HeadFrame, edits: FaceEdits) -> F64:
 
 def _eye_iris(local: F64, upper: list[int]) -> int:
     eye = local[upper].mean(axis=0)
-    return min((_IRIS_A[0], _IRIS_B[0]), key=lambda i: float(np.linalg.norm(local[i] - eye)))
+    return min((RIGHT_IRIS[0], LEFT_IRIS[0]), key=lambda i: float(np.linalg.norm(local[i] - eye)))
 
 
 def _swap_channels(image: Image) -> Image:

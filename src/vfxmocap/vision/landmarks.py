@@ -75,6 +75,9 @@ LEFT_EYE = _loop(_mesh.FACEMESH_LEFT_EYE)
 RIGHT_BROW = sorted({i for e in _mesh.FACEMESH_RIGHT_EYEBROW for i in e})
 LEFT_BROW = sorted({i for e in _mesh.FACEMESH_LEFT_EYEBROW for i in e})
 NOSE = sorted({i for e in _mesh.FACEMESH_NOSE for i in e})
+# each iris: its centre, then its four points (the refined mesh's last ten landmarks)
+RIGHT_IRIS: list[int] = [468, *sorted({i for e in _mesh.FACEMESH_RIGHT_IRIS for i in e})]
+LEFT_IRIS: list[int] = [473, *sorted({i for e in _mesh.FACEMESH_LEFT_IRIS for i in e})]
 
 
 def _enclosed(inner: list[int], outer: list[int]) -> list[int]:

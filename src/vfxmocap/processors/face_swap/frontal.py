@@ -30,10 +30,12 @@ from vfxmocap.vision.landmarks import (
     FACE_OVAL,
     FLIP_YZ,
     LEFT_EYE,
+    LEFT_IRIS,
     LIPS,
     MIRROR,
     NOSE,
     RIGHT_EYE,
+    RIGHT_IRIS,
     face_frame,
     head_pose,
     outline,
@@ -54,7 +56,7 @@ _GAIN = (0.2, 0.8)
 # carphone 720p, 120 frames: dlib distance to the source 0.506 without a mirror image,
 # 0.493 mirroring every foreshortened part, 0.467 keeping these (eye opening off by 0.016,
 # 0.042, 0.025; mouth 0.048, 0.083, 0.051).
-_OWN = sorted(set(LEFT_EYE + RIGHT_EYE + list(range(468, 478)) + NOSE + LIPS))
+_OWN = sorted(set(LEFT_EYE + RIGHT_EYE + RIGHT_IRIS + LEFT_IRIS + NOSE + LIPS))
 _SMOOTHING = 4  # rounds of averaging over neighbouring points: per triangle, areas are noisy
 _SMALL_FACE = 300  # px: a narrower face is drawn twice as large, as it is resampled twice
 _MARGIN = 0.05  # of the face width: room kept on the canvas around the drawn band

@@ -22,6 +22,7 @@ from vfxmocap.vision.landmarks import (
     LEFT_EYE,
     LEFT_EYE_INNER,
     LEFT_EYE_OUTER,
+    LEFT_IRIS,
     LIPS,
     LIPS_INNER,
     LIPS_OUTER,
@@ -32,13 +33,12 @@ from vfxmocap.vision.landmarks import (
     RIGHT_EYE,
     RIGHT_EYE_INNER,
     RIGHT_EYE_OUTER,
+    RIGHT_IRIS,
 )
 
 Points = NDArray[np.float32]
 Vectors = NDArray[np.float64]
 
-_RIGHT_IRIS = list(range(468, 473))
-_LEFT_IRIS = list(range(473, 478))
 # Rigid under expression: eye corners, the nose bridge and tip, the sides of the nose.
 _ALIGN = [RIGHT_EYE_OUTER, RIGHT_EYE_INNER, LEFT_EYE_OUTER, LEFT_EYE_INNER]
 _ALIGN += [168, 6, 197, 195, 5, NOSE_TIP, 98, 327]
@@ -56,8 +56,8 @@ _UPPER_LIP_TOP = 0
 # expression; mouth corners do (a smile widens and lifts them, an "o" narrows them), so the
 # mouth is placed by the top of the upper lip, which stays under the nose
 _EXPRESSION_PARTS = (
-    (RIGHT_EYE + _RIGHT_IRIS, [RIGHT_EYE_OUTER, RIGHT_EYE_INNER], 1.0, None),
-    (LEFT_EYE + _LEFT_IRIS, [LEFT_EYE_OUTER, LEFT_EYE_INNER], 1.0, None),
+    (RIGHT_EYE + RIGHT_IRIS, [RIGHT_EYE_OUTER, RIGHT_EYE_INNER], 1.0, None),
+    (LEFT_EYE + LEFT_IRIS, [LEFT_EYE_OUTER, LEFT_EYE_INNER], 1.0, None),
     (_LIPS, [MOUTH_RIGHT, MOUTH_LEFT], 0.05, _UPPER_LIP_TOP),
 )
 _SPREAD = 0.12  # of the eye-corner distance: how far skin follows a part's displacement
