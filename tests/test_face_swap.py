@@ -842,3 +842,28 @@ def test_a_black_and_white_source_takes_the_target_s_colouring() -> None:
     assert follows[1] > 0.8 > follows[0] + 0.3, follows
     shading = lambda img: cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(np.float64)  # noqa: E731
     assert np.corrcoef(shading(tinted).ravel(), shading(grey).ravel())[0, 1] > 0.95
+
+
+def test_the_frame_behind_a_wider_face_moves_without_folding(analyzer, carphone, astronaut) -> None:
+    """carphone stretched to fill 1280x720 (a close-up) under the astronaut's wider face: the
+    frame around it is pushed out to her outline. Every triangle of the strips from her
+    band out to where the frame is left alone keeps its winding: none folds over, which
+    drew the seat behind the man's jaw as a sawtooth of slivers, and the ring they end at
+    is inside the ROI, so the frame does not step at its edge."""
+    from vfxmocap.processors.face_swap.shape import transfer_shape
+    from vfxmocap.processors.face_swap.warp import backdrop_mesh, signed_areas
+
+    source = analyzer.analyze(read_image(astronaut))[0]
+    with VideoReader(carphone) as reader:
+        frames = list(reader)
+    for index in (15, 45, 75):
+        frame = cv2.resize(frames[index], (1280, 720), interpolation=cv2.INTER_CUBIC)
+        target = analyzer.analyze(frame)[0]
+        roi = target_roi(target, frame.shape)
+        assert roi is not None
+        drawn = transfer_shape(target.landmarks, source.landmarks, 1.0)
+        behind = backdrop_mesh(target.landmarks, drawn, roi)
+        strips = behind.raster.tris[~behind.face]
+        before = signed_areas(behind.original.astype(np.float64), strips)
+        after = signed_areas(behind.raster.target_xy.astype(np.float64), strips)
+        assert np.all(before * after > 0), (index, int(np.sum(before * after <= 0)))

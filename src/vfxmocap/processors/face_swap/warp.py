@@ -24,6 +24,14 @@ Points = NDArray[np.float32]
 _SUBPIXEL = 4  # fixed-point bits for cv2.fillConvexPoly
 _MAX_WORK_SIDE = 256  # maps are computed at most at this size, then upscaled (they are smooth)
 _RING = 1.45  # the frame is warped out to this many times the face outline, then left alone
+# Between the band and the ring the frame's displacement falls off smoothly (a smoothstep
+# over this many loops), not linearly: a straight line behind the face (a stripe, a door
+# edge) bends in an S instead of kinking at the band and at the ring.
+_LOOPS = 4
+# Where the band moves out by d, the ring is at least this many times d past the band's
+# place before the move: the smoothstep falls 1.5 d over the gap at its steepest, and a
+# narrower gap would fold the frame over itself.
+_GAP = 2.0
 # The face is drawn past its landmark outline to this many times it (from the outline's
 # centre): MediaPipe's oval runs just inside the silhouette, and the cheeks' and jaw's own
 # edge, the way they turn away into shadow, is the face's shape as much as the outline is.
@@ -259,10 +267,10 @@ def ring_strip(n: int, offset: int) -> NDArray[np.int32]:
 
 @dataclass
 class Backdrop:
-    """The moved face mesh, a band past its outline and a ring around it, rasterised once:
-    `raster` draws the strip from the band out to the ring first, then the band and the
-    face's triangles (`face` marks those two: what a face warp draws); `original` are the
-    same points before the move (where the frame is sampled)."""
+    """The moved face mesh, a band past its outline and loops around it out to a ring,
+    rasterised once: `raster` draws the strips from the band out to the ring first, then the
+    band and the face's triangles (`face` marks those two: what a face warp draws);
+    `original` are the same points before the move (where the frame is sampled)."""
 
     raster: Raster
     original: Points
@@ -270,28 +278,64 @@ class Backdrop:
 
     def sampled(self, source_points: Points) -> Points:
         """A source face's points for this mesh's vertices: its landmarks, then its band
-        (the ring's points are never sampled from a source: `warp_face` pads them)."""
+        (the loops' points are never sampled from a source: `warp_face` pads them)."""
         points: Points = np.concatenate([source_points[:, :2], outline(source_points, BAND)])
         return points
+
+
+def _falloff(t: NDArray[np.float64]) -> NDArray[np.float64]:
+    """1 at the band, 0 at the ring, flat at both ends (1 - smoothstep)."""
+    eased: NDArray[np.float64] = 1.0 - t * t * (3.0 - 2.0 * t)
+    return eased
+
+
+def _room(
+    start: Points, step: NDArray[np.float64], roi: tuple[int, int, int, int]
+) -> NDArray[np.float64]:
+    """Per point, how many `step`s it can go from `start` and stay inside the ROI."""
+    x0, y0, x1, y1 = roi
+    low = np.array([x0, y0], np.float64) - start
+    high = np.array([x1 - 1, y1 - 1], np.float64) - start
+    with np.errstate(divide="ignore", invalid="ignore"):
+        reach = np.where(step > 0, high / step, np.where(step < 0, low / step, np.inf))
+    room: NDArray[np.float64] = reach.min(axis=1)
+    return room
+
+
+def _loops(
+    band_before: Points, band: Points, ring: Points, roi: tuple[int, int, int, int]
+) -> tuple[Points, Points]:
+    """The loops from the band out to the ring (`_LOOPS` of them, the ring last), before and
+    after the move: evenly spaced before, each carried `_falloff` of the band's move. The
+    ring is widened where the band moves far, as far as the ROI allows (at its edge the
+    frame must not move: past it the frame is left as it is)."""
+    move = (band - band_before).astype(np.float64)
+    gap = (ring - band_before).astype(np.float64)
+    width = np.maximum(np.linalg.norm(gap, axis=1), 1e-6)
+    wider = np.maximum(1.0, _GAP * np.linalg.norm(move, axis=1) / width)
+    gap *= np.minimum(wider, np.maximum(1.0, _room(band_before, gap, roi)))[:, None]
+    t = np.arange(1, _LOOPS + 1, dtype=np.float64) / _LOOPS
+    before = band_before[None] + t[:, None, None] * gap[None]
+    after = before + _falloff(t)[:, None, None] * move[None]
+    return before.reshape(-1, 2).astype(np.float32), after.reshape(-1, 2).astype(np.float32)
 
 
 def backdrop_mesh(
     original: NDArray[np.float32], moved: NDArray[np.float32], roi: tuple[int, int, int, int]
 ) -> Backdrop:
     n, k = len(original), len(FACE_OVAL)
-    band = _within(outline(moved, BAND), roi)
-    band_before = _within(outline(original, BAND), roi)
-    ring = _within(outline(original, _RING), roi)
+    band_before = outline(original, BAND)
+    band = outline(moved, BAND)
+    loops_before, loops = _loops(band_before, band, outline(original, _RING), roi)
     _, face_tris = visible_triangles(moved)
-    # band points are stacked after the landmarks, ring points after them
+    # band points are stacked after the landmarks, the loops' after them, loop by loop
     inner = np.concatenate([FACE_OVAL, n + np.arange(k)])[ring_strip(k, k)]
-    outer = n + ring_strip(k, k)
+    outer = np.concatenate([n + j * k + ring_strip(k, k) for j in range(_LOOPS)])
     tris = np.concatenate([outer, inner, face_tris])
-    dst = np.concatenate([moved[:, :2], band, ring])
+    dst = np.concatenate([moved[:, :2], _within(band, roi), _within(loops, roi)])
+    src = np.concatenate([original[:, :2], _within(band_before, roi), _within(loops_before, roi)])
     face = np.arange(len(tris)) >= len(outer)
-    return Backdrop(
-        rasterise(dst, tris, roi), np.concatenate([original[:, :2], band_before, ring]), face
-    )
+    return Backdrop(rasterise(dst, tris, roi), src, face)
 
 
 def warp_backdrop(
