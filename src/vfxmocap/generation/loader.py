@@ -55,18 +55,30 @@ def resolve(model: str, store: ModelStore | None = None, *, files: bool = True) 
     store = store or ModelStore()
     if model in store.catalog.names():
         return _from_catalog(model, store, files)
-    if model.startswith(HUB) and REPO_ID.match(model.removeprefix(HUB)):
-        return _from_folder(model, hub_snapshot(model.removeprefix(HUB), None), None)
-    folder = Path(model).expanduser()
-    if folder.exists():
+    folder = local_folder(model)
+    if folder is not None:
         return _from_folder(model, folder, None)
-    if REPO_ID.match(model):
-        return _from_folder(model, hub_snapshot(model, None), None)
     names = [s.name for s in store.catalog if s.backend == "diffusers"]
     raise ModelMissing(
         f"model: {model!r} is neither a catalog model, a folder, nor a Hub repo id",
         hint=f"Catalog video models: {', '.join(names)}; or a diffusers folder.",
     )
+
+
+def local_folder(model: str) -> Path | None:
+    """The folder of a model named by its path or by its Hugging Face repo id (`hub:` before
+    it optional): that folder, or the repo's snapshot in the local cache (never fetched:
+    ModelMissing when it is not there); None for a name that is neither. Catalog names are
+    the caller's to look up first."""
+    repo = model.removeprefix(HUB)
+    if model.startswith(HUB) and REPO_ID.match(repo):
+        return hub_snapshot(repo, None)
+    folder = Path(model).expanduser()
+    if folder.exists():
+        return folder
+    if REPO_ID.match(model):
+        return hub_snapshot(model, None)
+    return None
 
 
 def _from_catalog(name: str, store: ModelStore, files: bool) -> ModelRef:

@@ -211,30 +211,33 @@ INSTRUCTION = (
 def text_model_folder(model: str) -> Path:
     """A transformers causal language model's folder: a catalog name (the store's folder or
     its repo in the local Hugging Face cache), a folder, or a cached Hub repo id."""
-    from vfxmocap.models.store import HUB, REPO_ID, ModelStore
+    from vfxmocap.generation.loader import local_folder
+    from vfxmocap.models.store import HUB, ModelStore
 
     store = ModelStore()
+    found: Path | None
     if model in store.catalog.names():
         spec = store.catalog.get(model)
-        folder = store.directory(spec)
-        if not (folder / "config.json").is_file() and spec.source.repo:
-            folder = _cached(spec.source.repo, spec.source.revision, f"{model!r} ({folder})")
-    elif Path(model).expanduser().exists() and not model.startswith(HUB):
-        folder = Path(model).expanduser()
-    elif REPO_ID.match(model.removeprefix(HUB)):
-        folder = _cached(model.removeprefix(HUB), None, repr(model))
+        found = store.directory(spec)
+        if not (found / "config.json").is_file() and spec.source.repo:
+            found = _cached(spec.source.repo, spec.source.revision, f"{model!r} ({found})")
     else:
+        try:
+            found = local_folder(model)
+        except ModelMissing as exc:
+            raise _not_downloaded(model.removeprefix(HUB), repr(model)) from exc
+    if found is None:
         raise ModelMissing(
             f"expand_prompt: {model!r} is neither a catalog model, a folder, nor a Hub repo id",
             hint="Give a small instruct model (e.g. the catalog's qwen2.5-0.5b-instruct, "
             "after `vfx models pull`), or a transformers folder.",
         )
-    if not (folder / "config.json").is_file():
+    if not (found / "config.json").is_file():
         raise ModelMissing(
-            f"expand_prompt: {folder} has no config.json: not a transformers model folder",
+            f"expand_prompt: {found} has no config.json: not a transformers model folder",
             hint="Place the model's files (config.json, weights, tokenizer) in that folder.",
         )
-    return folder
+    return found
 
 
 def _cached(repo: str, revision: str | None, named: str) -> Path:
@@ -243,12 +246,16 @@ def _cached(repo: str, revision: str | None, named: str) -> Path:
     try:
         return hub_snapshot(repo, revision)
     except ModelMissing as exc:
-        raise ModelMissing(
-            f"expand_prompt: {named} is not downloaded: {repo} is not in the local Hugging "
-            "Face cache (vfxmocap never downloads at run time)",
-            hint=f"Fetch it once (`vfx models pull` for a catalog model, or `hf download "
-            f"{repo}`), or give a transformers folder.",
-        ) from exc
+        raise _not_downloaded(repo, named) from exc
+
+
+def _not_downloaded(repo: str, named: str) -> ModelMissing:
+    return ModelMissing(
+        f"expand_prompt: {named} is not downloaded: {repo} is not in the local Hugging "
+        "Face cache (vfxmocap never downloads at run time)",
+        hint=f"Fetch it once (`vfx models pull` for a catalog model, or `hf download "
+        f"{repo}`), or give a transformers folder.",
+    )
 
 
 @dataclass(frozen=True)
