@@ -336,13 +336,10 @@ def main() -> int:
             )
             report[f"{name}_to_carphone_720p"] = row
             mid = len(before) // 2
-            if args.stills and name == "astronaut":
-                still(
-                    "swap_astronaut_carphone",
-                    astronaut,
-                    before[mid][:, 200:1080],
-                    after[mid][:, 200:1080],
-                )
+            if args.stills:
+                photo = astronaut if name == "astronaut" else hanks
+                crop = (slice(None), slice(200, 1080))
+                still(f"swap_{name}_carphone", photo, before[mid][crop], after[mid][crop])
     analyzer.close()
     print(json.dumps(report, indent=1))
     return 0
