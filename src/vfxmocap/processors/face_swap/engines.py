@@ -53,11 +53,9 @@ _SOURCE_MOUTH_OPEN = 0.05  # mouth openness over which a source's lips end at an
 _HOLE_BLUR = {True: 0.03, False: 0.04}
 # The skin a colour model is learnt from: face without eyes, brows and lips.
 # how far out the mask of a face drawn `BAND` past its outline reaches: 0.6 of the way across
-# the band, where the feather inside the mask's edge (then 8% of the face width) left the
-# face's own outline about half drawn (astronaut / Tom Hanks -> carphone 720p, 24 frames,
-# dlib distance to the source: 0.426 / 0.503 with the face drawn to its outline, 0.416 /
-# 0.484). With the 5% feather, 60 frames: 0.425 / 0.462 at 0.4, 0.414 / 0.459 at 0.6,
-# 0.408 / 0.456 at 0.8 (within the bench's noise, and more of the source's surroundings)
+# the band, where the feather inside the mask's edge (8% of the face width) leaves the face's
+# own outline about half drawn (astronaut / Tom Hanks -> carphone 720p, 24 frames, dlib
+# distance to the source: 0.426 / 0.503 with the face drawn to its outline, 0.416 / 0.484)
 _REACH = 1.0 + 0.6 * (BAND - 1.0)
 SKIN = MaskOptions(kind="regions", regions=["skin"], blur=0.0, forehead=0.35)
 

@@ -38,11 +38,7 @@ class MaskOptions(BaseModel):
         "regions: only the listed regions.",
     )
     regions: list[Region] = Field(default_factory=list)
-    # 5%, not 8%: the face is drawn fuller up to its outline, the seam still hidden by the
-    # multiband blend's wide low frequencies (bench/swap_quality.py, 120 frames, dlib distance
-    # to the source, astronaut / Tom Hanks -> carphone 720p: 0.436 / 0.467 at 8%, 0.432 /
-    # 0.460 at 5%; landmark jitter 1.82 / 2.72 px -> 1.84 / 2.54)
-    blur: float = Field(0.05, ge=0, le=0.5, description="Feather width, in face widths.")
+    blur: float = Field(0.08, ge=0, le=0.5, description="Feather width, in face widths.")
     padding: float = Field(0.0, ge=-0.3, le=0.3, description="Grow (+) or shrink (-) the mask.")
     mouth_mask: bool = Field(
         True, description="Keep the target's mouth opening, open or closed (speech, expression)."
