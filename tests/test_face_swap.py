@@ -848,12 +848,21 @@ def test_the_frame_behind_a_wider_face_moves_without_folding(analyzer, carphone,
     """carphone stretched to fill 1280x720 (a close-up) under the astronaut's wider face: the
     frame around it is pushed out to her outline. Every triangle of the strips from her
     band out to where the frame is left alone keeps its winding: none folds over, which
-    drew the seat behind the man's jaw as a sawtooth of slivers, and the ring they end at
-    is inside the ROI, so the frame does not step at its edge."""
+    drew the seat behind the man's jaw as a sawtooth of slivers. So too where the ROI leaves
+    the ring no room to widen: her own face made 20% longer (chin and forehead pushed out
+    to the ROI's margin) folds nothing either."""
     from vfxmocap.processors.face_swap.shape import transfer_shape
     from vfxmocap.processors.face_swap.warp import backdrop_mesh, signed_areas
 
-    source = analyzer.analyze(read_image(astronaut))[0]
+    def folds(original: np.ndarray, moved: np.ndarray, roi: tuple[int, int, int, int]) -> int:
+        behind = backdrop_mesh(original, moved, roi)
+        strips = behind.raster.tris[~behind.face]
+        before = signed_areas(behind.original.astype(np.float64), strips)
+        after = signed_areas(behind.raster.target_xy.astype(np.float64), strips)
+        return int(np.sum(before * after <= 0))
+
+    photo = read_image(astronaut)
+    source = analyzer.analyze(photo)[0]
     with VideoReader(carphone) as reader:
         frames = list(reader)
     for index in (15, 45, 75):
@@ -862,8 +871,10 @@ def test_the_frame_behind_a_wider_face_moves_without_folding(analyzer, carphone,
         roi = target_roi(target, frame.shape)
         assert roi is not None
         drawn = transfer_shape(target.landmarks, source.landmarks, 1.0)
-        behind = backdrop_mesh(target.landmarks, drawn, roi)
-        strips = behind.raster.tris[~behind.face]
-        before = signed_areas(behind.original.astype(np.float64), strips)
-        after = signed_areas(behind.raster.target_xy.astype(np.float64), strips)
-        assert np.all(before * after > 0), (index, int(np.sum(before * after <= 0)))
+        assert folds(target.landmarks, drawn, roi) == 0, index
+    longer = source.landmarks.copy()
+    centre = longer[:, 1].mean()
+    longer[:, 1] = centre + 1.2 * (longer[:, 1] - centre)
+    roi = target_roi(source, photo.shape)
+    assert roi is not None
+    assert folds(source.landmarks, longer, roi) == 0

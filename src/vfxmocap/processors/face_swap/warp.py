@@ -23,15 +23,20 @@ from vfxmocap.vision.landmarks import FACE_OVAL, FLIP_YZ, face_frame, outline, t
 Points = NDArray[np.float32]
 _SUBPIXEL = 4  # fixed-point bits for cv2.fillConvexPoly
 _MAX_WORK_SIDE = 256  # maps are computed at most at this size, then upscaled (they are smooth)
-_RING = 1.45  # the frame is warped out to this many times the face outline, then left alone
+# The frame is warped out to a ring at least this many times the face outline (further where
+# the face grows: `_GAP`), then left alone.
+_RING = 1.45
 # Between the band and the ring the frame's displacement falls off smoothly (a smoothstep
 # over this many loops), not linearly: a straight line behind the face (a stripe, a door
 # edge) bends in an S instead of kinking at the band and at the ring.
 _LOOPS = 4
-# Where the band moves out by d, the ring is at least this many times d past the band's
-# place before the move: the smoothstep falls 1.5 d over the gap at its steepest, and a
-# narrower gap would fold the frame over itself.
+# Where the band moves out by d, the ring is widened to this many times d past the band's
+# place before the move, as far as the ROI allows: the smoothstep falls 1.375 d per gap at
+# its steepest (1.5 d without the loops' sampling), and a narrower gap would fold the frame
+# over itself. Where the ROI stops the ring short, the fall is made more linear (1 d per
+# gap), so it folds no sooner than a linear fall would.
 _GAP = 2.0
+_STEEPEST = 1.375
 # The face is drawn past its landmark outline to this many times it (from the outline's
 # centre): MediaPipe's oval runs just inside the silhouette, and the cheeks' and jaw's own
 # edge, the way they turn away into shadow, is the face's shape as much as the outline is.
@@ -306,17 +311,26 @@ def _loops(
     band_before: Points, band: Points, ring: Points, roi: tuple[int, int, int, int]
 ) -> tuple[Points, Points]:
     """The loops from the band out to the ring (`_LOOPS` of them, the ring last), before and
-    after the move: evenly spaced before, each carried `_falloff` of the band's move. The
-    ring is widened where the band moves far, as far as the ROI allows (at its edge the
-    frame must not move: past it the frame is left as it is)."""
+    after the move: evenly spaced before, each carried part of the band's move, by
+    `_falloff` where the gap allows. The ring is widened where the band moves far, as far as
+    the ROI allows (at its edge the frame must not move: past it the frame is left as it
+    is)."""
     move = (band - band_before).astype(np.float64)
     gap = (ring - band_before).astype(np.float64)
     width = np.maximum(np.linalg.norm(gap, axis=1), 1e-6)
     wider = np.maximum(1.0, _GAP * np.linalg.norm(move, axis=1) / width)
     gap *= np.minimum(wider, np.maximum(1.0, _room(band_before, gap, roi)))[:, None]
+    width = np.maximum(np.linalg.norm(gap, axis=1), 1e-6)
+    # per point, how many times its outward move the gap is (a move inward never folds):
+    # smooth from twice the margin _STEEPEST needs, linear at 1, its steepest fall in between
+    # half way from 1 to the gap
+    outward = np.einsum("ij,ij->i", move, gap) / width
+    room = np.where(outward > 1e-6, width / np.maximum(outward, 1e-6), np.inf)
+    smooth = np.clip((room - 1.0) / (2.0 * (_STEEPEST - 1.0)), 0.0, 1.0)
     t = np.arange(1, _LOOPS + 1, dtype=np.float64) / _LOOPS
+    fall = (1.0 - smooth) * (1.0 - t)[:, None] + smooth * _falloff(t)[:, None]
     before = band_before[None] + t[:, None, None] * gap[None]
-    after = before + _falloff(t)[:, None, None] * move[None]
+    after = before + fall[..., None] * move[None]
     return before.reshape(-1, 2).astype(np.float32), after.reshape(-1, 2).astype(np.float32)
 
 
