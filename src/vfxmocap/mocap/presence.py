@@ -121,10 +121,13 @@ def judge(
 
 def frame_reason(image: Array, agreement: float, opts: PresenceOptions) -> str:
     """The checks one frame can pass on its own: "" for a person, else why not."""
-    reason = pose_reason(image, opts)
-    if not reason and not agreement >= opts.min_agreement:  # NaN (no mask) fails too
+    return pose_reason(image, opts) or _mask_reason(agreement, opts)
+
+
+def _mask_reason(agreement: float, opts: PresenceOptions) -> str:
+    if not agreement >= opts.min_agreement:  # NaN (no mask) fails too
         return "off_person_mask"
-    return reason
+    return ""
 
 
 def pose_reason(image: Array, opts: PresenceOptions) -> str:
@@ -149,6 +152,9 @@ class LazyMask:
         self._small = small
         self.size = size
         self.mask: Mask | None = None
+        # the last skeleton checked and its verdict: the follower checks the pose it picks,
+        # then the take records that same pose's agreement
+        self._checked: tuple[Array, PresenceOptions, tuple[str, float]] | None = None
 
     def get(self) -> Mask:
         if self.mask is None:
@@ -158,11 +164,16 @@ class LazyMask:
     def check(self, image: Array, opts: PresenceOptions) -> tuple[str, float]:
         """`frame_reason` for a skeleton in this frame, with its agreement (NaN when the
         pose's own scores fail it and no mask was needed)."""
+        if self._checked is not None and self._checked[0] is image and self._checked[1] is opts:
+            return self._checked[2]
         reason = pose_reason(image, opts)
         if reason:
-            return reason, float("nan")
-        agreement = mask_agreement(image, self.get(), self.size)
-        return frame_reason(image, agreement, opts), agreement
+            verdict = reason, float("nan")
+        else:
+            agreement = mask_agreement(image, self.get(), self.size)
+            verdict = _mask_reason(agreement, opts), agreement
+        self._checked = (image, opts, verdict)
+        return verdict
 
 
 def _measures(world: Array) -> NDArray[np.float64]:
