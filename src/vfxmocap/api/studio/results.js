@@ -92,7 +92,7 @@ export function Results({ client, id, call, workflows }) {
     <div class="card">
       <h2>${job.workflow} <span class="badge">${job.state}</span></h2>
       <p class="muted">${job.id}</p>
-      ${job.backend && html`<p class="route" data-backend=${job.backend}>Ran on <b>${job.backend}</b>${job.route ? html` · <span class="muted">${job.route}</span>` : ""}</p>`}
+      ${job.backend && html`<p class="route" data-backend=${job.backend}>Ran on <b>${job.backend}</b>${job.route ? html`: <span class="muted">${job.route}</span>` : ""}</p>`}
       ${job.summary && html`<pre class="summary">${JSON.stringify(job.summary, null, 1)}</pre>`}
     </div>
     ${outputs.map((o) => html`<${Output} key=${o.name} client=${client} job=${job} output=${o} before=${input} />`)}

@@ -13,7 +13,7 @@ const JOINT = 0xffd166;
 export function BvhPlayer({ url }) {
   const canvas = useRef(null);
   const player = useRef(null); // the three.js objects, once loaded
-  const [take, setTake] = useState(null); // { joints, frames, frameTime }
+  const [take, setTake] = useState(null); // { joints, frames }
   const [failed, setFailed] = useState(null);
   const [frame, setFrame] = useState(0);
   const [playing, setPlaying] = useState(true);
@@ -101,7 +101,7 @@ function start(THREE, BVHLoader, OrbitControls, text, canvas, onFrame) {
   let dirty = true, handle = 0, last = performance.now(), time = 0, shown = 0;
   controls.addEventListener("change", () => { dirty = true; });
   const state = {
-    take: { joints: skeleton.bones.length, frames, frameTime },
+    take: { joints: skeleton.bones.length, frames },
     playing: true,
     seek(index) {
       time = Math.max(0, Math.min(frames - 1, index)) * frameTime;
