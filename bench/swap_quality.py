@@ -22,7 +22,9 @@ grows with the difference in pose between two views of one person, and the outpu
 target's pose, so a warp of this photo cannot bring the output nearer than `floor_posed`;
 `above_floor` is what the swap adds over it (the target's hair, outline, expression, light).
 
-Side-by-side stills are written to docs/images/ (unless --no-stills).
+Each carphone pair's `goals` says which of issue #12's goals its figures meet (distance to
+the source <= 0.45, at most 0.55 of the distance to the original target, jitter <= 1.15x
+the original's). Side-by-side stills are written to docs/images/ (unless --no-stills).
 """
 
 from __future__ import annotations
@@ -226,6 +228,19 @@ def expression(d: Dlib, target: Frame, output: Frame) -> dict[str, float] | None
     }
 
 
+# issue #12's goals on carphone 720p: distance to the source, its ratio to the distance to
+# the original target, and landmark jitter against the original clip's
+GOALS = {"output_to_source": 0.45, "source_over_target": 0.55, "jitter_over_original": 1.15}
+
+
+def goals(row: dict[str, Any]) -> dict[str, bool]:
+    """Which of the goals a pair's figures meet (jitter only when it was measured)."""
+    figures = {k: row[k] for k in ("output_to_source", "source_over_target")}
+    if "jitter_swapped_px" in row:
+        figures["jitter_over_original"] = row["jitter_swapped_px"] / row["jitter_original_px"]
+    return {name: bool(value <= GOALS[name]) for name, value in figures.items()}
+
+
 def still(name: str, source: Frame, target: Frame, output: Frame, height: int = 300) -> Path:
     tiles = [
         cv2.resize(
@@ -334,7 +349,7 @@ def main() -> int:
             row, before, after = video_pair(
                 d, sources[name], turned[name], analyzer, clip, work / f"{name}.mp4", args
             )
-            report[f"{name}_to_carphone_720p"] = row
+            report[f"{name}_to_carphone_720p"] = row | {"goals": goals(row)}
             mid = len(before) // 2
             if args.stills:
                 photo = astronaut if name == "astronaut" else hanks
