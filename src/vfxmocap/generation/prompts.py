@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 import tomllib
 from dataclasses import dataclass
+from functools import lru_cache
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,18 @@ class Worded:
     default_negative: bool  # the negative is the family's default, not the user's
 
 
-def _read_templates(path: Path, field: str) -> dict[str, Template]:
+def _stamp(path: Path) -> tuple[int, int] | None:
+    """What tells one version of a file from the next (None when it cannot be read: reading
+    it says why)."""
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info.st_mtime_ns, info.st_size
+
+
+@lru_cache(maxsize=8)  # a schedule words every scene: the files are read once per version
+def _read_templates(path: Path, field: str, stamp: tuple[int, int] | None) -> dict[str, Template]:
     try:
         data = tomllib.loads(path.read_text("utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
@@ -77,9 +89,9 @@ def _read_templates(path: Path, field: str) -> dict[str, Template]:
 
 
 def _templates(extra: Path | None) -> dict[str, Template]:
-    found = _read_templates(BUILTIN, "templates")
+    found = dict(_read_templates(BUILTIN, "templates", _stamp(BUILTIN)))  # a copy: cached
     if extra is not None:
-        found.update(_read_templates(extra, "VFX_PROMPT_TEMPLATES"))
+        found.update(_read_templates(extra, "VFX_PROMPT_TEMPLATES", _stamp(extra)))
     return found
 
 
