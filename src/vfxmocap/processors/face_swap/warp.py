@@ -321,12 +321,13 @@ def _loops(
     wider = np.maximum(1.0, _GAP * np.linalg.norm(move, axis=1) / width)
     gap *= np.minimum(wider, np.maximum(1.0, _room(band_before, gap, roi)))[:, None]
     width = np.maximum(np.linalg.norm(gap, axis=1), 1e-6)
-    # per point, how many times its outward move the gap is (a move inward never folds):
-    # smooth from twice the margin _STEEPEST needs, linear at 1, its steepest fall in between
-    # half way from 1 to the gap
+    # per point, the gap over the band's outward move (a move inward never folds). A fall of
+    # steepest slope s folds where that is under s: linear (s = 1) at 1, fully smooth
+    # (s = _STEEPEST) from 1 + 2 (_STEEPEST - 1) on, mixed in between, where the mix's
+    # steepest slope stays half way between 1 and the ratio
     outward = np.einsum("ij,ij->i", move, gap) / width
-    room = np.where(outward > 1e-6, width / np.maximum(outward, 1e-6), np.inf)
-    smooth = np.clip((room - 1.0) / (2.0 * (_STEEPEST - 1.0)), 0.0, 1.0)
+    ratio = np.where(outward > 1e-6, width / np.maximum(outward, 1e-6), np.inf)
+    smooth = np.clip((ratio - 1.0) / (2.0 * (_STEEPEST - 1.0)), 0.0, 1.0)
     t = np.arange(1, _LOOPS + 1, dtype=np.float64) / _LOOPS
     fall = (1.0 - smooth) * (1.0 - t)[:, None] + smooth * _falloff(t)[:, None]
     before = band_before[None] + t[:, None, None] * gap[None]
