@@ -844,6 +844,25 @@ def test_a_black_and_white_source_takes_the_target_s_colouring() -> None:
     assert np.corrcoef(shading(tinted).ravel(), shading(grey).ravel())[0, 1] > 0.95
 
 
+def test_a_dark_source_on_bright_faces_keeps_its_highlights(analyzer, t1) -> None:
+    """Tom Hanks' photo is darker than t1's six faces: matched to them, it is brightened by
+    about 30 levels, and its lit cheek and forehead must not clip to flat white (they did
+    on 3.4% of the faces' pixels, against 0.1% in t1 itself)."""
+    from vfxmocap.processors.face_swap.masks import MaskOptions, face_mask
+
+    out, stats = swap_still(t1, [str(sample_path("tom_hanks"))])
+    assert stats["faces_swapped"] == 6
+    inside = np.zeros(t1.shape[:2], np.uint8)
+    for face in analyzer.analyze(t1):
+        np.maximum(inside, face_mask(t1.shape[:2], face.landmarks, MaskOptions()), out=inside)
+    face = inside > 127
+
+    def flat_white(image: np.ndarray) -> float:
+        return float((image[face] == 255).any(axis=1).mean())
+
+    assert flat_white(out) <= flat_white(t1) + 0.005, (flat_white(out), flat_white(t1))
+
+
 def test_the_frame_behind_a_wider_face_moves_without_folding(analyzer, carphone, astronaut) -> None:
     """carphone stretched to fill 1280x720 (a close-up) under the astronaut's wider face: the
     frame around it is pushed out to her outline. Every triangle of the strips from her

@@ -25,7 +25,8 @@ def match_color(patch: Frame, target: Frame, mask: Mask, target_chroma: bool = F
     and cheeks keep their tints instead of the whole face taking one flat skin tone.
 
     The correction is smooth, so it is worked out in Lab on images 8x smaller and added to
-    the patch as an RGB offset: no full-size colour conversion, whatever the face's size."""
+    the patch as an RGB offset: no full-size colour conversion, whatever the face's size.
+    Where that offset would push a highlight past white, it rolls off instead (`_shoulder`)."""
     low_rgb = _low_pass(patch)
     low_src, low_dst = _lab(low_rgb), _lab(_low_pass(target))
     small = _shrink(mask, _LOW)
@@ -41,8 +42,41 @@ def match_color(patch: Frame, target: Frame, mask: Mask, target_chroma: bool = F
     rgb = cv2.cvtColor(corrected.astype(np.float32), cv2.COLOR_LAB2RGB)
     offset = np.float32(255.0) * np.clip(rgb, 0.0, 1.0) - low_rgb
     full = cv2.resize(offset, (patch.shape[1], patch.shape[0]), interpolation=cv2.INTER_LINEAR)
-    result: Frame = cv2.add(patch, full, dtype=cv2.CV_8U)  # rounds and saturates
-    return result
+    # how far the brightest highlights (bar a few pixels) would go past white
+    every = (slice(None, None, _TOP_STEP), slice(None, None, _TOP_STEP))
+    top = float(np.percentile(patch[every] + full[every], _TOP_PERCENTILE))
+    if top <= 255.0:
+        result: Frame = cv2.add(patch, full, dtype=cv2.CV_8U)  # rounds and saturates
+        return result
+    summed = cv2.add(patch, full, dtype=cv2.CV_16S)  # rounds; -255 to 510
+    summed += _SHOULDER_AT
+    rolled: Frame = _shoulder(top)[summed]
+    return rolled
+
+
+# A dark photo brightened onto a bright face (Tom Hanks' grey one onto t1's) would clip
+# its lit cheek and forehead to flat white (3.4% of those faces' pixels at 255, against 0.1%
+# in t1 itself). Where the brightest 0.5% of a patch would pass white, its highlights roll
+# off toward white instead, from a knee as far below white as they would go past it: a
+# patch that stays inside the range is left as it is, and the roll-off grows smoothly with
+# the overshoot (no flicker as a video's faces brighten).
+_TOP_STEP = 4  # the overshoot is judged on every 4th row and column
+_TOP_PERCENTILE = 99.5
+_LOWEST_KNEE = 170.0
+_SHOULDER_AT = 256  # a lookup's index of value 0: it covers -256 to 767
+
+
+def _shoulder(top: float) -> NDArray[np.uint8]:
+    """A lookup from a patch's value plus its colour correction to 0-255: the same below a
+    knee (255 less the overshoot `top` - 255), above it rolling off as 1 - exp toward white,
+    with slope 1 at the knee: `top` lands below white by an eighth of its overshoot."""
+    knee = max(_LOWEST_KNEE, 510.0 - top)
+    span = 255.0 - knee
+    value = np.arange(-_SHOULDER_AT, 3 * _SHOULDER_AT, dtype=np.float64)
+    rolled = knee + span * (1.0 - np.exp(-(value - knee) / span))
+    curve = np.where(value > knee, rolled, value)
+    table: NDArray[np.uint8] = np.clip(np.round(curve), 0, 255).astype(np.uint8)
+    return table
 
 
 def _lab(rgb: NDArray[np.float32]) -> NDArray[np.float32]:
