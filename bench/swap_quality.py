@@ -19,8 +19,11 @@ Floor: the source photo itself turned by the engine's own mesh warp (its face, h
 background following), with no target at all: to face the camera (`floor_frontalised`), and
 on every measured frame to the target face's head pose (`floor_posed`). dlib's distance
 grows with the difference in pose between two views of one person, and the output has the
-target's pose, so a warp of this photo cannot bring the output nearer than `floor_posed`;
-`above_floor` is what the swap adds over it (the target's hair, outline, expression, light).
+target's pose: `floor_posed` is as near as the engine's own warp brings this photo in that
+pose, and `above_floor` is what the swap adds over it (the target's hair, outline,
+expression, light). `floor_posed_over_target` is that posed photo's distance to the source
+over its distance to the original target: the ratio of a "swap" that kept nothing of the
+target at all.
 
 Each carphone pair's `goals` says which of issue #12's goals its figures meet (distance to
 the source <= 0.45, at most 0.55 of the distance to the original target, jitter <= 1.15x
@@ -157,12 +160,17 @@ class Turned:
         turned[cover > 127] = face[cover > 127]
         return turned
 
-    def distance(self, image: Frame) -> float | None:
+    def descriptor(self, image: Frame) -> np.ndarray | None:
+        """dlib's descriptor of the largest face in `image`, None where it finds none."""
         found = self.d.faces(image)
         if not found:
             return None
         rect = max(found, key=lambda f: f[0].area())[0]
-        return float(np.linalg.norm(self.d.descriptor(image, rect) - self.reference))
+        return self.d.descriptor(image, rect)
+
+    def distance(self, image: Frame) -> float | None:
+        found = self.descriptor(image)
+        return None if found is None else float(np.linalg.norm(found - self.reference))
 
     def floor(self) -> dict[str, float | None]:
         pose = head_pose(self.landmarks)
@@ -177,17 +185,27 @@ class Turned:
 
 def posed_floor(
     turned: Turned, analyzer: MediaPipeFaceAnalyzer, targets: list[Frame]
-) -> list[float | None]:
+) -> list[tuple[float, float] | None]:
     """Per target frame, the source photo alone turned to the target face's head pose (the
-    largest face's): what the output's distance to the source is to be judged against."""
-    floors: list[float | None] = []
+    largest face's): its distance to the source photo, what the output's is to be judged
+    against, and to the original target face (nothing of the target is in it, so a swap,
+    which keeps the target's hair, ears and expression, reads nearer the target than this)."""
+    floors: list[tuple[float, float] | None] = []
     for frame in targets:
-        faces = analyzer.analyze(frame)
-        if not faces:
+        faces, target = analyzer.analyze(frame), turned.descriptor(frame)
+        if not faces or target is None:
             floors.append(None)
             continue
         points = faces[0].landmarks[:, :3].astype(np.float64) * FLIP_YZ
-        floors.append(turned.distance(turned.to(face_axes(points))))
+        posed = turned.descriptor(turned.to(face_axes(points)))
+        floors.append(
+            None
+            if posed is None
+            else (
+                float(np.linalg.norm(posed - turned.reference)),
+                float(np.linalg.norm(posed - target)),
+            )
+        )
     return floors
 
 
@@ -292,8 +310,13 @@ def video_pair(
     report["source_over_target"] = round(report["output_to_source"] / report["output_to_target"], 3)
     floored = [(i["output_to_source"], f) for i, f in measured if f is not None]
     if floored:
-        report["floor_posed"] = round(float(np.mean([f for _, f in floored])), 3)
-        report["above_floor"] = round(float(np.mean([o - f for o, f in floored])), 3)
+        to_source = float(np.mean([f[0] for _, f in floored]))
+        report["floor_posed"] = round(to_source, 3)
+        report["above_floor"] = round(float(np.mean([o - f[0] for o, f in floored])), 3)
+        # the photo's own ratio in the target's pose: a swap keeping anything of the target
+        # (its hair, ears, expression) reads above it
+        to_target = float(np.mean([f[1] for _, f in floored]))
+        report["floor_posed_over_target"] = round(to_source / to_target, 3)
     if args.jitter:
         (jit_before, n_before), (jit_after, n_after) = jitter(d, before), jitter(d, after)
         report["jitter_original_px"] = round(jit_before, 3)
