@@ -26,7 +26,8 @@ def match_color(patch: Frame, target: Frame, mask: Mask, target_chroma: bool = F
 
     The correction is smooth, so it is worked out in Lab on images 8x smaller and added to
     the patch as an RGB offset: no full-size colour conversion, whatever the face's size.
-    Where that offset would push a highlight past white, it rolls off instead (`_shoulder`)."""
+    Where that offset would push highlights past white or shadows past black, they roll off
+    toward it instead (`_roll_off`)."""
     low_rgb = _low_pass(patch)
     low_src, low_dst = _lab(low_rgb), _lab(_low_pass(target))
     small = _shrink(mask, _LOW)
@@ -42,39 +43,49 @@ def match_color(patch: Frame, target: Frame, mask: Mask, target_chroma: bool = F
     rgb = cv2.cvtColor(corrected.astype(np.float32), cv2.COLOR_LAB2RGB)
     offset = np.float32(255.0) * np.clip(rgb, 0.0, 1.0) - low_rgb
     full = cv2.resize(offset, (patch.shape[1], patch.shape[0]), interpolation=cv2.INTER_LINEAR)
-    # how far the brightest highlights (bar a few pixels) would go past white
-    every = (slice(None, None, _TOP_STEP), slice(None, None, _TOP_STEP))
-    top = float(np.percentile(patch[every] + full[every], _TOP_PERCENTILE))
-    if top <= 255.0:
+    # how far the darkest shadows and brightest highlights (bar a few pixels) would go past
+    # black and white
+    every = (slice(None, None, _ENDS_STEP), slice(None, None, _ENDS_STEP))
+    bottom, top = np.percentile(patch[every] + full[every], _ENDS_PERCENTILES)
+    if bottom >= 0.0 and top <= 255.0:
         result: Frame = cv2.add(patch, full, dtype=cv2.CV_8U)  # rounds and saturates
         return result
     summed = cv2.add(patch, full, dtype=cv2.CV_16S)  # rounds; -255 to 510
-    summed += _SHOULDER_AT
-    rolled: Frame = _shoulder(top)[summed]
+    summed += _ROLL_AT
+    rolled: Frame = _roll_off(float(bottom), float(top))[summed]
     return rolled
 
 
 # A dark photo brightened onto a bright face (Tom Hanks' grey one onto t1's) would clip
 # its lit cheek and forehead to flat white (3.4% of those faces' pixels at 255, against 0.1%
-# in t1 itself). Where the brightest 0.5% of a patch would pass white, its highlights roll
-# off toward white instead, from a knee as far below white as they would go past it: a
-# patch that stays inside the range is left as it is, and the roll-off grows smoothly with
-# the overshoot (no flicker as a video's faces brighten).
-_TOP_STEP = 4  # the overshoot is judged on every 4th row and column
-_TOP_PERCENTILE = 99.5
-_LOWEST_KNEE = 170.0
-_SHOULDER_AT = 256  # a lookup's index of value 0: it covers -256 to 767
+# in t1 itself), and a bright one darkened onto a dark face would crush its shadows to
+# black (the astronaut onto t1 at 35% exposure: 1.4% at 0, against 0.1%). Where the
+# darkest or brightest 0.5% of a patch would pass black or white, its shadows or highlights
+# roll off toward it instead, from a knee as far inside the range as they would go past
+# it: a patch that stays inside the range is left as it is, and the roll-off grows
+# smoothly with the overshoot (no flicker as a video's faces brighten).
+_ENDS_STEP = 4  # the overshoot is judged on every 4th row and column
+_ENDS_PERCENTILES = (0.5, 99.5)
+_DEEPEST_KNEE = 85.0  # a knee is never further than a third of the range from its end
+_ROLL_AT = 256  # a lookup's index of value 0: it covers -256 to 767
 
 
-def _shoulder(top: float) -> NDArray[np.uint8]:
-    """A lookup from a patch's value plus its colour correction to 0-255: the same below a
-    knee (255 less the overshoot `top` - 255), above it rolling off as 1 - exp toward white,
-    with slope 1 at the knee: `top` lands below white by an eighth of its overshoot."""
-    knee = max(_LOWEST_KNEE, 510.0 - top)
-    span = 255.0 - knee
-    value = np.arange(-_SHOULDER_AT, 3 * _SHOULDER_AT, dtype=np.float64)
-    rolled = knee + span * (1.0 - np.exp(-(value - knee) / span))
-    curve = np.where(value > knee, rolled, value)
+def _roll_off(bottom: float, top: float) -> NDArray[np.uint8]:
+    """A lookup from a patch's value plus its colour correction to 0-255: the same between
+    two knees, 0 less the undershoot `bottom` and 255 less the overshoot `top` - 255, past
+    them rolling off as 1 - exp toward black and white with slope 1 at the knee: `bottom`
+    and `top` land inside the range by an eighth of how far they were outside it."""
+    value = np.arange(-_ROLL_AT, 3 * _ROLL_AT, dtype=np.float64)
+    curve = value.copy()
+    low = min(_DEEPEST_KNEE, max(0.0, -bottom))
+    if low > 0:
+        dark = value < low
+        curve[dark] = low * np.exp((value[dark] - low) / low)
+    span = min(_DEEPEST_KNEE, max(0.0, top - 255.0))
+    if span > 0:
+        knee = 255.0 - span
+        bright = value > knee
+        curve[bright] = knee + span * (1.0 - np.exp(-(value[bright] - knee) / span))
     table: NDArray[np.uint8] = np.clip(np.round(curve), 0, 255).astype(np.uint8)
     return table
 
