@@ -43,10 +43,11 @@ def match_color(patch: Frame, target: Frame, mask: Mask, target_chroma: bool = F
     rgb = cv2.cvtColor(corrected.astype(np.float32), cv2.COLOR_LAB2RGB)
     offset = np.float32(255.0) * np.clip(rgb, 0.0, 1.0) - low_rgb
     full = cv2.resize(offset, (patch.shape[1], patch.shape[0]), interpolation=cv2.INTER_LINEAR)
-    # how far the darkest shadows and brightest highlights (bar a few pixels) would go past
-    # black and white
+    # how far the face's darkest shadows and brightest highlights (bar a few pixels) would
+    # go past black and white
     every = (slice(None, None, _ENDS_STEP), slice(None, None, _ENDS_STEP))
-    bottom, top = np.percentile(patch[every] + full[every], _ENDS_PERCENTILES)
+    ends = (patch[every] + full[every])[mask[every] > 127]
+    bottom, top = np.percentile(ends, _ENDS_PERCENTILES) if ends.size else (0.0, 0.0)
     if bottom >= 0.0 and top <= 255.0:
         result: Frame = cv2.add(patch, full, dtype=cv2.CV_8U)  # rounds and saturates
         return result
