@@ -53,7 +53,7 @@ def match_color(patch: Frame, target: Frame, mask: Mask, target_chroma: bool = F
         return result
     summed = cv2.add(patch, full, dtype=cv2.CV_16S)  # rounds; -255 to 510
     summed += _ROLL_AT
-    rolled: Frame = _roll_off(float(bottom), float(top))[summed]
+    rolled: Frame = _roll_off(*_knees(float(bottom), float(top)))[summed]
     return rolled
 
 
@@ -65,28 +65,34 @@ def match_color(patch: Frame, target: Frame, mask: Mask, target_chroma: bool = F
 # roll off toward it instead, from a knee as far inside the range as they would go past
 # it: a patch that stays inside the range is left as it is, and the roll-off grows
 # smoothly with the overshoot (no flicker as a video's faces brighten).
-_ENDS_STEP = 4  # the overshoot is judged on every 4th row and column
+_ENDS_STEP = 8  # the overshoot is judged on every 8th row and column
 _ENDS_PERCENTILES = (0.5, 99.5)
 _DEEPEST_KNEE = 85.0  # a knee is never further than a third of the range from its end
 _ROLL_AT = 256  # a lookup's index of value 0: it covers -256 to 767
 
 
-def _roll_off(bottom: float, top: float) -> NDArray[np.uint8]:
+def _knees(bottom: float, top: float) -> tuple[float, float]:
+    """Where the roll-off starts at each end: as far inside the range as the darkest and
+    brightest values would go past it (at most a third of the range)."""
+    low = min(_DEEPEST_KNEE, max(0.0, -bottom))
+    high = 255.0 - min(_DEEPEST_KNEE, max(0.0, top - 255.0))
+    return low, high
+
+
+def _roll_off(low: float, high: float) -> NDArray[np.uint8]:
     """A lookup from a patch's value plus its colour correction to 0-255: the same between
-    two knees, 0 less the undershoot `bottom` and 255 less the overshoot `top` - 255, past
-    them rolling off as 1 - exp toward black and white with slope 1 at the knee: `bottom`
-    and `top` land inside the range by an eighth of how far they were outside it."""
+    the knees `low` and `high`, past them rolling off as 1 - exp toward black and white
+    with slope 1 at the knee. Values as far past the range as a knee is inside it land
+    inside it by an eighth of that."""
     value = np.arange(-_ROLL_AT, 3 * _ROLL_AT, dtype=np.float64)
     curve = value.copy()
-    low = min(_DEEPEST_KNEE, max(0.0, -bottom))
     if low > 0:
         dark = value < low
         curve[dark] = low * np.exp((value[dark] - low) / low)
-    span = min(_DEEPEST_KNEE, max(0.0, top - 255.0))
+    span = 255.0 - high
     if span > 0:
-        knee = 255.0 - span
-        bright = value > knee
-        curve[bright] = knee + span * (1.0 - np.exp(-(value[bright] - knee) / span))
+        bright = value > high
+        curve[bright] = high + span * (1.0 - np.exp(-(value[bright] - high) / span))
     table: NDArray[np.uint8] = np.clip(np.round(curve), 0, 255).astype(np.uint8)
     return table
 
