@@ -61,10 +61,11 @@ def match_color(patch: Frame, target: Frame, mask: Mask, target_chroma: bool = F
 # its lit cheek and forehead to flat white (3.4% of those faces' pixels at 255, against 0.1%
 # in t1 itself), and a bright one darkened onto a dark face would crush its shadows to
 # black (the astronaut onto t1 at 35% exposure: 1.4% at 0, against 0.1%). Where the
-# darkest or brightest 0.5% of a patch would pass black or white, its shadows or highlights
-# roll off toward it instead, from a knee as far inside the range as they would go past
-# it: a patch that stays inside the range is left as it is, and the roll-off grows
-# smoothly with the overshoot (no flicker as a video's faces brighten).
+# darkest or brightest 0.5% of the face (inside its mask) would pass black or white, the
+# patch's shadows or highlights roll off toward it instead, from a knee as far inside the
+# range as they would go past it: a patch that stays inside the range is left as it is,
+# and the roll-off grows smoothly with the overshoot (no flicker as a video's faces
+# brighten).
 _ENDS_STEP = 8  # the overshoot is judged on every 8th row and column
 _ENDS_PERCENTILES = (0.5, 99.5)
 _DEEPEST_KNEE = 85.0  # a knee is never further than a third of the range from its end
